@@ -1,0 +1,197 @@
+//! In-process backend: every bound address owns a bounded channel, and sending moves the
+//! boxed buffer to the receiver's channel, so nothing is copied. A full channel drops the
+//! packet like a full NIC ring would.
+
+use super::fault::{Fate, FaultInjector};
+use super::{FaultConfig, Packet, Pool, Port, PortStats};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddrV4;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+type Registry = HashMap<SocketAddrV4, Sender<Box<Packet>>>;
+
+/// The in-process "network": a registry of bound addresses. Clones share it.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    registry: Arc<Mutex<Registry>>,
+    faults: FaultConfig,
+}
+
+impl MemoryNetwork {
+    /// Packets a port's receive channel holds before senders drop.
+    pub const QUEUE_DEPTH: usize = 8192;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A network whose every port injects these faults on send.
+    pub fn with_faults(faults: FaultConfig) -> Self {
+        MemoryNetwork {
+            registry: Arc::default(),
+            faults,
+        }
+    }
+
+    pub fn bind(&self, addr: SocketAddrV4) -> io::Result<MemoryPort> {
+        let (tx, rx) = crossbeam_channel::bounded(Self::QUEUE_DEPTH);
+        let mut registry = self.registry.lock().expect("registry lock poisoned");
+        if registry.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already bound on the in-process network"),
+            ));
+        }
+        registry.insert(addr, tx);
+        let stream = u64::from(u32::from(*addr.ip())) << 16 | u64::from(addr.port());
+        Ok(MemoryPort {
+            addr,
+            rx,
+            routes: HashMap::new(),
+            network: self.clone(),
+            pool: Pool::default(),
+            faults: self
+                .faults
+                .is_active()
+                .then(|| FaultInjector::new(self.faults, stream)),
+            stats: PortStats::default(),
+        })
+    }
+
+    fn route(&self, addr: &SocketAddrV4) -> Option<Sender<Box<Packet>>> {
+        self.registry.lock().ok()?.get(addr).cloned()
+    }
+}
+
+pub struct MemoryPort {
+    addr: SocketAddrV4,
+    rx: Receiver<Box<Packet>>,
+    /// Senders looked up once from the shared registry, so sending takes no lock.
+    routes: HashMap<SocketAddrV4, Sender<Box<Packet>>>,
+    network: MemoryNetwork,
+    pool: Pool,
+    faults: Option<FaultInjector>,
+    stats: PortStats,
+}
+
+impl MemoryPort {
+    fn deliver(&mut self, packet: Box<Packet>) {
+        let dst = packet.dst;
+        let sender = match self.routes.get(&dst) {
+            Some(sender) => sender,
+            None => match self.network.route(&dst) {
+                Some(sender) => self.routes.entry(dst).or_insert(sender),
+                None => {
+                    self.stats.tx_dropped += 1;
+                    self.pool.give(packet);
+                    return;
+                }
+            },
+        };
+        let bytes = packet.len() as u64;
+        match sender.try_send(packet) {
+            Ok(()) => {
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += bytes;
+            }
+            Err(TrySendError::Full(packet)) => {
+                self.stats.tx_dropped += 1;
+                self.pool.give(packet);
+            }
+            Err(TrySendError::Disconnected(packet)) => {
+                // The receiver went away; forget the route so a rebind is found again.
+                self.routes.remove(&dst);
+                self.stats.tx_dropped += 1;
+                self.pool.give(packet);
+            }
+        }
+    }
+
+    fn flush_delayed(&mut self) {
+        let Some(faults) = self.faults.as_mut() else {
+            return;
+        };
+        let due: Vec<_> = faults.due(Instant::now()).collect();
+        for packet in due {
+            self.deliver(packet);
+        }
+    }
+}
+
+impl Port for MemoryPort {
+    fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
+        self.flush_delayed();
+        let mut received = 0;
+        while received < max {
+            match self.rx.try_recv() {
+                Ok(packet) => {
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += packet.len() as u64;
+                    rx.push(packet);
+                    received += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(received)
+    }
+
+    fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
+        let count = tx.len();
+        for mut packet in tx.drain(..) {
+            packet.src = self.addr;
+            let fate = match self.faults.as_mut() {
+                Some(faults) => faults.fate(),
+                None => Fate::Deliver,
+            };
+            match fate {
+                Fate::Deliver => self.deliver(packet),
+                Fate::Drop => {
+                    self.stats.injected_losses += 1;
+                    self.pool.give(packet);
+                }
+                Fate::Duplicate => {
+                    self.stats.injected_duplicates += 1;
+                    let copy = packet.duplicate();
+                    self.deliver(packet);
+                    self.deliver(copy);
+                }
+                Fate::Delay => {
+                    self.stats.injected_reorders += 1;
+                    if let Some(faults) = self.faults.as_mut() {
+                        faults.delay(packet);
+                    }
+                }
+            }
+        }
+        self.flush_delayed();
+        Ok(count)
+    }
+
+    fn alloc(&mut self) -> Box<Packet> {
+        self.pool.take()
+    }
+
+    fn release(&mut self, packet: Box<Packet>) {
+        self.pool.give(packet)
+    }
+
+    fn local_addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+}
+
+impl Drop for MemoryPort {
+    fn drop(&mut self) {
+        if let Ok(mut registry) = self.network.registry.lock() {
+            registry.remove(&self.addr);
+        }
+    }
+}

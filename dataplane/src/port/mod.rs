@@ -1,0 +1,134 @@
+//! A `Port` moves batches of datagrams, each with its IPv4/UDP addressing, over reusable
+//! buffers. Backends: in-process channels (`memory`) and kernel UDP sockets (`udp`).
+
+mod fault;
+mod memory;
+mod udp;
+
+pub use fault::FaultConfig;
+pub use memory::{MemoryNetwork, MemoryPort};
+pub use udp::UdpPort;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Room for one jumbo-free Ethernet payload plus slack; every buffer has this capacity.
+pub const BUFFER_CAPACITY: usize = 2048;
+/// Packets moved per call at most, like a NIC burst.
+pub const BURST: usize = 32;
+
+/// One datagram and its addressing. Buffers are boxed once and then recycled.
+pub struct Packet {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    len: usize,
+    data: [u8; BUFFER_CAPACITY],
+}
+
+impl Packet {
+    pub fn new_boxed() -> Box<Packet> {
+        Box::new(Packet {
+            src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            len: 0,
+            data: [0; BUFFER_CAPACITY],
+        })
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// The whole buffer, for writing a payload before `set_len`.
+    pub fn buffer_mut(&mut self) -> &mut [u8; BUFFER_CAPACITY] {
+        &mut self.data
+    }
+
+    /// The payload and the whole buffer at once, for building a reply in place.
+    pub fn payload_and_buffer(&mut self) -> (usize, &mut [u8; BUFFER_CAPACITY]) {
+        (self.len, &mut self.data)
+    }
+
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= BUFFER_CAPACITY, "payload longer than the buffer");
+        self.len = len;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Turns a received request around: the reply goes back where the request came from,
+    /// from the address the request was sent to.
+    pub fn swap_addresses(&mut self) {
+        std::mem::swap(&mut self.src, &mut self.dst);
+    }
+}
+
+impl Packet {
+    /// A copy in a new buffer (fault injection duplicates packets).
+    pub fn duplicate(&self) -> Box<Packet> {
+        let mut copy = Packet::new_boxed();
+        copy.src = self.src;
+        copy.dst = self.dst;
+        copy.len = self.len;
+        copy.data[..self.len].copy_from_slice(self.payload());
+        copy
+    }
+}
+
+/// Counters every port keeps; backends add what they can observe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets dropped on send: queue full, no route, or the kernel refused them.
+    pub tx_dropped: u64,
+    /// Packets the fault injector dropped, duplicated or delayed.
+    pub injected_losses: u64,
+    pub injected_duplicates: u64,
+    pub injected_reorders: u64,
+}
+
+/// Batched packet I/O. A port owns a pool of buffers: `recv` fills buffers from it, `send`
+/// returns sent buffers to it, and `alloc`/`release` let the caller take and give back
+/// buffers, so the steady state allocates nothing.
+pub trait Port: Send {
+    /// Appends up to `max` received packets to `rx` and returns how many.
+    fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize>;
+    /// Sends and drains `tx`. Packets that cannot be sent are dropped and counted, like a
+    /// NIC with a full ring; the return value is the number handed to the medium.
+    fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize>;
+    /// A free buffer to build a packet in.
+    fn alloc(&mut self) -> Box<Packet>;
+    /// Gives a buffer back to the pool.
+    fn release(&mut self, packet: Box<Packet>);
+    fn local_addr(&self) -> SocketAddrV4;
+    fn stats(&self) -> PortStats;
+}
+
+/// A recycling stack of buffers, bounded so a burst of releases cannot hoard memory.
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Vec<Box<Packet>>,
+}
+
+impl Pool {
+    const MAX_FREE: usize = 4 * 1024;
+
+    pub fn take(&mut self) -> Box<Packet> {
+        self.free.pop().unwrap_or_else(Packet::new_boxed)
+    }
+
+    pub fn give(&mut self, packet: Box<Packet>) {
+        if self.free.len() < Self::MAX_FREE {
+            self.free.push(packet);
+        }
+    }
+}

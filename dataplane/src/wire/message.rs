@@ -1,0 +1,508 @@
+//! Message bodies: everything after the common header. Lengths are explicit prefixes, so keys
+//! (1–255 bytes) and values (up to what fits one frame) are variable.
+
+use super::{HeaderRepr, Op, Status, WireError, HEADER_LEN, MAX_PAYLOAD};
+
+/// Most keys one multi-key request may carry.
+pub const MAX_KEYS: usize = 16;
+/// Bytes of a PUT body before the key: key length (u8) and value length (u16).
+pub(crate) const PUT_FIXED_LEN: usize = 3;
+/// Bytes of a multi-key body before the hashes: count (u8) and 7 reserved bytes.
+const MULTI_FIXED_LEN: usize = 8;
+const MAX_BODY: usize = MAX_PAYLOAD - HEADER_LEN;
+
+/// The single-key operation a (multi-key) message performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyOp {
+    Get,
+    Put,
+    Delete,
+}
+
+impl KeyOp {
+    fn of(op: Op) -> Result<KeyOp, WireError> {
+        Ok(match op {
+            Op::Get | Op::MultiGet | Op::GetReply | Op::MultiGetReply => KeyOp::Get,
+            Op::Put | Op::MultiPut | Op::PutReply | Op::MultiPutReply => KeyOp::Put,
+            Op::Delete | Op::MultiDelete | Op::DeleteReply | Op::MultiDeleteReply => KeyOp::Delete,
+        })
+    }
+
+    pub fn single_op(self) -> Op {
+        match self {
+            KeyOp::Get => Op::Get,
+            KeyOp::Put => Op::Put,
+            KeyOp::Delete => Op::Delete,
+        }
+    }
+
+    pub fn multi_op(self) -> Op {
+        match self {
+            KeyOp::Get => Op::MultiGet,
+            KeyOp::Put => Op::MultiPut,
+            KeyOp::Delete => Op::MultiDelete,
+        }
+    }
+}
+
+/// A bounds-checked reader over a body.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, at: 0 }
+    }
+    fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
+        let end = self.at.checked_add(len).ok_or(WireError::Truncated)?;
+        let slice = self.bytes.get(self.at..end).ok_or(WireError::Truncated)?;
+        self.at = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn key(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.u8()?;
+        if len == 0 {
+            return Err(WireError::BadKeyLength);
+        }
+        self.take(len as usize)
+    }
+    fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.at..]
+    }
+    fn finish(&self) -> Result<(), WireError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(WireError::TrailingBytes)
+        }
+    }
+}
+
+/// A bounds-checked writer over a body.
+struct Writer<'b> {
+    bytes: &'b mut [u8],
+    at: usize,
+}
+
+impl<'b> Writer<'b> {
+    fn new(bytes: &'b mut [u8]) -> Self {
+        let limit = bytes.len().min(MAX_BODY);
+        Writer {
+            bytes: &mut bytes[..limit],
+            at: 0,
+        }
+    }
+    fn put(&mut self, data: &[u8]) -> Result<(), WireError> {
+        let end = self.at + data.len();
+        self.bytes
+            .get_mut(self.at..end)
+            .ok_or(WireError::TooLong)?
+            .copy_from_slice(data);
+        self.at = end;
+        Ok(())
+    }
+    fn key(&mut self, key: &[u8]) -> Result<(), WireError> {
+        if key.is_empty() || key.len() > u8::MAX as usize {
+            return Err(WireError::BadKeyLength);
+        }
+        self.put(&[key.len() as u8])?;
+        self.put(key)
+    }
+    fn value_len(value: &[u8]) -> Result<[u8; 2], WireError> {
+        u16::try_from(value.len())
+            .map(u16::to_be_bytes)
+            .map_err(|_| WireError::TooLong)
+    }
+}
+
+/// A request body, borrowing keys and values from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Get { key: &'a [u8] },
+    Put { key: &'a [u8], value: &'a [u8] },
+    Delete { key: &'a [u8] },
+    Multi(MultiRequestItems<'a>),
+}
+
+impl<'a> Request<'a> {
+    /// Parses the body that follows a request header.
+    pub fn parse(header: &HeaderRepr, body: &'a [u8]) -> Result<Request<'a>, WireError> {
+        if header.op.is_reply() {
+            return Err(WireError::UnexpectedOp(header.op as u8));
+        }
+        let mut cursor = Cursor::new(body);
+        let request = match header.op {
+            Op::Get => Request::Get { key: cursor.key()? },
+            Op::Delete => Request::Delete { key: cursor.key()? },
+            Op::Put => {
+                let key_len = cursor.u8()?;
+                let value_len = cursor.u16()?;
+                if key_len == 0 {
+                    return Err(WireError::BadKeyLength);
+                }
+                Request::Put {
+                    key: cursor.take(key_len as usize)?,
+                    value: cursor.take(value_len as usize)?,
+                }
+            }
+            op => {
+                let items = MultiRequestItems::parse(KeyOp::of(op)?, &mut cursor)?;
+                Request::Multi(items)
+            }
+        };
+        cursor.finish()?;
+        Ok(request)
+    }
+
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Get { .. } => Op::Get,
+            Request::Put { .. } => Op::Put,
+            Request::Delete { .. } => Op::Delete,
+            Request::Multi(items) => items.op.multi_op(),
+        }
+    }
+
+    /// Writes the body into `body` and returns its length.
+    pub fn emit(&self, body: &mut [u8]) -> Result<usize, WireError> {
+        let mut writer = Writer::new(body);
+        match *self {
+            Request::Get { key } | Request::Delete { key } => writer.key(key)?,
+            Request::Put { key, value } => {
+                if key.is_empty() || key.len() > u8::MAX as usize {
+                    return Err(WireError::BadKeyLength);
+                }
+                writer.put(&[key.len() as u8])?;
+                writer.put(&Writer::value_len(value)?)?;
+                writer.put(key)?;
+                writer.put(value)?;
+            }
+            Request::Multi(items) => {
+                writer.put(&[items.count])?;
+                writer.put(&[0; MULTI_FIXED_LEN - 1])?;
+                writer.put(items.hashes)?;
+                writer.put(items.items)?;
+            }
+        }
+        Ok(writer.at)
+    }
+}
+
+/// One key of a multi-key request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiItem<'a> {
+    pub key_hash: u64,
+    pub key: &'a [u8],
+    /// The value to write (empty for GET and DELETE).
+    pub value: &'a [u8],
+}
+
+/// The validated items of a multi-key request; iterating yields them in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiRequestItems<'a> {
+    pub op: KeyOp,
+    count: u8,
+    hashes: &'a [u8],
+    items: &'a [u8],
+}
+
+impl<'a> MultiRequestItems<'a> {
+    fn parse(op: KeyOp, cursor: &mut Cursor<'a>) -> Result<Self, WireError> {
+        let count = cursor.u8()?;
+        if count == 0 || count as usize > MAX_KEYS {
+            return Err(WireError::BadKeyCount);
+        }
+        if cursor.take(MULTI_FIXED_LEN - 1)?.iter().any(|&b| b != 0) {
+            return Err(WireError::NonZeroReserved);
+        }
+        let hashes = cursor.take(count as usize * 8)?;
+        let items_start = cursor.rest();
+        for _ in 0..count {
+            match op {
+                KeyOp::Get | KeyOp::Delete => {
+                    cursor.key()?;
+                }
+                KeyOp::Put => {
+                    let key_len = cursor.u8()?;
+                    let value_len = cursor.u16()?;
+                    if key_len == 0 {
+                        return Err(WireError::BadKeyLength);
+                    }
+                    cursor.take(key_len as usize + value_len as usize)?;
+                }
+            }
+        }
+        let items = &items_start[..items_start.len() - cursor.rest().len()];
+        Ok(MultiRequestItems {
+            op,
+            count,
+            hashes,
+            items,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> MultiItems<'a> {
+        MultiItems {
+            op: self.op,
+            hashes: Cursor::new(self.hashes),
+            items: Cursor::new(self.items),
+        }
+    }
+
+    /// Builds a multi-key request body from items; `scratch` receives the encoded items and
+    /// must outlive the returned view.
+    pub fn build(
+        op: KeyOp,
+        items: &[MultiItem<'_>],
+        scratch: &'a mut [u8],
+    ) -> Result<MultiRequestItems<'a>, WireError> {
+        if items.is_empty() || items.len() > MAX_KEYS {
+            return Err(WireError::BadKeyCount);
+        }
+        let hash_len = items.len() * 8;
+        let mut writer = Writer::new(scratch);
+        for item in items {
+            writer.put(&item.key_hash.to_be_bytes())?;
+        }
+        for item in items {
+            match op {
+                KeyOp::Get | KeyOp::Delete => writer.key(item.key)?,
+                KeyOp::Put => {
+                    if item.key.is_empty() || item.key.len() > u8::MAX as usize {
+                        return Err(WireError::BadKeyLength);
+                    }
+                    writer.put(&[item.key.len() as u8])?;
+                    writer.put(&Writer::value_len(item.value)?)?;
+                    writer.put(item.key)?;
+                    writer.put(item.value)?;
+                }
+            }
+        }
+        let len = writer.at;
+        let (hashes, rest) = scratch.split_at(hash_len);
+        Ok(MultiRequestItems {
+            op,
+            count: items.len() as u8,
+            hashes,
+            items: &rest[..len - hash_len],
+        })
+    }
+}
+
+/// Iterator over the items of a validated multi-key request.
+pub struct MultiItems<'a> {
+    op: KeyOp,
+    hashes: Cursor<'a>,
+    items: Cursor<'a>,
+}
+
+impl<'a> Iterator for MultiItems<'a> {
+    type Item = MultiItem<'a>;
+
+    // The items were validated by `MultiRequestItems::parse`, so the reads cannot fail; a
+    // failure ends the iteration instead of panicking all the same.
+    fn next(&mut self) -> Option<MultiItem<'a>> {
+        let key_hash = self.hashes.u64().ok()?;
+        let (key, value) = match self.op {
+            KeyOp::Get | KeyOp::Delete => (self.items.key().ok()?, &[][..]),
+            KeyOp::Put => {
+                let key_len = self.items.u8().ok()?;
+                let value_len = self.items.u16().ok()?;
+                let key = self.items.take(key_len as usize).ok()?;
+                (key, self.items.take(value_len as usize).ok()?)
+            }
+        };
+        Some(MultiItem {
+            key_hash,
+            key,
+            value,
+        })
+    }
+}
+
+/// The outcome of one key: status, the entry's version, and (for GET) the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyItem<'a> {
+    pub status: Status,
+    pub version: u64,
+    pub value: &'a [u8],
+}
+
+/// A reply body. Single-key replies carry their status in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    Get { version: u64, value: &'a [u8] },
+    Put { version: u64 },
+    Delete { version: u64 },
+    Multi(MultiReplyItems<'a>),
+}
+
+impl<'a> Reply<'a> {
+    pub fn parse(header: &HeaderRepr, body: &'a [u8]) -> Result<Reply<'a>, WireError> {
+        if !header.op.is_reply() {
+            return Err(WireError::UnexpectedOp(header.op as u8));
+        }
+        let mut cursor = Cursor::new(body);
+        let reply = match header.op {
+            Op::GetReply => {
+                let version = cursor.u64()?;
+                let len = cursor.u16()?;
+                Reply::Get {
+                    version,
+                    value: cursor.take(len as usize)?,
+                }
+            }
+            Op::PutReply => Reply::Put {
+                version: cursor.u64()?,
+            },
+            Op::DeleteReply => Reply::Delete {
+                version: cursor.u64()?,
+            },
+            op => Reply::Multi(MultiReplyItems::parse(KeyOp::of(op)?, &mut cursor)?),
+        };
+        cursor.finish()?;
+        Ok(reply)
+    }
+
+    /// Writes the body of a single-key reply; multi-key replies are built with
+    /// [`MultiReplyWriter`].
+    pub fn emit(&self, body: &mut [u8]) -> Result<usize, WireError> {
+        let mut writer = Writer::new(body);
+        match *self {
+            Reply::Get { version, value } => {
+                writer.put(&version.to_be_bytes())?;
+                writer.put(&Writer::value_len(value)?)?;
+                writer.put(value)?;
+            }
+            Reply::Put { version } | Reply::Delete { version } => {
+                writer.put(&version.to_be_bytes())?
+            }
+            Reply::Multi(items) => {
+                writer.put(&[items.count])?;
+                writer.put(&[0; MULTI_FIXED_LEN - 1])?;
+                writer.put(items.items)?;
+            }
+        }
+        Ok(writer.at)
+    }
+}
+
+/// The validated items of a multi-key reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiReplyItems<'a> {
+    pub op: KeyOp,
+    count: u8,
+    items: &'a [u8],
+}
+
+impl<'a> MultiReplyItems<'a> {
+    fn parse(op: KeyOp, cursor: &mut Cursor<'a>) -> Result<Self, WireError> {
+        let count = cursor.u8()?;
+        if count == 0 || count as usize > MAX_KEYS {
+            return Err(WireError::BadKeyCount);
+        }
+        if cursor.take(MULTI_FIXED_LEN - 1)?.iter().any(|&b| b != 0) {
+            return Err(WireError::NonZeroReserved);
+        }
+        let start = cursor.rest();
+        for _ in 0..count {
+            Status::from_u8(cursor.u8()?)?;
+            cursor.u64()?;
+            if op == KeyOp::Get {
+                let len = cursor.u16()?;
+                cursor.take(len as usize)?;
+            }
+        }
+        let items = &start[..start.len() - cursor.rest().len()];
+        Ok(MultiReplyItems { op, count, items })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = ReplyItem<'a>> {
+        let op = self.op;
+        let mut cursor = Cursor::new(self.items);
+        std::iter::from_fn(move || {
+            let status = Status::from_u8(cursor.u8().ok()?).ok()?;
+            let version = cursor.u64().ok()?;
+            let value = if op == KeyOp::Get {
+                let len = cursor.u16().ok()?;
+                cursor.take(len as usize).ok()?
+            } else {
+                &[]
+            };
+            Some(ReplyItem {
+                status,
+                version,
+                value,
+            })
+        })
+    }
+}
+
+/// Appends the items of a multi-key reply to a body, one at a time.
+pub struct MultiReplyWriter<'b> {
+    op: KeyOp,
+    writer: Writer<'b>,
+    count: u8,
+}
+
+impl<'b> MultiReplyWriter<'b> {
+    pub fn new(op: KeyOp, body: &'b mut [u8]) -> Result<Self, WireError> {
+        let mut writer = Writer::new(body);
+        writer.put(&[0; MULTI_FIXED_LEN])?;
+        Ok(MultiReplyWriter {
+            op,
+            writer,
+            count: 0,
+        })
+    }
+
+    pub fn push(&mut self, item: ReplyItem<'_>) -> Result<(), WireError> {
+        if self.count as usize == MAX_KEYS {
+            return Err(WireError::BadKeyCount);
+        }
+        self.writer.put(&[item.status as u8])?;
+        self.writer.put(&item.version.to_be_bytes())?;
+        if self.op == KeyOp::Get {
+            self.writer.put(&Writer::value_len(item.value)?)?;
+            self.writer.put(item.value)?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the count and returns the body length.
+    pub fn finish(self) -> Result<usize, WireError> {
+        if self.count == 0 {
+            return Err(WireError::BadKeyCount);
+        }
+        self.writer.bytes[0] = self.count;
+        Ok(self.writer.at)
+    }
+}

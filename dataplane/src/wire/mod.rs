@@ -1,0 +1,58 @@
+//! Wire formats, smoltcp style: each layout is a zero-copy view over a byte buffer
+//! (`Header<T>`) plus an owned or borrowed representation (`HeaderRepr`, `Request`, `Reply`)
+//! with `parse` and `emit`. Byte layouts and test vectors are in `docs/wire.md`.
+
+mod error;
+mod header;
+mod message;
+mod op;
+
+pub use error::WireError;
+pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
+pub use message::{
+    KeyOp, MultiItem, MultiItems, MultiReplyItems, MultiReplyWriter, MultiRequestItems, Reply,
+    ReplyItem, Request, MAX_KEYS,
+};
+pub use op::{Flags, Op, Status};
+
+/// Largest UDP payload that fits one 1500-byte Ethernet frame (1500 − 20 IPv4 − 8 UDP).
+pub const MAX_PAYLOAD: usize = 1472;
+/// Longest key: keys are length-prefixed by one byte and may not be empty.
+pub const MAX_KEY_LEN: usize = 255;
+/// Longest value of a single PUT with a 1-byte key that still fits one frame, and the value
+/// of its GET reply. Longer keys leave less room: every message must fit `MAX_PAYLOAD`.
+pub const MAX_VALUE_LEN: usize = MAX_PAYLOAD - HEADER_LEN - message::PUT_FIXED_LEN - 1;
+
+/// Splits a datagram into its validated header and the body that follows it.
+pub fn parse_header(payload: &[u8]) -> Result<(HeaderRepr, &[u8]), WireError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(WireError::TooLong);
+    }
+    let header = HeaderRepr::parse(&Header::new_checked(payload)?)?;
+    Ok((header, &payload[HEADER_LEN..]))
+}
+
+/// Writes a whole request datagram (header and body) and returns its length.
+pub fn emit_request(
+    header: &HeaderRepr,
+    request: &Request,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
+    let (head, body) = split_mut(buf)?;
+    header.emit(&mut Header::new_unchecked(head));
+    Ok(HEADER_LEN + request.emit(body)?)
+}
+
+/// Writes a whole reply datagram (header and body) and returns its length.
+pub fn emit_reply(header: &HeaderRepr, reply: &Reply, buf: &mut [u8]) -> Result<usize, WireError> {
+    let (head, body) = split_mut(buf)?;
+    header.emit(&mut Header::new_unchecked(head));
+    Ok(HEADER_LEN + reply.emit(body)?)
+}
+
+fn split_mut(buf: &mut [u8]) -> Result<(&mut [u8], &mut [u8]), WireError> {
+    if buf.len() < HEADER_LEN {
+        return Err(WireError::TooLong);
+    }
+    Ok(buf.split_at_mut(HEADER_LEN))
+}

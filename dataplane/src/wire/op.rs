@@ -1,0 +1,116 @@
+use super::WireError;
+
+/// Operation codes. Requests use 0x01–0x7F; the reply to op `x` is `x | 0x80`.
+/// Ranges reserved now so that later protocols never renumber:
+/// 0x01–0x0F key-value, 0x10–0x2F migration control, 0x30–0x3F migration data,
+/// 0x40–0x4F switch control, 0x50–0x7F unassigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    Get = 0x01,
+    Put = 0x02,
+    Delete = 0x03,
+    MultiGet = 0x04,
+    MultiPut = 0x05,
+    MultiDelete = 0x06,
+    GetReply = 0x81,
+    PutReply = 0x82,
+    DeleteReply = 0x83,
+    MultiGetReply = 0x84,
+    MultiPutReply = 0x85,
+    MultiDeleteReply = 0x86,
+}
+
+impl Op {
+    pub const REPLY_BIT: u8 = 0x80;
+    /// First and last op codes of the reserved ranges (see `docs/wire.md`).
+    pub const MIGRATION_CONTROL: std::ops::RangeInclusive<u8> = 0x10..=0x2F;
+    pub const MIGRATION_DATA: std::ops::RangeInclusive<u8> = 0x30..=0x3F;
+    pub const SWITCH_CONTROL: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
+
+    pub fn from_u8(code: u8) -> Result<Op, WireError> {
+        Ok(match code {
+            0x01 => Op::Get,
+            0x02 => Op::Put,
+            0x03 => Op::Delete,
+            0x04 => Op::MultiGet,
+            0x05 => Op::MultiPut,
+            0x06 => Op::MultiDelete,
+            0x81 => Op::GetReply,
+            0x82 => Op::PutReply,
+            0x83 => Op::DeleteReply,
+            0x84 => Op::MultiGetReply,
+            0x85 => Op::MultiPutReply,
+            0x86 => Op::MultiDeleteReply,
+            other => return Err(WireError::UnknownOp(other)),
+        })
+    }
+
+    pub fn is_reply(self) -> bool {
+        self as u8 & Self::REPLY_BIT != 0
+    }
+
+    /// Whether the header's key-hash field names a key (the switch steers on it).
+    pub fn is_key_addressed(self) -> bool {
+        !self.is_reply()
+    }
+
+    pub fn is_multi(self) -> bool {
+        matches!((self as u8) & !Self::REPLY_BIT, 0x04..=0x06)
+    }
+
+    /// The reply op for a request op (identity for replies).
+    pub fn reply(self) -> Op {
+        Op::from_u8(self as u8 | Self::REPLY_BIT).expect("every request op has a reply op")
+    }
+}
+
+/// Outcome carried by every reply (and by each item of a multi-key reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Status {
+    Ok = 0,
+    NotFound = 1,
+    /// The server no longer owns the shard; the client must address the new owner.
+    Moved = 2,
+    /// The server will have an answer soon (e.g. a pull is pending); retry the same request.
+    RetryLater = 3,
+    /// The request was understood but could not be served (e.g. unknown shard).
+    Error = 4,
+}
+
+impl Status {
+    pub fn from_u8(code: u8) -> Result<Status, WireError> {
+        Ok(match code {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::Moved,
+            3 => Status::RetryLater,
+            4 => Status::Error,
+            other => return Err(WireError::UnknownStatus(other)),
+        })
+    }
+}
+
+/// Header flag bits. Unknown bits are carried, not rejected, so newer peers can add flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// Reply: the destination of a migration served this request.
+    pub const FROM_DESTINATION: Flags = Flags(0x01);
+    /// This packet is one half of a double read (set by the switch on both copies).
+    pub const DOUBLE_READ: Flags = Flags(0x02);
+    /// The switch redirected this request away from the server the client addressed.
+    pub const REDIRECTED: Flags = Flags(0x04);
+    /// Request: the client sent this sequence number before (informational).
+    pub const RETRANSMIT: Flags = Flags(0x08);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+}
