@@ -1,1 +1,19 @@
-fn main() {}
+//! `netmigrate`: the command-line entry point that wires every component.
+
+use bench::{cli, commands};
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() {
+    let cli = <cli::Cli as clap::Parser>::parse();
+    let result = match cli.command {
+        cli::Command::Server(args) => commands::server::run(args),
+        cli::Command::Ycsb(args) => commands::ycsb::run(args),
+    };
+    if let Err(error) = result {
+        eprintln!("netmigrate: error: {error:#}");
+        std::process::exit(1);
+    }
+}

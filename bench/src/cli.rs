@@ -1,0 +1,148 @@
+//! Command-line arguments.
+
+use crate::transport::Transport;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netmigrate",
+    version,
+    about = "An in-memory key-value store whose shards migrate live between servers",
+    long_about = "An in-memory key-value store whose shards migrate live between servers \
+(NetMigrate, FAST'24), with a YCSB client that checks every run for linearizability.\n\n\
+Start with `netmigrate ycsb --embedded`: server and client in one process."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a key-value server: one partition per core, partition p on UDP port base+p.
+    Server(ServerArgs),
+    /// Load records and run a YCSB workload against a server (or an embedded one).
+    Ycsb(YcsbArgs),
+}
+
+/// How a server lays out its data; client and server must agree.
+#[derive(Args, Debug, Clone)]
+pub struct LayoutArgs {
+    /// Partitions (serving cores) of the server; partition p listens on base port + p.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub partitions: u32,
+    /// Migration groups are 2^BITS runs of the key-hash space (the switch's size_exp is 32,
+    /// remain_exp is 32 − BITS).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=24))]
+    pub group_bits: u8,
+    /// Shard id requests carry.
+    #[arg(long, default_value_t = 0)]
+    pub shard: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Packet I/O backend. `memory` exists only inside one process (`ycsb --embedded`).
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    pub transport: Transport,
+    /// Address of partition 0.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub listen: SocketAddrV4,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Cores to pin partition loops to, e.g. `0-3` (default: not pinned).
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Entries each partition's table is sized for before it has to grow.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub capacity: usize,
+    /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Print counters every this many seconds while running (0: only at the end).
+    #[arg(long, default_value_t = 0.0)]
+    pub stats_every: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct YcsbArgs {
+    /// Built-in workload: a, b, c, d, f, or the write-ratio variants 10, 20, 30.
+    /// (E is not offered: a hash-partitioned store has no key order to scan.)
+    #[arg(long, short = 'w', default_value = "b")]
+    pub workload: String,
+    /// YCSB property file (recordcount, operationcount, readproportion, …) applied on top
+    /// of the built-in workload.
+    #[arg(short = 'P', value_name = "FILE")]
+    pub property_file: Option<PathBuf>,
+    /// Set one property, e.g. `-p readproportion=0.9` (repeatable; wins over -P).
+    #[arg(short = 'p', value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// Records to load (YCSB `recordcount`).
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Seconds to run the workload (ignored when --operations is given).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Operations to run instead of a duration (YCSB `operationcount`).
+    #[arg(long)]
+    pub operations: Option<u64>,
+    /// Client threads, each with its own port.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Requests each thread keeps outstanding (closed loop).
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Open loop: total operations per second to start (the window still caps what is in
+    /// flight).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Initial retransmission timeout in milliseconds (doubles per attempt).
+    #[arg(long, default_value_t = 2.0)]
+    pub timeout_ms: f64,
+    /// A request unanswered for this many milliseconds fails.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub give_up_ms: f64,
+    /// Skip the load phase (the server already holds the records).
+    #[arg(long)]
+    pub skip_load: bool,
+    /// Record every operation and check the history for linearizability.
+    #[arg(long)]
+    pub check: bool,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Seed for the workload generators.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Run the server in this process (on the in-process backend unless --transport says
+    /// otherwise).
+    #[arg(long)]
+    pub embedded: bool,
+    /// Packet I/O backend (default: memory when embedded, udp otherwise).
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Address of the server's partition 0 (default 127.0.0.1:7100; in-process 10.0.0.2:7100).
+    #[arg(long)]
+    pub server: Option<SocketAddrV4>,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Embedded server: cores to pin its partitions to.
+    #[arg(long)]
+    pub server_cores: Option<String>,
+
+    /// In-process backend: probability that a packet is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// In-process backend: probability that a packet is delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// In-process backend: probability that a packet is held back and overtaken.
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+}

@@ -1,0 +1,456 @@
+//! One client thread: issues requests within a window, matches replies by sequence number,
+//! retransmits on timeout, records latency and (optionally) the history for the
+//! linearizability check.
+
+use super::source::{InsertCounter, OpSource, Planned};
+use super::{Cluster, Progress, Settings, ThreadResult};
+use crate::linearizability::{Op as HistoryOp, OpKind};
+use crate::measure::Recorder;
+use crate::value;
+use crate::workload::WorkloadSpec;
+use dataplane::port::BURST;
+use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
+use dataplane::{Packet, Port};
+use migration::dedup::WINDOW;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sequence numbers tracked at once; also the dedup window the servers keep.
+const RING: u64 = WINDOW;
+/// A `RetryLater` answer is retried after this pause.
+const RETRY_LATER_PAUSE: Duration = Duration::from_micros(200);
+/// Operations per history chunk.
+const HISTORY_CHUNK: usize = 1 << 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Update,
+    Insert,
+    RmwRead,
+    RmwWrite,
+}
+
+struct Pending {
+    seq: u64,
+    purpose: Purpose,
+    record: u64,
+    /// Tag of the value a write carries.
+    tag: u64,
+    /// When the logical operation began (a read-modify-write spans two requests).
+    op_start: Instant,
+    first_sent: Instant,
+    attempts: u32,
+}
+
+impl Pending {
+    fn is_write(&self) -> bool {
+        !matches!(self.purpose, Purpose::Read | Purpose::RmwRead)
+    }
+}
+
+/// Per-thread counters, published to `Progress` in batches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub completed: u64,
+    pub failed: u64,
+    pub timeouts: u64,
+    pub retries: u64,
+    pub not_found: u64,
+    pub error_replies: u64,
+    pub ignored_replies: u64,
+    pub malformed_replies: u64,
+    pub retry_later: u64,
+}
+
+pub struct Engine {
+    port: Box<dyn Port>,
+    cluster: Arc<Cluster>,
+    spec: Arc<WorkloadSpec>,
+    settings: Settings,
+    client_id: u32,
+    writer: u32,
+    epoch: Instant,
+    next_seq: u64,
+    floor: u64,
+    slots: Vec<Option<Pending>>,
+    outstanding: usize,
+    timers: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    rx: Vec<Box<Packet>>,
+    tx: Vec<Box<Packet>>,
+    recorder: Recorder,
+    /// Fixed-size chunks: growing one huge vector would stall the thread while it copies.
+    history: Vec<Vec<HistoryOp>>,
+    counters: Counters,
+    published: Counters,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        port: Box<dyn Port>,
+        cluster: Arc<Cluster>,
+        spec: Arc<WorkloadSpec>,
+        settings: Settings,
+        client_id: u32,
+        writer: u32,
+        epoch: Instant,
+    ) -> Self {
+        Engine {
+            port,
+            cluster,
+            key: vec![0; spec.key_bytes],
+            value: vec![0; spec.value_bytes],
+            spec,
+            settings,
+            client_id,
+            writer,
+            epoch,
+            next_seq: 1,
+            floor: 1,
+            slots: (0..RING).map(|_| None).collect(),
+            outstanding: 0,
+            timers: BinaryHeap::new(),
+            rx: Vec::with_capacity(BURST),
+            tx: Vec::with_capacity(BURST),
+            recorder: Recorder::default(),
+            history: Vec::new(),
+            counters: Counters::default(),
+            published: Counters::default(),
+        }
+    }
+
+    /// Runs the source dry (or until `deadline` / `stop`), then waits for what is in flight.
+    pub fn run(
+        mut self,
+        mut source: OpSource,
+        inserts: &InsertCounter,
+        deadline: Option<Instant>,
+        stop: &AtomicBool,
+        progress: &Progress,
+    ) -> ThreadResult {
+        let interval = self
+            .settings
+            .rate_per_thread
+            .map(|rate| Duration::from_secs_f64(1.0 / rate));
+        let mut next_due = Instant::now();
+        let mut exhausted = false;
+        let mut polls: u32 = 0;
+        loop {
+            let now = Instant::now();
+            if !exhausted && (stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {
+                exhausted = true;
+            }
+            while !exhausted && self.can_issue() {
+                if let Some(interval) = interval {
+                    if now < next_due {
+                        break;
+                    }
+                    next_due += interval;
+                }
+                match source.next(inserts) {
+                    Some(planned) => self.start(planned, now),
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+            self.flush();
+            self.receive(inserts);
+            self.expire_timers(Instant::now(), inserts);
+            self.flush();
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 {
+                self.publish(progress);
+            }
+            if exhausted && self.outstanding == 0 {
+                break;
+            }
+            if self.outstanding > 0 && self.rx.is_empty() {
+                std::hint::spin_loop();
+            }
+            if interval.is_some() && self.outstanding == 0 {
+                // Open loop and idle: nap until the next operation is due.
+                let wait = next_due.saturating_duration_since(Instant::now());
+                if wait > Duration::from_micros(100) {
+                    std::thread::sleep(wait - Duration::from_micros(50));
+                }
+            }
+        }
+        self.publish(progress);
+        ThreadResult {
+            recorder: self.recorder,
+            history: self.history.concat(),
+            counters: self.counters,
+            port: self.port.stats(),
+        }
+    }
+
+    fn can_issue(&self) -> bool {
+        self.outstanding < self.settings.window && self.next_seq - self.floor < RING - 1
+    }
+
+    fn publish(&mut self, progress: &Progress) {
+        let c = &self.counters;
+        let p = &self.published;
+        progress
+            .completed
+            .fetch_add(c.completed - p.completed, Ordering::Relaxed);
+        progress
+            .failed
+            .fetch_add(c.failed - p.failed, Ordering::Relaxed);
+        progress
+            .retries
+            .fetch_add(c.retries - p.retries, Ordering::Relaxed);
+        self.published = self.counters;
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn start(&mut self, planned: Planned, now: Instant) {
+        let (purpose, record) = match planned {
+            Planned::Read(r) => (Purpose::Read, r),
+            Planned::Update(r) => (Purpose::Update, r),
+            Planned::Insert(r) => (Purpose::Insert, r),
+            Planned::ReadModifyWrite(r) => (Purpose::RmwRead, r),
+        };
+        self.issue(purpose, record, now, now);
+    }
+
+    fn issue(&mut self, purpose: Purpose, record: u64, op_start: Instant, now: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let pending = Pending {
+            seq,
+            purpose,
+            record,
+            tag: value::tag(self.writer, seq),
+            op_start,
+            first_sent: now,
+            attempts: 0,
+        };
+        self.slots[(seq % RING) as usize] = Some(pending);
+        self.outstanding += 1;
+        self.transmit(seq, now);
+    }
+
+    /// Builds and queues the request for `seq` (first send or retransmission).
+    fn transmit(&mut self, seq: u64, now: Instant) {
+        let Some(pending) = self.slots[(seq % RING) as usize].as_mut() else {
+            return;
+        };
+        pending.attempts += 1;
+        let attempt = pending.attempts;
+        let (purpose, record, tag) = (pending.purpose, pending.record, pending.tag);
+        let key_len = self.spec.key_of(record, &mut self.key);
+        let key = &self.key[..key_len];
+        let hash = kv::key_hash(key);
+        let is_write = !matches!(purpose, Purpose::Read | Purpose::RmwRead);
+        let request = if is_write {
+            value::encode(tag, &mut self.value);
+            Request::Put {
+                key,
+                value: &self.value,
+            }
+        } else {
+            Request::Get { key }
+        };
+        let header = HeaderRepr {
+            op: request.op(),
+            flags: if attempt > 1 {
+                Flags::RETRANSMIT
+            } else {
+                Flags::default()
+            },
+            status: Status::Ok,
+            shard: self.cluster.shard,
+            seq,
+            key_hash: hash,
+            client: self.client_id,
+            oldest_gap: (seq - self.floor) as u32,
+        };
+        let mut packet = self.port.alloc();
+        let len = wire::emit_request(&header, &request, packet.buffer_mut())
+            .expect("workload keys and values fit one frame");
+        packet.set_len(len);
+        packet.dst = self.cluster.server_for(hash);
+        self.tx.push(packet);
+        if self.tx.len() >= BURST {
+            self.flush();
+        }
+        let backoff = self.settings.timeout * 2u32.saturating_pow(attempt.min(16) - 1);
+        let deadline = now + backoff.min(self.settings.max_timeout);
+        self.timers.push(Reverse((deadline, seq, attempt)));
+    }
+
+    fn flush(&mut self) {
+        if !self.tx.is_empty() {
+            // Sends that fail are dropped like lost packets and retransmitted later.
+            let _ = self.port.send(&mut self.tx);
+        }
+    }
+
+    fn receive(&mut self, inserts: &InsertCounter) {
+        let _ = self.port.recv(&mut self.rx, BURST);
+        if self.rx.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut rx = std::mem::take(&mut self.rx);
+        for packet in rx.drain(..) {
+            self.on_reply(packet.payload(), now, inserts);
+            self.port.release(packet);
+        }
+        self.rx = rx;
+    }
+
+    fn on_reply(&mut self, payload: &[u8], now: Instant, inserts: &InsertCounter) {
+        let parsed = wire::parse_header(payload)
+            .and_then(|(header, body)| Ok((header, Reply::parse(&header, body)?)));
+        let Ok((header, reply)) = parsed else {
+            self.counters.malformed_replies += 1;
+            return;
+        };
+        let slot = (header.seq % RING) as usize;
+        let matches = header.client == self.client_id
+            && self.slots[slot].as_ref().is_some_and(|p| {
+                p.seq == header.seq
+                    && header.op
+                        == if p.is_write() {
+                            Op::PutReply
+                        } else {
+                            Op::GetReply
+                        }
+            });
+        if !matches {
+            // A duplicate, a late answer to a retransmitted request, or not ours.
+            self.counters.ignored_replies += 1;
+            return;
+        }
+        match header.status {
+            Status::Ok | Status::NotFound => {
+                let observed = match reply {
+                    Reply::Get { value, .. } if header.status == Status::Ok => {
+                        Some(value::decode(value).unwrap_or(u64::MAX))
+                    }
+                    _ => None,
+                };
+                self.complete(header.seq, now, Outcome::Done(observed), inserts);
+            }
+            Status::RetryLater => {
+                self.counters.retry_later += 1;
+                let attempt = self.slots[slot].as_ref().map_or(0, |p| p.attempts);
+                self.timers
+                    .push(Reverse((now + RETRY_LATER_PAUSE, header.seq, attempt)));
+            }
+            Status::Moved | Status::Error => {
+                self.counters.error_replies += 1;
+                self.complete(header.seq, now, Outcome::Failed, inserts);
+            }
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant, inserts: &InsertCounter) {
+        while let Some(Reverse((deadline, seq, attempt))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(pending) = self.slots[(seq % RING) as usize].as_ref() else {
+                continue;
+            };
+            if pending.seq != seq || pending.attempts != attempt {
+                continue; // Completed, or re-armed by a later transmission.
+            }
+            if now.duration_since(pending.first_sent) >= self.settings.give_up {
+                self.counters.timeouts += 1;
+                self.complete(seq, now, Outcome::Failed, inserts);
+            } else {
+                self.counters.retries += 1;
+                self.transmit(seq, now);
+            }
+        }
+    }
+
+    fn complete(&mut self, seq: u64, now: Instant, outcome: Outcome, inserts: &InsertCounter) {
+        let Some(pending) = self.slots[(seq % RING) as usize].take() else {
+            return;
+        };
+        self.outstanding -= 1;
+        while self.floor < self.next_seq
+            && self.slots[(self.floor % RING) as usize]
+                .as_ref()
+                .is_none_or(|p| p.seq != self.floor)
+        {
+            self.floor += 1;
+        }
+        if self.settings.record_history {
+            let kind = if pending.is_write() {
+                Some(OpKind::Write(pending.tag))
+            } else {
+                match outcome {
+                    Outcome::Done(observed) => Some(OpKind::Read(observed)),
+                    Outcome::Failed => None, // A read without an answer tells nothing.
+                }
+            };
+            if let Some(kind) = kind {
+                let op = HistoryOp {
+                    key: pending.record,
+                    call_ns: self.since_epoch(pending.first_sent),
+                    return_ns: match outcome {
+                        Outcome::Done(_) => Some(self.since_epoch(now)),
+                        Outcome::Failed => None,
+                    },
+                    kind,
+                };
+                if self
+                    .history
+                    .last()
+                    .is_none_or(|chunk| chunk.len() == HISTORY_CHUNK)
+                {
+                    self.history.push(Vec::with_capacity(HISTORY_CHUNK));
+                }
+                self.history
+                    .last_mut()
+                    .expect("a chunk was just ensured")
+                    .push(op);
+            }
+        }
+        match outcome {
+            Outcome::Failed => {
+                self.counters.failed += 1;
+                return;
+            }
+            Outcome::Done(None) if !pending.is_write() => self.counters.not_found += 1,
+            Outcome::Done(_) => {}
+        }
+        match pending.purpose {
+            Purpose::RmwRead => {
+                // The write half continues the same logical operation.
+                self.issue(Purpose::RmwWrite, pending.record, pending.op_start, now);
+                return;
+            }
+            Purpose::Insert => inserts.acknowledge(pending.record),
+            _ => {}
+        }
+        self.counters.completed += 1;
+        let latency = now.duration_since(pending.op_start).as_nanos() as u64;
+        self.recorder
+            .record(now.saturating_duration_since(self.epoch), latency);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Answered; for reads, the tag of the value read (None: not found).
+    Done(Option<u64>),
+    Failed,
+}

@@ -1,0 +1,135 @@
+//! Where a client thread's operations come from: the load phase inserts a range of records,
+//! the run phase draws operations and keys from the workload's generators.
+
+use crate::workload::{KeyChooser, Operation, OperationChooser, WorkloadSpec};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One logical operation to issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planned {
+    Read(u64),
+    Update(u64),
+    Insert(u64),
+    ReadModifyWrite(u64),
+}
+
+/// Records that exist: the loaded ones plus inserts acknowledged without gaps, so readers
+/// only pick keys whose insert has completed (YCSB's acknowledged counter).
+pub struct InsertCounter {
+    next: AtomicU64,
+    limit: AtomicU64,
+    done_out_of_order: Mutex<BTreeSet<u64>>,
+}
+
+impl InsertCounter {
+    pub fn new(loaded: u64) -> Self {
+        InsertCounter {
+            next: AtomicU64::new(loaded),
+            limit: AtomicU64::new(loaded),
+            done_out_of_order: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn claim(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn acknowledge(&self, record: u64) {
+        let mut done = self.done_out_of_order.lock().expect("insert counter lock");
+        if record < self.limit.load(Ordering::Relaxed) {
+            return; // A loaded record: it existed all along.
+        }
+        done.insert(record);
+        let mut limit = self.limit.load(Ordering::Relaxed);
+        while done.remove(&limit) {
+            limit += 1;
+        }
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    /// Every record below this exists.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+}
+
+pub enum OpSource {
+    /// Insert records `next..end`.
+    Load { next: u64, end: u64 },
+    Run {
+        operations: OperationChooser,
+        keys: KeyChooser,
+        /// Operations this thread may still start (None: until the deadline).
+        remaining: Option<u64>,
+    },
+}
+
+impl OpSource {
+    pub fn load(records: std::ops::Range<u64>) -> Self {
+        OpSource::Load {
+            next: records.start,
+            end: records.end,
+        }
+    }
+
+    pub fn run(spec: &WorkloadSpec, seed: u64, operations: Option<u64>) -> Self {
+        OpSource::Run {
+            operations: OperationChooser::new(spec, seed),
+            keys: KeyChooser::new(spec, seed ^ 0x5EED),
+            remaining: operations,
+        }
+    }
+
+    pub fn next(&mut self, inserts: &InsertCounter) -> Option<Planned> {
+        match self {
+            OpSource::Load { next, end } => {
+                if next < end {
+                    *next += 1;
+                    Some(Planned::Insert(*next - 1))
+                } else {
+                    None
+                }
+            }
+            OpSource::Run {
+                operations,
+                keys,
+                remaining,
+            } => {
+                if let Some(left) = remaining {
+                    if *left == 0 {
+                        return None;
+                    }
+                    *left -= 1;
+                }
+                Some(match operations.next() {
+                    Operation::Read => Planned::Read(keys.next_record(inserts.limit())),
+                    Operation::Update => Planned::Update(keys.next_record(inserts.limit())),
+                    Operation::Insert => Planned::Insert(inserts.claim()),
+                    Operation::ReadModifyWrite => {
+                        Planned::ReadModifyWrite(keys.next_record(inserts.limit()))
+                    }
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_limit_waits_for_gaps() {
+        let counter = InsertCounter::new(10);
+        let (a, b, c) = (counter.claim(), counter.claim(), counter.claim());
+        assert_eq!((a, b, c), (10, 11, 12));
+        counter.acknowledge(b);
+        assert_eq!(counter.limit(), 10, "11 done but 10 still pending");
+        counter.acknowledge(a);
+        assert_eq!(counter.limit(), 12);
+        counter.acknowledge(c);
+        assert_eq!(counter.limit(), 13);
+    }
+}

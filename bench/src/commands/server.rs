@@ -1,0 +1,85 @@
+//! `netmigrate server`: serve until SIGINT/SIGTERM (or `--duration`), then print the
+//! final statistics.
+
+use super::{fail, CommandError};
+use crate::cli::{LayoutArgs, ServerArgs};
+use crate::server::{self, ServerSpec};
+use crate::transport::{Fabric, Transport};
+use dataplane::port::FaultConfig;
+use dataplane::runner::{parse_core_list, shutdown_on_signals};
+use kv::{GroupLayout, PartitionMap};
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub fn partition_map(layout: &LayoutArgs) -> Result<PartitionMap, CommandError> {
+    let groups = GroupLayout::new(layout.group_bits).map_err(|e| CommandError(e.to_string()))?;
+    PartitionMap::new(groups, layout.partitions).map_err(|e| CommandError(e.to_string()))
+}
+
+pub fn core_list(text: Option<&str>) -> Result<Option<Vec<usize>>, CommandError> {
+    text.map(parse_core_list)
+        .transpose()
+        .map_err(|e| CommandError(format!("--cores: {e}")))
+}
+
+pub fn spec(
+    listen: SocketAddrV4,
+    layout: &LayoutArgs,
+    capacity: usize,
+    cores: Option<Vec<usize>>,
+) -> Result<ServerSpec, CommandError> {
+    let map = partition_map(layout)?;
+    if u32::from(listen.port()) + map.partitions() > 65536 {
+        return fail(format!(
+            "--listen port {} leaves no room for {} partition ports",
+            listen.port(),
+            map.partitions()
+        ));
+    }
+    Ok(ServerSpec {
+        base: listen,
+        map,
+        shards: vec![layout.shard],
+        capacity_per_partition: capacity,
+        cores,
+    })
+}
+
+pub fn run(args: ServerArgs) -> Result<(), CommandError> {
+    if args.transport == Transport::Memory {
+        return fail(
+            "the memory transport connects threads of one process only; \
+             run `netmigrate ycsb --embedded` for an in-process server and client, \
+             or use `--transport udp`",
+        );
+    }
+    let cores = core_list(args.cores.as_deref())?;
+    let spec = spec(args.listen, &args.layout, args.capacity, cores)?;
+    let signals = shutdown_on_signals()?;
+    let fabric = Fabric::new(args.transport, FaultConfig::default());
+    let running = server::start(&fabric, &spec)?;
+    let last = spec.partition_addr(spec.map.partitions() - 1);
+    eprintln!(
+        "netmigrate server: {} partition(s) on {} udp ports {}..={}, shard {}, {} groups \
+         (remain_exp {}); Ctrl-C stops",
+        spec.map.partitions(),
+        args.listen.ip(),
+        args.listen.port(),
+        last.port(),
+        args.layout.shard,
+        spec.map.layout().group_count(),
+        spec.map.layout().remain_exp(),
+    );
+    let started = Instant::now();
+    let deadline = args.duration.map(Duration::from_secs_f64);
+    while !signals.load(Ordering::Relaxed)
+        && deadline.is_none_or(|d| started.elapsed() < d)
+        && running.is_running()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reports = running.stop();
+    eprint!("{}", server::format_reports(&reports));
+    Ok(())
+}

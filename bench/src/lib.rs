@@ -1,0 +1,13 @@
+//! The benchmark side of netmigrate: YCSB workloads and client, measurement, the
+//! linearizability checker, reports, and the subcommands of the `netmigrate` binary.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod linearizability;
+pub mod measure;
+pub mod report;
+pub mod server;
+pub mod transport;
+pub mod value;
+pub mod workload;

@@ -1,0 +1,135 @@
+//! At-most-once execution of client writes.
+//!
+//! Clients retransmit until answered, so a server can receive a write twice, and a late copy
+//! could overwrite a newer value. Each request names its client, its sequence number and the
+//! gap to the oldest sequence number that client still awaits. A server remembers, per
+//! client, which writes at or after that floor it has applied; anything below the floor was
+//! answered already and is never applied again.
+
+use std::collections::HashMap;
+
+/// Sequence numbers a client may have in flight beyond its oldest unanswered one.
+pub const WINDOW: u64 = 4096;
+const WORDS: usize = (WINDOW / 64) as usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupVerdict {
+    /// First time seen: apply it.
+    Apply,
+    /// Applied before and the client may still wait for the answer: answer, don't apply.
+    Duplicate,
+    /// Older than the client's floor: the client has its answer; drop it.
+    Stale,
+    /// The client broke the window contract (gap ≥ WINDOW).
+    OutOfWindow,
+}
+
+struct ClientWindow {
+    floor: u64,
+    applied: [u64; WORDS],
+}
+
+impl ClientWindow {
+    fn bit(seq: u64) -> (usize, u64) {
+        let slot = seq % WINDOW;
+        ((slot / 64) as usize, 1 << (slot % 64))
+    }
+
+    fn advance(&mut self, floor: u64) {
+        if floor <= self.floor {
+            return;
+        }
+        if floor - self.floor >= WINDOW {
+            self.applied = [0; WORDS];
+        } else {
+            for seq in self.floor..floor {
+                let (word, mask) = Self::bit(seq);
+                self.applied[word] &= !mask;
+            }
+        }
+        self.floor = floor;
+    }
+}
+
+/// Per-client write windows of one partition.
+#[derive(Default)]
+pub struct WriteDedup {
+    clients: HashMap<u32, ClientWindow>,
+}
+
+impl WriteDedup {
+    /// Decides whether the write `(client, seq)` runs, and records it if so.
+    pub fn admit(&mut self, client: u32, seq: u64, oldest_gap: u32) -> DedupVerdict {
+        let gap = u64::from(oldest_gap);
+        if gap >= WINDOW || gap > seq {
+            return DedupVerdict::OutOfWindow;
+        }
+        let floor = seq - gap;
+        let window = self.clients.entry(client).or_insert(ClientWindow {
+            floor,
+            applied: [0; WORDS],
+        });
+        window.advance(floor);
+        if seq < window.floor {
+            return DedupVerdict::Stale;
+        }
+        if seq - window.floor >= WINDOW {
+            // A reordered packet from before a floor jump can't land here: floors only grow
+            // and seq ≥ floor; this is a client that lied about its gap.
+            return DedupVerdict::OutOfWindow;
+        }
+        let (word, mask) = ClientWindow::bit(seq);
+        if window.applied[word] & mask != 0 {
+            DedupVerdict::Duplicate
+        } else {
+            window.applied[word] |= mask;
+            DedupVerdict::Apply
+        }
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_once_and_rejects_stale_copies() {
+        let mut d = WriteDedup::default();
+        assert_eq!(d.admit(1, 10, 0), DedupVerdict::Apply);
+        assert_eq!(d.admit(1, 10, 0), DedupVerdict::Duplicate);
+        assert_eq!(d.admit(1, 11, 1), DedupVerdict::Apply);
+        // The client has its answer for 10 and 11; a late copy of 10 must not run.
+        assert_eq!(d.admit(1, 12, 0), DedupVerdict::Apply);
+        assert_eq!(d.admit(1, 10, 0), DedupVerdict::Stale);
+        assert_eq!(
+            d.admit(2, 10, 0),
+            DedupVerdict::Apply,
+            "clients are independent"
+        );
+        assert_eq!(d.admit(1, 5000, 4096), DedupVerdict::OutOfWindow);
+        assert_eq!(d.admit(1, 3, 4), DedupVerdict::OutOfWindow);
+    }
+
+    #[test]
+    fn window_wraps_without_forgetting_recent_writes() {
+        let mut d = WriteDedup::default();
+        for seq in 0..3 * WINDOW {
+            let gap = seq.min(WINDOW / 2) as u32;
+            assert_eq!(d.admit(7, seq, gap), DedupVerdict::Apply, "seq {seq}");
+            assert_eq!(d.admit(7, seq, gap), DedupVerdict::Duplicate);
+            if seq >= 1 {
+                let earlier = seq - 1;
+                let expected = if earlier < seq - u64::from(gap) {
+                    DedupVerdict::Stale
+                } else {
+                    DedupVerdict::Duplicate
+                };
+                assert_eq!(d.admit(7, earlier, 0), expected);
+            }
+        }
+    }
+}
