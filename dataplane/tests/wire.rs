@@ -1,0 +1,216 @@
+//! Wire format: test vectors (also in docs/wire.md), round trips, and hostile input.
+
+use dataplane::wire::{
+    self, Flags, HeaderRepr, KeyOp, MultiItem, MultiReplyWriter, MultiRequestItems, Op, Reply,
+    ReplyItem, Request, Status, WireError, HEADER_LEN, MAX_PAYLOAD,
+};
+use proptest::prelude::*;
+
+fn header(op: Op) -> HeaderRepr {
+    HeaderRepr {
+        op,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: 0,
+        seq: 1,
+        key_hash: 0xC5FA_E977_BFC9_0C32, // CRC-64/Jones of "abcd"
+        client: 0x0102_0304,
+        oldest_gap: 0,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn get_request_vector() {
+    let mut buf = [0u8; 64];
+    let len =
+        wire::emit_request(&header(Op::Get), &Request::Get { key: b"abcd" }, &mut buf).unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 01 00 00 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 04 61 62 63 64"
+    );
+}
+
+#[test]
+fn put_request_and_get_reply_vectors() {
+    let mut buf = [0u8; 64];
+    let len = wire::emit_request(
+        &header(Op::Put),
+        &Request::Put {
+            key: b"abcd",
+            value: b"xy",
+        },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(hex(&buf[HEADER_LEN..len]), "04 00 02 61 62 63 64 78 79");
+    let reply_header = HeaderRepr {
+        flags: Flags::FROM_DESTINATION,
+        ..header(Op::Get).reply(Status::Ok)
+    };
+    let len = wire::emit_reply(
+        &reply_header,
+        &Reply::Get {
+            version: 7,
+            value: b"xy",
+        },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 81 01 00 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 00 00 00 00 00 00 00 07 00 02 78 79"
+    );
+}
+
+#[test]
+fn rejects_hostile_headers_with_typed_errors() {
+    let mut buf = [0u8; 64];
+    let len =
+        wire::emit_request(&header(Op::Get), &Request::Get { key: b"abcd" }, &mut buf).unwrap();
+    let parse = |bytes: &[u8]| {
+        wire::parse_header(bytes).and_then(|(h, body)| Request::parse(&h, body).map(|_| ()))
+    };
+    assert_eq!(parse(&buf[..len]), Ok(()));
+    assert_eq!(parse(&buf[..10]), Err(WireError::Truncated));
+    assert_eq!(parse(&buf[..len - 1]), Err(WireError::Truncated));
+    assert_eq!(parse(&buf[..len + 1]), Err(WireError::TrailingBytes));
+    let mut bad = buf;
+    bad[0] = 0;
+    assert_eq!(parse(&bad[..len]), Err(WireError::BadMagic));
+    let mut bad = buf;
+    bad[2] = 9;
+    assert_eq!(parse(&bad[..len]), Err(WireError::BadVersion(9)));
+    let mut bad = buf;
+    bad[3] = 0x10;
+    assert_eq!(parse(&bad[..len]), Err(WireError::UnknownOp(0x10)));
+    let mut bad = buf;
+    bad[5] = 77;
+    assert_eq!(parse(&bad[..len]), Err(WireError::UnknownStatus(77)));
+    let mut bad = buf;
+    bad[HEADER_LEN] = 0;
+    assert_eq!(parse(&bad[..HEADER_LEN + 1]), Err(WireError::BadKeyLength));
+    assert_eq!(parse(&vec![0u8; MAX_PAYLOAD + 1]), Err(WireError::TooLong));
+}
+
+#[test]
+fn emit_refuses_what_does_not_fit() {
+    let mut buf = [0u8; 2048];
+    let long_key = [1u8; 256];
+    assert_eq!(
+        wire::emit_request(&header(Op::Get), &Request::Get { key: &long_key }, &mut buf),
+        Err(WireError::BadKeyLength)
+    );
+    let value = vec![0u8; MAX_PAYLOAD];
+    assert_eq!(
+        wire::emit_request(
+            &header(Op::Put),
+            &Request::Put {
+                key: b"k",
+                value: &value
+            },
+            &mut buf
+        ),
+        Err(WireError::TooLong)
+    );
+    let fits = vec![0u8; wire::MAX_VALUE_LEN];
+    assert!(wire::emit_request(
+        &header(Op::Put),
+        &Request::Put {
+            key: b"k",
+            value: &fits
+        },
+        &mut buf
+    )
+    .is_ok());
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 1..=255)
+}
+
+fn key_op() -> impl Strategy<Value = KeyOp> {
+    prop_oneof![Just(KeyOp::Get), Just(KeyOp::Put), Just(KeyOp::Delete)]
+}
+
+proptest! {
+    #[test]
+    fn single_key_requests_round_trip(k in key(), v in proptest::collection::vec(any::<u8>(), 0..1000),
+                                      op in key_op(), seq: u64, hash: u64, client: u32, gap: u32, shard: u16) {
+        let h = HeaderRepr { op: op.single_op(), seq, key_hash: hash, client, oldest_gap: gap, shard, ..header(Op::Get) };
+        let request = match op {
+            KeyOp::Get => Request::Get { key: &k },
+            KeyOp::Put => Request::Put { key: &k, value: &v },
+            KeyOp::Delete => Request::Delete { key: &k },
+        };
+        let mut buf = [0u8; 2048];
+        match wire::emit_request(&h, &request, &mut buf) {
+            Ok(len) => {
+                let (parsed_h, body) = wire::parse_header(&buf[..len]).unwrap();
+                prop_assert_eq!(parsed_h, h);
+                prop_assert_eq!(Request::parse(&parsed_h, body).unwrap(), request);
+            }
+            Err(e) => {
+                prop_assert_eq!(e, WireError::TooLong);
+                prop_assert!(HEADER_LEN + 3 + k.len() + v.len() > MAX_PAYLOAD);
+            }
+        }
+    }
+
+    #[test]
+    fn multi_key_requests_and_replies_round_trip(
+        op in key_op(),
+        items in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 1..20),
+                                            proptest::collection::vec(any::<u8>(), 0..40)), 1..=16)) {
+        let multi: Vec<MultiItem> = items.iter().map(|(h, k, v)| MultiItem {
+            key_hash: *h, key: k, value: if op == KeyOp::Put { v } else { &[] } }).collect();
+        let mut scratch = [0u8; 2048];
+        let view = MultiRequestItems::build(op, &multi, &mut scratch).unwrap();
+        let request = Request::Multi(view);
+        let h = HeaderRepr { op: op.multi_op(), ..header(Op::Get) };
+        let mut buf = [0u8; 2048];
+        let len = wire::emit_request(&h, &request, &mut buf).unwrap();
+        let (parsed_h, body) = wire::parse_header(&buf[..len]).unwrap();
+        let Request::Multi(parsed) = Request::parse(&parsed_h, body).unwrap() else { panic!("not multi") };
+        prop_assert_eq!(parsed.iter().collect::<Vec<_>>(), multi.clone());
+
+        let mut reply_body = [0u8; 2048];
+        let mut writer = MultiReplyWriter::new(op, &mut reply_body).unwrap();
+        let replies: Vec<ReplyItem> = multi.iter().enumerate().map(|(i, m)| ReplyItem {
+            status: if i % 2 == 0 { Status::Ok } else { Status::NotFound },
+            version: i as u64 * 3,
+            value: if op == KeyOp::Get { m.key } else { &[] },
+        }).collect();
+        for r in &replies { writer.push(*r).unwrap(); }
+        let body_len = writer.finish().unwrap();
+        let rh = h.reply(Status::Ok);
+        let Reply::Multi(parsed) = Reply::parse(&rh, &reply_body[..body_len]).unwrap() else { panic!("not multi") };
+        prop_assert_eq!(parsed.iter().collect::<Vec<_>>(), replies);
+    }
+
+    /// Any byte string either parses or yields a typed error; nothing panics.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600), fix_magic: bool) {
+        let mut bytes = bytes;
+        if fix_magic && bytes.len() >= 4 {
+            bytes[0] = 0x4E; bytes[1] = 0x4D; bytes[2] = 1;
+            bytes[3] = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x84, 0x85][bytes[3] as usize % 9];
+        }
+        if let Ok((h, body)) = wire::parse_header(&bytes) {
+            if h.op.is_reply() {
+                if let Ok(Reply::Multi(items)) = Reply::parse(&h, body) { let _ = items.iter().count(); }
+            } else if let Ok(Request::Multi(items)) = Request::parse(&h, body) {
+                prop_assert_eq!(items.iter().count(), items.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The partition server: request semantics, dedup of retransmitted writes, and hostile
+//! input counted and dropped.
+
+use dataplane::wire::{
+    self, Flags, HeaderRepr, KeyOp, MultiItem, MultiRequestItems, Op, Reply, Request, Status,
+};
+use dataplane::Packet;
+use kv::{key_hash, GroupLayout, PartitionMap};
+use migration::PartitionServer;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000);
+const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+
+fn server(partitions: u32) -> (PartitionServer, PartitionMap) {
+    let map = PartitionMap::new(GroupLayout::new(8).unwrap(), partitions).unwrap();
+    (PartitionServer::new(&map, 0, &[3], 16), map)
+}
+
+fn header(op: Op, seq: u64, key: &[u8]) -> HeaderRepr {
+    HeaderRepr {
+        op,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: 3,
+        seq,
+        key_hash: key_hash(key),
+        client: 9,
+        oldest_gap: 0,
+    }
+}
+
+fn packet(header: &HeaderRepr, request: &Request) -> Box<Packet> {
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_request(header, request, p.buffer_mut()).unwrap();
+    p.set_len(len);
+    p.src = CLIENT;
+    p.dst = SERVER;
+    p
+}
+
+/// Sends one request; returns the reply's header and an owned copy of its body.
+fn call(
+    s: &mut PartitionServer,
+    header: &HeaderRepr,
+    request: &Request,
+) -> Option<(HeaderRepr, Vec<u8>)> {
+    let mut p = packet(header, request);
+    if !s.handle(&mut p) {
+        return None;
+    }
+    assert_eq!(
+        (p.src, p.dst),
+        (SERVER, CLIENT),
+        "the reply goes back to the client"
+    );
+    let (h, body) = wire::parse_header(p.payload()).unwrap();
+    Some((h, body.to_vec()))
+}
+
+fn get(s: &mut PartitionServer, seq: u64, key: &[u8]) -> (Status, Vec<u8>) {
+    let (h, body) = call(s, &header(Op::Get, seq, key), &Request::Get { key }).unwrap();
+    assert_eq!((h.op, h.seq), (Op::GetReply, seq));
+    match Reply::parse(&h, &body).unwrap() {
+        Reply::Get { value, .. } => (h.status, value.to_vec()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A key owned by partition 0 of `map`.
+fn key_in_partition_0(map: &PartitionMap, n: u32) -> Vec<u8> {
+    (n..)
+        .map(|i| format!("key{i}").into_bytes())
+        .find(|k| map.partition_of(key_hash(k)) == 0)
+        .unwrap()
+}
+
+#[test]
+fn get_put_delete() {
+    let (mut s, map) = server(1);
+    let k = key_in_partition_0(&map, 0);
+    assert_eq!(get(&mut s, 1, &k).0, Status::NotFound);
+    let (h, _) = call(
+        &mut s,
+        &header(Op::Put, 2, &k),
+        &Request::Put {
+            key: &k,
+            value: b"v1",
+        },
+    )
+    .unwrap();
+    assert_eq!((h.op, h.status), (Op::PutReply, Status::Ok));
+    assert_eq!(get(&mut s, 3, &k), (Status::Ok, b"v1".to_vec()));
+    let (h, _) = call(
+        &mut s,
+        &header(Op::Delete, 4, &k),
+        &Request::Delete { key: &k },
+    )
+    .unwrap();
+    assert_eq!(h.status, Status::Ok);
+    assert_eq!(get(&mut s, 5, &k).0, Status::NotFound);
+    let (h, _) = call(
+        &mut s,
+        &header(Op::Delete, 6, &k),
+        &Request::Delete { key: &k },
+    )
+    .unwrap();
+    assert_eq!(h.status, Status::NotFound, "deleting a missing key says so");
+    assert_eq!(s.counters().gets, 3);
+}
+
+#[test]
+fn a_retransmitted_write_is_applied_once_and_a_late_copy_never() {
+    let (mut s, map) = server(1);
+    let k = key_in_partition_0(&map, 0);
+    let first = header(Op::Put, 10, &k);
+    call(
+        &mut s,
+        &first,
+        &Request::Put {
+            key: &k,
+            value: b"old",
+        },
+    )
+    .unwrap();
+    // Retransmission while the client still waits: answered, not applied again.
+    let (h, _) = call(
+        &mut s,
+        &first,
+        &Request::Put {
+            key: &k,
+            value: b"old",
+        },
+    )
+    .unwrap();
+    assert_eq!(h.status, Status::Ok);
+    assert_eq!(s.counters().duplicate_writes, 1);
+    // A newer write from the same client, whose floor has passed seq 10.
+    let newer = HeaderRepr {
+        oldest_gap: 0,
+        ..header(Op::Put, 11, &k)
+    };
+    call(
+        &mut s,
+        &newer,
+        &Request::Put {
+            key: &k,
+            value: b"new",
+        },
+    )
+    .unwrap();
+    // The late copy of seq 10 arrives after: dropped, and the newer value stays.
+    assert!(call(
+        &mut s,
+        &first,
+        &Request::Put {
+            key: &k,
+            value: b"old"
+        }
+    )
+    .is_none());
+    assert_eq!(s.counters().dropped_stale_write, 1);
+    assert_eq!(get(&mut s, 12, &k).1, b"new");
+}
+
+#[test]
+fn wrong_partition_unknown_shard_and_bad_hash() {
+    let (mut s, map) = server(2);
+    let foreign = (0..)
+        .map(|i| format!("key{i}").into_bytes())
+        .find(|k| map.partition_of(key_hash(k)) == 1)
+        .unwrap();
+    let (h, _) = call(
+        &mut s,
+        &header(Op::Get, 1, &foreign),
+        &Request::Get { key: &foreign },
+    )
+    .unwrap();
+    assert_eq!(h.status, Status::Error);
+    let mine = key_in_partition_0(&map, 0);
+    let other_shard = HeaderRepr {
+        shard: 4,
+        ..header(Op::Get, 2, &mine)
+    };
+    assert_eq!(
+        call(&mut s, &other_shard, &Request::Get { key: &mine })
+            .unwrap()
+            .0
+            .status,
+        Status::Error
+    );
+    let lying = HeaderRepr {
+        key_hash: 1,
+        ..header(Op::Get, 3, &mine)
+    };
+    assert!(call(&mut s, &lying, &Request::Get { key: &mine }).is_none());
+    assert_eq!(s.counters().dropped_hash_mismatch, 1);
+    assert_eq!(s.counters().error_replies, 2);
+}
+
+#[test]
+fn malformed_datagrams_are_counted_and_dropped() {
+    let (mut s, map) = server(1);
+    let k = key_in_partition_0(&map, 0);
+    let good = packet(&header(Op::Get, 1, &k), &Request::Get { key: &k });
+    for cut in 0..good.len() {
+        let mut p = good.duplicate();
+        p.set_len(cut);
+        assert!(!s.handle(&mut p));
+    }
+    let mut reply = good.duplicate();
+    reply.buffer_mut()[3] = Op::GetReply as u8;
+    assert!(!s.handle(&mut reply));
+    assert_eq!(s.counters().dropped_malformed, good.len() as u64);
+    assert_eq!(s.counters().dropped_not_request, 1);
+    let mut fine = good.duplicate();
+    assert!(s.handle(&mut fine), "the intact datagram is still served");
+}
+
+#[test]
+fn multi_key_requests() {
+    let (mut s, map) = server(1);
+    let keys: Vec<Vec<u8>> = (0..8).map(|i| key_in_partition_0(&map, i * 100)).collect();
+    let items: Vec<MultiItem> = keys
+        .iter()
+        .map(|k| MultiItem {
+            key_hash: key_hash(k),
+            key: k,
+            value: k,
+        })
+        .collect();
+    let mut scratch = [0u8; 2048];
+    let put = Request::Multi(MultiRequestItems::build(KeyOp::Put, &items, &mut scratch).unwrap());
+    let (h, body) = call(&mut s, &header(Op::MultiPut, 1, &keys[0]), &put).unwrap();
+    assert_eq!((h.op, h.status), (Op::MultiPutReply, Status::Ok));
+    let Reply::Multi(replies) = Reply::parse(&h, &body).unwrap() else {
+        panic!()
+    };
+    assert!(replies.iter().all(|r| r.status == Status::Ok));
+    let mut scratch = [0u8; 2048];
+    let get = Request::Multi(MultiRequestItems::build(KeyOp::Get, &items, &mut scratch).unwrap());
+    let (h, body) = call(&mut s, &header(Op::MultiGet, 2, &keys[0]), &get).unwrap();
+    let Reply::Multi(replies) = Reply::parse(&h, &body).unwrap() else {
+        panic!()
+    };
+    let values: Vec<Vec<u8>> = replies.iter().map(|r| r.value.to_vec()).collect();
+    assert_eq!(values, keys, "each key was stored under itself");
+    assert_eq!(s.counters().multi_keys, 16);
+}
