@@ -115,6 +115,11 @@ fn faults(args: &YcsbArgs, transport: Transport) -> Result<FaultConfig, CommandE
 }
 
 pub fn run(args: YcsbArgs) -> Result<(), CommandError> {
+    execute(args).map(|_| ())
+}
+
+/// Runs the command and returns its report (also written with `--json`).
+pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     let spec = Arc::new(workload_spec(&args)?);
     let settings = settings(&args)?;
     let transport = args.transport.unwrap_or(if args.embedded {
@@ -244,7 +249,7 @@ pub fn run(args: YcsbArgs) -> Result<(), CommandError> {
     if run.counters.failed > 0 {
         hint_failures(&run);
     }
-    Ok(())
+    Ok(report)
 }
 
 fn hint_failures(phase: &PhaseResult) {
