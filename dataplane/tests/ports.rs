@@ -130,3 +130,17 @@ fn udp_ports_batch_over_loopback() {
     pb.send(&mut replies).unwrap();
     assert_eq!(drain(&mut pa, 200).len(), 200);
 }
+
+#[test]
+fn a_rebound_address_is_found_again() {
+    let net = MemoryNetwork::new();
+    let (a, b) = (addr(1, 1), addr(2, 2));
+    let mut pa = net.bind(a).unwrap();
+    let pb = net.bind(b).unwrap();
+    send_numbered(&mut pa, b, 1); // caches the route to b
+    drop(pb);
+    let mut pb = net.bind(b).unwrap();
+    send_numbered(&mut pa, b, 5);
+    assert_eq!(numbers(&drain(&mut pb, 5)), vec![0, 1, 2, 3, 4]);
+    assert_eq!(pa.stats().tx_dropped, 0);
+}

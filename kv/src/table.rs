@@ -271,16 +271,15 @@ impl Partition {
             match &self.items[slot] {
                 None if !within_homes => break,
                 None => {}
-                Some(item) => {
-                    if self.layout.group_of(u64::from(self.tags[slot])) == group {
-                        visit(Entry {
-                            hash32: self.tags[slot],
-                            key: item.key(),
-                            value: (!item.is_tombstone()).then(|| item.value()),
-                            version: item.version(),
-                        });
-                    }
+                Some(item) if self.layout.group_of(u64::from(self.tags[slot])) == group => {
+                    visit(Entry {
+                        hash32: self.tags[slot],
+                        key: item.key(),
+                        value: (!item.is_tombstone()).then(|| item.value()),
+                        version: item.version(),
+                    });
                 }
+                Some(_) => {}
             }
             slot = self.next(slot);
         }

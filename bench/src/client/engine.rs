@@ -192,8 +192,12 @@ impl Engine {
         }
     }
 
+    /// Room for one more logical operation. The sequence span keeps `window` numbers spare
+    /// so that every outstanding read-modify-write can still send its write half without
+    /// reaching the slot of the oldest unanswered request.
     fn can_issue(&self) -> bool {
-        self.outstanding < self.settings.window && self.next_seq - self.floor < RING - 1
+        self.outstanding < self.settings.window
+            && self.next_seq - self.floor < RING - 1 - self.settings.window as u64
     }
 
     fn publish(&mut self, progress: &Progress) {
@@ -237,7 +241,9 @@ impl Engine {
             first_sent: now,
             attempts: 0,
         };
-        self.slots[(seq % RING) as usize] = Some(pending);
+        let slot = &mut self.slots[(seq % RING) as usize];
+        assert!(slot.is_none(), "sequence window overrun at seq {seq}");
+        *slot = Some(pending);
         self.outstanding += 1;
         self.transmit(seq, now);
     }

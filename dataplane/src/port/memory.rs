@@ -102,10 +102,24 @@ impl MemoryPort {
                 self.pool.give(packet);
             }
             Err(TrySendError::Disconnected(packet)) => {
-                // The receiver went away; forget the route so a rebind is found again.
+                // The receiver went away, and the address may have been bound again since:
+                // look it up afresh and try once more.
                 self.routes.remove(&dst);
-                self.stats.tx_dropped += 1;
-                self.pool.give(packet);
+                let retry = match self.network.route(&dst) {
+                    Some(sender) => sender.try_send(packet).map(|()| sender),
+                    None => Err(TrySendError::Disconnected(packet)),
+                };
+                match retry {
+                    Ok(sender) => {
+                        self.routes.insert(dst, sender);
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += bytes;
+                    }
+                    Err(error) => {
+                        self.stats.tx_dropped += 1;
+                        self.pool.give(error.into_inner());
+                    }
+                }
             }
         }
     }

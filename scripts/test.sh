@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every test of the project, with the set-up they need, on a fresh machine.
+# Usage: scripts/test.sh            (the README's test command; .ci/run calls it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== cargo test"
+# Release mode: the end-to-end tests move millions of packets.
+cargo test --workspace --release
+
+echo "== acceptance: embedded YCSB-B with the linearizability check"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+timeout 120 cargo run --release --quiet -- ycsb --embedded --workload b --records 200000 \
+    --duration 5 --check --quiet --json "$out/report.json"
+python3 - "$out/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["schema"] == "netmigrate.report/1", r["schema"]
+assert r["ops"]["completed"] > 0, r["ops"]
+assert r["ops"]["failed"] == 0, r["ops"]
+assert r["consistency"]["checked_ops"] > 0, r["consistency"]
+assert r["consistency"]["violations"] == 0, r["consistency"]
+assert len(r["timeline"]) >= 40, len(r["timeline"])
+print("report ok: %d ops, %.0f ops/s, %d checked, 0 violations"
+      % (r["ops"]["completed"], r["throughput_ops"]["overall"], r["consistency"]["checked_ops"]))
+PY
+echo "all tests passed"
