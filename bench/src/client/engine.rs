@@ -184,7 +184,9 @@ impl Engine {
             }
         }
         self.publish(progress);
+        let finished = Instant::now();
         ThreadResult {
+            finished,
             recorder: self.recorder,
             history: self.history.concat(),
             counters: self.counters,

@@ -61,6 +61,8 @@ pub struct Progress {
 }
 
 pub struct ThreadResult {
+    /// When the thread's last operation ended (before its results were assembled).
+    pub finished: Instant,
     pub recorder: Recorder,
     pub history: Vec<HistoryOp>,
     pub counters: Counters,
@@ -180,16 +182,18 @@ pub fn run_phase(
         elapsed: Duration::ZERO,
         port: PortStats::default(),
     };
+    let mut finished = started;
     for handle in handles {
         let result = handle
             .join()
             .map_err(|_| io::Error::other("a client thread panicked"))?;
+        finished = finished.max(result.finished);
         merged.recorder.merge(&result.recorder);
         merged.history.extend(result.history);
         add_counters(&mut merged.counters, &result.counters);
         add_port(&mut merged.port, &result.port);
     }
-    merged.elapsed = started.elapsed();
+    merged.elapsed = finished.duration_since(started);
     Ok(merged)
 }
 
