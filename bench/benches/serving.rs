@@ -11,6 +11,7 @@ use migration::PartitionServer;
 const RECORDS: u64 = 10_000_000;
 /// Distinct precomputed operations cycled through (enough to defeat caching of the stream).
 const SAMPLES: usize = 1 << 16;
+const BURST: usize = 32;
 
 struct Setup {
     server: PartitionServer,
@@ -108,6 +109,21 @@ fn serving(c: &mut Criterion) {
                 packet.buffer_mut()[..request.len()].copy_from_slice(request);
                 packet.set_len(request.len());
                 black_box(s.server.handle(&mut packet));
+            }
+        })
+    });
+    // As the server loop runs it: bursts of 32, prefetched.
+    let mut burst: Vec<Box<Packet>> = (0..BURST).map(|_| Packet::new_boxed()).collect();
+    let mut replies = Vec::with_capacity(BURST);
+    group.bench_function("request_path_get_burst32", |b| {
+        b.iter(|| {
+            for requests in s.gets.chunks(BURST) {
+                for (packet, request) in burst.iter_mut().zip(requests) {
+                    packet.buffer_mut()[..request.len()].copy_from_slice(request);
+                    packet.set_len(request.len());
+                }
+                s.server.handle_burst(&mut burst, &mut replies);
+                black_box(&replies);
             }
         })
     });

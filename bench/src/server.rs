@@ -54,13 +54,15 @@ struct PartitionLoop {
     server: PartitionServer,
     rx: Vec<Box<Packet>>,
     tx: Vec<Box<Packet>>,
+    replies: Vec<bool>,
 }
 
 impl PartitionLoop {
     fn poll(&mut self) -> usize {
         let received = self.port.recv(&mut self.rx, BURST).unwrap_or(0);
-        for mut packet in self.rx.drain(..) {
-            if self.server.handle(&mut packet) {
+        self.server.handle_burst(&mut self.rx, &mut self.replies);
+        for (packet, reply) in self.rx.drain(..).zip(&self.replies) {
+            if *reply {
                 self.tx.push(packet);
             } else {
                 self.port.release(packet);
@@ -96,6 +98,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             ),
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
+            replies: Vec::with_capacity(BURST),
         };
         let placement = match &spec.cores {
             Some(cores) => Placement::Core(cores[partition as usize % cores.len()]),

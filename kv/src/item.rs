@@ -105,6 +105,11 @@ impl Item {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size()) }
     }
 
+    /// The block's address, for prefetching.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
     pub fn key(&self) -> &[u8] {
         &self.bytes()[HEADER..HEADER + self.key_len()]
     }

@@ -128,6 +128,23 @@ impl Partition {
         }
     }
 
+    /// Starts loading the slots a lookup of `hash` reads first. Serving a burst, a core
+    /// prefetches every request's slots, then every entry (`prefetch_entry`), then serves:
+    /// the cache misses of the burst overlap instead of queueing one after another.
+    pub fn prefetch_slots(&self, hash: u64) {
+        let slot = self.home(hash as u32);
+        prefetch(self.tags.as_ptr().wrapping_add(slot).cast());
+        prefetch(self.items.as_ptr().wrapping_add(slot).cast());
+    }
+
+    /// Starts loading the entry in `hash`'s home slot (after `prefetch_slots` brought the
+    /// slot itself in).
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(item) = &self.items[self.home(hash as u32)] {
+            prefetch(item.as_ptr());
+        }
+    }
+
     /// A client write: stores the value under a fresh version and returns the version.
     pub fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) -> u64 {
         self.clock += 1;
@@ -199,8 +216,8 @@ impl Partition {
 
     fn resize(&mut self, slots: usize) {
         let slots = slots.max(Self::MIN_SLOTS);
-        let old_tags = std::mem::replace(&mut self.tags, vec![0; slots]);
-        let old_items = std::mem::replace(&mut self.items, (0..slots).map(|_| None).collect());
+        let old_tags = std::mem::replace(&mut self.tags, huge_page_vec(slots, || 0));
+        let old_items = std::mem::replace(&mut self.items, huge_page_vec(slots, || None));
         self.home_multiplier = ((slots as u128) << 32).div_ceil(u128::from(self.hash_span)) as u64;
         for (tag, item) in old_tags.into_iter().zip(old_items) {
             if let Some(item) = item {
@@ -319,6 +336,37 @@ impl Partition {
         self.tags.len() * (size_of::<u32>() + size_of::<Option<Item>>())
             + (self.live + self.tombstones) * HEADER
     }
+}
+
+fn prefetch(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(address.cast(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
+/// A vector of `len` elements whose memory is asked to be backed by transparent huge pages
+/// when it is large: the slot arrays are read at random, and 4-KiB pages would add a TLB
+/// miss to almost every lookup.
+fn huge_page_vec<T>(len: usize, fill: impl Fn() -> T) -> Vec<T> {
+    const HUGE_PAGE: usize = 2 << 20;
+    let mut vec = Vec::with_capacity(len);
+    let bytes = len * size_of::<T>();
+    if bytes >= 2 * HUGE_PAGE {
+        let start = vec.as_ptr() as usize;
+        let aligned = start.next_multiple_of(HUGE_PAGE);
+        let length = (start + bytes - aligned) / HUGE_PAGE * HUGE_PAGE;
+        // SAFETY: the range lies inside the vector's own allocation; madvise only changes
+        // how the kernel backs it. Failure (no THP) is harmless.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE);
+        }
+    }
+    vec.extend((0..len).map(|_| fill()));
+    vec
 }
 
 #[cfg(test)]
