@@ -66,6 +66,20 @@ pub struct Counters {
     pub retry_later: u64,
 }
 
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.timeouts += other.timeouts;
+        self.retries += other.retries;
+        self.not_found += other.not_found;
+        self.error_replies += other.error_replies;
+        self.ignored_replies += other.ignored_replies;
+        self.malformed_replies += other.malformed_replies;
+        self.retry_later += other.retry_later;
+    }
+}
+
 pub struct Engine {
     port: Box<dyn Port>,
     cluster: Arc<Cluster>,

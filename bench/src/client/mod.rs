@@ -190,8 +190,8 @@ pub fn run_phase(
         finished = finished.max(result.finished);
         merged.recorder.merge(&result.recorder);
         merged.history.extend(result.history);
-        add_counters(&mut merged.counters, &result.counters);
-        add_port(&mut merged.port, &result.port);
+        merged.counters.add(&result.counters);
+        merged.port.add(&result.port);
     }
     merged.elapsed = finished.duration_since(started);
     Ok(merged)
@@ -202,29 +202,6 @@ fn share(n: u64, threads: usize, thread: usize) -> std::ops::Range<u64> {
     let threads = threads as u64;
     let thread = thread as u64;
     (n * thread / threads)..(n * (thread + 1) / threads)
-}
-
-fn add_counters(into: &mut Counters, c: &Counters) {
-    into.completed += c.completed;
-    into.failed += c.failed;
-    into.timeouts += c.timeouts;
-    into.retries += c.retries;
-    into.not_found += c.not_found;
-    into.error_replies += c.error_replies;
-    into.ignored_replies += c.ignored_replies;
-    into.malformed_replies += c.malformed_replies;
-    into.retry_later += c.retry_later;
-}
-
-fn add_port(into: &mut PortStats, p: &PortStats) {
-    into.rx_packets += p.rx_packets;
-    into.rx_bytes += p.rx_bytes;
-    into.tx_packets += p.tx_packets;
-    into.tx_bytes += p.tx_bytes;
-    into.tx_dropped += p.tx_dropped;
-    into.injected_losses += p.injected_losses;
-    into.injected_duplicates += p.injected_duplicates;
-    into.injected_reorders += p.injected_reorders;
 }
 
 /// Prints a progress line about once a second until every thread has finished.

@@ -96,6 +96,19 @@ pub struct PortStats {
     pub injected_reorders: u64,
 }
 
+impl PortStats {
+    pub fn add(&mut self, other: &PortStats) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.tx_dropped += other.tx_dropped;
+        self.injected_losses += other.injected_losses;
+        self.injected_duplicates += other.injected_duplicates;
+        self.injected_reorders += other.injected_reorders;
+    }
+}
+
 /// Batched packet I/O. A port owns a pool of buffers: `recv` fills buffers from it, `send`
 /// returns sent buffers to it, and `alloc`/`release` let the caller take and give back
 /// buffers, so the steady state allocates nothing.
