@@ -5,7 +5,12 @@ use bench::commands::ycsb;
 use bench::report::Report;
 use clap::Parser;
 
+/// Each test runs a whole system (server and client threads); run them one at a time so
+/// they measure the system, not each other on 2 cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(args: &[&str]) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut argv = vec!["netmigrate", "ycsb", "--quiet"];
     argv.extend_from_slice(args);
     let Command::Ycsb(args) = Cli::try_parse_from(argv).expect("arguments parse").command else {

@@ -9,6 +9,7 @@ use crate::measure::Recorder;
 use crate::value;
 use crate::workload::WorkloadSpec;
 use dataplane::port::BURST;
+use dataplane::runner::Backoff;
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
 use dataplane::{Packet, Port};
 use migration::dedup::WINDOW;
@@ -155,6 +156,8 @@ impl Engine {
         let mut next_due = Instant::now();
         let mut exhausted = false;
         let mut polls: u32 = 0;
+        // Waiting for replies spins first (lowest latency), then yields the core.
+        let mut backoff = Backoff::default();
         loop {
             let now = Instant::now();
             if !exhausted && (stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {
@@ -176,7 +179,7 @@ impl Engine {
                 }
             }
             self.flush();
-            self.receive(inserts);
+            let received = self.receive(inserts);
             self.expire_timers(Instant::now(), inserts);
             self.flush();
             polls = polls.wrapping_add(1);
@@ -186,9 +189,7 @@ impl Engine {
             if exhausted && self.outstanding == 0 {
                 break;
             }
-            if self.outstanding > 0 && self.rx.is_empty() {
-                std::hint::spin_loop();
-            }
+            backoff.after_poll(received > 0);
             if interval.is_some() && self.outstanding == 0 {
                 // Open loop and idle: nap until the next operation is due.
                 let wait = next_due.saturating_duration_since(Instant::now());
@@ -320,10 +321,12 @@ impl Engine {
         }
     }
 
-    fn receive(&mut self, inserts: &InsertCounter) {
+    /// Handles the replies that arrived; returns how many.
+    fn receive(&mut self, inserts: &InsertCounter) -> usize {
         let _ = self.port.recv(&mut self.rx, BURST);
-        if self.rx.is_empty() {
-            return;
+        let received = self.rx.len();
+        if received == 0 {
+            return 0;
         }
         let now = Instant::now();
         let mut rx = std::mem::take(&mut self.rx);
@@ -332,6 +335,7 @@ impl Engine {
             self.port.release(packet);
         }
         self.rx = rx;
+        received
     }
 
     fn on_reply(&mut self, payload: &[u8], now: Instant, inserts: &InsertCounter) {
