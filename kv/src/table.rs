@@ -1,9 +1,12 @@
-//! One partition's table: linear probing over a slot array whose home slot is a monotone
-//! function of the key's 32-bit hash. Monotone homes keep each migration group in one run
-//! of slots, so a group is scanned without touching the rest of the table.
+//! One partition's table, MICA style: cache-line buckets of seven 8-byte slots, each slot a
+//! 16-bit tag (high bits of the key hash) beside a 48-bit pointer to the entry block. A
+//! lookup reads one bucket line and, on a tag match, the entry: two cache misses at most.
+//! The home bucket is a monotone function of the key's 32-bit hash, so each migration group
+//! is one run of buckets and a group scan touches nothing else.
 
-use crate::item::{Item, HEADER};
+use crate::item::{Item, ItemRef, HEADER};
 use crate::layout::{GroupLayout, PartitionMap};
+use std::ptr::NonNull;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,25 +40,52 @@ pub enum PutOutcome {
     Stale,
 }
 
+const SLOTS: usize = 7;
+const POINTER_BITS: u32 = 48;
+const POINTER_MASK: u64 = (1 << POINTER_BITS) - 1;
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    /// Non-zero once an insert moved past this bucket because it was full: lookups then
+    /// continue into the next bucket. Never cleared before the table is rebuilt.
+    overflow: u64,
+    /// 0 = empty; otherwise `tag << 48 | entry address`.
+    slots: [u64; SLOTS],
+}
+
+fn tag_of(hash: u64) -> u64 {
+    hash >> POINTER_BITS
+}
+
+fn encode(tag: u64, block: NonNull<u8>) -> u64 {
+    let address = block.as_ptr() as u64;
+    assert!(address <= POINTER_MASK, "entry address beyond 48 bits");
+    tag << POINTER_BITS | address
+}
+
+fn block_of(slot: u64) -> NonNull<u8> {
+    NonNull::new((slot & POINTER_MASK) as *mut u8).expect("occupied slot")
+}
+
 pub struct Partition {
     layout: GroupLayout,
     /// First 32-bit hash this partition owns and how many hashes it owns.
     hash_start: u32,
     hash_span: u64,
-    /// `home = (offset · home_multiplier) >> 32`, a monotone map of the span onto the slots.
+    /// `home = (offset · home_multiplier) >> 32`, a monotone map of the span onto buckets.
     home_multiplier: u64,
-    tags: Vec<u32>,
-    items: Vec<Option<Item>>,
+    buckets: Vec<Bucket>,
     live: usize,
     tombstones: usize,
     clock: u64,
 }
 
 impl Partition {
-    /// Load factor at which the table grows, and the growth factor.
+    /// Load factor (of slots) at which the table doubles.
     const MAX_LOAD_NUM: usize = 4;
     const MAX_LOAD_DEN: usize = 5;
-    const MIN_SLOTS: usize = 16;
+    const MIN_BUCKETS: usize = 4;
 
     /// The table of partition `partition` of `map`, sized for `capacity` entries.
     pub fn new(map: &PartitionMap, partition: u32, capacity: usize) -> Partition {
@@ -65,18 +95,17 @@ impl Partition {
             hash_start,
             hash_span,
             home_multiplier: 0,
-            tags: Vec::new(),
-            items: Vec::new(),
+            buckets: Vec::new(),
             live: 0,
             tombstones: 0,
             clock: 0,
         };
-        table.resize(Self::slots_for(capacity));
+        table.resize(Self::buckets_for(capacity));
         table
     }
 
-    fn slots_for(entries: usize) -> usize {
-        (entries * Self::MAX_LOAD_DEN / Self::MAX_LOAD_NUM + 1).max(Self::MIN_SLOTS)
+    fn buckets_for(entries: usize) -> usize {
+        (entries * Self::MAX_LOAD_DEN).div_ceil(Self::MAX_LOAD_NUM * SLOTS)
     }
 
     /// Whether a key hash belongs to this partition.
@@ -87,32 +116,45 @@ impl Partition {
     fn home(&self, hash32: u32) -> usize {
         let offset = u64::from(hash32.wrapping_sub(self.hash_start));
         let home = ((offset * self.home_multiplier) >> 32) as usize;
-        home.min(self.tags.len() - 1)
+        home.min(self.buckets.len() - 1)
     }
 
-    fn next(&self, slot: usize) -> usize {
-        if slot + 1 == self.tags.len() {
+    fn next(&self, bucket: usize) -> usize {
+        if bucket + 1 == self.buckets.len() {
             0
         } else {
-            slot + 1
+            bucket + 1
         }
     }
 
-    fn find(&self, hash32: u32, key: &[u8]) -> Result<usize, usize> {
-        let mut slot = self.home(hash32);
-        loop {
-            match &self.items[slot] {
-                None => return Err(slot),
-                Some(item) if self.tags[slot] == hash32 && item.key() == key => return Ok(slot),
-                Some(_) => slot = self.next(slot),
+    fn item(&self, slot: u64) -> ItemRef<'_> {
+        // SAFETY: an occupied slot owns a live block, borrowed here for as long as `self`.
+        unsafe { ItemRef::from_raw(block_of(slot)) }
+    }
+
+    /// The bucket and slot holding `key`.
+    fn locate(&self, hash: u64, key: &[u8]) -> Option<(usize, usize)> {
+        let tag = tag_of(hash);
+        let mut bucket = self.home(hash as u32);
+        for _ in 0..self.buckets.len() {
+            let b = &self.buckets[bucket];
+            for (i, &slot) in b.slots.iter().enumerate() {
+                if slot != 0 && tag_of(slot) == tag && self.item(slot).key() == key {
+                    return Some((bucket, i));
+                }
             }
+            if b.overflow == 0 {
+                return None;
+            }
+            bucket = self.next(bucket);
         }
+        None
     }
 
     pub fn get(&self, hash: u64, key: &[u8]) -> Lookup<'_> {
-        match self.find(hash as u32, key) {
-            Ok(slot) => {
-                let item = self.items[slot].as_ref().expect("found slot is occupied");
+        match self.locate(hash, key) {
+            Some((bucket, i)) => {
+                let item = self.item(self.buckets[bucket].slots[i]);
                 if item.is_tombstone() {
                     Lookup::Deleted {
                         version: item.version(),
@@ -124,24 +166,32 @@ impl Partition {
                     }
                 }
             }
-            Err(_) => Lookup::Absent,
+            None => Lookup::Absent,
         }
     }
 
-    /// Starts loading the slots a lookup of `hash` reads first. Serving a burst, a core
-    /// prefetches every request's slots, then every entry (`prefetch_entry`), then serves:
+    /// Starts loading the bucket a lookup of `hash` reads first. Serving a burst, a core
+    /// prefetches every request's bucket, then every entry (`prefetch_entry`), then serves:
     /// the cache misses of the burst overlap instead of queueing one after another.
     pub fn prefetch_slots(&self, hash: u64) {
-        let slot = self.home(hash as u32);
-        prefetch(self.tags.as_ptr().wrapping_add(slot).cast());
-        prefetch(self.items.as_ptr().wrapping_add(slot).cast());
+        prefetch(
+            self.buckets
+                .as_ptr()
+                .wrapping_add(self.home(hash as u32))
+                .cast(),
+        );
     }
 
-    /// Starts loading the entry in `hash`'s home slot (after `prefetch_slots` brought the
-    /// slot itself in).
+    /// Starts loading the entry whose tag matches in `hash`'s home bucket (after
+    /// `prefetch_slots` brought the bucket in).
     pub fn prefetch_entry(&self, hash: u64) {
-        if let Some(item) = &self.items[self.home(hash as u32)] {
-            prefetch(item.as_ptr());
+        let tag = tag_of(hash);
+        let bucket = &self.buckets[self.home(hash as u32)];
+        if let Some(&slot) = bucket.slots.iter().find(|&&s| s != 0 && tag_of(s) == tag) {
+            // Header, key and a small value span two lines.
+            let block = block_of(slot).as_ptr();
+            prefetch(block);
+            prefetch(block.wrapping_add(64));
         }
     }
 
@@ -149,7 +199,7 @@ impl Partition {
     pub fn put(&mut self, hash: u64, key: &[u8], value: &[u8]) -> u64 {
         self.clock += 1;
         let version = self.clock;
-        self.store(hash as u32, key, Some(value), version);
+        self.store(hash, key, Some(value), version);
         version
     }
 
@@ -159,7 +209,7 @@ impl Partition {
         let existed = matches!(self.get(hash, key), Lookup::Found { .. });
         self.clock += 1;
         let version = self.clock;
-        self.store(hash as u32, key, None, version);
+        self.store(hash, key, None, version);
         (version, existed)
     }
 
@@ -181,93 +231,78 @@ impl Partition {
         if current.is_some_and(|current| current >= version) {
             return PutOutcome::Stale;
         }
-        self.store(hash as u32, key, value, version);
+        self.store(hash, key, value, version);
         PutOutcome::Applied
     }
 
-    fn store(&mut self, hash32: u32, key: &[u8], value: Option<&[u8]>, version: u64) {
-        match self.find(hash32, key) {
-            Ok(slot) => {
-                let item = self.items[slot].as_mut().expect("found slot is occupied");
-                match (item.is_tombstone(), value.is_some()) {
-                    (true, true) => (self.tombstones -= 1, self.live += 1),
-                    (false, false) => (self.live -= 1, self.tombstones += 1),
-                    _ => ((), ()),
-                };
-                item.overwrite(value, version);
-            }
-            Err(_) => {
-                if (self.live + self.tombstones + 1) * Self::MAX_LOAD_DEN
-                    > self.tags.len() * Self::MAX_LOAD_NUM
-                {
-                    self.resize(self.tags.len() * 2);
-                }
-                let slot = self.find(hash32, key).expect_err("key is not in the table");
-                self.tags[slot] = hash32;
-                self.items[slot] = Some(Item::new(key, value, version));
-                if value.is_some() {
-                    self.live += 1;
-                } else {
-                    self.tombstones += 1;
-                }
-            }
-        }
-    }
-
-    fn resize(&mut self, slots: usize) {
-        let slots = slots.max(Self::MIN_SLOTS);
-        let old_tags = std::mem::replace(&mut self.tags, huge_page_vec(slots, || 0));
-        let old_items = std::mem::replace(&mut self.items, huge_page_vec(slots, || None));
-        self.home_multiplier = ((slots as u128) << 32).div_ceil(u128::from(self.hash_span)) as u64;
-        for (tag, item) in old_tags.into_iter().zip(old_items) {
-            if let Some(item) = item {
-                let mut slot = self.home(tag);
-                while self.items[slot].is_some() {
-                    slot = self.next(slot);
-                }
-                self.tags[slot] = tag;
-                self.items[slot] = Some(item);
-            }
-        }
-    }
-
-    /// Removes a slot's entry and shifts later entries of its probe run back, so lookups
-    /// never need tombstone slots.
-    fn remove_slot(&mut self, mut hole: usize) -> Option<Item> {
-        let removed = self.items[hole].take();
-        let mut slot = hole;
-        loop {
-            slot = self.next(slot);
-            let Some(_) = &self.items[slot] else { break };
-            let home = self.home(self.tags[slot]);
-            // The entry may move into the hole only if its home is not after the hole
-            // (cyclically, between hole and slot).
-            let stays = if hole <= slot {
-                hole < home && home <= slot
-            } else {
-                hole < home || home <= slot
+    fn store(&mut self, hash: u64, key: &[u8], value: Option<&[u8]>, version: u64) {
+        if let Some((bucket, i)) = self.locate(hash, key) {
+            let slot = &mut self.buckets[bucket].slots[i];
+            // SAFETY: the slot owns the block; it is re-encoded below, since overwrite may
+            // move it.
+            let mut item = unsafe { Item::from_raw(block_of(*slot)) };
+            match (item.as_ref().is_tombstone(), value.is_some()) {
+                (true, true) => (self.tombstones -= 1, self.live += 1),
+                (false, false) => (self.live -= 1, self.tombstones += 1),
+                _ => ((), ()),
             };
-            if !stays {
-                self.items[hole] = self.items[slot].take();
-                self.tags[hole] = self.tags[slot];
-                hole = slot;
-            }
+            item.overwrite(value, version);
+            *slot = encode(tag_of(*slot), item.into_raw());
+            return;
         }
-        removed
+        if (self.live + self.tombstones + 1) * Self::MAX_LOAD_DEN
+            > self.buckets.len() * SLOTS * Self::MAX_LOAD_NUM
+        {
+            self.resize(self.buckets.len() * 2);
+        }
+        let item = Item::new(hash as u32, key, value, version);
+        self.insert_slot(hash as u32, encode(tag_of(hash), item.into_raw()));
+        if value.is_some() {
+            self.live += 1;
+        } else {
+            self.tombstones += 1;
+        }
+    }
+
+    /// Puts an encoded slot in the first free slot from its home bucket on, marking the
+    /// full buckets it passes.
+    fn insert_slot(&mut self, hash32: u32, encoded: u64) {
+        let mut bucket = self.home(hash32);
+        loop {
+            let b = &mut self.buckets[bucket];
+            if let Some(free) = b.slots.iter_mut().find(|s| **s == 0) {
+                *free = encoded;
+                return;
+            }
+            b.overflow = 1;
+            bucket = self.next(bucket);
+        }
+    }
+
+    fn resize(&mut self, buckets: usize) {
+        let buckets = buckets.max(Self::MIN_BUCKETS);
+        let old = std::mem::replace(&mut self.buckets, huge_page_vec(buckets, Bucket::default));
+        self.home_multiplier =
+            ((buckets as u128) << 32).div_ceil(u128::from(self.hash_span)) as u64;
+        for slot in old.iter().flat_map(|b| b.slots).filter(|&s| s != 0) {
+            let hash32 = self.item(slot).hash32();
+            self.insert_slot(hash32, slot);
+        }
     }
 
     /// Drops every tombstone; call when no migration needs them any more.
     pub fn purge_tombstones(&mut self) -> usize {
         let mut purged = 0;
-        let mut slot = 0;
-        while slot < self.items.len() {
-            if self.items[slot].as_ref().is_some_and(Item::is_tombstone) {
-                self.remove_slot(slot);
-                purged += 1;
-                // The shift may have moved another entry into this slot: look again.
-                continue;
+        for bucket in 0..self.buckets.len() {
+            for i in 0..SLOTS {
+                let slot = self.buckets[bucket].slots[i];
+                if slot != 0 && self.item(slot).is_tombstone() {
+                    self.buckets[bucket].slots[i] = 0;
+                    // SAFETY: the slot owned the block and has just been cleared.
+                    drop(unsafe { Item::from_raw(block_of(slot)) });
+                    purged += 1;
+                }
             }
-            slot += 1;
         }
         self.tombstones -= purged;
         purged
@@ -282,23 +317,27 @@ impl Partition {
         }
         let last_hash = first_hash.wrapping_add(((1u64 << shift) - 1) as u32);
         let (first, last) = (self.home(first_hash), self.home(last_hash));
-        let mut slot = first;
-        for step in 0..self.tags.len() {
-            let within_homes = step <= last - first;
-            match &self.items[slot] {
-                None if !within_homes => break,
-                None => {}
-                Some(item) if self.layout.group_of(u64::from(self.tags[slot])) == group => {
+        let mut bucket = first;
+        for step in 0..self.buckets.len() {
+            // Past the group's home buckets, entries can only sit where an overflow led.
+            if step > last - first
+                && self.buckets[(bucket + self.buckets.len() - 1) % self.buckets.len()].overflow
+                    == 0
+            {
+                break;
+            }
+            for &slot in self.buckets[bucket].slots.iter().filter(|&&s| s != 0) {
+                let item = self.item(slot);
+                if self.layout.group_of(u64::from(item.hash32())) == group {
                     visit(Entry {
-                        hash32: self.tags[slot],
+                        hash32: item.hash32(),
                         key: item.key(),
                         value: (!item.is_tombstone()).then(|| item.value()),
                         version: item.version(),
                     });
                 }
-                Some(_) => {}
             }
-            slot = self.next(slot);
+            bucket = self.next(bucket);
         }
     }
 
@@ -326,15 +365,29 @@ impl Partition {
         self.clock = self.clock.max(version);
     }
 
+    /// Entry slots (seven per bucket).
     pub fn slots(&self) -> usize {
-        self.tags.len()
+        self.buckets.len() * SLOTS
     }
 
-    /// Bytes the table spends beyond keys and values: slot arrays plus entry headers (not
+    /// Bytes the table spends beyond keys and values: buckets plus entry headers (not
     /// counting the allocator's own rounding).
     pub fn overhead_bytes(&self) -> usize {
-        self.tags.len() * (size_of::<u32>() + size_of::<Option<Item>>())
-            + (self.live + self.tombstones) * HEADER
+        self.buckets.len() * size_of::<Bucket>() + (self.live + self.tombstones) * HEADER
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for slot in self
+            .buckets
+            .iter()
+            .flat_map(|b| b.slots)
+            .filter(|&s| s != 0)
+        {
+            // SAFETY: every occupied slot owns its block; the table is going away.
+            drop(unsafe { Item::from_raw(block_of(slot)) });
+        }
     }
 }
 

@@ -86,6 +86,8 @@ pub struct PartitionServer {
     shards: Vec<(u16, Partition)>,
     dedup: WriteDedup,
     counters: ServeCounters,
+    /// Per packet of the burst being served: shard index and key hash, for prefetching.
+    targets: Vec<Option<(usize, u64)>>,
     /// Multi-key replies are built here: the request is still being read while they grow.
     scratch: Box<[u8; dataplane::port::BUFFER_CAPACITY]>,
 }
@@ -102,6 +104,7 @@ impl PartitionServer {
                 .collect(),
             dedup: WriteDedup::default(),
             counters: ServeCounters::default(),
+            targets: Vec::new(),
             scratch: Box::new([0; dataplane::port::BUFFER_CAPACITY]),
         }
     }
@@ -133,36 +136,43 @@ impl PartitionServer {
             .map(|(_, t)| t)
     }
 
-    /// Serves a burst: prefetches the table memory of every request first, so the cache
-    /// misses of the burst overlap. Returns, per packet, whether it is now a reply to send.
+    /// Serves a burst as a software pipeline: while request `i` is served, the entry of
+    /// request `i + D` and the bucket of request `i + 2D` are being fetched, so each cache
+    /// miss has had `D` requests' worth of time to land. Returns, per packet, whether it is
+    /// now a reply to send.
     pub fn handle_burst(&mut self, packets: &mut [Box<Packet>], replies: &mut Vec<bool>) {
+        const D: usize = 16;
         replies.clear();
+        self.targets.clear();
         for packet in packets.iter() {
-            if let Some((table, hash)) = self.target(packet) {
-                table.prefetch_slots(hash);
-            }
+            let target = self.target(packet);
+            self.targets.push(target);
         }
-        for packet in packets.iter() {
-            if let Some((table, hash)) = self.target(packet) {
-                table.prefetch_entry(hash);
+        let n = packets.len();
+        for step in 0..n + 2 * D {
+            if let Some(&Some((shard, hash))) = self.targets.get(step) {
+                self.shards[shard].1.prefetch_slots(hash);
             }
-        }
-        for packet in packets.iter_mut() {
-            replies.push(self.handle(packet));
+            if let Some(&Some((shard, hash))) =
+                step.checked_sub(D).and_then(|i| self.targets.get(i))
+            {
+                self.shards[shard].1.prefetch_entry(hash);
+            }
+            if let Some(i) = step.checked_sub(2 * D).filter(|&i| i < n) {
+                replies.push(self.handle(&mut packets[i]));
+            }
         }
     }
 
-    /// The table and key hash a single-key request will touch, read from its header only.
-    fn target(&self, packet: &Packet) -> Option<(&Partition, u64)> {
+    /// The shard index and key hash a single-key request will touch, from its header only.
+    fn target(&self, packet: &Packet) -> Option<(usize, u64)> {
         let header = wire::Header::new_checked(packet.payload()).ok()?;
         let op = wire::Op::from_u8(header.op_code()).ok()?;
         if !op.is_key_addressed() || op.is_multi() {
             return None;
         }
-        let table = self.table(header.shard())?;
-        table
-            .owns(header.key_hash())
-            .then(|| (table, header.key_hash()))
+        let shard = self.shards.iter().position(|(s, _)| *s == header.shard())?;
+        Some((shard, header.key_hash()))
     }
 
     /// Turns the request in `packet` into its reply, in place. Returns false when the

@@ -247,3 +247,52 @@ fn multi_key_requests() {
     assert_eq!(values, keys, "each key was stored under itself");
     assert_eq!(s.counters().multi_keys, 16);
 }
+
+/// The prefetching burst path answers exactly like one-at-a-time handling, for bursts of
+/// every length mixing reads, writes and malformed datagrams.
+#[test]
+fn bursts_answer_like_single_requests() {
+    let (mut single, map) = server(1);
+    let (mut burst_server, _) = server(1);
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| key_in_partition_0(&map, i * 7)).collect();
+    let mut seq = 0;
+    for len in [1usize, 5, 31, 32, 33] {
+        let mut packets: Vec<Box<Packet>> = (0..len)
+            .map(|i| {
+                seq += 1;
+                let k = &keys[(i * 13 + len) % keys.len()];
+                match i % 4 {
+                    0 | 1 => packet(&header(Op::Get, seq, k), &Request::Get { key: k }),
+                    2 => packet(
+                        &header(Op::Put, seq, k),
+                        &Request::Put {
+                            key: k,
+                            value: &seq.to_be_bytes(),
+                        },
+                    ),
+                    _ => {
+                        let mut p = packet(&header(Op::Get, seq, k), &Request::Get { key: k });
+                        p.set_len(i % 30); // truncated
+                        p
+                    }
+                }
+            })
+            .collect();
+        let expected: Vec<Option<Vec<u8>>> = packets
+            .iter()
+            .map(|p| {
+                let mut copy = p.duplicate();
+                single.handle(&mut copy).then(|| copy.payload().to_vec())
+            })
+            .collect();
+        let mut replies = Vec::new();
+        burst_server.handle_burst(&mut packets, &mut replies);
+        let got: Vec<Option<Vec<u8>>> = packets
+            .iter()
+            .zip(&replies)
+            .map(|(p, &reply)| reply.then(|| p.payload().to_vec()))
+            .collect();
+        assert_eq!(got, expected, "burst of {len}");
+    }
+    assert_eq!(single.counters(), burst_server.counters());
+}
