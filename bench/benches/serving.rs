@@ -8,6 +8,10 @@ use dataplane::Packet;
 use kv::{key_hash, GroupLayout, PartitionMap};
 use migration::PartitionServer;
 
+/// The allocator the `netmigrate` binary uses, so entries are laid out as in the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const RECORDS: u64 = 10_000_000;
 /// Distinct precomputed operations cycled through (enough to defeat caching of the stream).
 const SAMPLES: usize = 1 << 16;
