@@ -28,4 +28,6 @@ pub enum WireError {
     TooLong,
     #[error("key hash in the header does not match the key")]
     HashMismatch,
+    #[error("checksum does not verify")]
+    BadChecksum,
 }

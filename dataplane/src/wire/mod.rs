@@ -2,10 +2,14 @@
 //! (`Header<T>`) plus an owned or borrowed representation (`HeaderRepr`, `Request`, `Reply`)
 //! with `parse` and `emit`. Byte layouts and test vectors are in `docs/wire.md`.
 
+pub mod arp;
 mod error;
+pub mod ethernet;
 mod header;
+pub mod ipv4;
 mod message;
 mod op;
+pub mod udp;
 
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};

@@ -1,0 +1,85 @@
+//! IPv4 header without options (20 bytes), with the header checksum computed in software
+//! (virtual NICs such as veth leave checksums to the receiver's stack, which we replace).
+
+use super::WireError;
+use std::net::Ipv4Addr;
+
+pub const HEADER_LEN: usize = 20;
+pub const PROTOCOL_UDP: u8 = 17;
+const DEFAULT_TTL: u8 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// Bytes after the IPv4 header.
+    pub payload_len: usize,
+}
+
+/// The Internet checksum (RFC 1071) of `data`, starting from a partial sum.
+pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+impl Ipv4Repr {
+    /// Parses a header (options are skipped) and returns it with its payload. Fragments and
+    /// bad header checksums are rejected.
+    pub fn parse(packet: &[u8]) -> Result<(Ipv4Repr, &[u8]), WireError> {
+        if packet.len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if packet[0] >> 4 != 4 {
+            return Err(WireError::BadVersion(packet[0] >> 4));
+        }
+        let header_len = usize::from(packet[0] & 0x0F) * 4;
+        let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+        if header_len < HEADER_LEN || total_len < header_len || packet.len() < total_len {
+            return Err(WireError::Truncated);
+        }
+        let fragment = u16::from_be_bytes([packet[6], packet[7]]);
+        if fragment & 0x3FFF != 0 {
+            return Err(WireError::UnexpectedOp(packet[9])); // more-fragments or an offset
+        }
+        if checksum(&packet[..header_len], 0) != 0 {
+            return Err(WireError::BadChecksum);
+        }
+        let ip =
+            |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
+        let repr = Ipv4Repr {
+            src: ip(12),
+            dst: ip(16),
+            protocol: packet[9],
+            payload_len: total_len - header_len,
+        };
+        Ok((repr, &packet[header_len..total_len]))
+    }
+
+    pub fn emit(&self, packet: &mut [u8]) -> Result<(), WireError> {
+        let total = u16::try_from(HEADER_LEN + self.payload_len).map_err(|_| WireError::TooLong)?;
+        let h = packet.get_mut(..HEADER_LEN).ok_or(WireError::TooLong)?;
+        h[0] = 0x45;
+        h[1] = 0;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[4..6].copy_from_slice(&[0, 0]);
+        h[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // don't fragment
+        h[8] = DEFAULT_TTL;
+        h[9] = self.protocol;
+        h[10..12].copy_from_slice(&[0, 0]);
+        h[12..16].copy_from_slice(&self.src.octets());
+        h[16..20].copy_from_slice(&self.dst.octets());
+        let sum = checksum(h, 0);
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+        Ok(())
+    }
+}
