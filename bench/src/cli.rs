@@ -24,7 +24,7 @@ pub enum Command {
     /// Run a key-value server: one partition per core, partition p on UDP port base+p.
     Server(ServerArgs),
     /// Load records and run a YCSB workload against a server (or an embedded one).
-    Ycsb(YcsbArgs),
+    Ycsb(Box<YcsbArgs>),
 }
 
 /// How a server lays out its data; client and server must agree.
@@ -61,9 +61,11 @@ pub struct ServerArgs {
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Print counters every this many seconds while running (0: only at the end).
-    #[arg(long, default_value_t = 0.0)]
-    pub stats_every: f64,
+    /// EAL arguments for `--transport dpdk`, e.g.
+    /// `-l 0-1 --no-pci --in-memory --vdev=net_memif0,role=server,socket=/tmp/nm.sock`.
+    /// Partition p serves on DPDK device p, at the --listen address.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub eal: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +137,12 @@ pub struct YcsbArgs {
     /// Embedded server: cores to pin its partitions to.
     #[arg(long)]
     pub server_cores: Option<String>,
+    /// EAL arguments for `--transport dpdk` (client thread t uses DPDK device t).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub eal: Option<String>,
+    /// The client's own IPv4 address on the DPDK devices.
+    #[arg(long, default_value = "10.0.0.1")]
+    pub client_ip: std::net::Ipv4Addr,
 
     /// In-process backend: probability that a packet is lost.
     #[arg(long, default_value_t = 0.0)]

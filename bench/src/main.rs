@@ -10,7 +10,7 @@ fn main() {
     let cli = <cli::Cli as clap::Parser>::parse();
     let result = match cli.command {
         cli::Command::Server(args) => commands::server::run(args),
-        cli::Command::Ycsb(args) => commands::ycsb::run(args),
+        cli::Command::Ycsb(args) => commands::ycsb::run(*args),
     };
     if let Err(error) = result {
         eprintln!("netmigrate: error: {error:#}");

@@ -12,6 +12,8 @@ pub enum Transport {
     Memory,
     /// Kernel UDP sockets, batched with recvmmsg/sendmmsg.
     Udp,
+    /// DPDK devices (kernel bypass); needs a build with `--features dpdk` and `--eal`.
+    Dpdk,
 }
 
 impl Transport {
@@ -19,6 +21,7 @@ impl Transport {
         match self {
             Transport::Memory => "memory",
             Transport::Udp => "udp",
+            Transport::Dpdk => "dpdk",
         }
     }
 }
@@ -28,13 +31,37 @@ impl Transport {
 pub enum Fabric {
     Memory(MemoryNetwork),
     Udp,
+    #[cfg(feature = "dpdk")]
+    Dpdk(std::sync::Arc<dpdk::DpdkFabric>),
 }
 
 impl Fabric {
-    pub fn new(transport: Transport, faults: FaultConfig) -> Fabric {
-        match transport {
+    /// The fabric of `transport`. For DPDK, `eal` holds the EAL arguments; the EAL starts
+    /// here and every Ethernet device it found is opened with one queue pair.
+    pub fn new(transport: Transport, faults: FaultConfig, eal: Option<&str>) -> io::Result<Fabric> {
+        Ok(match transport {
             Transport::Memory => Fabric::Memory(MemoryNetwork::with_faults(faults)),
             Transport::Udp => Fabric::Udp,
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(eal)?),
+            #[cfg(not(feature = "dpdk"))]
+            Transport::Dpdk => {
+                let _ = eal;
+                return Err(io::Error::other(
+                    "this netmigrate was built without DPDK: rebuild with \
+                     `cargo build --release --features dpdk` (scripts/setup.sh installs DPDK)",
+                ));
+            }
+        })
+    }
+
+    /// Closes the backend; for DPDK, stops the devices and the EAL (call once, at exit,
+    /// after every port is dropped).
+    pub fn shutdown(self) {
+        #[cfg(feature = "dpdk")]
+        if let Fabric::Dpdk(fabric) = self {
+            drop(fabric);
+            dataplane::dpdk::cleanup();
         }
     }
 
@@ -42,6 +69,112 @@ impl Fabric {
         Ok(match self {
             Fabric::Memory(network) => Box::new(network.bind(addr)?),
             Fabric::Udp => Box::new(UdpPort::bind(addr)?),
+            #[cfg(feature = "dpdk")]
+            Fabric::Dpdk(fabric) => Box::new(dpdk::DpdkFabric::lease(fabric, addr)?),
         })
+    }
+}
+
+#[cfg(feature = "dpdk")]
+mod dpdk {
+    use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort};
+    use dataplane::port::PortStats;
+    use dataplane::{Packet, Port};
+    use std::io;
+    use std::net::SocketAddrV4;
+    use std::sync::{Arc, Mutex};
+
+    /// The devices of this process's EAL; each bound port leases one whole device (one
+    /// queue pair), in device order.
+    pub struct DpdkFabric {
+        devices: Vec<Arc<DpdkDevice>>,
+        leased: Mutex<Vec<bool>>,
+    }
+
+    impl DpdkFabric {
+        pub fn start(eal: Option<&str>) -> io::Result<Arc<DpdkFabric>> {
+            let Some(eal) = eal else {
+                return Err(io::Error::other(
+                    "--transport dpdk needs --eal, e.g. --eal \"-l 0-1 --no-pci --in-memory \
+                     --vdev=net_memif0,role=server,socket=/tmp/netmigrate.sock\"",
+                ));
+            };
+            sys::init_eal(eal).map_err(io::Error::other)?;
+            let count = sys::device_count();
+            if count == 0 {
+                return Err(io::Error::other(
+                    "the EAL found no Ethernet device: add --vdev=… to --eal (memif, \
+                     af_packet, af_xdp, tap) or bind a NIC with scripts/bind-nic.sh",
+                ));
+            }
+            let devices = (0..count)
+                .map(|port| {
+                    DpdkDevice::open(port, 1)
+                        .map(Arc::new)
+                        .map_err(io::Error::other)
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            for (port, device) in devices.iter().enumerate() {
+                let mac = device.mac().map(|b| format!("{b:02x}")).join(":");
+                eprintln!("dpdk: port {port} = {} ({mac})", device.name());
+            }
+            Ok(Arc::new(DpdkFabric {
+                leased: Mutex::new(vec![false; devices.len()]),
+                devices,
+            }))
+        }
+
+        pub fn lease(fabric: &Arc<DpdkFabric>, addr: SocketAddrV4) -> io::Result<LeasedPort> {
+            let mut leased = fabric.leased.lock().expect("lease lock");
+            let Some(index) = leased.iter().position(|used| !used) else {
+                return Err(io::Error::other(format!(
+                    "all {} DPDK device(s) are in use: each partition or client thread needs \
+                     its own device (add a --vdev per partition)",
+                    fabric.devices.len()
+                )));
+            };
+            leased[index] = true;
+            Ok(LeasedPort {
+                port: DpdkPort::new(Arc::clone(&fabric.devices[index]), 0, addr),
+                fabric: Arc::clone(fabric),
+                index,
+            })
+        }
+    }
+
+    /// A DPDK port that gives its device back when dropped.
+    pub struct LeasedPort {
+        port: DpdkPort,
+        fabric: Arc<DpdkFabric>,
+        index: usize,
+    }
+
+    impl Drop for LeasedPort {
+        fn drop(&mut self) {
+            if let Ok(mut leased) = self.fabric.leased.lock() {
+                leased[self.index] = false;
+            }
+        }
+    }
+
+    impl Port for LeasedPort {
+        fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
+            self.port.recv(rx, max)
+        }
+        fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
+            self.port.send(tx)
+        }
+        fn alloc(&mut self) -> Box<Packet> {
+            self.port.alloc()
+        }
+        fn release(&mut self, packet: Box<Packet>) {
+            self.port.release(packet)
+        }
+        fn local_addr(&self) -> SocketAddrV4 {
+            self.port.local_addr()
+        }
+        fn stats(&self) -> PortStats {
+            self.port.stats()
+        }
     }
 }

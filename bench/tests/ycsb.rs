@@ -16,7 +16,7 @@ fn run(args: &[&str]) -> Report {
     let Command::Ycsb(args) = Cli::try_parse_from(argv).expect("arguments parse").command else {
         panic!("not a ycsb command");
     };
-    ycsb::execute(args).expect("the run succeeds")
+    ycsb::execute(*args).expect("the run succeeds")
 }
 
 fn assert_clean(report: &Report) {
@@ -137,7 +137,7 @@ fn bad_input_is_refused_with_a_message() {
         match Cli::try_parse_from(argv) {
             Ok(Cli {
                 command: Command::Ycsb(a),
-            }) => ycsb::execute(a).map(|_| ()).map_err(|e| e.to_string()),
+            }) => ycsb::execute(*a).map(|_| ()).map_err(|e| e.to_string()),
             Ok(_) => unreachable!(),
             Err(e) => Err(e.to_string()),
         }

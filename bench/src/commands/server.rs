@@ -57,13 +57,14 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     let cores = core_list(args.cores.as_deref())?;
     let spec = spec(args.listen, &args.layout, args.capacity, cores)?;
     let signals = shutdown_on_signals()?;
-    let fabric = Fabric::new(args.transport, FaultConfig::default());
+    let fabric = Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?;
     let running = server::start(&fabric, &spec)?;
     let last = spec.partition_addr(spec.map.partitions() - 1);
     eprintln!(
-        "netmigrate server: {} partition(s) on {} udp ports {}..={}, shard {}, {} groups \
-         (remain_exp {}); Ctrl-C stops",
+        "netmigrate server: {} partition(s) over {} on {} udp ports {}..={}, shard {}, {} \
+         groups (remain_exp {}); Ctrl-C stops",
         spec.map.partitions(),
+        args.transport.name(),
         args.listen.ip(),
         args.listen.port(),
         last.port(),
@@ -81,5 +82,6 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     }
     let reports = running.stop();
     eprint!("{}", server::format_reports(&reports));
+    fabric.shutdown();
     Ok(())
 }

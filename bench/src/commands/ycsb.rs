@@ -130,10 +130,14 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     if transport == Transport::Memory && !args.embedded {
         return fail("the memory transport only reaches a server in this process: add --embedded");
     }
-    let fabric = Fabric::new(transport, faults(&args, transport)?);
+    let fabric = Fabric::new(transport, faults(&args, transport)?, args.eal.as_deref())?;
     let (server_base, client_base) = match transport {
         Transport::Memory => (args.server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
         Transport::Udp => (args.server.unwrap_or(UDP_SERVER), UDP_CLIENT),
+        Transport::Dpdk => (
+            args.server.unwrap_or(MEMORY_SERVER),
+            SocketAddrV4::new(args.client_ip, MEMORY_CLIENT.port()),
+        ),
     };
     let stop = shutdown_on_signals()?;
 
@@ -197,6 +201,7 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         phase, "run", &fabric, addrs, &cluster, &spec, settings, &inserts, run_epoch, &stop,
     )?;
     let server_reports = embedded.map(|s| s.stop());
+    fabric.shutdown();
 
     let consistency = if args.check {
         // Load history first: its timestamps are on the load epoch, which precedes the run.

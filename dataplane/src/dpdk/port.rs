@@ -1,0 +1,302 @@
+//! A `Port` on one queue pair of a DPDK device. Received frames are parsed (Ethernet, ARP,
+//! IPv4, UDP) and their payload copied into the port's recycled buffers; sent datagrams are
+//! framed into mbufs taken from the device's pool in bulk. No heap allocation per packet.
+
+use super::device::DpdkDevice;
+use super::sys;
+use crate::port::{Packet, Pool, PortStats, BURST};
+use crate::wire::arp::{self, ArpRepr};
+use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, Ipv4Repr, PROTOCOL_UDP};
+use crate::wire::udp::{self, UdpRepr};
+use crate::Port;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+const FRAME_OVERHEAD: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN;
+
+pub struct DpdkPort {
+    device: Arc<DpdkDevice>,
+    queue: u16,
+    addr: SocketAddrV4,
+    /// MAC addresses learned from ARP and from received datagrams.
+    neighbours: HashMap<Ipv4Addr, [u8; 6]>,
+    pool: Pool,
+    mbufs: [*mut sys::rte_mbuf; BURST],
+    stats: PortStats,
+    /// Frames not for this port (other address, other protocol, malformed).
+    pub rx_ignored: u64,
+    warned_unregistered: bool,
+}
+
+// SAFETY: one thread drives a port (its queue pair) at a time; mbuf pointers are owned.
+unsafe impl Send for DpdkPort {}
+
+impl DpdkPort {
+    /// A port on queue `queue` of `device`, answering for `addr`.
+    pub fn new(device: Arc<DpdkDevice>, queue: u16, addr: SocketAddrV4) -> DpdkPort {
+        DpdkPort {
+            device,
+            queue,
+            addr,
+            neighbours: HashMap::new(),
+            pool: Pool::default(),
+            mbufs: [std::ptr::null_mut(); BURST],
+            stats: PortStats::default(),
+            rx_ignored: 0,
+            warned_unregistered: false,
+        }
+    }
+
+    /// Teaches the port a neighbour's MAC address (otherwise learned from its traffic).
+    pub fn add_neighbour(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        self.neighbours.insert(ip, mac);
+    }
+
+    fn frame<'m>(mbuf: *mut sys::rte_mbuf) -> &'m mut [u8] {
+        // SAFETY: a single-segment mbuf we own; data and tailroom are inside its buffer.
+        unsafe {
+            let len = sys::nm_mbuf_data_len(mbuf) as usize + sys::nm_mbuf_tailroom(mbuf) as usize;
+            std::slice::from_raw_parts_mut(sys::nm_mbuf_data(mbuf), len)
+        }
+    }
+
+    /// Handles one received frame: a datagram for us goes to `rx`, an ARP request for our
+    /// address is answered, anything else is counted and dropped.
+    fn accept(&mut self, frame: &[u8], rx: &mut Vec<Box<Packet>>, arp_replies: &mut Vec<ArpRepr>) {
+        let Ok((eth, payload)) = EthernetRepr::parse(frame) else {
+            self.rx_ignored += 1;
+            return;
+        };
+        match eth.ethertype {
+            ETHERTYPE_ARP => match ArpRepr::parse(payload) {
+                Ok(request) => {
+                    self.neighbours
+                        .insert(request.sender_ip, request.sender_mac);
+                    if request.operation == arp::REQUEST && request.target_ip == *self.addr.ip() {
+                        arp_replies.push(ArpRepr {
+                            operation: arp::REPLY,
+                            sender_mac: self.device.mac,
+                            sender_ip: *self.addr.ip(),
+                            target_mac: request.sender_mac,
+                            target_ip: request.sender_ip,
+                        });
+                    }
+                }
+                Err(_) => self.rx_ignored += 1,
+            },
+            ETHERTYPE_IPV4 => {
+                let datagram = Ipv4Repr::parse(payload)
+                    .ok()
+                    .filter(|(ip, _)| ip.protocol == PROTOCOL_UDP && ip.dst == *self.addr.ip());
+                let Some((ip, datagram)) = datagram else {
+                    self.rx_ignored += 1;
+                    return;
+                };
+                let Ok((udp, body)) = UdpRepr::parse(datagram) else {
+                    self.rx_ignored += 1;
+                    return;
+                };
+                if udp.dst_port != self.addr.port() || body.len() > crate::port::BUFFER_CAPACITY {
+                    self.rx_ignored += 1;
+                    return;
+                }
+                self.neighbours.insert(ip.src, eth.src);
+                let mut packet = self.pool.take();
+                packet.buffer_mut()[..body.len()].copy_from_slice(body);
+                packet.set_len(body.len());
+                packet.src = SocketAddrV4::new(ip.src, udp.src_port);
+                packet.dst = self.addr;
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += body.len() as u64;
+                rx.push(packet);
+            }
+            _ => self.rx_ignored += 1,
+        }
+    }
+
+    /// Sends frames already built in `self.mbufs[..count]`; frees what the queue refuses.
+    fn transmit(&mut self, count: usize) -> usize {
+        // SAFETY: the first `count` mbufs are ours and hold complete frames.
+        let sent = usize::from(unsafe {
+            sys::nm_tx_burst(
+                self.device.port_id,
+                self.queue,
+                self.mbufs.as_mut_ptr(),
+                count as u16,
+            )
+        });
+        for &mbuf in &self.mbufs[sent..count] {
+            // SAFETY: not taken by the driver, still ours.
+            unsafe { sys::nm_pktmbuf_free(mbuf) };
+        }
+        self.stats.tx_dropped += (count - sent) as u64;
+        sent
+    }
+
+    fn send_arp_replies(&mut self, replies: &[ArpRepr]) {
+        let count = replies.len().min(BURST);
+        if count == 0 || !self.alloc_mbufs(count) {
+            return;
+        }
+        for (i, reply) in replies[..count].iter().enumerate() {
+            let frame = Self::frame(self.mbufs[i]);
+            let eth = EthernetRepr {
+                dst: reply.target_mac,
+                src: self.device.mac,
+                ethertype: ETHERTYPE_ARP,
+            };
+            let built = eth
+                .emit(frame)
+                .and_then(|()| reply.emit(&mut frame[ethernet::HEADER_LEN..]));
+            debug_assert!(built.is_ok(), "an mbuf holds an ARP frame");
+            // SAFETY: our mbuf; the frame is 42 bytes long.
+            unsafe {
+                sys::nm_mbuf_set_len(
+                    self.mbufs[i],
+                    (ethernet::HEADER_LEN + arp::PACKET_LEN) as u16,
+                )
+            };
+        }
+        self.transmit(count);
+    }
+
+    /// The thread driving this port becomes an EAL lcore (per-lcore mempool caches) the
+    /// first time it uses the port. Without a free lcore id it still works, uncached.
+    fn register_thread_once(&mut self) {
+        // SAFETY: reads the calling thread's lcore id.
+        if unsafe { sys::nm_lcore_id() } != u32::MAX {
+            return;
+        }
+        if let Err(error) = super::register_thread() {
+            if !self.warned_unregistered {
+                eprintln!("netmigrate: warning: {error}");
+                self.warned_unregistered = true;
+            }
+        }
+    }
+
+    fn alloc_mbufs(&mut self, count: usize) -> bool {
+        // SAFETY: fills `count` slots of our array from the device's pool, or none.
+        let rc = unsafe {
+            sys::nm_pktmbuf_alloc_bulk(self.device.pool, self.mbufs.as_mut_ptr(), count as u32)
+        };
+        if rc != 0 {
+            self.stats.tx_dropped += count as u64;
+        }
+        rc == 0
+    }
+}
+
+impl Port for DpdkPort {
+    fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
+        self.register_thread_once();
+        let want = max.min(BURST) as u16;
+        // SAFETY: room for `want` mbuf pointers; the driver hands us ownership of each.
+        let received = usize::from(unsafe {
+            sys::nm_rx_burst(
+                self.device.port_id,
+                self.queue,
+                self.mbufs.as_mut_ptr(),
+                want,
+            )
+        });
+        let before = rx.len();
+        let mut arp_replies = Vec::new();
+        let mbufs = self.mbufs;
+        for &mbuf in &mbufs[..received] {
+            // SAFETY: a received mbuf we own until freed below.
+            let frame = unsafe {
+                std::slice::from_raw_parts(
+                    sys::nm_mbuf_data(mbuf),
+                    usize::from(sys::nm_mbuf_data_len(mbuf)),
+                )
+            };
+            self.accept(frame, rx, &mut arp_replies);
+            // SAFETY: done with it; the payload was copied.
+            unsafe { sys::nm_pktmbuf_free(mbuf) };
+        }
+        self.send_arp_replies(&arp_replies);
+        Ok(rx.len() - before)
+    }
+
+    fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
+        self.register_thread_once();
+        let mut sent_total = 0;
+        while !tx.is_empty() {
+            let count = tx.len().min(BURST);
+            if !self.alloc_mbufs(count) {
+                for packet in tx.drain(..count) {
+                    self.pool.give(packet);
+                }
+                continue;
+            }
+            let mut built = 0;
+            for packet in tx.drain(..count) {
+                let mbuf = self.mbufs[built];
+                let frame = Self::frame(mbuf);
+                let payload = packet.payload();
+                let total = FRAME_OVERHEAD + payload.len();
+                if total > frame.len() {
+                    self.stats.tx_dropped += 1;
+                    // SAFETY: ours, unused.
+                    unsafe { sys::nm_pktmbuf_free(mbuf) };
+                    self.mbufs.copy_within(built + 1..count, built);
+                    self.pool.give(packet);
+                    continue;
+                }
+                frame[FRAME_OVERHEAD..total].copy_from_slice(payload);
+                let (src, dst) = (*self.addr.ip(), *packet.dst.ip());
+                let udp = UdpRepr {
+                    src_port: self.addr.port(),
+                    dst_port: packet.dst.port(),
+                };
+                let ip = Ipv4Repr {
+                    src,
+                    dst,
+                    protocol: PROTOCOL_UDP,
+                    payload_len: udp::HEADER_LEN + payload.len(),
+                };
+                let eth = EthernetRepr {
+                    dst: self.neighbours.get(&dst).copied().unwrap_or(BROADCAST),
+                    src: self.device.mac,
+                    ethertype: ETHERTYPE_IPV4,
+                };
+                let at_ip = ethernet::HEADER_LEN;
+                let at_udp = at_ip + ipv4::HEADER_LEN;
+                let framed = udp
+                    .emit(&mut frame[at_udp..], payload.len(), src, dst)
+                    .and_then(|()| ip.emit(&mut frame[at_ip..]))
+                    .and_then(|()| eth.emit(frame));
+                debug_assert!(framed.is_ok(), "the frame fits the mbuf");
+                // SAFETY: our mbuf; `total` bytes are written.
+                unsafe { sys::nm_mbuf_set_len(mbuf, total as u16) };
+                self.stats.tx_bytes += payload.len() as u64;
+                self.pool.give(packet);
+                built += 1;
+            }
+            let sent = self.transmit(built);
+            self.stats.tx_packets += sent as u64;
+            sent_total += sent;
+        }
+        Ok(sent_total)
+    }
+
+    fn alloc(&mut self) -> Box<Packet> {
+        self.pool.take()
+    }
+
+    fn release(&mut self, packet: Box<Packet>) {
+        self.pool.give(packet)
+    }
+
+    fn local_addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+
+    fn stats(&self) -> PortStats {
+        self.stats
+    }
+}

@@ -1,0 +1,20 @@
+/* The DPDK surface netmigrate uses. Fast-path functions are static inline in DPDK's
+ * headers and rte_errno is a thread-local, so bindgen cannot bind them: these wrappers
+ * (shim.c) give them a linkable symbol. */
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+uint16_t nm_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t nm_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+int nm_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned n);
+void nm_pktmbuf_free(struct rte_mbuf *m);
+uint8_t *nm_mbuf_data(struct rte_mbuf *m);
+uint16_t nm_mbuf_data_len(const struct rte_mbuf *m);
+uint16_t nm_mbuf_tailroom(const struct rte_mbuf *m);
+void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len);
+int nm_errno(void);
+unsigned nm_lcore_id(void);
