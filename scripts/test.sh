@@ -9,15 +9,22 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+echo "== set-up (DPDK and test tools)"
+scripts/setup.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+echo "== cargo clippy (default build, and with DPDK)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features bench/dpdk --quiet -- -D warnings
 
 echo "== cargo test"
 # Release mode: the end-to-end tests move millions of packets.
 cargo test --workspace --release
+
+echo "== DPDK tests: memif between two processes, af_packet on a veth pair (root)"
+cargo test --release --features dpdk -p bench --test dpdk
 
 echo "== acceptance: embedded YCSB-B with the linearizability check"
 out=$(mktemp -d)

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 const MEMORY_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
 const MEMORY_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000);
 const UDP_SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7100);
-const UDP_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+// Unspecified, so the kernel picks the source address that routes to the server.
+const UDP_CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
 
 /// The workload: built-in, then the property file, then `-p`, then `--records`.
 pub fn workload_spec(args: &YcsbArgs) -> Result<WorkloadSpec, CommandError> {

@@ -1,0 +1,272 @@
+//! The DPDK backend between real processes (needs `--features dpdk`, DPDK 22.11 and root):
+//! a DPDK server and a DPDK YCSB client over memif, and a kernel-UDP client reaching a DPDK
+//! server on af_packet across a veth pair between two network namespaces this test creates.
+//! Every child process has a time limit; namespaces and sockets are removed at the end.
+#![cfg(feature = "dpdk")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_netmigrate");
+/// One DPDK process at a time per test; both tests together stay inside a few cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("netmigrate-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server process that is interrupted (and waited for) when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(command: &mut Command) -> Server {
+        Server(
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start server"),
+        )
+    }
+
+    /// SIGINT, then the server's output (it prints final statistics and exits).
+    fn stop(mut self) -> String {
+        let output = self.finish();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    fn finish(&mut self) -> Output {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_with_timeout(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn check_report(path: &Path, client: &Output) {
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert!(client.status.success(), "client failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("report written")).unwrap();
+    assert!(
+        report["ops"]["completed"].as_u64().unwrap() > 1000,
+        "{stderr}"
+    );
+    assert_eq!(report["ops"]["failed"], 0, "{stderr}");
+    assert!(report["consistency"]["checked_ops"].as_u64().unwrap() > 0);
+    assert_eq!(report["consistency"]["violations"], 0, "{stderr}");
+}
+
+fn eal(core: u32, prefix: &str, vdev: &str) -> String {
+    format!("-l {core} --no-pci --no-huge -m 512 --file-prefix {prefix} --vdev={vdev}")
+}
+
+fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dpdk_client_and_server_over_memif() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("memif");
+    let socket = dir.0.join("memif.sock");
+    let report = dir.0.join("report.json");
+    let server = Server::start(Command::new(BIN).args([
+        "server",
+        "--transport",
+        "dpdk",
+        "--listen",
+        "10.0.0.2:7100",
+        "--duration",
+        "60",
+        "--eal",
+        &eal(
+            0,
+            "nmtsrv",
+            &format!("net_memif0,role=server,socket={}", socket.display()),
+        ),
+    ]));
+    wait_for_socket(&socket);
+    let client = run_with_timeout(
+        Command::new(BIN).args([
+            "ycsb",
+            "--transport",
+            "dpdk",
+            "--server",
+            "10.0.0.2:7100",
+            "--records",
+            "20000",
+            "--workload",
+            "a",
+            "--duration",
+            "2",
+            "--check",
+            "--quiet",
+            "--json",
+            report.to_str().unwrap(),
+            "--eal",
+            &eal(
+                1,
+                "nmtcli",
+                &format!("net_memif0,role=client,socket={}", socket.display()),
+            ),
+        ]),
+        Duration::from_secs(60),
+    );
+    let server_log = server.stop();
+    check_report(&report, &client);
+    assert!(
+        server_log.contains("partition  0:"),
+        "server printed no statistics:\n{server_log}"
+    );
+}
+
+/// Two network namespaces joined by a veth pair, deleted when dropped.
+struct Namespaces {
+    server: String,
+    client: String,
+}
+
+impl Namespaces {
+    fn create() -> Namespaces {
+        let id = std::process::id() % 100_000;
+        let ns = Namespaces {
+            server: format!("nmt-s{id}"),
+            client: format!("nmt-c{id}"),
+        };
+        let ip = |args: &str| {
+            let status = Command::new("ip")
+                .args(args.split_whitespace())
+                .status()
+                .expect("ip (iproute2)");
+            assert!(status.success(), "ip {args} failed");
+        };
+        ip(&format!("netns add {}", ns.server));
+        ip(&format!("netns add {}", ns.client));
+        ip(&format!(
+            "link add nmt-s{id} netns {} type veth peer name nmt-c{id} netns {}",
+            ns.server, ns.client
+        ));
+        ip(&format!("-n {} link set nmt-s{id} up", ns.server));
+        ip(&format!("-n {} link set lo up", ns.client));
+        ip(&format!(
+            "-n {} addr add 10.77.0.1/24 dev nmt-c{id}",
+            ns.client
+        ));
+        ip(&format!("-n {} link set nmt-c{id} up", ns.client));
+        ns
+    }
+
+    /// The veth end inside the server namespace (named like the namespace).
+    fn interface(&self) -> &str {
+        &self.server
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn kernel_udp_client_reaches_dpdk_server_on_af_packet_over_veth() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("veth");
+    let report = dir.0.join("report.json");
+    let ns = Namespaces::create();
+    let vdev = format!("net_af_packet0,iface={},qpairs=1", ns.interface());
+    let server = Server::start(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns.server,
+        BIN,
+        "server",
+        "--transport",
+        "dpdk",
+        "--listen",
+        "10.77.0.2:7100",
+        "--duration",
+        "60",
+        "--eal",
+        &eal(0, "nmtveth", &vdev),
+    ]));
+    std::thread::sleep(Duration::from_secs(2)); // EAL start-up
+    let client = run_with_timeout(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns.client,
+            BIN,
+            "ycsb",
+            "--transport",
+            "udp",
+            "--server",
+            "10.77.0.2:7100",
+            "--records",
+            "5000",
+            "--workload",
+            "b",
+            "--duration",
+            "2",
+            "--check",
+            "--quiet",
+            "--json",
+            report.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    let server_log = server.stop();
+    check_report(&report, &client);
+    assert!(
+        server_log.contains("partition  0:"),
+        "server printed no statistics:\n{server_log}"
+    );
+}
