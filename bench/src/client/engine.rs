@@ -3,6 +3,7 @@
 //! linearizability check.
 
 use super::source::{InsertCounter, OpSource, Planned};
+use super::timers::Timers;
 use super::{Cluster, Progress, Settings, ThreadResult};
 use crate::linearizability::{Op as HistoryOp, OpKind};
 use crate::measure::Recorder;
@@ -13,8 +14,6 @@ use dataplane::runner::Backoff;
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
 use dataplane::{Packet, Port};
 use migration::dedup::WINDOW;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +92,7 @@ pub struct Engine {
     floor: u64,
     slots: Vec<Option<Pending>>,
     outstanding: usize,
-    timers: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    timers: Timers,
     rx: Vec<Box<Packet>>,
     tx: Vec<Box<Packet>>,
     recorder: Recorder,
@@ -130,7 +129,7 @@ impl Engine {
             floor: 1,
             slots: (0..RING).map(|_| None).collect(),
             outstanding: 0,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
             recorder: Recorder::default(),
@@ -311,7 +310,7 @@ impl Engine {
         }
         let backoff = self.settings.timeout * 2u32.saturating_pow(attempt.min(16) - 1);
         let deadline = now + backoff.min(self.settings.max_timeout);
-        self.timers.push(Reverse((deadline, seq, attempt)));
+        self.timers.push(deadline, seq, attempt, attempt == 1);
     }
 
     fn flush(&mut self) {
@@ -375,7 +374,7 @@ impl Engine {
                 self.counters.retry_later += 1;
                 let attempt = self.slots[slot].as_ref().map_or(0, |p| p.attempts);
                 self.timers
-                    .push(Reverse((now + RETRY_LATER_PAUSE, header.seq, attempt)));
+                    .push(now + RETRY_LATER_PAUSE, header.seq, attempt, false);
             }
             Status::Moved | Status::Error => {
                 self.counters.error_replies += 1;
@@ -385,11 +384,7 @@ impl Engine {
     }
 
     fn expire_timers(&mut self, now: Instant, inserts: &InsertCounter) {
-        while let Some(Reverse((deadline, seq, attempt))) = self.timers.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((seq, attempt)) = self.timers.pop_due(now) {
             let Some(pending) = self.slots[(seq % RING) as usize].as_ref() else {
                 continue;
             };

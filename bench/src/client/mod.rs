@@ -3,6 +3,7 @@
 
 mod engine;
 mod source;
+mod timers;
 
 pub use engine::Counters;
 pub use source::{InsertCounter, OpSource};
