@@ -103,7 +103,9 @@ impl DpdkPort {
                     self.rx_ignored += 1;
                     return;
                 }
-                self.neighbours.insert(ip.src, eth.src);
+                if self.neighbours.get(&ip.src) != Some(&eth.src) {
+                    self.neighbours.insert(ip.src, eth.src);
+                }
                 let mut packet = self.pool.take();
                 packet.buffer_mut()[..body.len()].copy_from_slice(body);
                 packet.set_len(body.len());
