@@ -55,6 +55,15 @@ impl Fabric {
         })
     }
 
+    /// Per-device counters of kernel-bypass devices (None for the other backends).
+    pub fn device_report(&self) -> Option<String> {
+        match self {
+            #[cfg(feature = "dpdk")]
+            Fabric::Dpdk(fabric) => Some(fabric.report()),
+            _ => None,
+        }
+    }
+
     /// Closes the backend; for DPDK, stops the devices and the EAL (call once, at exit,
     /// after every port is dropped).
     pub fn shutdown(self) {
@@ -122,6 +131,28 @@ mod dpdk {
                 leased: Mutex::new(vec![false; devices.len()]),
                 devices,
             }))
+        }
+
+        /// One line per device from `rte_eth_stats`, with per-queue packet counts.
+        pub fn report(&self) -> String {
+            let mut out = String::new();
+            for (port, device) in self.devices.iter().enumerate() {
+                let s = device.stats();
+                out.push_str(&format!(
+                    "dpdk port {port} ({}): rx {} tx {} missed {} rx-errors {} tx-errors {} \
+                     no-mbuf {}; per queue rx {:?} tx {:?}\n",
+                    device.name(),
+                    s.rx_packets,
+                    s.tx_packets,
+                    s.rx_missed,
+                    s.rx_errors,
+                    s.tx_errors,
+                    s.rx_no_mbuf,
+                    s.queue_rx_packets,
+                    s.queue_tx_packets
+                ));
+            }
+            out
         }
 
         pub fn lease(fabric: &Arc<DpdkFabric>, addr: SocketAddrV4) -> io::Result<LeasedPort> {

@@ -82,6 +82,9 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     }
     let reports = running.stop();
     eprint!("{}", server::format_reports(&reports));
+    if let Some(devices) = fabric.device_report() {
+        eprint!("{devices}");
+    }
     fabric.shutdown();
     Ok(())
 }
