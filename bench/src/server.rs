@@ -123,11 +123,6 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
 }
 
 impl RunningServer {
-    /// The flag that stops every loop (shared with signal handlers by the caller).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
-    }
-
     pub fn is_running(&self) -> bool {
         self.loops.iter().all(|handle| !handle.is_finished())
     }

@@ -28,43 +28,49 @@ impl Drop for TempDir {
     }
 }
 
-/// A server process that is interrupted (and waited for) when dropped.
-struct Server(Child);
+/// A server process; killed and reaped if a test fails before stopping it.
+struct Server(Option<Child>);
 
 impl Server {
     fn start(command: &mut Command) -> Server {
-        Server(
-            command
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start server"),
-        )
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        Server(Some(child))
     }
 
-    /// SIGINT, then the server's output (it prints final statistics and exits).
+    /// SIGINT (the server prints its final statistics and exits), then its stderr.
     fn stop(mut self) -> String {
-        let output = self.finish();
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-
-    fn finish(&mut self) -> Output {
+        let mut child = self.0.take().expect("running");
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.0.kill();
-        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
+        let _ = child.kill();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    }
+
+    /// Stops the server, then checks the client's report and the server's statistics.
+    fn stop_and_check(self, report: &Path, client: &Output) {
+        let server_log = self.stop();
+        check_report(report, client);
+        assert!(
+            server_log.contains("partition  0:"),
+            "server printed no statistics:\n{server_log}"
+        );
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -158,12 +164,7 @@ fn dpdk_client_and_server_over_memif() {
         ]),
         Duration::from_secs(60),
     );
-    let server_log = server.stop();
-    check_report(&report, &client);
-    assert!(
-        server_log.contains("partition  0:"),
-        "server printed no statistics:\n{server_log}"
-    );
+    server.stop_and_check(&report, &client);
 }
 
 /// Two network namespaces joined by a veth pair, deleted when dropped.
@@ -263,10 +264,5 @@ fn kernel_udp_client_reaches_dpdk_server_on_af_packet_over_veth() {
         ]),
         Duration::from_secs(60),
     );
-    let server_log = server.stop();
-    check_report(&report, &client);
-    assert!(
-        server_log.contains("partition  0:"),
-        "server printed no statistics:\n{server_log}"
-    );
+    server.stop_and_check(&report, &client);
 }

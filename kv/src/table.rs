@@ -365,11 +365,6 @@ impl Partition {
         self.clock = self.clock.max(version);
     }
 
-    /// Entry slots (seven per bucket).
-    pub fn slots(&self) -> usize {
-        self.buckets.len() * SLOTS
-    }
-
     /// Bytes the table spends beyond keys and values: buckets plus entry headers (not
     /// counting the allocator's own rounding).
     pub fn overhead_bytes(&self) -> usize {

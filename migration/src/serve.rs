@@ -351,7 +351,7 @@ impl PartitionServer {
         let reply_header = HeaderRepr {
             // Multi-key errors answer with a single-key shaped body; the status says it all.
             op: if header.op.is_multi() {
-                KeyOp::Put.single_op().reply()
+                wire::Op::PutReply
             } else {
                 header.op.reply()
             },
