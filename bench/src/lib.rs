@@ -6,6 +6,7 @@ pub mod client;
 pub mod commands;
 pub mod linearizability;
 pub mod measure;
+pub mod plot;
 pub mod report;
 pub mod server;
 pub mod transport;

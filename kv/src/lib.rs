@@ -11,5 +11,5 @@ mod layout;
 mod table;
 
 pub use hash::key_hash;
-pub use layout::{GroupLayout, LayoutError, PartitionMap};
+pub use layout::{GroupLayout, LayoutError, PartitionMap, SIZE_EXP};
 pub use table::{Entry, Lookup, Partition, PutOutcome};

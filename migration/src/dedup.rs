@@ -90,6 +90,46 @@ impl WriteDedup {
     pub fn clients(&self) -> usize {
         self.clients.len()
     }
+
+    /// Records that `(client, seq)` was applied elsewhere (by a migration's source), so a
+    /// retransmission arriving here is answered without applying it again.
+    pub fn remember(&mut self, client: u32, seq: u64) {
+        let window = self.clients.entry(client).or_insert(ClientWindow {
+            floor: seq,
+            applied: [0; WORDS],
+        });
+        if seq < window.floor {
+            return; // The client has its answer already.
+        }
+        if seq - window.floor >= WINDOW {
+            window.advance(seq + 1 - WINDOW);
+        }
+        let (word, mask) = ClientWindow::bit(seq);
+        window.applied[word] |= mask;
+    }
+
+    /// Every client's window: (client, floor, bitmap of seq % WINDOW, big-endian words).
+    pub fn windows(&self) -> impl Iterator<Item = (u32, u64, [u8; (WINDOW / 8) as usize])> + '_ {
+        self.clients.iter().map(|(&client, window)| {
+            let mut bitmap = [0u8; (WINDOW / 8) as usize];
+            for (chunk, word) in bitmap.chunks_exact_mut(8).zip(window.applied) {
+                chunk.copy_from_slice(&word.to_be_bytes());
+            }
+            (client, window.floor, bitmap)
+        })
+    }
+
+    /// Adds another server's window of `client` (from [`WriteDedup::windows`]).
+    pub fn merge_window(&mut self, client: u32, floor: u64, bitmap: &[u8]) {
+        for seq in floor..floor + WINDOW {
+            // Word `slot / 64` is stored big-endian, so bit b of it is in byte 7 − b / 8.
+            let slot = (seq % WINDOW) as usize;
+            let byte = slot / 64 * 8 + 7 - slot % 64 / 8;
+            if bitmap.get(byte).is_some_and(|b| b & (1 << (slot % 8)) != 0) {
+                self.remember(client, seq);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +152,24 @@ mod tests {
         );
         assert_eq!(d.admit(1, 5000, 4096), DedupVerdict::OutOfWindow);
         assert_eq!(d.admit(1, 3, 4), DedupVerdict::OutOfWindow);
+    }
+
+    #[test]
+    fn windows_and_remembered_writes_carry_over() {
+        let mut source = WriteDedup::default();
+        for seq in [5, 6, 9] {
+            assert_eq!(source.admit(3, seq, 0), DedupVerdict::Apply);
+        }
+        let mut destination = WriteDedup::default();
+        for (client, floor, bitmap) in source.windows() {
+            destination.merge_window(client, floor, &bitmap);
+        }
+        destination.remember(3, 12);
+        for seq in [6, 9, 12] {
+            assert_eq!(destination.admit(3, seq, 1), DedupVerdict::Duplicate, "seq {seq}");
+        }
+        assert_eq!(destination.admit(3, 10, 1), DedupVerdict::Apply);
+        assert_eq!(destination.admit(3, 4, 0), DedupVerdict::Stale);
     }
 
     #[test]

@@ -1,9 +1,16 @@
-//! The server role and (with later issues) the migration protocols, as sans-I/O state
-//! machines: they consume datagrams and time and produce datagrams; they never touch a
-//! socket. The per-core loop in `bench` drives them over any `dataplane` port.
+//! The server role and the migration protocols, as sans-I/O state machines: they consume
+//! datagrams and time and produce datagrams; they never touch a socket. The per-core loop
+//! in `bench` drives them over any `dataplane` port.
 
 pub mod dedup;
+pub mod incoming;
+pub mod outgoing;
 pub mod serve;
+pub mod stream;
+pub mod throttle;
 
 pub use dedup::{DedupVerdict, WriteDedup};
-pub use serve::{DropReason, PartitionServer, ServeCounters};
+pub use incoming::{Incoming, IncomingStats};
+pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats};
+pub use serve::{DropReason, MigrationCounters, PartitionServer, Role, ServeCounters};
+pub use throttle::{MigrationBudget, Preset, TokenBucket};

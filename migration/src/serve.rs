@@ -1,13 +1,20 @@
 //! Serving client requests against one partition (one core's share of every shard it
 //! hosts). Sans-I/O: `handle` turns a request datagram into a reply in the same buffer.
+//! During a migration the partition's role for the shard decides who answers a request:
+//! see `docs/migration.md` for the rules and why they keep every operation linearizable.
 
 use crate::dedup::{DedupVerdict, WriteDedup};
+use crate::incoming::{Applied, Incoming, IncomingStats};
+use crate::outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite};
+use crate::stream::{self, Delivery};
 use dataplane::wire::{
-    self, HeaderRepr, KeyOp, MultiReplyWriter, Reply, ReplyItem, Request, Status, WireError,
-    HEADER_LEN,
+    self, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, Reply, ReplyItem, Request, Status,
+    StreamMessage, WireError, HEADER_LEN,
 };
 use dataplane::Packet;
 use kv::{key_hash, Lookup, Partition, PartitionMap};
+use std::net::SocketAddrV4;
+use std::time::Instant;
 
 /// Why a datagram was dropped without a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,16 +87,84 @@ impl ServeCounters {
     }
 }
 
+/// What a partition does for a shard.
+pub enum Role {
+    /// It owns the shard's partition.
+    Owned,
+    /// The partition is migrating away (see `outgoing.rs`).
+    Outgoing(Box<Outgoing>),
+    /// The partition is migrating in (see `incoming.rs`).
+    Incoming(Box<Incoming>),
+    /// The partition moved: requests are answered MOVED with the new owner.
+    Moved { to: SocketAddrV4, shard: u16 },
+}
+
+struct Shard {
+    id: u16,
+    table: Partition,
+    role: Role,
+}
+
+/// A migration stream that has terminated, remembered to re-acknowledge retransmissions.
+struct FinishedStream {
+    source: SocketAddrV4,
+    shard: u16,
+    last_applied: u64,
+}
+
+/// Migration counters of a partition, over every migration it took part in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationCounters {
+    pub outgoing: OutgoingStats,
+    pub incoming: IncomingStats,
+    /// Requests a destination passed to the source (the switch's false positives or races).
+    pub forwarded: u64,
+    /// Double-read halves a destination answered NOT_MIGRATED.
+    pub not_migrated: u64,
+    pub moved_replies: u64,
+    /// Multi-key requests on a migrating shard whose keys the partition could not all
+    /// serve: answered RETRY_LATER.
+    pub multi_retry_later: u64,
+    pub outgoing_active: u32,
+    pub incoming_active: u32,
+}
+
 /// One core's partition of every shard the server hosts, with the core's write dedup.
 pub struct PartitionServer {
     partition: u32,
-    shards: Vec<(u16, Partition)>,
+    map: PartitionMap,
+    shards: Vec<Shard>,
     dedup: WriteDedup,
     counters: ServeCounters,
+    migration: MigrationCounters,
+    finished_streams: Vec<FinishedStream>,
     /// Per packet of the burst being served: shard index and key hash, for prefetching.
     targets: Vec<Option<(usize, u64)>>,
     /// Multi-key replies are built here: the request is still being read while they grow.
     scratch: Box<[u8; dataplane::port::BUFFER_CAPACITY]>,
+    /// Packets produced outside the request → reply path (late-write replies).
+    extra: Vec<Box<Packet>>,
+}
+
+/// How a multi-key request is answered.
+enum MultiOutcome {
+    /// The reply is in the scratch buffer, this long.
+    Built(usize),
+    Moved(SocketAddrV4, u16),
+    Status(Status),
+}
+
+/// What became of a handled packet.
+enum Action {
+    /// The buffer holds a reply of this length; send it back where it came from, or to
+    /// the reply-to address of a forwarded request.
+    Reply(usize, Option<SocketAddrV4>),
+    /// The buffer holds a request of this length to pass to another server.
+    Forward(usize, SocketAddrV4),
+    /// The buffer holds a finished datagram with its addresses set.
+    Ready,
+    /// Nothing to send (the request was taken over, e.g. queued as a late write).
+    Consumed,
 }
 
 impl PartitionServer {
@@ -98,14 +173,22 @@ impl PartitionServer {
     pub fn new(map: &PartitionMap, partition: u32, shards: &[u16], capacity: usize) -> Self {
         PartitionServer {
             partition,
+            map: map.clone(),
             shards: shards
                 .iter()
-                .map(|&shard| (shard, Partition::new(map, partition, capacity)))
+                .map(|&id| Shard {
+                    id,
+                    table: Partition::new(map, partition, capacity),
+                    role: Role::Owned,
+                })
                 .collect(),
             dedup: WriteDedup::default(),
             counters: ServeCounters::default(),
+            migration: MigrationCounters::default(),
+            finished_streams: Vec::new(),
             targets: Vec::new(),
             scratch: Box::new([0; dataplane::port::BUFFER_CAPACITY]),
+            extra: Vec::new(),
         }
     }
 
@@ -117,29 +200,85 @@ impl PartitionServer {
         &self.counters
     }
 
+    /// Migration counters, including those of migrations still running.
+    pub fn migration_counters(&self) -> MigrationCounters {
+        let mut counters = self.migration;
+        for shard in &self.shards {
+            match &shard.role {
+                Role::Outgoing(agent) => {
+                    add_outgoing(&mut counters.outgoing, &agent.stats());
+                    counters.outgoing_active += 1;
+                }
+                Role::Incoming(agent) => {
+                    add_incoming(&mut counters.incoming, &agent.stats());
+                    counters.incoming_active += 1;
+                }
+                _ => {}
+            }
+        }
+        counters
+    }
+
     /// Live entries across every shard of this partition.
     pub fn entries(&self) -> usize {
-        self.shards.iter().map(|(_, table)| table.len()).sum()
+        self.shards.iter().map(|s| s.table.len()).sum()
     }
 
     pub fn table(&self, shard: u16) -> Option<&Partition> {
-        self.shards
-            .iter()
-            .find(|(s, _)| *s == shard)
-            .map(|(_, t)| t)
+        self.shards.iter().find(|s| s.id == shard).map(|s| &s.table)
     }
 
     pub fn table_mut(&mut self, shard: u16) -> Option<&mut Partition> {
         self.shards
             .iter_mut()
-            .find(|(s, _)| *s == shard)
-            .map(|(_, t)| t)
+            .find(|s| s.id == shard)
+            .map(|s| &mut s.table)
+    }
+
+    pub fn role(&self, shard: u16) -> Option<&Role> {
+        self.shards.iter().find(|s| s.id == shard).map(|s| &s.role)
+    }
+
+    /// Starts migrating this partition of `plan.shard` away (NetMigrate).
+    pub fn start_outgoing(&mut self, plan: OutgoingPlan) -> Result<(), String> {
+        let partition = self.partition;
+        let Some(shard) = self.shards.iter_mut().find(|s| s.id == plan.shard) else {
+            return Err(format!("shard {} is not hosted here", plan.shard));
+        };
+        if !matches!(shard.role, Role::Owned) {
+            return Err(format!(
+                "shard {} of partition {partition} is already migrating or moved",
+                plan.shard
+            ));
+        }
+        let mut agent = Outgoing::new(plan, &self.map, partition);
+        agent.start(&shard.table, &self.dedup);
+        shard.role = Role::Outgoing(Box::new(agent));
+        Ok(())
+    }
+
+    /// Advances every migration of this partition; packets to send go to `out`.
+    pub fn poll_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        out.append(&mut self.extra);
+        for shard in &mut self.shards {
+            let Role::Outgoing(agent) = &mut shard.role else {
+                continue;
+            };
+            agent.poll(now, &shard.table, out);
+            if agent.is_done() {
+                add_outgoing(&mut self.migration.outgoing, &agent.stats());
+                let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
+                shard.role = Role::Moved { to, shard: id };
+                // The data lives at the destination now; free it here.
+                shard.table = Partition::new(&self.map, self.partition, 0);
+            }
+        }
     }
 
     /// Serves a burst as a software pipeline: while request `i` is served, the entry of
     /// request `i + D` and the bucket of request `i + 2D` are being fetched, so each cache
     /// miss has had `D` requests' worth of time to land. Returns, per packet, whether it is
-    /// now a reply to send.
+    /// now a datagram to send.
     pub fn handle_burst(&mut self, packets: &mut [Box<Packet>], replies: &mut Vec<bool>) {
         const D: usize = 16;
         replies.clear();
@@ -151,12 +290,12 @@ impl PartitionServer {
         let n = packets.len();
         for step in 0..n + 2 * D {
             if let Some(&Some((shard, hash))) = self.targets.get(step) {
-                self.shards[shard].1.prefetch_slots(hash);
+                self.shards[shard].table.prefetch_slots(hash);
             }
             if let Some(&Some((shard, hash))) =
                 step.checked_sub(D).and_then(|i| self.targets.get(i))
             {
-                self.shards[shard].1.prefetch_entry(hash);
+                self.shards[shard].table.prefetch_entry(hash);
             }
             if let Some(i) = step.checked_sub(2 * D).filter(|&i| i < n) {
                 replies.push(self.handle(&mut packets[i]));
@@ -171,19 +310,30 @@ impl PartitionServer {
         if !op.is_key_addressed() || op.is_multi() {
             return None;
         }
-        let shard = self.shards.iter().position(|(s, _)| *s == header.shard())?;
+        let shard = self.shards.iter().position(|s| s.id == header.shard())?;
         Some((shard, header.key_hash()))
     }
 
-    /// Turns the request in `packet` into its reply, in place. Returns false when the
-    /// packet must be dropped (the reason is counted).
+    /// Handles one datagram in place: a request becomes its reply (or a request forwarded
+    /// to the server that owns its group), a migration message its acknowledgement.
+    /// Returns false when there is nothing to send (a drop is counted with its reason).
     pub fn handle(&mut self, packet: &mut Packet) -> bool {
         match self.handle_payload(packet) {
-            Ok(len) => {
+            Ok(Action::Reply(len, reply_to)) => {
                 packet.set_len(len);
                 packet.swap_addresses();
+                if let Some(to) = reply_to {
+                    packet.dst = to;
+                }
                 true
             }
+            Ok(Action::Forward(len, to)) => {
+                packet.set_len(len);
+                packet.dst = to;
+                true
+            }
+            Ok(Action::Ready) => true,
+            Ok(Action::Consumed) => false,
             Err(reason) => {
                 self.counters.count_drop(reason);
                 false
@@ -191,136 +341,393 @@ impl PartitionServer {
         }
     }
 
-    fn handle_payload(&mut self, packet: &mut Packet) -> Result<usize, DropReason> {
+    fn handle_payload(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
+        let src = packet.src;
         let (len, buf) = packet.payload_and_buffer();
-        let (header, body) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
-        if header.op.is_reply() {
+        let (header, _) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
+        if header.op.is_migration_stream() {
+            return self.on_stream_message(packet);
+        }
+        if header.op.is_migration_stream_ack() || header.op.is_switch_control_ack() {
+            self.on_ack(src, &header);
+            return Ok(Action::Consumed);
+        }
+        if !header.op.is_key_addressed() {
             return Err(DropReason::NotARequest);
         }
-        let request = Request::parse(&header, body).map_err(DropReason::Malformed)?;
-        let shard_index = self.shards.iter().position(|(s, _)| *s == header.shard);
-        let Some(shard_index) = shard_index else {
-            return Ok(self.error_reply(&header, buf));
+        // A forwarded request ends with the address its reply goes to.
+        let (request_len, reply_to) = if header.flags.contains(Flags::FORWARDED) {
+            let (request, to) = wire::split_reply_to(&buf[..len]).map_err(DropReason::Malformed)?;
+            (request.len(), Some(to))
+        } else {
+            (len, None)
         };
-        match request {
-            Request::Get { key } => {
-                self.counters.gets += 1;
-                let hash = self.checked_hash(&header, key)?;
-                let table = &self.shards[shard_index].1;
-                if !table.owns(hash) {
-                    return Ok(self.error_reply(&header, buf));
-                }
-                let (status, version, value) = match table.get(hash, key) {
-                    Lookup::Found { version, value } => {
-                        self.counters.get_hits += 1;
-                        (Status::Ok, version, value)
-                    }
-                    Lookup::Deleted { version } => (Status::NotFound, version, &[][..]),
-                    Lookup::Absent => (Status::NotFound, 0, &[][..]),
-                };
-                let reply = Reply::Get { version, value };
-                Ok(
-                    wire::emit_reply(&header.reply(status), &reply, &mut buf[..])
-                        .expect("a stored value fits a reply"),
-                )
-            }
-            Request::Put { key, value } => {
-                self.counters.puts += 1;
-                let hash = self.checked_hash(&header, key)?;
-                if !self.shards[shard_index].1.owns(hash) {
-                    return Ok(self.error_reply(&header, buf));
-                }
-                let version = match self
-                    .dedup
-                    .admit(header.client, header.seq, header.oldest_gap)
-                {
-                    DedupVerdict::Apply => self.shards[shard_index].1.put(hash, key, value),
-                    DedupVerdict::Duplicate => {
-                        self.counters.duplicate_writes += 1;
-                        0
-                    }
-                    DedupVerdict::Stale => return Err(DropReason::StaleWrite),
-                    DedupVerdict::OutOfWindow => return Ok(self.error_reply(&header, buf)),
-                };
-                Ok(self.write_reply(&header, Reply::Put { version }, buf))
-            }
-            Request::Delete { key } => {
-                self.counters.deletes += 1;
-                let hash = self.checked_hash(&header, key)?;
-                if !self.shards[shard_index].1.owns(hash) {
-                    return Ok(self.error_reply(&header, buf));
-                }
-                let (status, version) =
-                    match self
-                        .dedup
-                        .admit(header.client, header.seq, header.oldest_gap)
-                    {
-                        DedupVerdict::Apply => {
-                            let (version, existed) = self.shards[shard_index].1.delete(hash, key);
-                            (
-                                if existed {
-                                    Status::Ok
-                                } else {
-                                    Status::NotFound
-                                },
-                                version,
-                            )
-                        }
-                        DedupVerdict::Duplicate => {
-                            self.counters.duplicate_writes += 1;
-                            (Status::Ok, 0)
-                        }
-                        DedupVerdict::Stale => return Err(DropReason::StaleWrite),
-                        DedupVerdict::OutOfWindow => return Ok(self.error_reply(&header, buf)),
-                    };
-                let reply = Reply::Delete { version };
-                Ok(
-                    wire::emit_reply(&header.reply(status), &reply, &mut buf[..])
-                        .expect("a delete reply fits"),
-                )
-            }
+        let requester = reply_to.unwrap_or(src);
+        let body = &buf[HEADER_LEN.min(request_len)..request_len];
+        let request = Request::parse(&header, body).map_err(DropReason::Malformed)?;
+        let Some(shard_index) = self.shards.iter().position(|s| s.id == header.shard) else {
+            return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
+        };
+        // Keys and values are kept as ranges of the buffer, which the reply overwrites.
+        let base = buf.as_ptr() as usize;
+        let range_of = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let (hash, key, value) = match request {
+            Request::Get { key } => (self.checked_hash(&header, key)?, range_of(key), None),
+            Request::Put { key, value } => (
+                self.checked_hash(&header, key)?,
+                range_of(key),
+                Some(range_of(value)),
+            ),
+            Request::Delete { key } => (self.checked_hash(&header, key)?, range_of(key), None),
             Request::Multi(items) => {
-                self.counters.multi_requests += 1;
-                self.counters.multi_keys += items.len() as u64;
-                for item in items.iter() {
-                    if key_hash(item.key) != item.key_hash {
-                        return Err(DropReason::HashMismatch);
+                let outcome = self.serve_multi(shard_index, &header, items)?;
+                let len = match outcome {
+                    MultiOutcome::Built(total) => {
+                        buf[..total].copy_from_slice(&self.scratch[..total]);
+                        total
                     }
-                }
-                let verdict = match items.op {
-                    KeyOp::Get => DedupVerdict::Apply,
-                    KeyOp::Put | KeyOp::Delete => {
-                        self.dedup
-                            .admit(header.client, header.seq, header.oldest_gap)
+                    MultiOutcome::Moved(to, shard) => self.moved_reply(&header, to, shard, buf),
+                    MultiOutcome::Status(status) => {
+                        if status == Status::Error {
+                            self.counters.error_replies += 1;
+                        }
+                        self.status_reply(&header, status, buf)
                     }
                 };
-                let apply = match verdict {
-                    DedupVerdict::Apply => true,
-                    DedupVerdict::Duplicate => {
-                        self.counters.duplicate_writes += 1;
-                        false
+                return Ok(Action::Reply(len, reply_to));
+            }
+        };
+        match header.op {
+            Op::Get => self.counters.gets += 1,
+            Op::Put => self.counters.puts += 1,
+            _ => self.counters.deletes += 1,
+        }
+        if !self.shards[shard_index].table.owns(hash) {
+            return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
+        }
+        let group = self.map.layout().group_of(hash);
+        let is_read = header.op == Op::Get;
+        let double_read = header.flags.contains(Flags::DOUBLE_READ);
+        let mut reply_flags = Flags::default();
+        match &mut self.shards[shard_index].role {
+            Role::Owned => {}
+            Role::Moved { to, shard } => {
+                let (to, shard) = (*to, *shard);
+                return Ok(Action::Reply(self.moved_reply(&header, to, shard, buf), reply_to));
+            }
+            Role::Outgoing(agent) => {
+                if agent.is_moved() {
+                    let (to, shard) = (agent.plan().destination, agent.plan().destination_shard);
+                    return Ok(Action::Reply(self.moved_reply(&header, to, shard, buf), reply_to));
+                }
+                if !is_read && agent.phase(group) != GroupPhase::NotStarted {
+                    // Frozen here: the destination applies it and answers the client.
+                    agent.late_write(
+                        group,
+                        OwnedLateWrite {
+                            reply_to: requester,
+                            client: header.client,
+                            seq: header.seq,
+                            oldest_gap: header.oldest_gap,
+                            key_hash: hash,
+                            key: buf[key].to_vec(),
+                            value: value.map(|v| buf[v].to_vec()),
+                        },
+                    );
+                    return Ok(Action::Consumed);
+                }
+            }
+            Role::Incoming(agent) => {
+                reply_flags = Flags::FROM_DESTINATION;
+                if !agent.has_group(group) {
+                    if is_read && double_read {
+                        self.migration.not_migrated += 1;
+                        return Ok(Action::Reply(self.not_migrated_reply(&header, buf), reply_to));
                     }
-                    DedupVerdict::Stale => return Err(DropReason::StaleWrite),
-                    DedupVerdict::OutOfWindow => return Ok(self.error_reply(&header, buf)),
-                };
-                let table = &mut self.shards[shard_index].1;
-                let mut writer = MultiReplyWriter::new(items.op, &mut self.scratch[HEADER_LEN..])
-                    .expect("scratch holds a multi-key reply header");
-                for item in items.iter() {
-                    let reply = execute_item(table, items.op, item, apply);
-                    if writer.push(reply).is_err() {
-                        // The values do not fit one frame: the client must ask for fewer keys.
-                        return Ok(self.error_reply(&header, buf));
+                    if header.flags.contains(Flags::FORWARDED) {
+                        // Passed here by the source: the group is handed over but its
+                        // announcement is still on the way. The client asks again.
+                        return Ok(Action::Reply(
+                            self.status_reply(&header, Status::RetryLater, buf),
+                            reply_to,
+                        ));
+                    }
+                    // The switch steered it here by a false positive (or the group is
+                    // still the source's): the source owns it.
+                    self.migration.forwarded += 1;
+                    let (source, source_shard) = (agent.source, agent.source_shard);
+                    let mut forwarded = header;
+                    forwarded.flags = header.flags.with(Flags::FORWARDED);
+                    forwarded.shard = source_shard;
+                    HeaderRepr::emit(&forwarded, &mut wire::Header::new_unchecked(&mut buf[..]));
+                    let len = wire::append_reply_to(&mut buf[..], len, requester)
+                        .map_err(DropReason::Malformed)?;
+                    return Ok(Action::Forward(len, source));
+                }
+                if is_read && double_read {
+                    let table = &self.shards[shard_index].table;
+                    if matches!(table.get(hash, &buf[key.clone()]), Lookup::Absent) {
+                        // Not migrated yet: the source's half of the double read answers.
+                        self.migration.not_migrated += 1;
+                        return Ok(Action::Reply(self.not_migrated_reply(&header, buf), reply_to));
                     }
                 }
-                let body_len = writer.finish().expect("at least one item");
-                HeaderRepr::emit(
-                    &header.reply(Status::Ok),
-                    &mut wire::Header::new_unchecked(&mut self.scratch[..HEADER_LEN]),
+            }
+        }
+        let len = match value {
+            _ if is_read => self.serve_get(shard_index, &header, hash, key, reply_flags, buf),
+            value => {
+                match self.serve_write(shard_index, &header, hash, key, value, reply_flags, buf)? {
+                    Some(len) => len,
+                    None => return Ok(Action::Reply(self.error_reply(&header, buf), reply_to)),
+                }
+            }
+        };
+        Ok(Action::Reply(len, reply_to))
+    }
+
+    fn serve_get(
+        &mut self,
+        shard_index: usize,
+        header: &HeaderRepr,
+        hash: u64,
+        key: std::ops::Range<usize>,
+        flags: Flags,
+        buf: &mut [u8],
+    ) -> usize {
+        let table = &self.shards[shard_index].table;
+        let (status, version, value) = match table.get(hash, &buf[key]) {
+            Lookup::Found { version, value } => {
+                self.counters.get_hits += 1;
+                (Status::Ok, version, value)
+            }
+            Lookup::Deleted { version } => (Status::NotFound, version, &[][..]),
+            Lookup::Absent => (Status::NotFound, 0, &[][..]),
+        };
+        let mut reply_header = header.reply(status);
+        reply_header.flags = reply_header.flags.with(flags);
+        let reply = Reply::Get { version, value };
+        wire::emit_reply(&reply_header, &reply, buf).expect("a stored value fits a reply")
+    }
+
+    /// Applies a PUT (value Some) or DELETE; None when the client broke its window.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_write(
+        &mut self,
+        shard_index: usize,
+        header: &HeaderRepr,
+        hash: u64,
+        key: std::ops::Range<usize>,
+        value: Option<std::ops::Range<usize>>,
+        flags: Flags,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, DropReason> {
+        let is_put = value.is_some();
+        let verdict = self
+            .dedup
+            .admit(header.client, header.seq, header.oldest_gap);
+        let shard = &mut self.shards[shard_index];
+        let (status, version) = match verdict {
+            DedupVerdict::Apply => {
+                if let Role::Outgoing(agent) = &mut shard.role {
+                    agent.applied_write(header.client, header.seq);
+                }
+                match value {
+                    Some(value) => (Status::Ok, shard.table.put(hash, &buf[key], &buf[value])),
+                    None => {
+                        let (version, existed) = shard.table.delete(hash, &buf[key]);
+                        let status = if existed {
+                            Status::Ok
+                        } else {
+                            Status::NotFound
+                        };
+                        (status, version)
+                    }
+                }
+            }
+            DedupVerdict::Duplicate => {
+                self.counters.duplicate_writes += 1;
+                (Status::Ok, 0)
+            }
+            DedupVerdict::Stale => return Err(DropReason::StaleWrite),
+            DedupVerdict::OutOfWindow => return Ok(None),
+        };
+        let mut reply_header = header.reply(status);
+        reply_header.flags = reply_header.flags.with(flags);
+        let reply = if is_put {
+            Reply::Put { version }
+        } else {
+            Reply::Delete { version }
+        };
+        Ok(Some(
+            wire::emit_reply(&reply_header, &reply, buf).expect("a write reply fits"),
+        ))
+    }
+
+    fn serve_multi(
+        &mut self,
+        shard_index: usize,
+        header: &HeaderRepr,
+        items: wire::MultiRequestItems<'_>,
+    ) -> Result<MultiOutcome, DropReason> {
+        self.counters.multi_requests += 1;
+        self.counters.multi_keys += items.len() as u64;
+        for item in items.iter() {
+            if key_hash(item.key) != item.key_hash {
+                return Err(DropReason::HashMismatch);
+            }
+        }
+        let layout = self.map.layout();
+        let is_read = items.op == KeyOp::Get;
+        let servable = match &self.shards[shard_index].role {
+            Role::Owned => true,
+            Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
+            // Every key must be one this partition serves alone right now.
+            Role::Outgoing(agent) => {
+                !agent.is_moved()
+                    && items.iter().all(|item| {
+                        agent.phase(layout.group_of(item.key_hash)) == GroupPhase::NotStarted
+                            || (is_read && !header.flags.contains(Flags::DOUBLE_READ))
+                    })
+            }
+            Role::Incoming(agent) => items
+                .iter()
+                .all(|item| agent.has_group(layout.group_of(item.key_hash))),
+        };
+        if !servable {
+            self.migration.multi_retry_later += 1;
+            return Ok(MultiOutcome::Status(Status::RetryLater));
+        }
+        let verdict = match items.op {
+            KeyOp::Get => DedupVerdict::Apply,
+            KeyOp::Put | KeyOp::Delete => {
+                self.dedup
+                    .admit(header.client, header.seq, header.oldest_gap)
+            }
+        };
+        let apply = match verdict {
+            DedupVerdict::Apply => true,
+            DedupVerdict::Duplicate => {
+                self.counters.duplicate_writes += 1;
+                false
+            }
+            DedupVerdict::Stale => return Err(DropReason::StaleWrite),
+            DedupVerdict::OutOfWindow => return Ok(MultiOutcome::Status(Status::Error)),
+        };
+        let shard = &mut self.shards[shard_index];
+        if apply && !is_read {
+            if let Role::Outgoing(agent) = &mut shard.role {
+                agent.applied_write(header.client, header.seq);
+            }
+        }
+        let table = &mut shard.table;
+        let mut writer = MultiReplyWriter::new(items.op, &mut self.scratch[HEADER_LEN..])
+            .expect("scratch holds a multi-key reply header");
+        for item in items.iter() {
+            let reply = execute_item(table, items.op, item, apply);
+            if writer.push(reply).is_err() {
+                // The values do not fit one frame: the client must ask for fewer keys.
+                return Ok(MultiOutcome::Status(Status::Error));
+            }
+        }
+        let body_len = writer.finish().expect("at least one item");
+        HeaderRepr::emit(
+            &header.reply(Status::Ok),
+            &mut wire::Header::new_unchecked(&mut self.scratch[..HEADER_LEN]),
+        );
+        Ok(MultiOutcome::Built(HEADER_LEN + body_len))
+    }
+
+    /// A migration stream message for a shard migrating in: applied in order, then
+    /// acknowledged in place.
+    fn on_stream_message(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
+        let src = packet.src;
+        let (header, body) =
+            wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
+        let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
+        let index = match self.shards.iter().position(|s| s.id == header.shard) {
+            Some(index) => index,
+            None => {
+                self.shards.push(Shard {
+                    id: header.shard,
+                    table: Partition::new(&self.map, self.partition, 0),
+                    role: Role::Owned,
+                });
+                self.shards.len() - 1
+            }
+        };
+        let shard = &mut self.shards[index];
+        let incoming = match &mut shard.role {
+            Role::Incoming(agent) if agent.source == src => agent,
+            _ => {
+                if let Some(done) = self
+                    .finished_streams
+                    .iter()
+                    .find(|f| f.source == src && f.shard == header.shard)
+                {
+                    let last = done.last_applied;
+                    stream::acknowledge(packet, &header, last, Status::Ok);
+                    return Ok(Action::Ready);
+                }
+                match (&shard.role, message) {
+                    (Role::Owned, StreamMessage::Init { source_shard, .. }) if header.seq == 0 => {
+                        shard.role = Role::Incoming(Box::new(Incoming::new(
+                            src,
+                            source_shard,
+                            &self.map,
+                            self.partition,
+                        )));
+                        let Role::Incoming(agent) = &mut shard.role else {
+                            unreachable!("just set")
+                        };
+                        agent
+                    }
+                    _ => return Err(DropReason::NotARequest),
+                }
+            }
+        };
+        match incoming.receiver().classify(header.seq) {
+            Delivery::Apply => {
+                let applied = incoming.apply(
+                    &message,
+                    &mut shard.table,
+                    &mut self.dedup,
+                    self.map.layout(),
+                    header.shard,
+                    &mut self.extra,
                 );
-                let total = HEADER_LEN + body_len;
-                buf[..total].copy_from_slice(&self.scratch[..total]);
-                Ok(total)
+                incoming.receiver().applied();
+                let last = header.seq;
+                if applied == Applied::Terminated {
+                    add_incoming(&mut self.migration.incoming, &incoming.stats());
+                    shard.role = Role::Owned;
+                    self.finished_streams.push(FinishedStream {
+                        source: src,
+                        shard: header.shard,
+                        last_applied: last,
+                    });
+                }
+                stream::acknowledge(packet, &header, last, Status::Ok);
+                Ok(Action::Ready)
+            }
+            Delivery::Duplicate | Delivery::Gap => match incoming.receiver().last_applied() {
+                Some(last) => {
+                    stream::acknowledge(packet, &header, last, Status::Ok);
+                    Ok(Action::Ready)
+                }
+                None => Ok(Action::Consumed),
+            },
+        }
+    }
+
+    fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) {
+        let now = Instant::now();
+        for shard in &mut self.shards {
+            if let Role::Outgoing(agent) = &mut shard.role {
+                agent.on_ack(src, header.op, header.seq, now);
             }
         }
     }
@@ -334,12 +741,33 @@ impl PartitionServer {
         }
     }
 
-    fn write_reply(&mut self, header: &HeaderRepr, reply: Reply, buf: &mut [u8]) -> usize {
-        wire::emit_reply(&header.reply(Status::Ok), &reply, buf).expect("a write reply fits")
+    fn moved_reply(&mut self, header: &HeaderRepr, to: SocketAddrV4, shard: u16, buf: &mut [u8]) -> usize {
+        self.migration.moved_replies += 1;
+        let reply_header = HeaderRepr {
+            op: if header.op.is_multi() {
+                Op::PutReply
+            } else {
+                header.op.reply()
+            },
+            ..header.reply(Status::Moved)
+        };
+        wire::emit_reply(&reply_header, &Reply::Moved { to, shard }, buf).expect("a moved reply fits")
     }
 
-    fn error_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {
-        self.counters.error_replies += 1;
+    fn not_migrated_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {
+        let mut reply_header = header.reply(Status::NotFound);
+        reply_header.flags = reply_header
+            .flags
+            .with(Flags::FROM_DESTINATION)
+            .with(Flags::NOT_MIGRATED);
+        let reply = Reply::Get {
+            version: 0,
+            value: &[],
+        };
+        wire::emit_reply(&reply_header, &reply, buf).expect("an empty reply fits")
+    }
+
+    fn status_reply(&mut self, header: &HeaderRepr, status: Status, buf: &mut [u8]) -> usize {
         let reply = match header.op.reply() {
             wire::Op::GetReply => Reply::Get {
                 version: 0,
@@ -349,16 +777,42 @@ impl PartitionServer {
             _ => Reply::Put { version: 0 },
         };
         let reply_header = HeaderRepr {
-            // Multi-key errors answer with a single-key shaped body; the status says it all.
+            // Multi-key answers without items use a single-key shaped body.
             op: if header.op.is_multi() {
                 wire::Op::PutReply
             } else {
                 header.op.reply()
             },
-            ..header.reply(Status::Error)
+            ..header.reply(status)
         };
-        wire::emit_reply(&reply_header, &reply, buf).expect("an error reply fits")
+        wire::emit_reply(&reply_header, &reply, buf).expect("a status reply fits")
     }
+
+    fn error_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {
+        self.counters.error_replies += 1;
+        self.status_reply(header, Status::Error, buf)
+    }
+}
+
+fn add_outgoing(total: &mut OutgoingStats, s: &OutgoingStats) {
+    total.groups += s.groups;
+    total.groups_done += s.groups_done;
+    total.keys_moved += s.keys_moved;
+    total.bytes_moved += s.bytes_moved;
+    total.late_writes += s.late_writes;
+    total.dedup_entries += s.dedup_entries;
+    total.stream_bytes += s.stream_bytes;
+    total.retransmissions += s.retransmissions;
+    total.finished |= s.finished;
+}
+
+fn add_incoming(total: &mut IncomingStats, s: &IncomingStats) {
+    total.groups_started += s.groups_started;
+    total.items_applied += s.items_applied;
+    total.items_stale += s.items_stale;
+    total.late_writes += s.late_writes;
+    total.rejected += s.rejected;
+    total.finished |= s.finished;
 }
 
 fn execute_item<'t>(

@@ -183,11 +183,13 @@ impl HeaderRepr {
         header.set_oldest_gap(self.oldest_gap);
     }
 
-    /// The header of the reply to this request: same seq, shard, hash and client.
+    /// The header of the reply to this request: same seq, shard, hash and client. The
+    /// switch's DOUBLE_READ and REDIRECTED marks are echoed, so a client can tell the two
+    /// halves of a double read apart (the destination's half was redirected).
     pub fn reply(&self, status: Status) -> HeaderRepr {
         HeaderRepr {
             op: self.op.reply(),
-            flags: Flags(self.flags.0 & Flags::DOUBLE_READ.0),
+            flags: Flags(self.flags.0 & (Flags::DOUBLE_READ.0 | Flags::REDIRECTED.0)),
             status,
             ..*self
         }

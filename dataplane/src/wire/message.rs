@@ -25,6 +25,7 @@ impl KeyOp {
             Op::Get | Op::MultiGet | Op::GetReply | Op::MultiGetReply => KeyOp::Get,
             Op::Put | Op::MultiPut | Op::PutReply | Op::MultiPutReply => KeyOp::Put,
             Op::Delete | Op::MultiDelete | Op::DeleteReply | Op::MultiDeleteReply => KeyOp::Delete,
+            other => return Err(WireError::UnexpectedOp(other as u8)),
         })
     }
 
@@ -46,41 +47,44 @@ impl KeyOp {
 }
 
 /// A bounds-checked reader over a body.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Cursor { bytes, at: 0 }
     }
-    fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], WireError> {
         let end = self.at.checked_add(len).ok_or(WireError::Truncated)?;
         let slice = self.bytes.get(self.at..end).ok_or(WireError::Truncated)?;
         self.at = end;
         Ok(slice)
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, WireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn key(&mut self) -> Result<&'a [u8], WireError> {
+    pub(crate) fn key(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.u8()?;
         if len == 0 {
             return Err(WireError::BadKeyLength);
         }
         self.take(len as usize)
     }
-    fn rest(&self) -> &'a [u8] {
+    pub(crate) fn rest(&self) -> &'a [u8] {
         &self.bytes[self.at..]
     }
-    fn finish(&self) -> Result<(), WireError> {
+    pub(crate) fn finish(&self) -> Result<(), WireError> {
         if self.at == self.bytes.len() {
             Ok(())
         } else {
@@ -90,20 +94,20 @@ impl<'a> Cursor<'a> {
 }
 
 /// A bounds-checked writer over a body.
-struct Writer<'b> {
-    bytes: &'b mut [u8],
-    at: usize,
+pub(crate) struct Writer<'b> {
+    pub(crate) bytes: &'b mut [u8],
+    pub(crate) at: usize,
 }
 
 impl<'b> Writer<'b> {
-    fn new(bytes: &'b mut [u8]) -> Self {
+    pub(crate) fn new(bytes: &'b mut [u8]) -> Self {
         let limit = bytes.len().min(MAX_BODY);
         Writer {
             bytes: &mut bytes[..limit],
             at: 0,
         }
     }
-    fn put(&mut self, data: &[u8]) -> Result<(), WireError> {
+    pub(crate) fn put(&mut self, data: &[u8]) -> Result<(), WireError> {
         let end = self.at + data.len();
         self.bytes
             .get_mut(self.at..end)
@@ -112,14 +116,14 @@ impl<'b> Writer<'b> {
         self.at = end;
         Ok(())
     }
-    fn key(&mut self, key: &[u8]) -> Result<(), WireError> {
+    pub(crate) fn key(&mut self, key: &[u8]) -> Result<(), WireError> {
         if key.is_empty() || key.len() > u8::MAX as usize {
             return Err(WireError::BadKeyLength);
         }
         self.put(&[key.len() as u8])?;
         self.put(key)
     }
-    fn value_len(value: &[u8]) -> Result<[u8; 2], WireError> {
+    pub(crate) fn value_len(value: &[u8]) -> Result<[u8; 2], WireError> {
         u16::try_from(value.len())
             .map(u16::to_be_bytes)
             .map_err(|_| WireError::TooLong)
@@ -138,7 +142,7 @@ pub enum Request<'a> {
 impl<'a> Request<'a> {
     /// Parses the body that follows a request header.
     pub fn parse(header: &HeaderRepr, body: &'a [u8]) -> Result<Request<'a>, WireError> {
-        if header.op.is_reply() {
+        if !header.op.is_key_addressed() {
             return Err(WireError::UnexpectedOp(header.op as u8));
         }
         let mut cursor = Cursor::new(body);
@@ -354,15 +358,25 @@ pub enum Reply<'a> {
     Put { version: u64 },
     Delete { version: u64 },
     Multi(MultiReplyItems<'a>),
+    /// Status MOVED, any op: the shard's partition now lives at `to` as shard `shard`.
+    Moved { to: std::net::SocketAddrV4, shard: u16 },
 }
 
 impl<'a> Reply<'a> {
     pub fn parse(header: &HeaderRepr, body: &'a [u8]) -> Result<Reply<'a>, WireError> {
-        if !header.op.is_reply() {
+        if !header.op.is_key_value_reply() {
             return Err(WireError::UnexpectedOp(header.op as u8));
         }
         let mut cursor = Cursor::new(body);
         let reply = match header.op {
+            _ if header.status == Status::Moved => {
+                let ip = std::net::Ipv4Addr::from(cursor.u32()?);
+                let port = cursor.u16()?;
+                Reply::Moved {
+                    to: std::net::SocketAddrV4::new(ip, port),
+                    shard: cursor.u16()?,
+                }
+            }
             Op::GetReply => {
                 let version = cursor.u64()?;
                 let len = cursor.u16()?;
@@ -400,6 +414,11 @@ impl<'a> Reply<'a> {
                 writer.put(&[items.count])?;
                 writer.put(&[0; MULTI_FIXED_LEN - 1])?;
                 writer.put(items.items)?;
+            }
+            Reply::Moved { to, shard } => {
+                writer.put(&u32::from(*to.ip()).to_be_bytes())?;
+                writer.put(&to.port().to_be_bytes())?;
+                writer.put(&shard.to_be_bytes())?;
             }
         }
         Ok(writer.at)

@@ -3,6 +3,7 @@
 //! with `parse` and `emit`. Byte layouts and test vectors are in `docs/wire.md`.
 
 pub mod arp;
+mod control;
 mod error;
 pub mod ethernet;
 mod header;
@@ -11,6 +12,10 @@ mod message;
 mod op;
 pub mod udp;
 
+pub use control::{
+    append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite,
+    MigratedItem, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
+};
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::{
@@ -52,6 +57,17 @@ pub fn emit_reply(header: &HeaderRepr, reply: &Reply, buf: &mut [u8]) -> Result<
     let (head, body) = split_mut(buf)?;
     header.emit(&mut Header::new_unchecked(head));
     Ok(HEADER_LEN + reply.emit(body)?)
+}
+
+/// Writes a header and a body produced by `body` (migration and switch control messages).
+pub fn emit_with(
+    header: &HeaderRepr,
+    buf: &mut [u8],
+    body: impl FnOnce(&mut [u8]) -> Result<usize, WireError>,
+) -> Result<usize, WireError> {
+    let (head, rest) = split_mut(buf)?;
+    header.emit(&mut Header::new_unchecked(head));
+    Ok(HEADER_LEN + body(rest)?)
 }
 
 fn split_mut(buf: &mut [u8]) -> Result<(&mut [u8], &mut [u8]), WireError> {

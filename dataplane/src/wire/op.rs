@@ -13,12 +13,39 @@ pub enum Op {
     MultiGet = 0x04,
     MultiPut = 0x05,
     MultiDelete = 0x06,
+    // Migration control, source core → destination core (docs/migration.md).
+    MigrateInit = 0x10,
+    GroupStart = 0x11,
+    GroupComplete = 0x12,
+    Terminate = 0x13,
+    // Migration data, source core → destination core.
+    MigrateData = 0x30,
+    DedupEntries = 0x31,
+    DedupWindow = 0x32,
+    LateWrite = 0x33,
+    // Switch control, source core → switch (docs/switch.md).
+    SwitchInit = 0x40,
+    SwitchGroupStart = 0x41,
+    SwitchGroupComplete = 0x42,
+    SwitchTerminate = 0x43,
     GetReply = 0x81,
     PutReply = 0x82,
     DeleteReply = 0x83,
     MultiGetReply = 0x84,
     MultiPutReply = 0x85,
     MultiDeleteReply = 0x86,
+    MigrateInitAck = 0x90,
+    GroupStartAck = 0x91,
+    GroupCompleteAck = 0x92,
+    TerminateAck = 0x93,
+    MigrateDataAck = 0xB0,
+    DedupEntriesAck = 0xB1,
+    DedupWindowAck = 0xB2,
+    LateWriteAck = 0xB3,
+    SwitchInitAck = 0xC0,
+    SwitchGroupStartAck = 0xC1,
+    SwitchGroupCompleteAck = 0xC2,
+    SwitchTerminateAck = 0xC3,
 }
 
 impl Op {
@@ -42,6 +69,30 @@ impl Op {
             0x84 => Op::MultiGetReply,
             0x85 => Op::MultiPutReply,
             0x86 => Op::MultiDeleteReply,
+            0x10 => Op::MigrateInit,
+            0x11 => Op::GroupStart,
+            0x12 => Op::GroupComplete,
+            0x13 => Op::Terminate,
+            0x30 => Op::MigrateData,
+            0x31 => Op::DedupEntries,
+            0x32 => Op::DedupWindow,
+            0x33 => Op::LateWrite,
+            0x40 => Op::SwitchInit,
+            0x41 => Op::SwitchGroupStart,
+            0x42 => Op::SwitchGroupComplete,
+            0x43 => Op::SwitchTerminate,
+            0x90 => Op::MigrateInitAck,
+            0x91 => Op::GroupStartAck,
+            0x92 => Op::GroupCompleteAck,
+            0x93 => Op::TerminateAck,
+            0xB0 => Op::MigrateDataAck,
+            0xB1 => Op::DedupEntriesAck,
+            0xB2 => Op::DedupWindowAck,
+            0xB3 => Op::LateWriteAck,
+            0xC0 => Op::SwitchInitAck,
+            0xC1 => Op::SwitchGroupStartAck,
+            0xC2 => Op::SwitchGroupCompleteAck,
+            0xC3 => Op::SwitchTerminateAck,
             other => return Err(WireError::UnknownOp(other)),
         })
     }
@@ -50,9 +101,35 @@ impl Op {
         self as u8 & Self::REPLY_BIT != 0
     }
 
-    /// Whether the header's key-hash field names a key (the switch steers on it).
+    /// Whether this is a client request whose key-hash field names a key (the switch
+    /// steers on it).
     pub fn is_key_addressed(self) -> bool {
-        !self.is_reply()
+        matches!(self as u8, 0x01..=0x06)
+    }
+
+    /// A key-value reply (what clients receive).
+    pub fn is_key_value_reply(self) -> bool {
+        matches!(self as u8, 0x81..=0x86)
+    }
+
+    /// Migration stream messages between a source and a destination core (not acks).
+    pub fn is_migration_stream(self) -> bool {
+        Self::MIGRATION_CONTROL.contains(&(self as u8)) || Self::MIGRATION_DATA.contains(&(self as u8))
+    }
+
+    /// Acknowledgements from the switch.
+    pub fn is_switch_control_ack(self) -> bool {
+        matches!(self as u8, 0xC0..=0xCF)
+    }
+
+    /// Acknowledgements of migration-stream messages.
+    pub fn is_migration_stream_ack(self) -> bool {
+        matches!(self as u8, 0x90..=0xBF)
+    }
+
+    /// Control messages addressed to the switch (not acks).
+    pub fn is_switch_control(self) -> bool {
+        Self::SWITCH_CONTROL.contains(&(self as u8))
     }
 
     pub fn is_multi(self) -> bool {
@@ -105,6 +182,12 @@ impl Flags {
     pub const REDIRECTED: Flags = Flags(0x04);
     /// Request: the client sent this sequence number before (informational).
     pub const RETRANSMIT: Flags = Flags(0x08);
+    /// Request: a server passed this request on to the server that owns its group; the
+    /// payload ends with an 8-byte reply-to trailer and the switch must not steer it.
+    pub const FORWARDED: Flags = Flags(0x10);
+    /// Reply from a migration's destination: it does not have this key's group yet; the
+    /// other half of the double read (the source's) is the answer.
+    pub const NOT_MIGRATED: Flags = Flags(0x20);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
@@ -112,5 +195,9 @@ impl Flags {
 
     pub fn with(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
+    }
+
+    pub fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
     }
 }

@@ -1,0 +1,474 @@
+//! The source side of a NetMigrate migration, for one partition of one shard: a sans-I/O
+//! state machine driven by the partition's loop (`poll` and the acknowledgements it is
+//! given). Per group: freeze and announce it to the switch; once the switch has applied the
+//! announcement, tell the destination (with the version floor and the write-dedup entries
+//! it needs), ship the group's entries, and only after the destination has *applied* all
+//! of them announce the group complete to the switch. See `docs/migration.md`.
+
+use crate::dedup::WriteDedup;
+use crate::stream::StreamSender;
+use crate::throttle::TokenBucket;
+use dataplane::wire::{self, LateWrite, MigratedItem, Op, StreamMessage, SwitchControl};
+use dataplane::Packet;
+use kv::{Partition, PartitionMap};
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Where a group of the migrating partition stands, as the source sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupPhase {
+    /// The source owns it: serve reads and writes.
+    NotStarted,
+    /// Announced to the switch, not yet acknowledged: no writes apply here any more; they
+    /// are held until the destination is told.
+    Freezing,
+    /// Handed over: reads are served from the frozen copy, writes go to the destination.
+    HandedOver,
+}
+
+/// Where to send a migration and at what speed.
+#[derive(Debug, Clone)]
+pub struct OutgoingPlan {
+    pub shard: u16,
+    /// Address of the destination's core for this partition.
+    pub destination: SocketAddrV4,
+    pub destination_shard: u16,
+    /// The switch's control address.
+    pub switch: SocketAddrV4,
+    /// This server's address as the switch's pair table knows it (IPv4 of the shard).
+    pub source: SocketAddrV4,
+    pub items_per_s: Option<f64>,
+    /// Groups handed over at once (each waits for round trips to the switch and the
+    /// destination, so several overlap).
+    pub pipeline: usize,
+}
+
+/// Progress counters, summed over partitions for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutgoingStats {
+    pub groups: u64,
+    pub groups_done: u64,
+    pub keys_moved: u64,
+    pub bytes_moved: u64,
+    pub late_writes: u64,
+    pub dedup_entries: u64,
+    pub stream_bytes: u64,
+    pub retransmissions: u64,
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Waiting for the switch to apply GROUP_START (control seq).
+    SwitchStart(u64),
+    /// Entries being pushed into the destination stream.
+    Shipping,
+    /// Waiting for the destination to apply everything up to this stream seq.
+    Applying(u64),
+    /// Waiting for the switch to apply GROUP_COMPLETE (control seq).
+    SwitchComplete(u64),
+    /// Done; leaves the pipeline once every group before it is done too.
+    Finished,
+}
+
+struct Active {
+    group: u32,
+    step: Step,
+    /// Encoded batches not yet pushed: (item count, bytes, items).
+    batches: VecDeque<(u16, u64, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// INIT sent to the switch and the destination; no group starts before both applied it.
+    Init { switch: u64, destination: u64 },
+    Groups,
+    /// TERMINATE sent to the destination.
+    Terminating(u64),
+    /// TERMINATE sent to the switch; the source answers MOVED from now on.
+    CuttingOver(u64),
+    Done,
+}
+
+/// Room for the items of one data batch (the rest of the frame is header and batch header).
+const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
+/// Destination stream window (messages).
+const STREAM_WINDOW: usize = 64;
+
+pub struct Outgoing {
+    plan: OutgoingPlan,
+    partition: u32,
+    partitions: u32,
+    group_bits: u8,
+    groups: Range<u32>,
+    phases: Vec<GroupPhase>,
+    next_group: u32,
+    active: VecDeque<Active>,
+    to_destination: StreamSender,
+    to_switch: StreamSender,
+    stage: Stage,
+    dedup_log: Vec<(u32, u64)>,
+    held: Vec<(u32, OwnedLateWrite)>,
+    budget: TokenBucket,
+    stats: OutgoingStats,
+}
+
+/// A late write kept until its group's destination has been told.
+#[derive(Debug, Clone)]
+pub struct OwnedLateWrite {
+    pub reply_to: SocketAddrV4,
+    pub client: u32,
+    pub seq: u64,
+    pub oldest_gap: u32,
+    pub key_hash: u64,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl OwnedLateWrite {
+    fn view(&self) -> LateWrite<'_> {
+        LateWrite {
+            reply_to: self.reply_to,
+            client: self.client,
+            seq: self.seq,
+            oldest_gap: self.oldest_gap,
+            key_hash: self.key_hash,
+            key: &self.key,
+            value: self.value.as_deref(),
+        }
+    }
+}
+
+impl Outgoing {
+    pub fn new(plan: OutgoingPlan, map: &PartitionMap, partition: u32) -> Self {
+        let groups = map.groups_of(partition);
+        let budget = TokenBucket::new(
+            plan.items_per_s,
+            plan.items_per_s.map_or(1.0, |rate| (rate / 100.0).max(64.0)),
+        );
+        Outgoing {
+            to_destination: StreamSender::new(plan.destination, STREAM_WINDOW),
+            to_switch: StreamSender::new(plan.switch, plan.pipeline.max(1) * 2),
+            partition,
+            partitions: map.partitions(),
+            group_bits: map.layout().group_bits(),
+            phases: vec![GroupPhase::NotStarted; groups.len()],
+            next_group: groups.start,
+            groups,
+            active: VecDeque::new(),
+            stage: Stage::Groups, // replaced by `start`
+            dedup_log: Vec::new(),
+            held: Vec::new(),
+            budget,
+            stats: OutgoingStats::default(),
+            plan,
+        }
+    }
+
+    /// Sends INIT to the switch and the destination, with the source's write-dedup windows
+    /// so the destination never applies a write twice.
+    pub fn start(&mut self, table: &Partition, dedup: &WriteDedup) {
+        self.stats.groups = self.groups.len() as u64;
+        let plan = &self.plan;
+        let control = SwitchControl::Init {
+            source_ip: *plan.source.ip(),
+            dest_ip: *plan.destination.ip(),
+            dest_shard: plan.destination_shard,
+            size_exp: kv::SIZE_EXP,
+            remain_exp: kv::SIZE_EXP - self.group_bits,
+            partitions: self.partitions as u16,
+            partition: self.partition as u16,
+        };
+        let switch = self
+            .to_switch
+            .push(control.op(), plan.shard, |b| control.emit(b));
+        let init = StreamMessage::Init {
+            source_shard: plan.shard,
+            partitions: self.partitions as u16,
+            source_clock: table.clock(),
+        };
+        let destination =
+            self.to_destination
+                .push(init.op(), plan.destination_shard, |b| init.emit(b));
+        for (client, floor, bitmap) in dedup.windows() {
+            let message = StreamMessage::DedupWindow {
+                client,
+                floor,
+                bitmap: &bitmap,
+            };
+            self.to_destination
+                .push(message.op(), plan.destination_shard, |b| message.emit(b));
+        }
+        self.stage = Stage::Init {
+            switch,
+            destination,
+        };
+    }
+
+    pub fn stats(&self) -> OutgoingStats {
+        let mut stats = self.stats;
+        stats.stream_bytes = self.to_destination.bytes_sent + self.to_switch.bytes_sent;
+        stats.retransmissions = self.to_destination.retransmissions + self.to_switch.retransmissions;
+        stats
+    }
+
+    pub fn plan(&self) -> &OutgoingPlan {
+        &self.plan
+    }
+
+    pub fn phase(&self, group: u32) -> GroupPhase {
+        self.phases
+            .get(group.wrapping_sub(self.groups.start) as usize)
+            .copied()
+            .unwrap_or(GroupPhase::NotStarted)
+    }
+
+    /// The source stopped serving this partition of the shard (all groups moved).
+    pub fn is_moved(&self) -> bool {
+        matches!(self.stage, Stage::CuttingOver(_) | Stage::Done)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// A client write the source applied itself (its group is not started): the
+    /// destination must learn it, so a retransmission that reaches it is not re-applied.
+    pub fn applied_write(&mut self, client: u32, seq: u64) {
+        self.dedup_log.push((client, seq));
+    }
+
+    /// A client write for a group the source has frozen: held until the destination knows
+    /// the group, then passed on in the stream; the destination answers the client.
+    pub fn late_write(&mut self, group: u32, write: OwnedLateWrite) {
+        self.stats.late_writes += 1;
+        match self.phase(group) {
+            GroupPhase::HandedOver => {
+                let message = StreamMessage::LateWrite(write.view());
+                self.to_destination
+                    .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+            }
+            _ => self.held.push((group, write)),
+        }
+    }
+
+    /// An acknowledgement from the destination or the switch.
+    pub fn on_ack(&mut self, from: SocketAddrV4, op: Op, seq: u64, now: Instant) {
+        if op.is_switch_control_ack() && from == self.plan.switch {
+            self.to_switch.on_ack(seq, now);
+        } else if from == self.plan.destination {
+            self.to_destination.on_ack(seq, now);
+        }
+    }
+
+    /// Advances the migration: groups through their steps, streams, retransmissions.
+    pub fn poll(&mut self, now: Instant, table: &Partition, out: &mut Vec<Box<Packet>>) {
+        match self.stage {
+            Stage::Init {
+                switch,
+                destination,
+            } => {
+                if self.to_switch.is_acked(switch) && self.to_destination.is_acked(destination) {
+                    self.stage = Stage::Groups;
+                }
+            }
+            Stage::Groups => {
+                self.advance_groups(now, table);
+                if self.next_group == self.groups.end && self.active.is_empty() {
+                    self.flush_dedup_log();
+                    let terminate = StreamMessage::Terminate;
+                    let seq = self.to_destination.push(
+                        terminate.op(),
+                        self.plan.destination_shard,
+                        |b| terminate.emit(b),
+                    );
+                    self.stage = Stage::Terminating(seq);
+                }
+            }
+            Stage::Terminating(seq) => {
+                if self.to_destination.is_acked(seq) {
+                    let control = SwitchControl::Terminate {
+                        source_ip: *self.plan.source.ip(),
+                        partition: self.partition as u16,
+                    };
+                    let seq = self
+                        .to_switch
+                        .push(control.op(), self.plan.shard, |b| control.emit(b));
+                    self.stage = Stage::CuttingOver(seq);
+                }
+            }
+            Stage::CuttingOver(seq) => {
+                if self.to_switch.is_acked(seq) {
+                    self.stage = Stage::Done;
+                    self.stats.finished = true;
+                }
+            }
+            Stage::Done => {}
+        }
+        self.to_switch.poll(now, out);
+        self.to_destination.poll(now, out);
+    }
+
+    fn advance_groups(&mut self, now: Instant, table: &Partition) {
+        // Start new groups while the pipeline has room.
+        while self.active.len() < self.plan.pipeline.max(1) && self.next_group < self.groups.end
+        {
+            let group = self.next_group;
+            self.next_group += 1;
+            self.set_phase(group, GroupPhase::Freezing);
+            let control = SwitchControl::GroupStart {
+                source_ip: *self.plan.source.ip(),
+                partition: self.partition as u16,
+                group,
+            };
+            let seq = self
+                .to_switch
+                .push(control.op(), self.plan.shard, |b| control.emit(b));
+            self.active.push_back(Active {
+                group,
+                step: Step::SwitchStart(seq),
+                batches: VecDeque::new(),
+            });
+        }
+        let mut index = 0;
+        while index < self.active.len() {
+            let group = self.active[index].group;
+            match self.active[index].step {
+                Step::SwitchStart(seq) if self.to_switch.is_acked(seq) => {
+                    self.hand_over(index, table);
+                    continue; // Re-examine: shipping may proceed right away.
+                }
+                Step::Shipping => {
+                    if !self.ship(index, now) {
+                        break; // Out of budget: later groups wait too, in order.
+                    }
+                    continue;
+                }
+                Step::Applying(seq) if self.to_destination.is_acked(seq) => {
+                    let control = SwitchControl::GroupComplete {
+                        source_ip: *self.plan.source.ip(),
+                        partition: self.partition as u16,
+                        group,
+                    };
+                    let seq = self
+                        .to_switch
+                        .push(control.op(), self.plan.shard, |b| control.emit(b));
+                    self.active[index].step = Step::SwitchComplete(seq);
+                }
+                Step::SwitchComplete(seq) if self.to_switch.is_acked(seq) => {
+                    self.stats.groups_done += 1;
+                    self.active[index].step = Step::Finished;
+                }
+                _ => {}
+            }
+            index += 1;
+        }
+        while self.active.front().is_some_and(|a| a.step == Step::Finished) {
+            self.active.pop_front();
+        }
+    }
+
+    /// The switch now steers the group's writes to the destination: tell the destination
+    /// (dedup entries first, then the version floor), pass on held writes, and snapshot the
+    /// frozen group into batches.
+    fn hand_over(&mut self, index: usize, table: &Partition) {
+        let group = self.active[index].group;
+        self.set_phase(group, GroupPhase::HandedOver);
+        self.flush_dedup_log();
+        let start = StreamMessage::GroupStart {
+            group,
+            floor_clock: table.clock(),
+        };
+        self.to_destination
+            .push(start.op(), self.plan.destination_shard, |b| start.emit(b));
+        let held = std::mem::take(&mut self.held);
+        for (held_group, write) in held {
+            if held_group == group {
+                let message = StreamMessage::LateWrite(write.view());
+                self.to_destination
+                    .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+            } else {
+                self.held.push((held_group, write));
+            }
+        }
+        let mut batches = VecDeque::new();
+        let mut items = Vec::new();
+        let mut count = 0u16;
+        let mut bytes = 0u64;
+        table.for_each_in_group(group, |entry| {
+            let item = MigratedItem {
+                key: entry.key,
+                value: entry.value,
+                version: entry.version,
+            };
+            if !wire::push_item(&mut items, BATCH_BYTES, &item) {
+                batches.push_back((count, bytes, std::mem::take(&mut items)));
+                (count, bytes) = (0, 0);
+                assert!(
+                    wire::push_item(&mut items, BATCH_BYTES, &item),
+                    "a stored entry fits one batch"
+                );
+            }
+            count += 1;
+            bytes += (entry.key.len() + entry.value.map_or(0, <[u8]>::len)) as u64;
+        });
+        if count > 0 {
+            batches.push_back((count, bytes, items));
+        }
+        self.active[index].batches = batches;
+        self.active[index].step = Step::Shipping;
+    }
+
+    /// Pushes the group's batches as the budget allows; false when the budget ran out.
+    fn ship(&mut self, index: usize, now: Instant) -> bool {
+        let group = self.active[index].group;
+        while let Some((count, _, _)) = self.active[index].batches.front() {
+            if self.budget.available(now) < u64::from(*count).min(64) {
+                return false;
+            }
+            let (count, bytes, items) = self.active[index].batches.pop_front().expect("front");
+            self.budget.spend(u64::from(count));
+            let message = StreamMessage::Data {
+                group,
+                count,
+                items: &items,
+            };
+            self.to_destination
+                .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+            self.stats.keys_moved += u64::from(count);
+            self.stats.bytes_moved += bytes;
+        }
+        // The last message for this group (its GroupStart if it had no entries).
+        let last = self.to_destination_last_seq();
+        self.active[index].step = Step::Applying(last);
+        true
+    }
+
+    fn to_destination_last_seq(&self) -> u64 {
+        // Every push returns consecutive numbers from 0; the last pushed is pending + acked.
+        self.to_destination.next_seq().saturating_sub(1)
+    }
+
+    fn flush_dedup_log(&mut self) {
+        for chunk in self.dedup_log.chunks((BATCH_BYTES - 4) / 12) {
+            let mut entries = Vec::with_capacity(chunk.len() * 12);
+            for (client, seq) in chunk {
+                entries.extend_from_slice(&client.to_be_bytes());
+                entries.extend_from_slice(&seq.to_be_bytes());
+            }
+            let message = StreamMessage::DedupEntries { entries: &entries };
+            self.to_destination
+                .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+        }
+        self.stats.dedup_entries += self.dedup_log.len() as u64;
+        self.dedup_log.clear();
+    }
+
+    fn set_phase(&mut self, group: u32, phase: GroupPhase) {
+        if let Some(slot) = self.phases.get_mut(group.wrapping_sub(self.groups.start) as usize) {
+            *slot = phase;
+        }
+    }
+}

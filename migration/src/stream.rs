@@ -1,0 +1,263 @@
+//! A reliable, ordered message stream over datagrams (go-back-N). Migration data and control
+//! from a source core to a destination core, and group announcements to the switch, are
+//! streams: every message is retransmitted until acknowledged, the receiver applies
+//! messages strictly in order, and an acknowledgement names the last message *applied*.
+
+use dataplane::wire::{self, Flags, HeaderRepr, Op, Status};
+use dataplane::Packet;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+/// First retransmission timeout; doubles while nothing is acknowledged.
+pub const RTO: Duration = Duration::from_millis(2);
+const MAX_RTO: Duration = Duration::from_millis(64);
+
+struct Outstanding {
+    seq: u64,
+    datagram: Vec<u8>,
+}
+
+/// The sending end: queues messages, keeps up to `window` unacknowledged, retransmits them
+/// all from the oldest when its timer expires.
+pub struct StreamSender {
+    peer: SocketAddrV4,
+    window: usize,
+    next_seq: u64,
+    queued: VecDeque<Outstanding>,
+    in_flight: VecDeque<Outstanding>,
+    /// When the oldest in-flight message was last (re)sent.
+    timer_from: Option<Instant>,
+    rto: Duration,
+    last_acked: Option<u64>,
+    pub retransmissions: u64,
+    pub bytes_sent: u64,
+}
+
+impl StreamSender {
+    pub fn new(peer: SocketAddrV4, window: usize) -> Self {
+        StreamSender {
+            peer,
+            window: window.max(1),
+            next_seq: 0,
+            queued: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            timer_from: None,
+            rto: RTO,
+            last_acked: None,
+            retransmissions: 0,
+            bytes_sent: 0,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddrV4 {
+        self.peer
+    }
+
+    /// Queues a message; returns its sequence number. `body` writes the body into the
+    /// buffer it is given and returns the length.
+    pub fn push(
+        &mut self,
+        op: Op,
+        shard: u16,
+        body: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let header = HeaderRepr {
+            op,
+            flags: Flags::default(),
+            status: Status::Ok,
+            shard,
+            seq,
+            key_hash: 0,
+            client: 0,
+            oldest_gap: 0,
+        };
+        let mut datagram = vec![0; wire::MAX_PAYLOAD];
+        let len = wire::emit_with(&header, &mut datagram, body)
+            .expect("migration messages are built to fit one frame");
+        datagram.truncate(len);
+        self.queued.push_back(Outstanding { seq, datagram });
+        seq
+    }
+
+    /// Everything up to and including `seq` was applied by the peer.
+    pub fn on_ack(&mut self, seq: u64, now: Instant) {
+        if self.last_acked.is_some_and(|last| seq <= last) || seq >= self.next_seq {
+            return;
+        }
+        self.last_acked = Some(seq);
+        let before = self.in_flight.len();
+        while self.in_flight.front().is_some_and(|m| m.seq <= seq) {
+            self.in_flight.pop_front();
+        }
+        if self.in_flight.len() != before {
+            self.rto = RTO;
+            self.timer_from = (!self.in_flight.is_empty()).then_some(now);
+        }
+    }
+
+    /// The sequence number the next pushed message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether the peer has applied message `seq`.
+    pub fn is_acked(&self, seq: u64) -> bool {
+        self.last_acked.is_some_and(|last| last >= seq)
+    }
+
+    /// Messages not yet acknowledged (queued or in flight).
+    pub fn pending(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+
+    /// Sends what the window allows and retransmits on timeout.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        if let Some(since) = self.timer_from {
+            if now.duration_since(since) >= self.rto {
+                for message in &self.in_flight {
+                    out.push(datagram_packet(self.peer, &message.datagram));
+                    self.retransmissions += 1;
+                    self.bytes_sent += message.datagram.len() as u64;
+                }
+                self.rto = (self.rto * 2).min(MAX_RTO);
+                self.timer_from = Some(now);
+            }
+        }
+        while self.in_flight.len() < self.window {
+            let Some(message) = self.queued.pop_front() else {
+                break;
+            };
+            out.push(datagram_packet(self.peer, &message.datagram));
+            self.bytes_sent += message.datagram.len() as u64;
+            if self.in_flight.is_empty() {
+                self.timer_from = Some(now);
+            }
+            self.in_flight.push_back(message);
+        }
+    }
+}
+
+fn datagram_packet(peer: SocketAddrV4, datagram: &[u8]) -> Box<Packet> {
+    let mut packet = Packet::new_boxed();
+    packet.buffer_mut()[..datagram.len()].copy_from_slice(datagram);
+    packet.set_len(datagram.len());
+    packet.dst = peer;
+    packet
+}
+
+/// What the receiver does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The next message in order: apply it, then call `applied`.
+    Apply,
+    /// Applied before: acknowledge again, do nothing else.
+    Duplicate,
+    /// A message after a gap: drop it; the sender goes back to the gap.
+    Gap,
+}
+
+/// The receiving end: the next sequence number to apply.
+#[derive(Debug, Default, Clone)]
+pub struct StreamReceiver {
+    expected: u64,
+}
+
+impl StreamReceiver {
+    pub fn classify(&self, seq: u64) -> Delivery {
+        match seq.cmp(&self.expected) {
+            std::cmp::Ordering::Equal => Delivery::Apply,
+            std::cmp::Ordering::Less => Delivery::Duplicate,
+            std::cmp::Ordering::Greater => Delivery::Gap,
+        }
+    }
+
+    pub fn applied(&mut self) {
+        self.expected += 1;
+    }
+
+    /// The sequence number an acknowledgement carries, if anything was applied yet.
+    pub fn last_applied(&self) -> Option<u64> {
+        self.expected.checked_sub(1)
+    }
+}
+
+/// Builds the acknowledgement of a stream message into `packet` (turned around in place).
+pub fn acknowledge(packet: &mut Packet, request: &HeaderRepr, last_applied: u64, status: Status) {
+    let header = HeaderRepr {
+        op: request.op.reply(),
+        flags: Flags::default(),
+        status,
+        seq: last_applied,
+        ..*request
+    };
+    let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+    packet.set_len(len);
+    packet.swap_addresses();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn peer() -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100)
+    }
+
+    #[test]
+    fn window_limits_in_flight_and_acks_release_it() {
+        let now = Instant::now();
+        let mut sender = StreamSender::new(peer(), 2);
+        for _ in 0..5 {
+            sender.push(Op::Terminate, 1, |_| Ok(0));
+        }
+        let mut out = Vec::new();
+        sender.poll(now, &mut out);
+        assert_eq!(out.len(), 2);
+        sender.on_ack(0, now);
+        out.clear();
+        sender.poll(now, &mut out);
+        assert_eq!(out.len(), 1, "one slot freed");
+        assert!(sender.is_acked(0) && !sender.is_acked(1));
+        sender.on_ack(1, now); // an old, repeated or reordered ack changes nothing after this
+        sender.on_ack(0, now);
+        assert!(sender.is_acked(1));
+        assert_eq!(sender.pending(), 3);
+    }
+
+    #[test]
+    fn timeout_retransmits_everything_in_flight_with_backoff() {
+        let now = Instant::now();
+        let mut sender = StreamSender::new(peer(), 4);
+        for _ in 0..3 {
+            sender.push(Op::Terminate, 1, |_| Ok(0));
+        }
+        let mut out = Vec::new();
+        sender.poll(now, &mut out);
+        out.clear();
+        sender.poll(now + RTO / 2, &mut out);
+        assert!(out.is_empty());
+        sender.poll(now + RTO, &mut out);
+        assert_eq!(out.len(), 3);
+        out.clear();
+        sender.poll(now + RTO * 2, &mut out);
+        assert!(out.is_empty(), "the timeout doubled");
+        sender.poll(now + RTO * 3, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(sender.retransmissions, 6);
+    }
+
+    #[test]
+    fn receiver_applies_in_order_only() {
+        let mut receiver = StreamReceiver::default();
+        assert_eq!(receiver.last_applied(), None);
+        assert_eq!(receiver.classify(1), Delivery::Gap);
+        assert_eq!(receiver.classify(0), Delivery::Apply);
+        receiver.applied();
+        assert_eq!(receiver.classify(0), Delivery::Duplicate);
+        assert_eq!(receiver.last_applied(), Some(0));
+    }
+}
