@@ -11,7 +11,12 @@ use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-type Registry = HashMap<SocketAddrV4, Sender<Box<Packet>>>;
+#[derive(Default)]
+struct Registry {
+    ports: HashMap<SocketAddrV4, Sender<Box<Packet>>>,
+    /// A switch every other port sends through (see [`MemoryNetwork::bind_gateway`]).
+    gateway: Option<SocketAddrV4>,
+}
 
 /// The in-process "network": a registry of bound addresses. Clones share it.
 #[derive(Clone, Default)]
@@ -37,18 +42,41 @@ impl MemoryNetwork {
     }
 
     pub fn bind(&self, addr: SocketAddrV4) -> io::Result<MemoryPort> {
+        self.bind_port(addr, false)
+    }
+
+    /// Binds the network's switch: from now on every other port's packets go to it first,
+    /// with their destination unchanged, and it sends them on keeping their source address
+    /// (like a switch between hosts). Bind it before the ports that should use it.
+    pub fn bind_gateway(&self, addr: SocketAddrV4) -> io::Result<MemoryPort> {
+        {
+            let registry = self.registry.lock().expect("registry lock poisoned");
+            if let Some(existing) = registry.gateway {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("the in-process network already has a switch at {existing}"),
+                ));
+            }
+        }
+        let port = self.bind_port(addr, true)?;
+        self.registry.lock().expect("registry lock poisoned").gateway = Some(addr);
+        Ok(port)
+    }
+
+    fn bind_port(&self, addr: SocketAddrV4, transparent: bool) -> io::Result<MemoryPort> {
         let (tx, rx) = crossbeam_channel::bounded(Self::QUEUE_DEPTH);
         let mut registry = self.registry.lock().expect("registry lock poisoned");
-        if registry.contains_key(&addr) {
+        if registry.ports.contains_key(&addr) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("{addr} is already bound on the in-process network"),
             ));
         }
-        registry.insert(addr, tx);
+        registry.ports.insert(addr, tx);
         let stream = u64::from(u32::from(*addr.ip())) << 16 | u64::from(addr.port());
         Ok(MemoryPort {
             addr,
+            transparent,
             rx,
             routes: HashMap::new(),
             network: self.clone(),
@@ -61,13 +89,21 @@ impl MemoryNetwork {
         })
     }
 
-    fn route(&self, addr: &SocketAddrV4) -> Option<Sender<Box<Packet>>> {
-        self.registry.lock().ok()?.get(addr).cloned()
+    /// Where a packet to `addr` goes first: the gateway, unless the sender is the gateway.
+    fn route(&self, addr: &SocketAddrV4, from_gateway: bool) -> Option<Sender<Box<Packet>>> {
+        let registry = self.registry.lock().ok()?;
+        let hop = match registry.gateway {
+            Some(gateway) if !from_gateway => gateway,
+            _ => *addr,
+        };
+        registry.ports.get(&hop).cloned()
     }
 }
 
 pub struct MemoryPort {
     addr: SocketAddrV4,
+    /// The gateway: sends keep their source address and go straight to their destination.
+    transparent: bool,
     rx: Receiver<Box<Packet>>,
     /// Senders looked up once from the shared registry, so sending takes no lock.
     routes: HashMap<SocketAddrV4, Sender<Box<Packet>>>,
@@ -82,7 +118,7 @@ impl MemoryPort {
         let dst = packet.dst;
         let sender = match self.routes.get(&dst) {
             Some(sender) => sender,
-            None => match self.network.route(&dst) {
+            None => match self.network.route(&dst, self.transparent) {
                 Some(sender) => self.routes.entry(dst).or_insert(sender),
                 None => {
                     self.stats.tx_dropped += 1;
@@ -105,7 +141,7 @@ impl MemoryPort {
                 // The receiver went away, and the address may have been bound again since:
                 // look it up afresh and try once more.
                 self.routes.remove(&dst);
-                let retry = match self.network.route(&dst) {
+                let retry = match self.network.route(&dst, self.transparent) {
                     Some(sender) => sender.try_send(packet).map(|()| sender),
                     None => Err(TrySendError::Disconnected(packet)),
                 };
@@ -156,7 +192,9 @@ impl Port for MemoryPort {
     fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
         let count = tx.len();
         for mut packet in tx.drain(..) {
-            packet.src = self.addr;
+            if !self.transparent {
+                packet.src = self.addr;
+            }
             let fate = match self.faults.as_mut() {
                 Some(faults) => faults.fate(),
                 None => Fate::Deliver,
@@ -205,7 +243,10 @@ impl Port for MemoryPort {
 impl Drop for MemoryPort {
     fn drop(&mut self) {
         if let Ok(mut registry) = self.network.registry.lock() {
-            registry.remove(&self.addr);
+            registry.ports.remove(&self.addr);
+            if registry.gateway == Some(self.addr) {
+                registry.gateway = None;
+            }
         }
     }
 }

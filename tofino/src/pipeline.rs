@@ -1,0 +1,471 @@
+//! The software switch's pipeline: the same tables, registers, hashes and decisions as the
+//! P4 program (`docs/switch.md`), as a sans-I/O function from a packet to the packets it
+//! becomes. The run loop (`run.rs`) moves packets between it and a port.
+
+use crate::spec::{self, HASHES, MAX_PAIRS, MAX_PARTITIONS};
+use dataplane::wire::{self, Flags, Header, HeaderRepr, Op, Status, SwitchControl, HEADER_LEN};
+use dataplane::Packet;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchConfig {
+    /// The switch's own address: control messages are sent here.
+    pub address: SocketAddrV4,
+    /// Bloom-filter cells per array (power of two).
+    pub bf_cells: usize,
+    /// Counting-Bloom-filter cells per array (power of two).
+    pub cbf_cells: usize,
+}
+
+impl SwitchConfig {
+    pub fn new(address: SocketAddrV4, group_bits: u8) -> Self {
+        SwitchConfig {
+            address,
+            bf_cells: spec::default_bf_cells(group_bits),
+            cbf_cells: spec::DEFAULT_CBF_CELLS,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, cells) in [("bf-cells", self.bf_cells), ("cbf-cells", self.cbf_cells)] {
+            if !cells.is_power_of_two() || !(16..=spec::MAX_BF_CELLS).contains(&cells) {
+                return Err(format!(
+                    "--{name} must be a power of two in 16..={}, got {cells}",
+                    spec::MAX_BF_CELLS
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `nm_pair` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub slot: usize,
+    pub source_ip: Ipv4Addr,
+    pub source_shard: u16,
+    pub dest_ip: Ipv4Addr,
+    pub dest_shard: u16,
+    pub size_exp: u8,
+    pub remain_exp: u8,
+    pub partitions: u16,
+    joined: u64,
+    terminated: u64,
+}
+
+/// What the pipeline does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// S4: no pair (or not a steerable request): forward by IPv4 destination.
+    Forward,
+    /// S1: the group has not started: to the source, unchanged.
+    Source,
+    /// S2, reads: to the source and a redirected copy to the destination.
+    DoubleRead,
+    /// S2 writes and S3: to the destination.
+    Redirect,
+}
+
+/// Counters of every decision (`docs/switch.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SwitchCounters {
+    pub forwarded: u64,
+    pub to_source: u64,
+    pub double_reads: u64,
+    pub redirects: u64,
+    /// Decisions "in flight" for a group that was not (a counting-filter false positive).
+    pub false_in_flight: u64,
+    /// Decisions "done" for a group that was not (a Bloom-filter false positive).
+    pub false_done: u64,
+    pub control_applied: u64,
+    pub control_duplicates: u64,
+    pub control_gaps: u64,
+    pub control_errors: u64,
+    pub pairs_installed: u64,
+    pub pairs_removed: u64,
+    pub malformed: u64,
+}
+
+/// A readable copy of the switch state for the control API and reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SwitchSnapshot {
+    pub counters: SwitchCounters,
+    pub pairs: Vec<PairSnapshot>,
+    pub bf_cells: usize,
+    pub cbf_cells: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PairSnapshot {
+    pub slot: usize,
+    pub source: String,
+    pub destination: String,
+    pub partitions: u16,
+    pub groups_done: u64,
+    pub groups_in_flight: u64,
+    /// Bloom cells set per array, and the resulting false-"done" rate for a group that
+    /// has not started.
+    pub bf_cells_set: [u64; HASHES],
+    pub false_done_rate: f64,
+}
+
+/// The exact state of a group, kept beside the filters only to count false positives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Truth {
+    in_flight: u32,
+    done: bool,
+}
+
+pub struct Switch {
+    config: SwitchConfig,
+    pairs: [Option<Pair>; MAX_PAIRS],
+    bloom: [Vec<u8>; HASHES],
+    counting: [Vec<u8>; HASHES],
+    expected_seq: Vec<u32>,
+    truth: HashMap<(usize, u32), Truth>,
+    counters: SwitchCounters,
+}
+
+impl Switch {
+    pub fn new(config: SwitchConfig) -> Self {
+        Switch {
+            pairs: [None; MAX_PAIRS],
+            bloom: std::array::from_fn(|_| vec![0; MAX_PAIRS * config.bf_cells]),
+            counting: std::array::from_fn(|_| vec![0; MAX_PAIRS * config.cbf_cells]),
+            expected_seq: vec![0; MAX_PAIRS * MAX_PARTITIONS],
+            truth: HashMap::new(),
+            counters: SwitchCounters::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &SwitchConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> SwitchCounters {
+        self.counters
+    }
+
+    pub fn pairs(&self) -> impl Iterator<Item = &Pair> {
+        self.pairs.iter().flatten()
+    }
+
+    /// Processes one packet; what it becomes (zero, one or two packets) goes to `out`, and
+    /// a packet that is dropped goes to `dropped` so its buffer can be reused.
+    pub fn process(
+        &mut self,
+        mut packet: Box<Packet>,
+        out: &mut Vec<Box<Packet>>,
+        dropped: &mut Vec<Box<Packet>>,
+    ) {
+        if packet.dst == self.config.address {
+            if self.control(&mut packet) {
+                out.push(packet);
+            } else {
+                dropped.push(packet);
+            }
+            return;
+        }
+        let Ok((header, _)) = wire::parse_header(packet.payload()) else {
+            // Not ours (or not well formed): a switch routes it by address.
+            self.counters.forwarded += 1;
+            out.push(packet);
+            return;
+        };
+        if !header.op.is_key_addressed() || header.flags.contains(Flags::FORWARDED) {
+            self.counters.forwarded += 1;
+            out.push(packet);
+            return;
+        }
+        let (decision, pair) = self.decide(*packet.dst.ip(), header.shard, header.key_hash, header.op);
+        match (decision, pair) {
+            (Decision::Forward, _) | (_, None) => {
+                self.counters.forwarded += 1;
+                out.push(packet);
+            }
+            (Decision::Source, _) => {
+                self.counters.to_source += 1;
+                out.push(packet);
+            }
+            (Decision::Redirect, Some(pair)) => {
+                self.counters.redirects += 1;
+                redirect(&mut packet, &header, &pair);
+                out.push(packet);
+            }
+            (Decision::DoubleRead, Some(pair)) => {
+                self.counters.double_reads += 1;
+                let mut marked = header;
+                marked.flags = header.flags.with(Flags::DOUBLE_READ);
+                marked.emit(&mut Header::new_unchecked(&mut packet.buffer_mut()[..HEADER_LEN]));
+                let mut copy = packet.duplicate();
+                redirect(&mut copy, &marked, &pair);
+                out.push(packet);
+                out.push(copy);
+            }
+        }
+    }
+
+    /// The decision for a request to `dst` / `shard` with this key hash (S1–S4).
+    pub fn decide(&mut self, dst: Ipv4Addr, shard: u16, key_hash: u64, op: Op) -> (Decision, Option<Pair>) {
+        let Some(pair) = self.lookup(dst, shard) else {
+            return (Decision::Forward, None);
+        };
+        let group = spec::group_of(key_hash, pair.size_exp, pair.remain_exp);
+        let cells = self.cells(&pair, group);
+        let in_flight = (0..HASHES).all(|i| self.counting[i][cells.counting[i]] != 0);
+        let done = (0..HASHES).all(|i| self.bloom[i][cells.bloom[i]] != 0);
+        let truth = self.truth.get(&(pair.slot, group)).copied().unwrap_or_default();
+        if in_flight && truth.in_flight == 0 {
+            self.counters.false_in_flight += 1;
+        }
+        if !in_flight && done && !truth.done {
+            self.counters.false_done += 1;
+        }
+        let is_read = matches!(op, Op::Get | Op::MultiGet);
+        let decision = match (in_flight, done) {
+            (true, _) if is_read => Decision::DoubleRead,
+            (true, _) | (false, true) => Decision::Redirect,
+            (false, false) => Decision::Source,
+        };
+        (decision, Some(pair))
+    }
+
+    fn lookup(&self, ip: Ipv4Addr, shard: u16) -> Option<Pair> {
+        self.pairs
+            .iter()
+            .flatten()
+            .find(|p| p.source_ip == ip && p.source_shard == shard)
+            .copied()
+    }
+
+    fn cells(&self, pair: &Pair, group: u32) -> Cells {
+        let hashes = spec::filter_hashes(pair.dest_ip, pair.dest_shard, group);
+        Cells {
+            bloom: std::array::from_fn(|i| {
+                pair.slot * self.config.bf_cells + (hashes[i] as usize & (self.config.bf_cells - 1))
+            }),
+            counting: std::array::from_fn(|i| {
+                pair.slot * self.config.cbf_cells
+                    + (hashes[i] as usize & (self.config.cbf_cells - 1))
+            }),
+        }
+    }
+
+    /// Handles a control message in place; true when the buffer now holds the reply.
+    fn control(&mut self, packet: &mut Packet) -> bool {
+        let parsed = wire::parse_header(packet.payload()).and_then(|(header, body)| {
+            if !header.op.is_switch_control() {
+                return Err(wire::WireError::UnexpectedOp(header.op as u8));
+            }
+            Ok((header, SwitchControl::parse(header.op, body)?))
+        });
+        let Ok((header, message)) = parsed else {
+            self.counters.malformed += 1;
+            return false;
+        };
+        let (status, last_applied) = self.apply_control(&header, &message);
+        if status != Status::Ok {
+            self.counters.control_errors += 1;
+        }
+        let reply = HeaderRepr {
+            op: header.op.reply(),
+            flags: Flags::default(),
+            status,
+            seq: last_applied,
+            ..header
+        };
+        let len = wire::emit_with(&reply, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+        packet.set_len(len);
+        packet.swap_addresses();
+        true
+    }
+
+    /// Returns the status and the last sequence number applied for the sender's stream.
+    fn apply_control(&mut self, header: &HeaderRepr, message: &SwitchControl) -> (Status, u64) {
+        let partition = message.partition() as usize;
+        if partition >= MAX_PARTITIONS {
+            return (Status::Error, header.seq);
+        }
+        if let SwitchControl::Init {
+            source_ip,
+            dest_ip,
+            dest_shard,
+            size_exp,
+            remain_exp,
+            partitions,
+            ..
+        } = *message
+        {
+            if header.seq != 0 || partitions as usize > MAX_PARTITIONS || partition >= partitions as usize {
+                return (Status::Error, header.seq);
+            }
+            let slot = match self.lookup(source_ip, header.shard) {
+                Some(pair) if (pair.dest_ip, pair.dest_shard) == (dest_ip, dest_shard) => pair.slot,
+                Some(_) => return (Status::Error, header.seq),
+                None => {
+                    let Some(slot) = self.pairs.iter().position(Option::is_none) else {
+                        return (Status::Error, header.seq); // Table full.
+                    };
+                    self.clear_slot(slot);
+                    self.pairs[slot] = Some(Pair {
+                        slot,
+                        source_ip,
+                        source_shard: header.shard,
+                        dest_ip,
+                        dest_shard,
+                        size_exp,
+                        remain_exp,
+                        partitions,
+                        joined: 0,
+                        terminated: 0,
+                    });
+                    self.counters.pairs_installed += 1;
+                    slot
+                }
+            };
+            let pair = self.pairs[slot].as_mut().expect("installed");
+            let index = slot * MAX_PARTITIONS + partition;
+            if pair.joined & 1 << partition == 0 {
+                pair.joined |= 1 << partition;
+                self.expected_seq[index] = 1;
+                self.counters.control_applied += 1;
+            } else {
+                self.counters.control_duplicates += 1;
+            }
+            return (Status::Ok, 0);
+        }
+        let Some(pair) = self.lookup(message.source_ip(), header.shard) else {
+            // A repeated TERMINATE after the pair was removed: it was applied.
+            return match message {
+                SwitchControl::Terminate { .. } => (Status::Ok, header.seq),
+                _ => (Status::Error, header.seq),
+            };
+        };
+        let index = pair.slot * MAX_PARTITIONS + partition;
+        let expected = u64::from(self.expected_seq[index]);
+        if pair.joined & 1 << partition == 0 || expected == 0 {
+            return (Status::Error, header.seq);
+        }
+        match header.seq.cmp(&expected) {
+            std::cmp::Ordering::Less => {
+                self.counters.control_duplicates += 1;
+                return (Status::Ok, expected - 1);
+            }
+            std::cmp::Ordering::Greater => {
+                self.counters.control_gaps += 1;
+                return (Status::Ok, expected - 1);
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        self.expected_seq[index] += 1;
+        self.counters.control_applied += 1;
+        match *message {
+            SwitchControl::GroupStart { group, .. } => {
+                let cells = self.cells(&pair, group);
+                for i in 0..HASHES {
+                    let cell = &mut self.counting[i][cells.counting[i]];
+                    *cell = cell.saturating_add(1);
+                }
+                self.truth.entry((pair.slot, group)).or_default().in_flight += 1;
+            }
+            SwitchControl::GroupComplete { group, .. } => {
+                let cells = self.cells(&pair, group);
+                for i in 0..HASHES {
+                    let cell = &mut self.counting[i][cells.counting[i]];
+                    *cell = cell.saturating_sub(1);
+                    self.bloom[i][cells.bloom[i]] = 1;
+                }
+                let truth = self.truth.entry((pair.slot, group)).or_default();
+                truth.in_flight = truth.in_flight.saturating_sub(1);
+                truth.done = true;
+            }
+            SwitchControl::Terminate { .. } => {
+                let slot = pair.slot;
+                let entry = self.pairs[slot].as_mut().expect("looked up");
+                entry.terminated |= 1 << partition;
+                let all = if entry.partitions as usize >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << entry.partitions) - 1
+                };
+                if entry.terminated & all == all {
+                    // Cut-over: every partition moved every group. Clients now learn the
+                    // new owner from the source's MOVED answers.
+                    self.pairs[slot] = None;
+                    self.clear_slot(slot);
+                    self.counters.pairs_removed += 1;
+                }
+            }
+            SwitchControl::Init { .. } => unreachable!("handled above"),
+        }
+        (Status::Ok, header.seq)
+    }
+
+    fn clear_slot(&mut self, slot: usize) {
+        let (bf, cbf) = (self.config.bf_cells, self.config.cbf_cells);
+        for i in 0..HASHES {
+            self.bloom[i][slot * bf..(slot + 1) * bf].fill(0);
+            self.counting[i][slot * cbf..(slot + 1) * cbf].fill(0);
+        }
+        self.expected_seq[slot * MAX_PARTITIONS..(slot + 1) * MAX_PARTITIONS].fill(0);
+        self.truth.retain(|(s, _), _| *s != slot);
+    }
+
+    /// Counters, pairs and register occupancy.
+    pub fn snapshot(&self) -> SwitchSnapshot {
+        let bf = self.config.bf_cells;
+        let pairs = self
+            .pairs()
+            .map(|pair| {
+                let range = pair.slot * bf..(pair.slot + 1) * bf;
+                let bf_cells_set: [u64; HASHES] = std::array::from_fn(|i| {
+                    self.bloom[i][range.clone()].iter().filter(|&&b| b != 0).count() as u64
+                });
+                let false_done_rate = bf_cells_set
+                    .iter()
+                    .map(|&set| set as f64 / bf as f64)
+                    .product();
+                let truths = self.truth.iter().filter(|((s, _), _)| *s == pair.slot);
+                let (mut done, mut in_flight) = (0, 0);
+                for (_, t) in truths {
+                    done += u64::from(t.done);
+                    in_flight += u64::from(t.in_flight > 0);
+                }
+                PairSnapshot {
+                    slot: pair.slot,
+                    source: format!("{}#{}", pair.source_ip, pair.source_shard),
+                    destination: format!("{}#{}", pair.dest_ip, pair.dest_shard),
+                    partitions: pair.partitions,
+                    groups_done: done,
+                    groups_in_flight: in_flight,
+                    bf_cells_set,
+                    false_done_rate,
+                }
+            })
+            .collect();
+        SwitchSnapshot {
+            counters: self.counters,
+            pairs,
+            bf_cells: self.config.bf_cells,
+            cbf_cells: self.config.cbf_cells,
+        }
+    }
+}
+
+struct Cells {
+    bloom: [usize; HASHES],
+    counting: [usize; HASHES],
+}
+
+/// Rewrites a request to go to the pair's destination: IPv4 destination and shard; the
+/// UDP port and the client's address stay, so the destination answers the client.
+fn redirect(packet: &mut Packet, header: &HeaderRepr, pair: &Pair) {
+    let mut rewritten = *header;
+    rewritten.shard = pair.dest_shard;
+    rewritten.flags = header.flags.with(Flags::REDIRECTED);
+    rewritten.emit(&mut Header::new_unchecked(&mut packet.buffer_mut()[..HEADER_LEN]));
+    packet.dst = SocketAddrV4::new(pair.dest_ip, packet.dst.port());
+}

@@ -1,0 +1,261 @@
+//! The switch's decision table for every state and op, control-message idempotence, and
+//! false positives of both filters.
+
+use dataplane::wire::{self, Flags, HeaderRepr, Op, Request, Status, SwitchControl};
+use dataplane::Packet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use tofino::{Decision, Switch, SwitchConfig};
+
+const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 7000);
+const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+const DEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000);
+const SHARD: u16 = 1;
+const GROUP_BITS: u8 = 8;
+
+fn switch(bf_cells: usize, cbf_cells: usize) -> Switch {
+    Switch::new(SwitchConfig {
+        address: SWITCH,
+        bf_cells,
+        cbf_cells,
+    })
+}
+
+/// Sends a control message; returns the reply's status and seq.
+fn control(sw: &mut Switch, seq: u64, message: SwitchControl) -> (Status, u64) {
+    let header = HeaderRepr {
+        op: message.op(),
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: SHARD,
+        seq,
+        key_hash: 0,
+        client: 0,
+        oldest_gap: 0,
+    };
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_with(&header, p.buffer_mut(), |b| message.emit(b)).unwrap();
+    p.set_len(len);
+    p.src = SOURCE;
+    p.dst = SWITCH;
+    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+    sw.process(p, &mut out, &mut dropped);
+    assert_eq!(out.len(), 1, "every control message is answered");
+    let reply = &out[0];
+    assert_eq!(reply.dst, SOURCE);
+    let (h, body) = wire::parse_header(reply.payload()).unwrap();
+    assert_eq!(h.op, header.op.reply());
+    assert!(body.is_empty());
+    (h.status, h.seq)
+}
+
+fn init(partitions: u16, partition: u16) -> SwitchControl {
+    SwitchControl::Init {
+        source_ip: *SOURCE.ip(),
+        dest_ip: DEST_IP,
+        dest_shard: SHARD,
+        size_exp: 32,
+        remain_exp: 32 - GROUP_BITS,
+        partitions,
+        partition,
+    }
+}
+
+fn start(group: u32) -> SwitchControl {
+    SwitchControl::GroupStart {
+        source_ip: *SOURCE.ip(),
+        partition: 0,
+        group,
+    }
+}
+
+fn complete(group: u32) -> SwitchControl {
+    SwitchControl::GroupComplete {
+        source_ip: *SOURCE.ip(),
+        partition: 0,
+        group,
+    }
+}
+
+/// A key hash in `group` (the group is the top GROUP_BITS of the low 32 bits).
+fn hash_in(group: u32) -> u64 {
+    u64::from(group) << (32 - GROUP_BITS) | 0xABC
+}
+
+fn request(op: Op, group: u32) -> Box<Packet> {
+    let key = b"k";
+    let header = HeaderRepr {
+        op,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: SHARD,
+        seq: 7,
+        key_hash: hash_in(group),
+        client: 1,
+        oldest_gap: 0,
+    };
+    let body = match op {
+        Op::Get => Request::Get { key },
+        Op::Put => Request::Put { key, value: b"v" },
+        _ => Request::Delete { key },
+    };
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_request(&header, &body, p.buffer_mut()).unwrap();
+    p.set_len(len);
+    p.src = CLIENT;
+    p.dst = SOURCE;
+    p
+}
+
+/// Runs a request through; returns (destination, flags, shard) of each output packet.
+fn route(sw: &mut Switch, op: Op, group: u32) -> Vec<(SocketAddrV4, Flags)> {
+    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+    sw.process(request(op, group), &mut out, &mut dropped);
+    out.iter()
+        .map(|p| {
+            assert_eq!(p.src, CLIENT, "the client's address is kept");
+            let (h, _) = wire::parse_header(p.payload()).unwrap();
+            (p.dst, h.flags)
+        })
+        .collect()
+}
+
+fn to_dest() -> SocketAddrV4 {
+    SocketAddrV4::new(DEST_IP, SOURCE.port())
+}
+
+#[test]
+fn decision_table_for_every_state_and_op() {
+    let mut sw = switch(1024, 256);
+    // S4: no pair.
+    for op in [Op::Get, Op::Put, Op::Delete] {
+        assert_eq!(route(&mut sw, op, 5), vec![(SOURCE, Flags::default())]);
+    }
+    assert_eq!(control(&mut sw, 0, init(1, 0)), (Status::Ok, 0));
+    // S1: not started.
+    for op in [Op::Get, Op::Put, Op::Delete] {
+        assert_eq!(route(&mut sw, op, 5), vec![(SOURCE, Flags::default())]);
+    }
+    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1));
+    // S2: in flight.
+    let double = Flags::DOUBLE_READ;
+    assert_eq!(
+        route(&mut sw, Op::Get, 5),
+        vec![(SOURCE, double), (to_dest(), double.with(Flags::REDIRECTED))]
+    );
+    for op in [Op::Put, Op::Delete] {
+        assert_eq!(route(&mut sw, op, 5), vec![(to_dest(), Flags::REDIRECTED)]);
+    }
+    // Other groups are untouched.
+    assert_eq!(route(&mut sw, Op::Put, 6), vec![(SOURCE, Flags::default())]);
+    assert_eq!(control(&mut sw, 2, complete(5)), (Status::Ok, 2));
+    // S3: done.
+    for op in [Op::Get, Op::Put, Op::Delete] {
+        assert_eq!(route(&mut sw, op, 5), vec![(to_dest(), Flags::REDIRECTED)]);
+    }
+    let c = sw.counters();
+    assert_eq!((c.double_reads, c.false_done, c.false_in_flight), (1, 0, 0));
+    // Cut-over: the only partition terminates, the pair and its registers go.
+    let terminate = SwitchControl::Terminate {
+        source_ip: *SOURCE.ip(),
+        partition: 0,
+    };
+    assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3));
+    assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
+    assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3), "a repeat is acknowledged");
+    assert!(sw.pairs().next().is_none());
+    // A new migration of the same pair starts from clean registers.
+    assert_eq!(control(&mut sw, 0, init(1, 0)), (Status::Ok, 0));
+    assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
+}
+
+#[test]
+fn control_messages_apply_exactly_once_in_order() {
+    let mut sw = switch(1024, 256);
+    assert_eq!(control(&mut sw, 1, start(5)).0, Status::Error, "no pair yet");
+    assert_eq!(control(&mut sw, 0, init(2, 0)), (Status::Ok, 0));
+    assert_eq!(control(&mut sw, 0, init(2, 0)), (Status::Ok, 0), "INIT repeats");
+    // A gap is not applied; the ack says what was.
+    assert_eq!(control(&mut sw, 2, complete(5)), (Status::Ok, 0));
+    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1));
+    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1), "duplicate");
+    assert_eq!(control(&mut sw, 2, complete(5)), (Status::Ok, 2));
+    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 2), "late duplicate");
+    // Had the duplicate START counted twice, the group would still look in flight.
+    assert_eq!(route(&mut sw, Op::Get, 5), vec![(to_dest(), Flags::REDIRECTED)]);
+    let c = sw.counters();
+    assert_eq!((c.control_duplicates, c.control_gaps), (3, 1));
+    // The pair stays until every partition terminated.
+    let terminate = SwitchControl::Terminate {
+        source_ip: *SOURCE.ip(),
+        partition: 0,
+    };
+    assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3));
+    assert!(sw.pairs().next().is_some(), "partition 1 has not joined or terminated");
+    // A different destination for an installed pair is refused.
+    let other = SwitchControl::Init {
+        source_ip: *SOURCE.ip(),
+        dest_ip: Ipv4Addr::new(10, 0, 0, 9),
+        dest_shard: SHARD,
+        size_exp: 32,
+        remain_exp: 32 - GROUP_BITS,
+        partitions: 2,
+        partition: 1,
+    };
+    assert_eq!(control(&mut sw, 0, other).0, Status::Error);
+}
+
+#[test]
+fn false_positives_of_both_filters_follow_the_filters_and_are_counted() {
+    // Tiny filters: 16 cells per array for 256 groups.
+    let mut sw = switch(16, 16);
+    control(&mut sw, 0, init(1, 0));
+    let mut seq = 1;
+    for group in 0..64 {
+        control(&mut sw, seq, start(group));
+        control(&mut sw, seq + 1, complete(group));
+        seq += 2;
+    }
+    control(&mut sw, seq, start(200));
+    let mut false_done = 0;
+    let mut false_in_flight = 0;
+    for group in 64..256 {
+        let (decision, _) = sw.decide(*SOURCE.ip(), SHARD, hash_in(group), Op::Get);
+        match decision {
+            Decision::Redirect if group != 200 => false_done += 1,
+            Decision::DoubleRead if group != 200 => false_in_flight += 1,
+            _ => {}
+        }
+    }
+    assert!(false_done > 0, "64 groups fill most of 16 cells");
+    let c = sw.counters();
+    assert_eq!(c.false_done, false_done);
+    assert_eq!(c.false_in_flight, false_in_flight);
+    // The in-flight group is never taken for anything else (no false negatives).
+    let (decision, _) = sw.decide(*SOURCE.ip(), SHARD, hash_in(200), Op::Put);
+    assert_eq!(decision, Decision::Redirect);
+    let snapshot = sw.snapshot();
+    assert!(snapshot.pairs[0].false_done_rate > 0.5);
+}
+
+#[test]
+fn hostile_control_input_is_counted_and_dropped() {
+    let mut sw = switch(1024, 256);
+    let mut p = Packet::new_boxed();
+    p.buffer_mut()[..5].copy_from_slice(b"junk!");
+    p.set_len(5);
+    p.src = SOURCE;
+    p.dst = SWITCH;
+    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+    sw.process(p, &mut out, &mut dropped);
+    assert!(out.is_empty());
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(sw.counters().malformed, 1);
+    // Non-netmigrate traffic between hosts is forwarded untouched.
+    let mut p = Packet::new_boxed();
+    p.set_len(3);
+    p.src = CLIENT;
+    p.dst = SOURCE;
+    sw.process(p, &mut out, &mut dropped);
+    assert_eq!(out.len(), 1);
+}
