@@ -25,6 +25,97 @@ pub enum Command {
     Server(ServerArgs),
     /// Load records and run a YCSB workload against a server (or an embedded one).
     Ycsb(Box<YcsbArgs>),
+    /// Migrate a shard live while a YCSB workload runs: client, software switch, source and
+    /// destination in one process; reports before / during / after, the migration and its
+    /// overhead, and checks linearizability with --check.
+    Experiment(Box<ExperimentArgs>),
+}
+
+/// Migration protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Switch-assisted (FAST'24): Bloom-filter registers steer each request.
+    Netmigrate,
+    /// Ownership transfer plus on-demand pulls (SOSP'17).
+    Rocksteady,
+    /// Client-tracked migration progress.
+    Fulva,
+    /// Source-based push with a final stop-and-copy.
+    Source,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Netmigrate => "netmigrate",
+            Protocol::Rocksteady => "rocksteady",
+            Protocol::Fulva => "fulva",
+            Protocol::Source => "source",
+        }
+    }
+}
+
+/// The paper's migration presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresetArg {
+    /// Half of each source core migrates.
+    Short,
+    /// A quarter of each source core migrates.
+    Medium,
+    /// A tenth of each source core migrates.
+    Long,
+}
+
+impl PresetArg {
+    pub fn preset(self) -> migration::Preset {
+        match self {
+            PresetArg::Short => migration::Preset::Short,
+            PresetArg::Medium => migration::Preset::Medium,
+            PresetArg::Long => migration::Preset::Long,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Migration protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Netmigrate)]
+    pub protocol: Protocol,
+    /// Seconds into the run at which the migration starts.
+    #[arg(long, default_value_t = 5.0)]
+    pub migrate_at: f64,
+    /// Seconds the run goes on after the migration finished (it runs at least --duration).
+    #[arg(long, default_value_t = 2.0)]
+    pub tail: f64,
+    /// Share of each source core given to migration (with --capacity) or a fixed rate.
+    #[arg(long, value_enum, default_value_t = PresetArg::Medium)]
+    pub preset: PresetArg,
+    /// Migrate this many items per second per source core instead of the preset's share.
+    #[arg(long, value_name = "ITEMS_PER_S")]
+    pub migration_rate: Option<f64>,
+    /// Work units per second each server core can do (one request served or one item
+    /// migrated each), shared by serving and migrating like the paper's CPU budgets; 0
+    /// turns the cap off (a testbed with real cores per server). The default keeps the
+    /// servers, not this 2-core host, the bottleneck.
+    #[arg(long, default_value_t = 150_000.0)]
+    pub capacity: f64,
+    /// Groups each source core hands over at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub pipeline: usize,
+    /// Switch Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
+    #[arg(long)]
+    pub bf_cells: Option<usize>,
+    /// Switch counting-Bloom-filter cells per array (power of two; default 4096).
+    #[arg(long)]
+    pub cbf_cells: Option<usize>,
+    /// Give up if the migration has not finished after this many seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub max_migration_s: f64,
+    /// Draw throughput and p50/p99 latency over time, with the migration marked, as a PNG.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub ycsb: YcsbArgs,
 }
 
 /// How a server lays out its data; client and server must agree.

@@ -11,6 +11,7 @@ fn main() {
     let result = match cli.command {
         cli::Command::Server(args) => commands::server::run(args),
         cli::Command::Ycsb(args) => commands::ycsb::run(*args),
+        cli::Command::Experiment(args) => commands::experiment::run(*args),
     };
     if let Err(error) = result {
         eprintln!("netmigrate: error: {error:#}");

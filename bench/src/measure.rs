@@ -22,13 +22,19 @@ pub struct Slot {
 pub struct Recorder {
     pub overall: Histogram<u64>,
     pub slots: Vec<Slot>,
+    /// One bit per `TICK` of the run: did any operation complete in it (for downtime).
+    activity: Vec<u64>,
 }
+
+/// Resolution of the downtime measurement.
+pub const TICK: Duration = Duration::from_micros(100);
 
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
             overall: histogram(3),
             slots: Vec::new(),
+            activity: Vec::new(),
         }
     }
 }
@@ -47,6 +53,28 @@ impl Recorder {
         }
         self.slots[slot].ops += 1;
         self.slots[slot].latency.saturating_record(latency_ns);
+        let tick = (at.as_nanos() / TICK.as_nanos()) as usize;
+        if self.activity.len() <= tick / 64 {
+            self.activity.resize(tick / 64 + 1, 0);
+        }
+        self.activity[tick / 64] |= 1 << (tick % 64);
+    }
+
+    /// The longest stretch within `[from, to)` in which no operation completed, to the
+    /// resolution of `TICK`.
+    pub fn longest_idle(&self, from: Duration, to: Duration) -> Duration {
+        let first = (from.as_nanos() / TICK.as_nanos()) as usize;
+        let last = (to.as_nanos() / TICK.as_nanos()) as usize;
+        let (mut longest, mut current) = (0usize, 0usize);
+        for tick in first..last {
+            let active = self
+                .activity
+                .get(tick / 64)
+                .is_some_and(|word| word & (1 << (tick % 64)) != 0);
+            current = if active { 0 } else { current + 1 };
+            longest = longest.max(current);
+        }
+        TICK * longest as u32
     }
 
     pub fn merge(&mut self, other: &Recorder) {
@@ -60,6 +88,12 @@ impl Recorder {
         for (mine, theirs) in self.slots.iter_mut().zip(&other.slots) {
             mine.ops += theirs.ops;
             mine.latency.add(&theirs.latency).expect("same bounds");
+        }
+        if self.activity.len() < other.activity.len() {
+            self.activity.resize(other.activity.len(), 0);
+        }
+        for (mine, theirs) in self.activity.iter_mut().zip(&other.activity) {
+            *mine |= theirs;
         }
     }
 

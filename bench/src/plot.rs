@@ -50,13 +50,11 @@ const MIGRATION_COLOR: RGBColor = RGBColor(64, 64, 64);
 
 /// Draws `figure` as a PNG at `path` (about 1200×900), replacing any file there.
 pub fn draw(path: &Path, figure: &Figure<'_>) -> io::Result<()> {
-    let font = FontRef::try_from_slice(FONT_DATA).map_err(|e| {
-        io::Error::other(format!("the embedded figure font is not usable: {e}"))
-    })?;
+    let font = FontRef::try_from_slice(FONT_DATA)
+        .map_err(|e| io::Error::other(format!("the embedded figure font is not usable: {e}")))?;
     let mut pixels = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
-    render(&mut pixels, font, figure).map_err(|e| {
-        io::Error::other(format!("cannot draw figure {}: {e}", path.display()))
-    })?;
+    render(&mut pixels, font, figure)
+        .map_err(|e| io::Error::other(format!("cannot draw figure {}: {e}", path.display())))?;
     let png = encode(&pixels)?;
     std::fs::write(path, png).map_err(|e| {
         io::Error::new(
@@ -317,12 +315,7 @@ fn draw_panel(
     if let Some((start, finish)) = migration {
         let dashed = ShapeStyle::from(&MIGRATION_COLOR).stroke_width(2);
         for x in [start, finish] {
-            chart.draw_series(DashedLineSeries::new(
-                [(x, 0.0), (x, y_top)],
-                8,
-                5,
-                dashed,
-            ))?;
+            chart.draw_series(DashedLineSeries::new([(x, 0.0), (x, y_top)], 8, 5, dashed))?;
         }
         if top {
             label_migration(&chart, area, start, finish, y_top)?;
@@ -344,16 +337,23 @@ fn label_migration(
     let font = (FONT, 15).into_font().color(&MIGRATION_COLOR);
     let (x_pixels, _) = chart.plotting_area().get_pixel_range();
     let gap = 5;
-    for (row, (x, text, prefer_left)) in [(start, "migration start", true), (finish, "migration end", false)]
-        .into_iter()
-        .enumerate()
+    for (row, (x, text, prefer_left)) in [
+        (start, "migration start", true),
+        (finish, "migration end", false),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (px, _) = chart.backend_coord(&(x, y_top));
         let (width, height) = area.estimate_text_size(text, &font)?;
         let (width, height) = (width as i32, height as i32);
         let fits_left = px - gap - width >= x_pixels.start;
         let fits_right = px + gap + width <= x_pixels.end;
-        let left = if prefer_left { fits_left || !fits_right } else { !fits_right && fits_left };
+        let left = if prefer_left {
+            fits_left || !fits_right
+        } else {
+            !fits_right && fits_left
+        };
         let (dx, h) = if left {
             (-gap, HPos::Right)
         } else {
@@ -367,7 +367,10 @@ fn label_migration(
         };
         chart.plotting_area().draw(
             &(EmptyElement::at((x, y_top))
-                + Rectangle::new([(x0, dy - 1), (x1, dy + height + 1)], WHITE.mix(0.85).filled())
+                + Rectangle::new(
+                    [(x0, dy - 1), (x1, dy + height + 1)],
+                    WHITE.mix(0.85).filled(),
+                )
                 + Text::new(text, (dx, dy), font.pos(Pos::new(h, VPos::Top)))),
         )?;
     }

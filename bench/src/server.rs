@@ -5,13 +5,17 @@ use crate::transport::Fabric;
 use dataplane::port::{PortStats, BURST};
 use dataplane::runner::{spawn_loop, Placement};
 use dataplane::{Packet, Port};
+use crossbeam_channel::{Receiver, Sender};
 use kv::PartitionMap;
-use migration::{PartitionServer, ServeCounters};
+use migration::{
+    MigrationCounters, OutgoingPlan, PartitionServer, Role, ServeCounters, TokenBucket,
+};
 use std::io;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
@@ -23,6 +27,10 @@ pub struct ServerSpec {
     pub capacity_per_partition: usize,
     /// Cores to pin partition loops to (partition p on cores[p % len]); None floats.
     pub cores: Option<Vec<usize>>,
+    /// Work units (requests served + items migrated) per second per partition; None: as
+    /// fast as the core goes. On a shared machine this keeps the servers, not the host,
+    /// the bottleneck, like the paper's CPU budgets.
+    pub capacity: Option<f64>,
 }
 
 impl ServerSpec {
@@ -40,13 +48,28 @@ pub fn partition_addr(base: SocketAddrV4, partition: u32) -> SocketAddrV4 {
 pub struct PartitionReport {
     pub partition: u32,
     pub counters: ServeCounters,
+    pub migration: MigrationCounters,
+    /// Shard 0's partition moved away (informational).
+    pub moved: bool,
     pub port: PortStats,
     pub entries: usize,
+}
+
+/// A command to a partition loop from the control plane.
+pub enum Command {
+    /// Start migrating this partition of a shard away; `serve_per_s` caps serving while
+    /// it runs (the rest of the capacity migrates).
+    MigrateOut {
+        plan: OutgoingPlan,
+        serve_per_s: Option<f64>,
+    },
 }
 
 pub struct RunningServer {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<PartitionReport>>,
+    commands: Vec<Sender<Command>>,
+    migration: Vec<Arc<Mutex<MigrationCounters>>>,
 }
 
 struct PartitionLoop {
@@ -55,11 +78,27 @@ struct PartitionLoop {
     rx: Vec<Box<Packet>>,
     tx: Vec<Box<Packet>>,
     replies: Vec<bool>,
+    commands: Receiver<Command>,
+    capacity: Option<f64>,
+    serve_budget: TokenBucket,
+    migrating: bool,
+    published: Arc<Mutex<MigrationCounters>>,
+    next_publish: Instant,
 }
 
 impl PartitionLoop {
     fn poll(&mut self) -> usize {
-        let received = self.port.recv(&mut self.rx, BURST).unwrap_or(0);
+        let now = Instant::now();
+        if let Ok(command) = self.commands.try_recv() {
+            self.execute(command);
+        }
+        let allowed = self.serve_budget.available(now).min(BURST as u64) as usize;
+        let received = if allowed > 0 {
+            self.port.recv(&mut self.rx, allowed).unwrap_or(0)
+        } else {
+            0
+        };
+        self.serve_budget.spend(received as u64);
         self.server.handle_burst(&mut self.rx, &mut self.replies);
         for (packet, reply) in self.rx.drain(..).zip(&self.replies) {
             if *reply {
@@ -68,18 +107,62 @@ impl PartitionLoop {
                 self.port.release(packet);
             }
         }
+        if self.migrating {
+            self.server.poll_migrations(now, &mut self.tx);
+        }
         if !self.tx.is_empty() {
-            // A failed send is counted by the port; clients retransmit.
+            // A failed send is counted by the port; clients and streams retransmit.
             let _ = self.port.send(&mut self.tx);
         }
-        received
+        if now >= self.next_publish {
+            self.publish(now);
+        }
+        // A migrating loop always has work (timers, budget): keep polling.
+        received + usize::from(self.migrating)
     }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::MigrateOut { plan, serve_per_s } => {
+                let partition = self.server.partition();
+                if let Err(error) = self.server.start_outgoing(plan) {
+                    eprintln!("partition {partition}: cannot start the migration: {error}");
+                    return;
+                }
+                self.migrating = true;
+                if serve_per_s.is_some() {
+                    self.serve_budget = budget(serve_per_s);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        self.next_publish = now + Duration::from_millis(10);
+        let counters = self.server.migration_counters();
+        if self.migrating && counters.outgoing_active == 0 && counters.incoming_active == 0 {
+            // Finished: serving gets the whole capacity back.
+            self.migrating = false;
+            self.serve_budget = budget(self.capacity);
+        }
+        if counters.incoming_active > 0 {
+            self.migrating = true;
+        }
+        *self.published.lock().expect("migration counters lock poisoned") = counters;
+    }
+}
+
+fn budget(rate: Option<f64>) -> TokenBucket {
+    // A burst of 1 ms worth of work, at least one receive burst.
+    TokenBucket::new(rate, rate.map_or(1.0, |r| (r / 1000.0).max(BURST as f64)))
 }
 
 /// Binds every partition's port and starts its loop.
 pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
+    let mut commands = Vec::new();
+    let mut migration = Vec::new();
     for partition in 0..spec.map.partitions() {
         let addr = spec.partition_addr(partition);
         let port = fabric.bind(addr).map_err(|e| {
@@ -88,6 +171,10 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
                 format!("cannot bind partition {partition} at {addr}: {e}"),
             )
         })?;
+        let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let published = Arc::new(Mutex::new(MigrationCounters::default()));
+        commands.push(command_tx);
+        migration.push(Arc::clone(&published));
         let state = PartitionLoop {
             port,
             server: PartitionServer::new(
@@ -99,6 +186,14 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
             replies: Vec::with_capacity(BURST),
+            commands: command_rx,
+            capacity: spec.capacity,
+            serve_budget: budget(spec.capacity),
+            // Polled so that an incoming migration (which starts with a message, not a
+            // command) is noticed: the server reports it through `publish`.
+            migrating: true,
+            published,
+            next_publish: Instant::now(),
         };
         let placement = match &spec.cores {
             Some(cores) => Placement::Core(cores[partition as usize % cores.len()]),
@@ -113,13 +208,73 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             move |state| PartitionReport {
                 partition,
                 counters: *state.server.counters(),
+                migration: state.server.migration_counters(),
                 port: state.port.stats(),
                 entries: state.server.entries(),
+                moved: state
+                    .server
+                    .role(0)
+                    .is_some_and(|role| matches!(role, Role::Moved { .. })),
             },
         )?;
         loops.push(handle);
     }
-    Ok(RunningServer { stop, loops })
+    Ok(RunningServer {
+        stop,
+        loops,
+        commands,
+        migration,
+    })
+}
+
+/// Sends commands to a running server's partitions and reads their migration counters;
+/// clones share the server.
+#[derive(Clone)]
+pub struct ServerControl {
+    commands: Vec<Sender<Command>>,
+    migration: Vec<Arc<Mutex<MigrationCounters>>>,
+}
+
+impl RunningServer {
+    pub fn control(&self) -> ServerControl {
+        ServerControl {
+            commands: self.commands.clone(),
+            migration: self.migration.clone(),
+        }
+    }
+}
+
+impl ServerControl {
+    /// Starts migrating every partition of a shard; `plan(p)` is partition p's plan.
+    pub fn migrate_out(
+        &self,
+        plan: impl Fn(u32) -> OutgoingPlan,
+        serve_per_s: Option<f64>,
+    ) -> io::Result<()> {
+        for (partition, commands) in self.commands.iter().enumerate() {
+            commands
+                .send(Command::MigrateOut {
+                    plan: plan(partition as u32),
+                    serve_per_s,
+                })
+                .map_err(|_| io::Error::other(format!("partition {partition} has stopped")))?;
+        }
+        Ok(())
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Migration counters summed over partitions (refreshed every 10 ms).
+    pub fn migration_counters(&self) -> MigrationCounters {
+        let mut total = MigrationCounters::default();
+        for counters in &self.migration {
+            let c = *counters.lock().expect("migration counters lock poisoned");
+            total.add(&c);
+        }
+        total
+    }
 }
 
 impl RunningServer {
@@ -173,3 +328,4 @@ pub fn format_reports(reports: &[PartitionReport]) -> String {
     ));
     out
 }
+

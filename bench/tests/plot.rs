@@ -105,6 +105,20 @@ fn draws_axes_for_an_empty_timeline() {
 }
 
 #[test]
+fn draws_a_short_migration_at_the_edge() {
+    // A window narrower than its labels, hard against the start of the axis.
+    let timeline: Vec<TimelineSlot> = synthetic().into_iter().take(30).collect();
+    let out = TempPng::new("edge");
+    let figure = Figure {
+        title: "netmigrate · short migration".into(),
+        timeline: &timeline,
+        migration: Some((0.05, 0.25)),
+    };
+    draw(&out.0, &figure).expect("the figure is drawn");
+    assert_png(&out.0);
+}
+
+#[test]
 fn reports_an_unwritable_path() {
     let timeline = synthetic();
     let dir = TempPng::new("missing-dir");

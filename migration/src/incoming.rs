@@ -24,6 +24,17 @@ pub struct IncomingStats {
     pub finished: bool,
 }
 
+impl IncomingStats {
+    pub fn add(&mut self, s: &IncomingStats) {
+        self.groups_started += s.groups_started;
+        self.items_applied += s.items_applied;
+        self.items_stale += s.items_stale;
+        self.late_writes += s.late_writes;
+        self.rejected += s.rejected;
+        self.finished |= s.finished;
+    }
+}
+
 pub struct Incoming {
     /// The source core's address (the stream's peer) and the shard there.
     pub source: SocketAddrV4,

@@ -59,6 +59,20 @@ pub struct OutgoingStats {
     pub finished: bool,
 }
 
+impl OutgoingStats {
+    pub fn add(&mut self, s: &OutgoingStats) {
+        self.groups += s.groups;
+        self.groups_done += s.groups_done;
+        self.keys_moved += s.keys_moved;
+        self.bytes_moved += s.bytes_moved;
+        self.late_writes += s.late_writes;
+        self.dedup_entries += s.dedup_entries;
+        self.stream_bytes += s.stream_bytes;
+        self.retransmissions += s.retransmissions;
+        self.finished |= s.finished;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     /// Waiting for the switch to apply GROUP_START (control seq).

@@ -206,11 +206,11 @@ impl PartitionServer {
         for shard in &self.shards {
             match &shard.role {
                 Role::Outgoing(agent) => {
-                    add_outgoing(&mut counters.outgoing, &agent.stats());
+                    counters.outgoing.add(&agent.stats());
                     counters.outgoing_active += 1;
                 }
                 Role::Incoming(agent) => {
-                    add_incoming(&mut counters.incoming, &agent.stats());
+                    counters.incoming.add(&agent.stats());
                     counters.incoming_active += 1;
                 }
                 _ => {}
@@ -266,7 +266,7 @@ impl PartitionServer {
             };
             agent.poll(now, &shard.table, out);
             if agent.is_done() {
-                add_outgoing(&mut self.migration.outgoing, &agent.stats());
+                self.migration.outgoing.add(&agent.stats());
                 let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
                 shard.role = Role::Moved { to, shard: id };
                 // The data lives at the destination now; free it here.
@@ -702,7 +702,7 @@ impl PartitionServer {
                 incoming.receiver().applied();
                 let last = header.seq;
                 if applied == Applied::Terminated {
-                    add_incoming(&mut self.migration.incoming, &incoming.stats());
+                    self.migration.incoming.add(&incoming.stats());
                     shard.role = Role::Owned;
                     self.finished_streams.push(FinishedStream {
                         source: src,
@@ -794,25 +794,17 @@ impl PartitionServer {
     }
 }
 
-fn add_outgoing(total: &mut OutgoingStats, s: &OutgoingStats) {
-    total.groups += s.groups;
-    total.groups_done += s.groups_done;
-    total.keys_moved += s.keys_moved;
-    total.bytes_moved += s.bytes_moved;
-    total.late_writes += s.late_writes;
-    total.dedup_entries += s.dedup_entries;
-    total.stream_bytes += s.stream_bytes;
-    total.retransmissions += s.retransmissions;
-    total.finished |= s.finished;
-}
-
-fn add_incoming(total: &mut IncomingStats, s: &IncomingStats) {
-    total.groups_started += s.groups_started;
-    total.items_applied += s.items_applied;
-    total.items_stale += s.items_stale;
-    total.late_writes += s.late_writes;
-    total.rejected += s.rejected;
-    total.finished |= s.finished;
+impl MigrationCounters {
+    pub fn add(&mut self, other: &MigrationCounters) {
+        self.outgoing.add(&other.outgoing);
+        self.incoming.add(&other.incoming);
+        self.forwarded += other.forwarded;
+        self.not_migrated += other.not_migrated;
+        self.moved_replies += other.moved_replies;
+        self.multi_retry_later += other.multi_retry_later;
+        self.outgoing_active += other.outgoing_active;
+        self.incoming_active += other.incoming_active;
+    }
 }
 
 fn execute_item<'t>(

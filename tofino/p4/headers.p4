@@ -68,7 +68,7 @@ header ipv4_h {
 header udp_h {
     bit<16> src_port;
     bit<16> dst_port;
-    bit<16> length;
+    bit<16> len;
     bit<16> checksum;
 }
 

@@ -36,8 +36,9 @@ parser NmIngressParser(
 
     state parse_ipv4 {
         pkt.extract(hdr.ipv4);
-        // Only option-less, unfragmented (or first-fragment-free) UDP is looked into:
-        // the switch rewrites and checksums a 20-byte IPv4 header only.
+        // Only option-less UDP at fragment offset 0 is looked into: the switch
+        // rewrites and checksums a 20-byte IPv4 header only, and a netmigrate
+        // datagram (<= 1472 bytes of payload) is never fragmented.
         transition select(hdr.ipv4.ihl, hdr.ipv4.frag_offset, hdr.ipv4.protocol) {
             (5, 0, IP_PROTOCOLS_UDP) : parse_udp;
             default                  : accept;

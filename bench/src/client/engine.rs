@@ -14,6 +14,7 @@ use dataplane::runner::Backoff;
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
 use dataplane::{Packet, Port};
 use migration::dedup::WINDOW;
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,17 @@ struct Pending {
     op_start: Instant,
     first_sent: Instant,
     attempts: u32,
+    /// What one half of a double read said while the other is awaited.
+    half: Option<Half>,
+}
+
+/// The half of a double read that arrived first.
+#[derive(Debug, Clone, Copy)]
+enum Half {
+    /// The source answered (tag read, None: not found).
+    Source(Option<u64>),
+    /// The destination does not have the key yet: the source's half is the answer.
+    DestinationDefers,
 }
 
 impl Pending {
@@ -64,6 +76,16 @@ pub struct Counters {
     pub ignored_replies: u64,
     pub malformed_replies: u64,
     pub retry_later: u64,
+    /// Reads the switch doubled (both halves seen).
+    pub double_reads: u64,
+    /// Replies from a server other than the one addressed (redirects by the switch).
+    pub redirected: u64,
+    pub moved: u64,
+    /// Reply and request bytes a run without migration would not have had: second halves
+    /// of double reads, resends after MOVED or RETRY_LATER.
+    pub extra_bytes: u64,
+    /// Bytes of requests and replies (the denominator of the extra share).
+    pub bytes: u64,
 }
 
 impl Counters {
@@ -77,12 +99,19 @@ impl Counters {
         self.ignored_replies += other.ignored_replies;
         self.malformed_replies += other.malformed_replies;
         self.retry_later += other.retry_later;
+        self.double_reads += other.double_reads;
+        self.redirected += other.redirected;
+        self.moved += other.moved;
+        self.extra_bytes += other.extra_bytes;
+        self.bytes += other.bytes;
     }
 }
 
 pub struct Engine {
     port: Box<dyn Port>,
     cluster: Arc<Cluster>,
+    /// Per partition: the server and shard requests go to (MOVED answers update it).
+    routes: Vec<(SocketAddrV4, u16)>,
     spec: Arc<WorkloadSpec>,
     settings: Settings,
     client_id: u32,
@@ -117,6 +146,11 @@ impl Engine {
     ) -> Self {
         Engine {
             port,
+            routes: cluster
+                .partitions
+                .iter()
+                .map(|&addr| (addr, cluster.shard))
+                .collect(),
             cluster,
             key: vec![0; spec.key_bytes],
             value: vec![0; spec.value_bytes],
@@ -256,6 +290,7 @@ impl Engine {
             op_start,
             first_sent: now,
             attempts: 0,
+            half: None,
         };
         let slot = &mut self.slots[(seq % RING) as usize];
         assert!(slot.is_none(), "sequence window overrun at seq {seq}");
@@ -285,6 +320,7 @@ impl Engine {
         } else {
             Request::Get { key }
         };
+        let (server, shard) = self.routes[self.cluster.map.partition_of(hash) as usize];
         let header = HeaderRepr {
             op: request.op(),
             flags: if attempt > 1 {
@@ -293,7 +329,7 @@ impl Engine {
                 Flags::default()
             },
             status: Status::Ok,
-            shard: self.cluster.shard,
+            shard,
             seq,
             key_hash: hash,
             client: self.client_id,
@@ -303,7 +339,8 @@ impl Engine {
         let len = wire::emit_request(&header, &request, packet.buffer_mut())
             .expect("workload keys and values fit one frame");
         packet.set_len(len);
-        packet.dst = self.cluster.server_for(hash);
+        packet.dst = server;
+        self.counters.bytes += len as u64;
         self.tx.push(packet);
         if self.tx.len() >= BURST {
             self.flush();
@@ -338,6 +375,7 @@ impl Engine {
     }
 
     fn on_reply(&mut self, payload: &[u8], now: Instant, inserts: &InsertCounter) {
+        self.counters.bytes += payload.len() as u64;
         let parsed = wire::parse_header(payload)
             .and_then(|(header, body)| Ok((header, Reply::parse(&header, body)?)));
         let Ok((header, reply)) = parsed else {
@@ -356,9 +394,17 @@ impl Engine {
                         }
             });
         if !matches {
-            // A duplicate, a late answer to a retransmitted request, or not ours.
+            // A duplicate, a late answer to a retransmitted request, or not ours (or the
+            // half of a double read that arrived after the other one decided).
             self.counters.ignored_replies += 1;
+            if Flags(payload[4]).contains(Flags::DOUBLE_READ) {
+                self.counters.extra_bytes += payload.len() as u64;
+            }
             return;
+        }
+        if header.flags.contains(Flags::REDIRECTED) && !header.flags.contains(Flags::DOUBLE_READ)
+        {
+            self.counters.redirected += 1;
         }
         match header.status {
             Status::Ok | Status::NotFound => {
@@ -368,19 +414,75 @@ impl Engine {
                     }
                     _ => None,
                 };
+                let observed =
+                    if header.op == Op::GetReply && header.flags.contains(Flags::DOUBLE_READ) {
+                        match self.merge_double_read(slot, header.flags, observed, payload.len()) {
+                            Some(answer) => answer,
+                            None => return, // The other half decides.
+                        }
+                    } else {
+                        observed
+                    };
                 self.complete(header.seq, now, Outcome::Done(observed), inserts);
             }
             Status::RetryLater => {
                 self.counters.retry_later += 1;
+                self.counters.extra_bytes += payload.len() as u64;
                 let attempt = self.slots[slot].as_ref().map_or(0, |p| p.attempts);
                 self.timers
                     .push(now + RETRY_LATER_PAUSE, header.seq, attempt, false);
             }
-            Status::Moved | Status::Error => {
+            Status::Moved => {
+                // The partition moved: address the new owner from now on, and resend.
+                self.counters.moved += 1;
+                self.counters.extra_bytes += payload.len() as u64;
+                if let Reply::Moved { to, shard } = reply {
+                    let partition = self.cluster.map.partition_of(header.key_hash) as usize;
+                    if let Some(route) = self.routes.get_mut(partition) {
+                        *route = (to, shard);
+                    }
+                }
+                self.transmit(header.seq, now);
+            }
+            Status::Error => {
                 self.counters.error_replies += 1;
                 self.complete(header.seq, now, Outcome::Failed, inserts);
             }
         }
+    }
+
+    /// Combines the halves of a double read: the destination's answer wins when it has the
+    /// key's group; when it defers (NOT_MIGRATED), the source's half is the answer. Returns
+    /// the answer once decided, None while the other half is awaited.
+    fn merge_double_read(
+        &mut self,
+        slot: usize,
+        flags: Flags,
+        observed: Option<u64>,
+        bytes: usize,
+    ) -> Option<Option<u64>> {
+        let pending = self.slots[slot].as_mut()?;
+        if pending.half.is_some() {
+            self.counters.extra_bytes += bytes as u64;
+        }
+        let from_destination = flags.contains(Flags::REDIRECTED);
+        let decided = match (from_destination, pending.half) {
+            (true, _) if !flags.contains(Flags::NOT_MIGRATED) => Some(observed),
+            (true, Some(Half::Source(source))) => Some(source),
+            (true, _) => {
+                pending.half = Some(Half::DestinationDefers);
+                None
+            }
+            (false, Some(Half::DestinationDefers)) => Some(observed),
+            (false, _) => {
+                pending.half = Some(Half::Source(observed));
+                None
+            }
+        };
+        if decided.is_some() {
+            self.counters.double_reads += 1;
+        }
+        decided
     }
 
     fn expire_timers(&mut self, now: Instant, inserts: &InsertCounter) {

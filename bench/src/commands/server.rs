@@ -38,6 +38,7 @@ pub fn spec(
         ));
     }
     Ok(ServerSpec {
+        capacity: None,
         base: listen,
         map,
         shards: vec![layout.shard],

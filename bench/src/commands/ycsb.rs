@@ -59,7 +59,7 @@ pub fn workload_spec(args: &YcsbArgs) -> Result<WorkloadSpec, CommandError> {
     Ok(spec)
 }
 
-fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
+pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
     if args.threads == 0 || args.window == 0 {
         return fail("--threads and --window must be at least 1");
     }
@@ -90,7 +90,7 @@ fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
     })
 }
 
-fn faults(args: &YcsbArgs, transport: Transport) -> Result<FaultConfig, CommandError> {
+pub(crate) fn faults(args: &YcsbArgs, transport: Transport) -> Result<FaultConfig, CommandError> {
     let faults = FaultConfig {
         loss: args.loss,
         duplicate: args.duplicate,
@@ -205,32 +205,7 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     fabric.shutdown();
 
     let consistency = if args.check {
-        // Load history first: its timestamps are on the load epoch, which precedes the run.
-        let offset = run_epoch.duration_since(epoch).as_nanos() as u64;
-        let mut history = load.map(|l| l.history).unwrap_or_default();
-        for op in &mut run.history {
-            op.call_ns += offset;
-            op.return_ns = op.return_ns.map(|r| r + offset);
-        }
-        history.append(&mut run.history);
-        let started = Instant::now();
-        let result = linearizability::check(&history);
-        eprintln!(
-            "consistency: {} operations on {} keys checked in {:.1} s: {} violation(s), {} key(s) \
-             undecided",
-            result.checked_ops,
-            result.keys,
-            started.elapsed().as_secs_f64(),
-            result.violations,
-            result.unchecked_keys
-        );
-        for example in &result.examples {
-            eprintln!("  violation: {example}");
-        }
-        Consistency {
-            checked_ops: result.checked_ops,
-            violations: result.violations,
-        }
+        check_history(load.map(|l| l.history), &mut run.history, run_epoch.duration_since(epoch))
     } else {
         Consistency::default()
     };
@@ -258,7 +233,41 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     Ok(report)
 }
 
-fn hint_failures(phase: &PhaseResult) {
+/// Checks the load and run histories together for linearizability and prints the verdict.
+pub(crate) fn check_history(
+    load: Option<Vec<crate::linearizability::Op>>,
+    run: &mut Vec<crate::linearizability::Op>,
+    run_offset: Duration,
+) -> Consistency {
+    // Load history first: its timestamps are on the load epoch, which precedes the run.
+    let offset = run_offset.as_nanos() as u64;
+    let mut history = load.unwrap_or_default();
+    for op in run.iter_mut() {
+        op.call_ns += offset;
+        op.return_ns = op.return_ns.map(|r| r + offset);
+    }
+    history.append(run);
+    let started = Instant::now();
+    let result = linearizability::check(&history);
+    eprintln!(
+        "consistency: {} operations on {} keys checked in {:.1} s: {} violation(s), {} key(s) \
+         undecided",
+        result.checked_ops,
+        result.keys,
+        started.elapsed().as_secs_f64(),
+        result.violations,
+        result.unchecked_keys
+    );
+    for example in &result.examples {
+        eprintln!("  violation: {example}");
+    }
+    Consistency {
+        checked_ops: result.checked_ops,
+        violations: result.violations,
+    }
+}
+
+pub(crate) fn hint_failures(phase: &PhaseResult) {
     let c = &phase.counters;
     if c.error_replies > 0 {
         eprintln!(
@@ -307,7 +316,7 @@ fn print_banner(args: &YcsbArgs, spec: &WorkloadSpec, transport: Transport, sett
     );
 }
 
-fn build_report(
+pub(crate) fn build_report(
     args: &YcsbArgs,
     spec: &WorkloadSpec,
     transport: Transport,
@@ -398,7 +407,7 @@ fn build_report(
     }
 }
 
-fn print_summary(run: &PhaseResult, report: &Report) {
+pub(crate) fn print_summary(run: &PhaseResult, report: &Report) {
     let c = &run.counters;
     let l = &report.latency_us.overall;
     eprintln!(

@@ -1,0 +1,469 @@
+//! `netmigrate experiment`: the whole topology in one process (client, software switch,
+//! source and destination servers), load, run a workload, migrate the shard at
+//! `--migrate-at`, keep running until the migration has finished plus a tail, and report
+//! before / during / after figures, the migration and its overhead.
+
+use super::server::{core_list, spec as server_spec};
+use super::ycsb::{build_report, check_history, faults, hint_failures, print_summary, settings, workload_spec};
+use super::{fail, CommandError};
+use crate::cli::{ExperimentArgs, Protocol};
+use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
+use crate::measure::micros;
+use crate::report::{self, Consistency, Percentiles};
+use crate::server::{self, partition_addr, ServerControl};
+use crate::transport::{Fabric, Transport};
+use dataplane::port::FaultConfig;
+use dataplane::runner::{shutdown_on_signals, Placement};
+use migration::{MigrationBudget, MigrationCounters, OutgoingPlan};
+use std::io::{IsTerminal, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
+const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+const DESTINATION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000);
+
+/// When the migration ran, on the run's clock.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    started: Option<Duration>,
+    finished: Option<Duration>,
+}
+
+pub fn run(args: ExperimentArgs) -> Result<(), CommandError> {
+    execute(args).map(|_| ())
+}
+
+/// Runs the experiment and returns its report (also written with `--json`).
+pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
+    if args.protocol != Protocol::Netmigrate {
+        return fail(format!(
+            "--protocol {}: only netmigrate is implemented so far; the baselines \
+             (rocksteady, fulva, source) are the next milestone",
+            args.protocol.name()
+        ));
+    }
+    let ycsb = &args.ycsb;
+    if ycsb.transport.is_some_and(|t| t != Transport::Memory) {
+        return fail(
+            "--transport: the experiment runs on the in-process backend only so far (its \
+             software switch needs the transparent in-process gateway); udp and dpdk are \
+             not wired yet",
+        );
+    }
+    if args.migrate_at < 0.0 || !args.migrate_at.is_finite() {
+        return fail("--migrate-at must be a number of seconds ≥ 0");
+    }
+    let spec = Arc::new(workload_spec(ycsb)?);
+    let settings = settings(ycsb)?;
+    let faults: FaultConfig = faults(ycsb, Transport::Memory)?;
+    let fabric = Fabric::new(Transport::Memory, faults, None)?;
+    let Fabric::Memory(network) = &fabric else {
+        unreachable!("memory fabric")
+    };
+    let stop = shutdown_on_signals()?;
+    let capacity = (args.capacity > 0.0).then_some(args.capacity);
+    let budget = MigrationBudget::of(args.preset.preset(), capacity, args.migration_rate);
+
+    // The switch first: every other port sends through it.
+    let map = super::server::partition_map(&ycsb.layout)?;
+    let mut switch_config = tofino::SwitchConfig::new(SWITCH, ycsb.layout.group_bits);
+    if let Some(cells) = args.bf_cells {
+        switch_config.bf_cells = cells;
+    }
+    if let Some(cells) = args.cbf_cells {
+        switch_config.cbf_cells = cells;
+    }
+    switch_config.validate().map_err(CommandError)?;
+    let switch = tofino::run::start(
+        Box::new(network.bind_gateway(SWITCH)?),
+        switch_config,
+        Placement::Floating,
+    )?;
+    let table_capacity = (spec.max_records() / u64::from(ycsb.layout.partitions)) as usize + 1024;
+    let cores = core_list(ycsb.server_cores.as_deref())?;
+    let mut source_spec = server_spec(SOURCE, &ycsb.layout, table_capacity, cores.clone())?;
+    source_spec.capacity = capacity;
+    let mut destination_spec = server_spec(DESTINATION, &ycsb.layout, 1024, cores)?;
+    destination_spec.capacity = capacity;
+    let source = server::start(&fabric, &source_spec)?;
+    let destination = server::start(&fabric, &destination_spec)?;
+
+    let cluster = Arc::new(Cluster {
+        partitions: (0..map.partitions())
+            .map(|p| partition_addr(SOURCE, p))
+            .collect(),
+        map: map.clone(),
+        shard: ycsb.layout.shard,
+    });
+    let inserts = Arc::new(InsertCounter::new(spec.record_count));
+    let addrs = ClientAddrs { base: CLIENT };
+    eprintln!(
+        "netmigrate experiment: protocol netmigrate, preset {}, workload {} ({} records, {} B \
+         values), {} client thread(s) x {}, {} partition(s), 2^{} groups",
+        args.preset.preset().name(),
+        spec.name,
+        spec.record_count,
+        spec.value_bytes,
+        settings.threads,
+        settings.window,
+        map.partitions(),
+        ycsb.layout.group_bits,
+    );
+    eprintln!(
+        "capacity per server core: {}; migration {} items/s per core, serving while \
+         migrating {}; switch BF {} cells x4, CBF {} cells x4",
+        capacity.map_or("uncapped".into(), |c| format!("{c:.0} ops/s")),
+        budget.items_per_s.map_or("unlimited".into(), |r| format!("{r:.0}")),
+        budget.serve_per_s.map_or("uncapped".into(), |r| format!("{r:.0} ops/s")),
+        switch_config.bf_cells,
+        switch_config.cbf_cells,
+    );
+
+    let epoch = Instant::now();
+    let load = client::run_phase(
+        Phase::Load, "load", &fabric, addrs, &cluster, &spec, settings, &inserts, epoch, &stop,
+    )?;
+    eprintln!(
+        "load: {} records in {:.2} s, {} failed",
+        load.counters.completed,
+        load.elapsed.as_secs_f64(),
+        load.counters.failed
+    );
+    if load.counters.failed > 0 {
+        hint_failures(&load);
+        return fail("the load phase failed; not starting the experiment");
+    }
+
+    let run_epoch = Instant::now();
+    let run_stop = Arc::new(AtomicBool::new(false));
+    let timing = Arc::new(Mutex::new(Timing::default()));
+    let plan_template = OutgoingPlan {
+        shard: ycsb.layout.shard,
+        destination: DESTINATION,
+        destination_shard: ycsb.layout.shard,
+        switch: SWITCH,
+        source: SOURCE,
+        items_per_s: budget.items_per_s,
+        pipeline: args.pipeline,
+    };
+    let orchestrator = {
+        let control = source.control();
+        let destination_control = destination.control();
+        let (run_stop, stop, timing) = (Arc::clone(&run_stop), Arc::clone(&stop), Arc::clone(&timing));
+        let settings = Orchestration {
+            migrate_at: Duration::from_secs_f64(args.migrate_at),
+            duration: Duration::from_secs_f64(ycsb.duration),
+            tail: Duration::from_secs_f64(args.tail),
+            give_up: Duration::from_secs_f64(args.max_migration_s),
+            serve_per_s: budget.serve_per_s,
+            progress: !ycsb.quiet,
+        };
+        std::thread::Builder::new()
+            .name("orchestrator".into())
+            .spawn(move || {
+                orchestrate(
+                    settings,
+                    &control,
+                    &destination_control,
+                    plan_template,
+                    run_epoch,
+                    &run_stop,
+                    &stop,
+                    &timing,
+                )
+            })?
+    };
+    let phase = Phase::Run {
+        duration: None,
+        operations: None,
+    };
+    let mut run = client::run_phase(
+        phase, "run", &fabric, addrs, &cluster, &spec, settings, &inserts, run_epoch, &run_stop,
+    )?;
+    let orchestration = orchestrator
+        .join()
+        .map_err(|_| CommandError("the orchestrator thread panicked".into()))?;
+    let switch_snapshot = switch.snapshot();
+    let source_reports = source.stop();
+    let destination_reports = destination.stop();
+    let (switch_final, switch_port) = switch.stop();
+    drop(switch_snapshot);
+    fabric.shutdown();
+    let timing = *timing.lock().expect("timing lock poisoned");
+    if let Err(message) = &orchestration {
+        eprintln!("netmigrate: {message}");
+    }
+
+    let consistency = if ycsb.check {
+        check_history(Some(load.history), &mut run.history, run_epoch.duration_since(epoch))
+    } else {
+        Consistency::default()
+    };
+    let mut report = build_report(ycsb, &spec, Transport::Memory, &run, consistency, Some(&source_reports));
+    report.command = "experiment".into();
+    report.protocol = "netmigrate".into();
+    report.policy = Some(match args.migration_rate {
+        Some(rate) => format!("rate {rate:.0} items/s"),
+        None => args.preset.preset().name().into(),
+    });
+    let mut migration = MigrationCounters::default();
+    for r in source_reports.iter().chain(&destination_reports) {
+        migration.add(&r.migration);
+    }
+    fill_migration(&mut report, &run.recorder, run.elapsed, timing, &migration, &run.counters);
+    report.server = Some(serde_json::json!({
+        "source": report.server.take(),
+        "destination": destination_reports.iter().map(|r| serde_json::json!({
+            "partition": r.partition,
+            "requests": r.counters.requests(),
+            "entries": r.entries,
+        })).collect::<Vec<_>>(),
+        "capacity_ops_per_core": capacity,
+        "migration_items_per_s_per_core": budget.items_per_s,
+        "serve_while_migrating_per_core": budget.serve_per_s,
+        "migration": {
+            "groups": migration.outgoing.groups,
+            "groups_done": migration.outgoing.groups_done,
+            "late_writes": migration.outgoing.late_writes,
+            "dedup_entries": migration.outgoing.dedup_entries,
+            "stream_bytes": migration.outgoing.stream_bytes,
+            "stream_retransmissions": migration.outgoing.retransmissions,
+            "items_applied": migration.incoming.items_applied,
+            "items_stale": migration.incoming.items_stale,
+            "rejected": migration.incoming.rejected,
+            "forwarded_to_source": migration.forwarded,
+            "not_migrated_replies": migration.not_migrated,
+            "moved_replies": migration.moved_replies,
+        },
+        "switch": switch_final,
+        "switch_port": { "rx": switch_port.rx_packets, "tx": switch_port.tx_packets, "tx_dropped": switch_port.tx_dropped },
+    }));
+    if let Some(path) = &args.plot {
+        let figure = crate::plot::Figure {
+            title: format!(
+                "netmigrate · YCSB-{} · {}",
+                spec.name,
+                report.policy.as_deref().unwrap_or("")
+            ),
+            timeline: &report.timeline,
+            migration: timing
+                .started
+                .zip(timing.finished)
+                .map(|(s, f)| (s.as_secs_f64(), f.as_secs_f64())),
+        };
+        crate::plot::draw(path, &figure)
+            .map_err(|e| CommandError(format!("cannot draw {}: {e}", path.display())))?;
+        report.figure = Some(path.display().to_string());
+        eprintln!("figure written to {}", path.display());
+    }
+    print_summary(&run, &report);
+    print_migration(&report);
+    if let Some(path) = &ycsb.json {
+        report::write(&report, path)
+            .map_err(|e| CommandError(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("report written to {}", path.display());
+    }
+    if run.counters.failed > 0 {
+        hint_failures(&run);
+    }
+    orchestration.map_err(CommandError)?;
+    Ok(report)
+}
+
+struct Orchestration {
+    migrate_at: Duration,
+    duration: Duration,
+    tail: Duration,
+    give_up: Duration,
+    serve_per_s: Option<f64>,
+    progress: bool,
+}
+
+/// Starts the migration on time, shows its progress, and ends the run once both the
+/// duration and the migration plus its tail are over.
+#[allow(clippy::too_many_arguments)]
+fn orchestrate(
+    settings: Orchestration,
+    source: &ServerControl,
+    destination: &ServerControl,
+    template: OutgoingPlan,
+    epoch: Instant,
+    run_stop: &AtomicBool,
+    stop: &AtomicBool,
+    timing: &Mutex<Timing>,
+) -> Result<(), String> {
+    let interactive = std::io::stderr().is_terminal();
+    let mut next_print = epoch + settings.migrate_at + Duration::from_secs(1);
+    let mut result = Ok(());
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        let elapsed = epoch.elapsed();
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut t = *timing.lock().expect("timing lock poisoned");
+        if t.started.is_none() && elapsed >= settings.migrate_at {
+            let started = source.migrate_out(
+                |partition| OutgoingPlan {
+                    destination: partition_addr(template.destination, partition),
+                    ..template.clone()
+                },
+                settings.serve_per_s,
+            );
+            if let Err(e) = started {
+                result = Err(format!("cannot start the migration: {e}"));
+                break;
+            }
+            t.started = Some(elapsed);
+            eprintln!("[migration] started at {:.2} s", elapsed.as_secs_f64());
+        }
+        if let (Some(started), None) = (t.started, t.finished) {
+            let counters = source.migration_counters();
+            let o = &counters.outgoing;
+            if o.groups > 0 && o.groups_done == o.groups && counters.outgoing_active == 0 {
+                t.finished = Some(elapsed);
+                eprintln!(
+                    "[migration] finished at {:.2} s: {} keys, {} groups in {:.2} s",
+                    elapsed.as_secs_f64(),
+                    o.keys_moved,
+                    o.groups,
+                    (elapsed - started).as_secs_f64()
+                );
+            } else if elapsed - started > settings.give_up {
+                result = Err(format!(
+                    "the migration did not finish within {} s ({} of {} groups done)",
+                    settings.give_up.as_secs(),
+                    o.groups_done,
+                    o.groups
+                ));
+                break;
+            } else if settings.progress && Instant::now() >= next_print {
+                next_print += Duration::from_secs(1);
+                let applied = destination.migration_counters().incoming.items_applied;
+                let line = format!(
+                    "[migration {:>5.1}s] groups {}/{}  keys moved {}  applied {}  {:.1} MB/s",
+                    (elapsed - started).as_secs_f64(),
+                    o.groups_done,
+                    o.groups,
+                    o.keys_moved,
+                    applied,
+                    o.bytes_moved as f64 / 1e6 / (elapsed - started).as_secs_f64().max(1e-3),
+                );
+                if interactive {
+                    eprintln!("\r{line}\x1b[K");
+                } else {
+                    eprintln!("{line}");
+                }
+                let _ = std::io::stderr().flush();
+            }
+        }
+        *timing.lock().expect("timing lock poisoned") = t;
+        let over = elapsed >= settings.duration
+            && t.finished.is_some_and(|finished| elapsed >= finished + settings.tail);
+        if over {
+            break;
+        }
+    }
+    run_stop.store(true, Ordering::Relaxed);
+    result
+}
+
+/// Fills before / during / after, `migration` and `overhead`.
+fn fill_migration(
+    report: &mut report::Report,
+    recorder: &crate::measure::Recorder,
+    elapsed: Duration,
+    timing: Timing,
+    migration: &MigrationCounters,
+    client: &client::Counters,
+) {
+    let Some(started) = timing.started else {
+        return;
+    };
+    let finished = timing.finished.unwrap_or(elapsed);
+    let window = |from: Duration, to: Duration| {
+        let (ops, histogram) = recorder.window(from, to);
+        let seconds = to.saturating_sub(from).as_secs_f64();
+        ((seconds > 0.0).then(|| ops as f64 / seconds), Percentiles::of(&histogram))
+    };
+    // Whole slots only: the slot the migration starts in counts as "during".
+    let slot = crate::measure::SLOT;
+    let start_slot = slot * (started.as_nanos() / slot.as_nanos()) as u32;
+    let end_slot = slot * (finished.as_nanos() / slot.as_nanos()) as u32 + slot;
+    let (before_ops, before_lat) = window(slot, start_slot); // Skip the warm-up slot.
+    let (during_ops, during_lat) = window(start_slot, end_slot);
+    let (after_ops, after_lat) = window(end_slot, elapsed);
+    report.throughput_ops.before = before_ops;
+    report.throughput_ops.during = during_ops;
+    report.throughput_ops.after = after_ops;
+    report.latency_us.before = before_ops.map(|_| before_lat);
+    report.latency_us.during = during_ops.map(|_| during_lat);
+    report.latency_us.after = after_ops.map(|_| after_lat);
+    let duration = finished.saturating_sub(started).as_secs_f64();
+    let o = &migration.outgoing;
+    let downtime = recorder.longest_idle(started, finished);
+    report.migration = Some(serde_json::json!({
+        "started_at_s": started.as_secs_f64(),
+        "finished_at_s": timing.finished.map(|f| f.as_secs_f64()),
+        "duration_s": duration,
+        "keys_moved": o.keys_moved,
+        "bytes_moved": o.bytes_moved,
+        "groups": o.groups,
+        "rate_mb_s": if duration > 0.0 { o.bytes_moved as f64 / 1e6 / duration } else { 0.0 },
+        "downtime_ms": downtime.as_secs_f64() * 1e3,
+        "downtime_resolution_ms": crate::measure::TICK.as_secs_f64() * 1e3,
+    }));
+    let client_extra = if client.bytes > 0 {
+        100.0 * client.extra_bytes as f64 / client.bytes as f64
+    } else {
+        0.0
+    };
+    let server_extra = if client.bytes > 0 {
+        100.0 * o.stream_bytes.saturating_sub(o.bytes_moved) as f64 / client.bytes as f64
+    } else {
+        0.0
+    };
+    report.overhead = Some(serde_json::json!({
+        "client_extra_bytes_pct": client_extra,
+        "server_extra_bytes_pct": server_extra,
+        "double_reads": client.double_reads,
+        "priority_pulls": 0,
+        "redirects": client.redirected,
+        "forwarded_by_destination": migration.forwarded,
+        "moved_replies": client.moved,
+        "retry_later": client.retry_later,
+    }));
+}
+
+fn print_migration(report: &report::Report) {
+    let t = &report.throughput_ops;
+    let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    let p = |v: &Option<Percentiles>| {
+        v.as_ref()
+            .map_or("-".into(), |l| format!("p50 {:.1} p99 {:.1}", l.p50, l.p99))
+    };
+    eprintln!(
+        "throughput (ops/s): before {}  during {}  after {}",
+        fmt(t.before),
+        fmt(t.during),
+        fmt(t.after)
+    );
+    let l = &report.latency_us;
+    eprintln!(
+        "latency (us): before {}  during {}  after {}",
+        p(&l.before),
+        p(&l.during),
+        p(&l.after)
+    );
+    if let Some(m) = &report.migration {
+        eprintln!("migration: {m}");
+    }
+    if let Some(o) = &report.overhead {
+        eprintln!("overhead: {o}");
+    }
+    let _ = micros;
+}

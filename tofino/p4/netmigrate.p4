@@ -1,0 +1,633 @@
+/* netmigrate switch pipeline for Tofino (TNA), implementing docs/switch.md.
+ *
+ * Ingress, per packet:
+ *   ARP request          -> answered from nm_arp (hosts and the switch's own address)
+ *   request (op 1..6)    -> nm_pair on (ipv4.dst, shard); hit: group id, four CRC-32
+ *                           indices, read 4 BF + 4 CBF cells, nm_decide picks S1/S2/S3;
+ *                           miss: S4, forwarded by IPv4
+ *   GROUP_START/COMPLETE -> nm_pair on (body src_ip, shard); nm_expected_seq applies it at
+ *                           most once; the filters are updated; the packet is turned around
+ *   INIT/TERMINATE       -> digest to the controller (tofino/controller), packet dropped
+ *   anything else        -> ipv4_route
+ * Egress rewrites the double-read copy (ingress-to-egress mirror, one session per slot).
+ *
+ * UDP checksum: every packet whose netmigrate header the switch changes leaves with UDP
+ * checksum 0 ("no checksum", RFC 768, accepted by Linux and by our DPDK path, which checks
+ * IPv4 header checksums only). The IPv4 header checksum is recomputed in the deparsers.
+ */
+
+#include <core.p4>
+#if __TARGET_TOFINO__ == 3
+#include <t3na.p4>
+#elif __TARGET_TOFINO__ == 2
+#include <t2na.p4>
+#else
+#include <tna.p4>
+#endif
+
+#include "defines.p4"
+#include "headers.p4"
+#include "parsers.p4"
+
+/* Metadata the parser writes on some paths only (kind, pair key, group) must read
+ * as 0 on the others. */
+@pa_auto_init_metadata
+
+/* Filter cell of slot s: s * CELLS + (h & (CELLS - 1)), i.e. the slot above the low bits. */
+#define NM_BF_INDEX(h)   (ig_md.slot ++ (h)[BF_CELLS_LOG2 - 1:0])
+#define NM_CBF_INDEX(h)  (ig_md.slot ++ (h)[CBF_CELLS_LOG2 - 1:0])
+#define NM_SEQ_INDEX     (ig_md.slot ++ hdr.nm_group.partition[NM_PARTITION_BITS - 1:0])
+
+/* One Bloom filter array: 1-bit cells "group done". */
+#define NM_BLOOM(i)                                                                        \
+    Register<bit<1>, nm_bf_index_t>(NM_BF_SIZE, 0) nm_bloom_##i;                           \
+    RegisterAction<bit<1>, nm_bf_index_t, bit<1>>(nm_bloom_##i) nm_bloom_##i##_read = {    \
+        void apply(inout bit<1> value, out bit<1> rv) {                                    \
+            rv = value;                                                                    \
+        }                                                                                  \
+    };                                                                                     \
+    RegisterAction<bit<1>, nm_bf_index_t, bit<1>>(nm_bloom_##i) nm_bloom_##i##_set = {     \
+        void apply(inout bit<1> value) {                                                   \
+            value = 1;                                                                     \
+        }                                                                                  \
+    };
+
+/* One counting Bloom filter array: 8-bit counters "group in flight". The increment
+ * saturates at 255 and the decrement stops at 0, so a lost or duplicated message can
+ * never wrap a counter (the artifact's signed counters went negative, bug 18). */
+#define NM_COUNTING_BLOOM(i)                                                                          \
+    Register<bit<8>, nm_cbf_index_t>(NM_CBF_SIZE, 0) nm_counting_bloom_##i;                           \
+    RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_read = { \
+        void apply(inout bit<8> value, out bit<1> rv) {                                               \
+            if (value != 0) {                                                                         \
+                rv = 1;                                                                               \
+            } else {                                                                                  \
+                rv = 0;                                                                               \
+            }                                                                                         \
+        }                                                                                             \
+    };                                                                                                \
+    RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_inc = { \
+        void apply(inout bit<8> value) {                                                              \
+            if (value != 255) {                                                                       \
+                value = value + 1;                                                                    \
+            }                                                                                         \
+        }                                                                                             \
+    };                                                                                                \
+    RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_dec = { \
+        void apply(inout bit<8> value) {                                                              \
+            if (value != 0) {                                                                         \
+                value = value - 1;                                                                    \
+            }                                                                                         \
+        }                                                                                             \
+    };
+
+/* group >> n needs a constant n on Tofino: one action per shift amount. */
+#define NM_GROUP_SHIFT(n)                                                                  \
+    action group_shift_##n() {                                                             \
+        ig_md.group = ig_md.group >> n;                                                    \
+    }
+
+control NmIngress(
+        inout headers_t hdr,
+        inout ingress_metadata_t ig_md,
+        in ingress_intrinsic_metadata_t ig_intr_md,
+        in ingress_intrinsic_metadata_from_parser_t ig_prsr_md,
+        inout ingress_intrinsic_metadata_for_deparser_t ig_dprsr_md,
+        inout ingress_intrinsic_metadata_for_tm_t ig_tm_md) {
+
+    /* Packets (and bytes) per decision, indexed by NM_CTR_* (defines.p4). */
+    Counter<bit<32>, nm_ctr_index_t>(NM_CTR_SIZE, CounterType_t.PACKETS_AND_BYTES) nm_decisions;
+
+    action drop() {
+        ig_dprsr_md.drop_ctl = 1;
+    }
+
+    /* ------------------------------------------------------------ IPv4 routing */
+
+    action forward(PortId_t port, mac_addr_t dst_mac) {
+        ig_tm_md.ucast_egress_port = port;
+        hdr.ethernet.dst_addr = dst_mac;
+    }
+
+    table ipv4_route {
+        key = { hdr.ipv4.dst_addr : lpm; }
+        actions = { forward; drop; }
+        // Unknown destinations are dropped (the artifact's default was a no-op
+        // that left the egress port unset, bug 15).
+        const default_action = drop();
+        size = IPV4_ROUTE_SIZE;
+    }
+
+    /* ------------------------------------------------------------ ARP */
+
+    // Answer "who has tpa" for every host of the ports file and for the switch's own
+    // address, so hosts need no static neighbour entries and no L2 flooding is needed.
+    action arp_reply(mac_addr_t mac) {
+        ipv4_addr_t target = hdr.arp.tpa;
+        hdr.arp.oper = ARP_OPER_REPLY;
+        hdr.arp.tha = hdr.arp.sha;
+        hdr.arp.tpa = hdr.arp.spa;
+        hdr.arp.sha = mac;
+        hdr.arp.spa = target;
+        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+        hdr.ethernet.src_addr = mac;
+        ig_tm_md.ucast_egress_port = ig_intr_md.ingress_port;
+    }
+
+    table nm_arp {
+        key = { hdr.arp.tpa : exact; }
+        actions = { arp_reply; drop; }
+        const default_action = drop();
+        size = NM_HOSTS_SIZE;
+    }
+
+    /* ------------------------------------------------------------ switch address */
+
+    action to_switch() {
+        ig_md.to_switch = 1;
+    }
+
+    // Control messages count only when sent to the switch's own address.
+    table nm_switch_addr {
+        key = { hdr.ipv4.dst_addr : exact; }
+        actions = { to_switch; NoAction; }
+        const default_action = NoAction();
+        size = 4;
+    }
+
+    /* ------------------------------------------------------------ migration pairs */
+
+    action set_pair(nm_slot_t slot, ipv4_addr_t dst_ip, bit<16> dst_shard,
+                    bit<8> size_exp, bit<8> remain_exp) {
+        ig_md.pair_hit = 1;
+        ig_md.slot = slot;
+        ig_md.dst_ip = dst_ip;
+        ig_md.dst_shard = dst_shard;
+        ig_md.size_exp = size_exp;
+        ig_md.remain_exp = remain_exp;
+        ig_md.mirror_session = (MirrorId_t)slot + NM_MIRROR_SESSION_BASE;
+    }
+
+    // Keyed by the source's (address, shard). The parser fills the key: ipv4.dst and
+    // hdr.shard for a request, body src_ip and hdr.shard for a group message, so one
+    // lookup serves both and they index the same filter cells.
+    table nm_pair {
+        key = {
+            ig_md.pair_ip    : exact @name("ipv4_dst");
+            ig_md.pair_shard : exact @name("shard");
+        }
+        actions = { set_pair; NoAction; }
+        const default_action = NoAction();
+        size = MAX_PAIRS;
+    }
+
+    /* ------------------------------------------------------------ group id */
+
+    // group = ((key_hash & 0xFFFFFFFF) & (2^size_exp - 1)) >> remain_exp, in two tables
+    // like the artifact: Tofino has no variable-width mask or shift.
+    action group_mask(bit<32> mask) {
+        ig_md.group = hdr.nm.key_hash_lo & mask;
+    }
+
+    table nm_group_mask {
+        key = { ig_md.size_exp : exact; }
+        actions = { group_mask; NoAction; }
+        // size_exp 1..32 only; the controller refuses a pair with any other value.
+        const default_action = NoAction();
+        size = 32;
+        const entries = {
+             1 : group_mask(32w0x00000001);
+             2 : group_mask(32w0x00000003);
+             3 : group_mask(32w0x00000007);
+             4 : group_mask(32w0x0000000F);
+             5 : group_mask(32w0x0000001F);
+             6 : group_mask(32w0x0000003F);
+             7 : group_mask(32w0x0000007F);
+             8 : group_mask(32w0x000000FF);
+             9 : group_mask(32w0x000001FF);
+            10 : group_mask(32w0x000003FF);
+            11 : group_mask(32w0x000007FF);
+            12 : group_mask(32w0x00000FFF);
+            13 : group_mask(32w0x00001FFF);
+            14 : group_mask(32w0x00003FFF);
+            15 : group_mask(32w0x00007FFF);
+            16 : group_mask(32w0x0000FFFF);
+            17 : group_mask(32w0x0001FFFF);
+            18 : group_mask(32w0x0003FFFF);
+            19 : group_mask(32w0x0007FFFF);
+            20 : group_mask(32w0x000FFFFF);
+            21 : group_mask(32w0x001FFFFF);
+            22 : group_mask(32w0x003FFFFF);
+            23 : group_mask(32w0x007FFFFF);
+            24 : group_mask(32w0x00FFFFFF);
+            25 : group_mask(32w0x01FFFFFF);
+            26 : group_mask(32w0x03FFFFFF);
+            27 : group_mask(32w0x07FFFFFF);
+            28 : group_mask(32w0x0FFFFFFF);
+            29 : group_mask(32w0x1FFFFFFF);
+            30 : group_mask(32w0x3FFFFFFF);
+            31 : group_mask(32w0x7FFFFFFF);
+            32 : group_mask(32w0xFFFFFFFF);
+        }
+    }
+
+    NM_GROUP_SHIFT(1)  NM_GROUP_SHIFT(2)  NM_GROUP_SHIFT(3)  NM_GROUP_SHIFT(4)
+    NM_GROUP_SHIFT(5)  NM_GROUP_SHIFT(6)  NM_GROUP_SHIFT(7)  NM_GROUP_SHIFT(8)
+    NM_GROUP_SHIFT(9)  NM_GROUP_SHIFT(10) NM_GROUP_SHIFT(11) NM_GROUP_SHIFT(12)
+    NM_GROUP_SHIFT(13) NM_GROUP_SHIFT(14) NM_GROUP_SHIFT(15) NM_GROUP_SHIFT(16)
+    NM_GROUP_SHIFT(17) NM_GROUP_SHIFT(18) NM_GROUP_SHIFT(19) NM_GROUP_SHIFT(20)
+    NM_GROUP_SHIFT(21) NM_GROUP_SHIFT(22) NM_GROUP_SHIFT(23) NM_GROUP_SHIFT(24)
+    NM_GROUP_SHIFT(25) NM_GROUP_SHIFT(26) NM_GROUP_SHIFT(27) NM_GROUP_SHIFT(28)
+    NM_GROUP_SHIFT(29) NM_GROUP_SHIFT(30) NM_GROUP_SHIFT(31)
+
+    table nm_group_shift {
+        key = { ig_md.remain_exp : exact; }
+        actions = {
+            group_shift_1;  group_shift_2;  group_shift_3;  group_shift_4;
+            group_shift_5;  group_shift_6;  group_shift_7;  group_shift_8;
+            group_shift_9;  group_shift_10; group_shift_11; group_shift_12;
+            group_shift_13; group_shift_14; group_shift_15; group_shift_16;
+            group_shift_17; group_shift_18; group_shift_19; group_shift_20;
+            group_shift_21; group_shift_22; group_shift_23; group_shift_24;
+            group_shift_25; group_shift_26; group_shift_27; group_shift_28;
+            group_shift_29; group_shift_30; group_shift_31;
+            NoAction;
+        }
+        // remain_exp 0: no shift.
+        const default_action = NoAction();
+        size = 32;
+        const entries = {
+             1 : group_shift_1();
+             2 : group_shift_2();
+             3 : group_shift_3();
+             4 : group_shift_4();
+             5 : group_shift_5();
+             6 : group_shift_6();
+             7 : group_shift_7();
+             8 : group_shift_8();
+             9 : group_shift_9();
+            10 : group_shift_10();
+            11 : group_shift_11();
+            12 : group_shift_12();
+            13 : group_shift_13();
+            14 : group_shift_14();
+            15 : group_shift_15();
+            16 : group_shift_16();
+            17 : group_shift_17();
+            18 : group_shift_18();
+            19 : group_shift_19();
+            20 : group_shift_20();
+            21 : group_shift_21();
+            22 : group_shift_22();
+            23 : group_shift_23();
+            24 : group_shift_24();
+            25 : group_shift_25();
+            26 : group_shift_26();
+            27 : group_shift_27();
+            28 : group_shift_28();
+            29 : group_shift_29();
+            30 : group_shift_30();
+            31 : group_shift_31();
+        }
+    }
+
+    /* ------------------------------------------------------------ filter indices */
+
+    // The four CRC-32 configurations of docs/switch.md, over
+    // dst_ip (4 bytes) || dst_shard (2 bytes) || group (4 bytes), big-endian, in
+    // field-list order. CRCPolynomial(coeff, reversed, msb, extended, init, xor):
+    // reversed = reflected input and output (as in Intel's tna_custom_hash example,
+    // whose reversed CRC-32 matches Python's zlib.crc32).
+    CRCPolynomial<bit<32>>(32w0x1EDC6F41, true,  false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_iscsi;
+    CRCPolynomial<bit<32>>(32w0x04C11DB7, true,  false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_iso_hdlc;
+    CRCPolynomial<bit<32>>(32w0x04C11DB7, false, false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_bzip2;
+    CRCPolynomial<bit<32>>(32w0x04C11DB7, false, false, false, 32w0xFFFFFFFF, 32w0x00000000) crc32_mpeg2;
+    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_iscsi)    nm_hash_1;
+    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_iso_hdlc) nm_hash_2;
+    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_bzip2)    nm_hash_3;
+    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_mpeg2)    nm_hash_4;
+
+    action compute_indices() {
+        ig_md.h1 = nm_hash_1.get({ig_md.dst_ip, ig_md.dst_shard, ig_md.group});
+        ig_md.h2 = nm_hash_2.get({ig_md.dst_ip, ig_md.dst_shard, ig_md.group});
+        ig_md.h3 = nm_hash_3.get({ig_md.dst_ip, ig_md.dst_shard, ig_md.group});
+        ig_md.h4 = nm_hash_4.get({ig_md.dst_ip, ig_md.dst_shard, ig_md.group});
+    }
+
+    /* ------------------------------------------------------------ filters */
+
+    NM_BLOOM(1)
+    NM_BLOOM(2)
+    NM_BLOOM(3)
+    NM_BLOOM(4)
+    NM_COUNTING_BLOOM(1)
+    NM_COUNTING_BLOOM(2)
+    NM_COUNTING_BLOOM(3)
+    NM_COUNTING_BLOOM(4)
+
+    /* ------------------------------------------------------------ control sequence */
+
+    // Next sequence number to apply per (slot, partition); 0 = partition not joined
+    // (the controller writes 1 when it acknowledges SWITCH_INIT). Applies a message
+    // only if its seq is the expected one, then expects the next; returns the value
+    // before the message, from which "applied" (old == seq) and the last applied
+    // sequence number (old - 1) both follow.
+    Register<bit<32>, nm_seq_index_t>(NM_SEQ_SIZE, 0) nm_expected_seq;
+    RegisterAction<bit<32>, nm_seq_index_t, bit<32>>(nm_expected_seq) nm_expected_seq_apply = {
+        void apply(inout bit<32> value, out bit<32> rv) {
+            rv = value;
+            if (value != 0 && value == ig_md.ctl_seq) {
+                value = value + 1;
+            }
+        }
+    };
+
+    /* ------------------------------------------------------------ decisions */
+
+    action to_source() {
+        ig_md.ctr = NM_CTR_TO_SOURCE;
+    }
+
+    // Redirect: the destination answers the client directly (ports and source address
+    // are kept; servers of a pair listen on the same UDP ports).
+    action redirect() {
+        hdr.ipv4.dst_addr = ig_md.dst_ip;
+        hdr.nm.shard = ig_md.dst_shard;
+        hdr.nm.flags = hdr.nm.flags | NM_FLAG_REDIRECTED;
+        hdr.udp.checksum = 0;
+        ig_md.ipv4_csum_update = 1;
+        ig_md.ctr = NM_CTR_REDIRECTS;
+    }
+
+    // Double read: the original goes to the source, a mirror copy to the destination
+    // (rewritten in egress). Both copies carry DOUBLE_READ.
+    action double_read() {
+        hdr.nm.flags = hdr.nm.flags | NM_FLAG_DOUBLE_READ;
+        hdr.udp.checksum = 0;
+        ig_dprsr_md.mirror_type = NM_MIRROR_TYPE_I2E;
+        ig_md.mirror_pkt_type = NM_PKT_TYPE_MIRROR;
+        ig_md.ctr = NM_CTR_DOUBLE_READS;
+    }
+
+    // docs/switch.md "Decision": in_flight = all four counters non-zero (S2),
+    // done = all four bits set (S3); neither: S1, unchanged to the source.
+    // Ternary entries match in the order written.
+    table nm_decide {
+        key = {
+            ig_md.kind : ternary;
+            ig_md.cbf1 : ternary;
+            ig_md.cbf2 : ternary;
+            ig_md.cbf3 : ternary;
+            ig_md.cbf4 : ternary;
+            ig_md.bf1  : ternary;
+            ig_md.bf2  : ternary;
+            ig_md.bf3  : ternary;
+            ig_md.bf4  : ternary;
+        }
+        actions = { double_read; redirect; to_source; }
+        const default_action = to_source();
+        size = 4;
+        const entries = {
+            (NM_KIND_READ,  1, 1, 1, 1, _, _, _, _) : double_read();
+            (NM_KIND_WRITE, 1, 1, 1, 1, _, _, _, _) : redirect();
+            (_,             _, _, _, _, 1, 1, 1, 1) : redirect();
+        }
+    }
+
+    /* ------------------------------------------------------------ control replies */
+
+    // Turn a group message around: back to its sender from the switch's address and
+    // port, op | 0x80, empty body. The lengths are constants because the message
+    // length was checked to be exact.
+    action control_reply(bit<8> status) {
+        ipv4_addr_t ip = hdr.ipv4.src_addr;
+        hdr.ipv4.src_addr = hdr.ipv4.dst_addr;
+        hdr.ipv4.dst_addr = ip;
+        bit<16> port = hdr.udp.src_port;
+        hdr.udp.src_port = hdr.udp.dst_port;
+        hdr.udp.dst_port = port;
+        // The switch's MAC (the request's destination) becomes the source; ipv4_route
+        // sets the destination MAC.
+        hdr.ethernet.src_addr = hdr.ethernet.dst_addr;
+        hdr.nm.op = hdr.nm.op | NM_OP_REPLY_BIT;
+        hdr.nm.flags = 0;
+        hdr.nm.status = status;
+        hdr.nm_group.setInvalid();
+        hdr.ipv4.total_len = NM_IPV4_LEN_REPLY;
+        hdr.udp.len = NM_UDP_LEN_REPLY;
+        hdr.udp.checksum = 0;
+        ig_md.ipv4_csum_update = 1;
+    }
+
+    // Duplicate or gap: answer with the last sequence number applied.
+    action reply_last_applied() {
+        hdr.nm.seq_hi = 0;
+        hdr.nm.seq_lo = ig_md.seq_old - 1;
+    }
+
+    action send_digest(bit<3> digest_type) {
+        ig_dprsr_md.digest_type = digest_type;
+        ig_md.ctr = NM_CTR_CONTROL_DIGESTS;
+    }
+
+    /* ------------------------------------------------------------ pipeline */
+
+    apply {
+        // Every packet to egress carries the bridged header: egress tells a mirror
+        // copy from a normal packet by its first byte.
+        hdr.bridged.setValid();
+        hdr.bridged.pkt_type = NM_PKT_TYPE_NORMAL;
+        ig_md.ctr = NM_CTR_FORWARDED;
+        ig_md.filter_op = NM_FOP_NONE;
+        ig_md.consumed = 0;
+        ig_md.ipv4_csum_update = 0;
+
+        if (hdr.arp.isValid()) {
+            ig_md.consumed = 1;
+            ig_md.ctr = NM_CTR_ARP;
+            if (hdr.arp.htype == ARP_HTYPE_ETHERNET && hdr.arp.ptype == ETHERTYPE_IPV4 &&
+                    hdr.arp.oper == ARP_OPER_REQUEST) {
+                nm_arp.apply();
+            } else {
+                drop();
+            }
+        } else if (ig_prsr_md.parser_err != 0) {
+            // E.g. a datagram that starts like netmigrate but is shorter than its header.
+            // Routed unchanged (if its IPv4 header was parsed): the server drops it.
+            ig_md.ctr = NM_CTR_MALFORMED;
+        } else if (hdr.nm.isValid()) {
+            // Independent lookups, so they can share the first stage.
+            nm_switch_addr.apply();
+            if (ig_md.kind != NM_KIND_NONE) {
+                nm_pair.apply();
+            }
+            // Control sequence numbers are u64 on the wire and u32 in nm_expected_seq;
+            // one that does not fit can never be the expected one.
+            if (hdr.nm.seq_hi == 0) {
+                ig_md.ctl_seq = hdr.nm.seq_lo;
+                ig_md.seq_big = 0;
+            } else {
+                ig_md.ctl_seq = 0;
+                ig_md.seq_big = 1;
+            }
+
+            if (ig_md.kind == NM_KIND_READ || ig_md.kind == NM_KIND_WRITE) {
+                if (hdr.udp.len < NM_UDP_LEN_MIN_REQUEST) {
+                    ig_md.ctr = NM_CTR_MALFORMED;
+                } else if (ig_md.pair_hit == 1) {
+                    nm_group_mask.apply();
+                    nm_group_shift.apply();
+                    ig_md.filter_op = NM_FOP_READ;
+                }
+                // else S4: no pair, forwarded by IPv4.
+            } else if (ig_md.kind != NM_KIND_NONE && ig_md.to_switch == 1) {
+                if (ig_md.kind == NM_KIND_INIT) {
+                    // Table and register-range writes are control-plane work.
+                    ig_md.consumed = 1;
+                    drop();
+                    if (hdr.udp.len == NM_UDP_LEN_INIT) {
+                        send_digest(NM_DIGEST_INIT);
+                    } else {
+                        ig_md.ctr = NM_CTR_MALFORMED;
+                    }
+                } else if (ig_md.kind == NM_KIND_TERMINATE) {
+                    ig_md.consumed = 1;
+                    drop();
+                    if (hdr.udp.len == NM_UDP_LEN_TERMINATE && hdr.nm_terminate.reserved == 0) {
+                        send_digest(NM_DIGEST_TERMINATE);
+                    } else {
+                        ig_md.ctr = NM_CTR_MALFORMED;
+                    }
+                } else if (hdr.udp.len != NM_UDP_LEN_GROUP || hdr.nm_group.reserved != 0 ||
+                           hdr.nm_group.partition[15:NM_PARTITION_BITS] != 0) {
+                    ig_md.consumed = 1;
+                    ig_md.ctr = NM_CTR_MALFORMED;
+                    drop();
+                } else if (ig_md.pair_hit == 0) {
+                    // No such pair (never installed, or already removed).
+                    control_reply(NM_STATUS_ERROR);
+                    ig_md.ctr = NM_CTR_CONTROL_NO_PAIR;
+                } else {
+                    ig_md.seq_old = nm_expected_seq_apply.execute(NM_SEQ_INDEX);
+                    ig_md.seq_diff = ig_md.ctl_seq - ig_md.seq_old;
+                    if (ig_md.seq_old == 0) {
+                        // The partition has not joined (no acknowledged SWITCH_INIT).
+                        control_reply(NM_STATUS_ERROR);
+                        ig_md.ctr = NM_CTR_CONTROL_GAPS;
+                    } else if (ig_md.seq_diff == 0) {
+                        // Applied exactly once: update the filters below.
+                        if (ig_md.kind == NM_KIND_GROUP_START) {
+                            ig_md.filter_op = NM_FOP_START;
+                        } else {
+                            ig_md.filter_op = NM_FOP_COMPLETE;
+                        }
+                        control_reply(NM_STATUS_OK);
+                        ig_md.ctr = NM_CTR_CONTROL_APPLIED;
+                    } else {
+                        // Retransmission (seq < expected) or gap (seq > expected): not
+                        // applied, re-acknowledged with the last applied seq.
+                        control_reply(NM_STATUS_OK);
+                        reply_last_applied();
+                        if (ig_md.seq_big == 0 && ig_md.seq_diff[31:31] == 1) {
+                            ig_md.ctr = NM_CTR_CONTROL_DUPLICATES;
+                        } else {
+                            ig_md.ctr = NM_CTR_CONTROL_GAPS;
+                        }
+                    }
+                }
+            }
+        }
+
+        // The filters: each array is touched at most once per packet.
+        if (ig_md.filter_op != NM_FOP_NONE) {
+            compute_indices();
+            if (ig_md.filter_op == NM_FOP_READ) {
+                ig_md.cbf1 = nm_counting_bloom_1_read.execute(NM_CBF_INDEX(ig_md.h1));
+                ig_md.cbf2 = nm_counting_bloom_2_read.execute(NM_CBF_INDEX(ig_md.h2));
+                ig_md.cbf3 = nm_counting_bloom_3_read.execute(NM_CBF_INDEX(ig_md.h3));
+                ig_md.cbf4 = nm_counting_bloom_4_read.execute(NM_CBF_INDEX(ig_md.h4));
+                ig_md.bf1 = nm_bloom_1_read.execute(NM_BF_INDEX(ig_md.h1));
+                ig_md.bf2 = nm_bloom_2_read.execute(NM_BF_INDEX(ig_md.h2));
+                ig_md.bf3 = nm_bloom_3_read.execute(NM_BF_INDEX(ig_md.h3));
+                ig_md.bf4 = nm_bloom_4_read.execute(NM_BF_INDEX(ig_md.h4));
+                nm_decide.apply();
+            } else if (ig_md.filter_op == NM_FOP_START) {
+                nm_counting_bloom_1_inc.execute(NM_CBF_INDEX(ig_md.h1));
+                nm_counting_bloom_2_inc.execute(NM_CBF_INDEX(ig_md.h2));
+                nm_counting_bloom_3_inc.execute(NM_CBF_INDEX(ig_md.h3));
+                nm_counting_bloom_4_inc.execute(NM_CBF_INDEX(ig_md.h4));
+            } else {
+                nm_counting_bloom_1_dec.execute(NM_CBF_INDEX(ig_md.h1));
+                nm_counting_bloom_2_dec.execute(NM_CBF_INDEX(ig_md.h2));
+                nm_counting_bloom_3_dec.execute(NM_CBF_INDEX(ig_md.h3));
+                nm_counting_bloom_4_dec.execute(NM_CBF_INDEX(ig_md.h4));
+                nm_bloom_1_set.execute(NM_BF_INDEX(ig_md.h1));
+                nm_bloom_2_set.execute(NM_BF_INDEX(ig_md.h2));
+                nm_bloom_3_set.execute(NM_BF_INDEX(ig_md.h3));
+                nm_bloom_4_set.execute(NM_BF_INDEX(ig_md.h4));
+            }
+        }
+
+        // Requests (possibly redirected), control replies and everything else.
+        if (ig_md.consumed == 0 && hdr.ipv4.isValid()) {
+            ipv4_route.apply();
+        }
+
+        nm_decisions.count(ig_md.ctr);
+    }
+}
+
+control NmEgress(
+        inout headers_t hdr,
+        inout egress_metadata_t eg_md,
+        in egress_intrinsic_metadata_t eg_intr_md,
+        in egress_intrinsic_metadata_from_parser_t eg_prsr_md,
+        inout egress_intrinsic_metadata_for_deparser_t eg_dprsr_md,
+        inout egress_intrinsic_metadata_for_output_port_t eg_oport_md) {
+
+    action set_dst_mac(mac_addr_t dst_mac) {
+        hdr.ethernet.dst_addr = dst_mac;
+    }
+
+    // The copy's next hop: the mirror session chose the port, this the MAC.
+    table nm_neighbor {
+        key = { hdr.mirror.dst_ip : exact @name("ipv4_dst"); }
+        actions = { set_dst_mac; NoAction; }
+        const default_action = NoAction();
+        size = NM_HOSTS_SIZE;
+    }
+
+    // The double-read copy becomes a redirect to the pair's destination. All its
+    // fields are set here, so the copy is right whether the mirror engine took the
+    // packet before or after the ingress rewrite.
+    action redirect_copy() {
+        hdr.ipv4.dst_addr = hdr.mirror.dst_ip;
+        hdr.nm.shard = hdr.mirror.dst_shard;
+        hdr.nm.flags = hdr.nm.flags | (NM_FLAG_DOUBLE_READ | NM_FLAG_REDIRECTED);
+        hdr.udp.checksum = 0;
+        eg_md.ipv4_csum_update = 1;
+    }
+
+    apply {
+        eg_md.ipv4_csum_update = 0;
+        if (hdr.mirror.isValid()) {
+            if (hdr.nm.isValid()) {
+                redirect_copy();
+                nm_neighbor.apply();
+            } else {
+                eg_dprsr_md.drop_ctl = 1;
+            }
+            hdr.mirror.setInvalid();
+        }
+        hdr.bridged.setInvalid();
+    }
+}
+
+Pipeline(NmIngressParser(),
+         NmIngress(),
+         NmIngressDeparser(),
+         NmEgressParser(),
+         NmEgress(),
+         NmEgressDeparser()) pipe;
+
+Switch(pipe) main;
