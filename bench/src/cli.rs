@@ -100,7 +100,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value_t = 150_000.0)]
     pub capacity: f64,
     /// Groups each source core hands over at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub pipeline: usize,
     /// Switch Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
     #[arg(long)]

@@ -108,8 +108,11 @@ enum Stage {
 
 /// Room for the items of one data batch (the rest of the frame is header and batch header).
 const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
-/// Destination stream window (messages).
+/// Destination stream window (messages). Data is pushed only while the stream holds less
+/// than this, so a late write queues behind at most a window of data.
 const STREAM_WINDOW: usize = 64;
+/// Groups frozen but not yet fully pushed into the stream.
+const UNSHIPPED_GROUPS: usize = 2;
 
 pub struct Outgoing {
     plan: OutgoingPlan,
@@ -326,8 +329,13 @@ impl Outgoing {
     }
 
     fn advance_groups(&mut self, now: Instant, table: &Partition) {
-        // Start new groups while the pipeline has room.
-        while self.active.len() < self.plan.pipeline.max(1) && self.next_group < self.groups.end
+        // Start new groups while the pipeline has room, but freeze a group only when its
+        // data is about to ship: a frozen group's writes wait for the destination to learn
+        // the group, which sits behind the data shipped before it.
+        let unshipped = |a: &Active| matches!(a.step, Step::SwitchStart(_) | Step::Shipping);
+        while self.active.len() < self.plan.pipeline.max(1)
+            && self.active.iter().filter(|a| unshipped(a)).count() < UNSHIPPED_GROUPS
+            && self.next_group < self.groups.end
         {
             let group = self.next_group;
             self.next_group += 1;
@@ -439,7 +447,9 @@ impl Outgoing {
     fn ship(&mut self, index: usize, now: Instant) -> bool {
         let group = self.active[index].group;
         while let Some((count, _, _)) = self.active[index].batches.front() {
-            if self.budget.available(now) < u64::from(*count).min(64) {
+            if self.budget.available(now) < u64::from(*count).min(64)
+                || self.to_destination.pending() >= STREAM_WINDOW
+            {
                 return false;
             }
             let (count, bytes, items) = self.active[index].batches.pop_front().expect("front");

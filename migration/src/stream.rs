@@ -9,13 +9,18 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-/// First retransmission timeout; doubles while nothing is acknowledged.
+/// Retransmission timeout before the first round-trip sample; afterwards it follows the
+/// measured round trip (RFC 6298), which grows with the peer's queue.
 pub const RTO: Duration = Duration::from_millis(2);
-const MAX_RTO: Duration = Duration::from_millis(64);
+const MIN_RTO: Duration = Duration::from_millis(1);
+const MAX_RTO: Duration = Duration::from_millis(200);
 
 struct Outstanding {
     seq: u64,
     datagram: Vec<u8>,
+    sent_at: Option<Instant>,
+    /// Karn's rule: a retransmitted message gives no round-trip sample.
+    retransmitted: bool,
 }
 
 /// The sending end: queues messages, keeps up to `window` unacknowledged, retransmits them
@@ -29,6 +34,9 @@ pub struct StreamSender {
     /// When the oldest in-flight message was last (re)sent.
     timer_from: Option<Instant>,
     rto: Duration,
+    /// Smoothed round trip and its variation, once sampled.
+    srtt: Option<Duration>,
+    rttvar: Duration,
     last_acked: Option<u64>,
     pub retransmissions: u64,
     pub bytes_sent: u64,
@@ -44,6 +52,8 @@ impl StreamSender {
             in_flight: VecDeque::new(),
             timer_from: None,
             rto: RTO,
+            srtt: None,
+            rttvar: Duration::ZERO,
             last_acked: None,
             retransmissions: 0,
             bytes_sent: 0,
@@ -78,7 +88,12 @@ impl StreamSender {
         let len = wire::emit_with(&header, &mut datagram, body)
             .expect("migration messages are built to fit one frame");
         datagram.truncate(len);
-        self.queued.push_back(Outstanding { seq, datagram });
+        self.queued.push_back(Outstanding {
+            seq,
+            datagram,
+            sent_at: None,
+            retransmitted: false,
+        });
         seq
     }
 
@@ -89,13 +104,42 @@ impl StreamSender {
         }
         self.last_acked = Some(seq);
         let before = self.in_flight.len();
+        let mut sample = None;
         while self.in_flight.front().is_some_and(|m| m.seq <= seq) {
-            self.in_flight.pop_front();
+            let message = self.in_flight.pop_front().expect("front");
+            if let (false, Some(sent)) = (message.retransmitted, message.sent_at) {
+                sample = Some(now.saturating_duration_since(sent));
+            }
+        }
+        if let Some(rtt) = sample {
+            self.observe_rtt(rtt);
         }
         if self.in_flight.len() != before {
-            self.rto = RTO;
             self.timer_from = (!self.in_flight.is_empty()).then_some(now);
         }
+    }
+
+    /// RFC 6298: srtt ← 7/8 srtt + 1/8 r, rttvar ← 3/4 rttvar + 1/4 |srtt − r|,
+    /// rto = srtt + 4 rttvar.
+    fn observe_rtt(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+        let srtt = self.srtt.expect("just set");
+        self.rto = (srtt + self.rttvar * 4).clamp(MIN_RTO, MAX_RTO);
+    }
+
+    /// The current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        self.rto
     }
 
     /// The sequence number the next pushed message gets.
@@ -117,7 +161,8 @@ impl StreamSender {
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
         if let Some(since) = self.timer_from {
             if now.duration_since(since) >= self.rto {
-                for message in &self.in_flight {
+                for message in &mut self.in_flight {
+                    message.retransmitted = true;
                     out.push(datagram_packet(self.peer, &message.datagram));
                     self.retransmissions += 1;
                     self.bytes_sent += message.datagram.len() as u64;
@@ -127,9 +172,10 @@ impl StreamSender {
             }
         }
         while self.in_flight.len() < self.window {
-            let Some(message) = self.queued.pop_front() else {
+            let Some(mut message) = self.queued.pop_front() else {
                 break;
             };
+            message.sent_at = Some(now);
             out.push(datagram_packet(self.peer, &message.datagram));
             self.bytes_sent += message.datagram.len() as u64;
             if self.in_flight.is_empty() {
@@ -248,6 +294,23 @@ mod tests {
         sender.poll(now + RTO * 3, &mut out);
         assert_eq!(out.len(), 3);
         assert_eq!(sender.retransmissions, 6);
+    }
+
+    #[test]
+    fn timeout_follows_the_measured_round_trip() {
+        let now = Instant::now();
+        let mut sender = StreamSender::new(peer(), 8);
+        let rtt = Duration::from_millis(20);
+        let mut out = Vec::new();
+        for i in 0..20u64 {
+            let at = now + rtt * i as u32;
+            sender.push(Op::Terminate, 1, |_| Ok(0));
+            sender.poll(at, &mut out);
+            sender.on_ack(i, at + rtt);
+        }
+        // A steady 20 ms round trip: the timeout sits above it, so no spurious resends.
+        assert!(sender.rto() >= rtt && sender.rto() < rtt * 3, "{:?}", sender.rto());
+        assert_eq!(sender.retransmissions, 0);
     }
 
     #[test]

@@ -56,7 +56,9 @@ COUNTER_NAMES = [
     "forwarded", "to_source", "double_reads", "redirects",
     "false_in_flight", "false_done",          # software switch only: always 0 here
     "control_applied", "control_duplicates", "control_gaps", "malformed",
-    "control_digests", "control_no_pair", "arp",  # Tofino-only
+    "control_digests",      # Tofino-only: INIT/TERMINATE handed to this controller
+    "control_errors",       # as the software switch's (GROUP_* only; INIT/TERMINATE: Core.stats)
+    "arp",                  # Tofino-only: ARP requests answered or dropped
 ]
 
 # bfrt names (the P4 control instance names of netmigrate.p4).
@@ -346,14 +348,17 @@ class Core(object):
     # -- SWITCH_INIT ---------------------------------------------------------
 
     def on_init(self, d):
+        """Same outcomes as the software switch (tofino/src/pipeline.rs), plus refusals
+        the Tofino tables need (size_exp/remain_exp range, destination port known)."""
         key = (d["src_ip"], d["shard"])
         seq = (d["seq_hi"] << 32) | d["seq_lo"]
         partition = d["partition"]
         params = (d["dst_ip"], d["dst_shard"], d["size_exp"], d["remain_exp"], d["partitions"])
-        problem = self._check_init(d)
+        problem = self._check_init(d, seq)
         pair = self.pairs.get(key)
-        if problem is None and pair is not None and pair.params() != params:
-            problem = "differs from the installed pair %r" % (pair.params(),)
+        if problem is None and pair is not None and pair.params()[:2] != params[:2]:
+            problem = "another destination than the installed pair's %s:%d" % (
+                int_to_ip(pair.dst_ip), pair.dst_shard)
         if problem is not None:
             log.warning("SWITCH_INIT %s:%d partition %d refused: %s",
                         int_to_ip(key[0]), key[1], partition, problem)
@@ -396,24 +401,26 @@ class Core(object):
             pair.joined.add(partition)
             self.stats["init_applied"] += 1
             log.info("pair %s:%d: partition %d joined", int_to_ip(key[0]), key[1], partition)
-            return STATUS_OK, 0
+        else:
+            # A repeat: acknowledged without effect (INIT is seq 0 of its partition).
+            self.stats["init_duplicates"] += 1
+        return STATUS_OK, 0
 
-        # A repeat: acknowledged without effect, with the last applied seq.
-        self.stats["init_duplicates"] += 1
-        expected = self.backend.read_expected_seq(pair.slot, partition)
-        return STATUS_OK, max(expected - 1, 0)
-
-    def _check_init(self, d):
+    def _check_init(self, d, seq):
+        if seq != 0:
+            return "seq %d (SWITCH_INIT is seq 0)" % seq
+        if d["partition"] >= MAX_PARTITIONS:
+            return "partition %d >= MAX_PARTITIONS %d" % (d["partition"], MAX_PARTITIONS)
+        if d["partitions"] > MAX_PARTITIONS:
+            return "partitions %d > MAX_PARTITIONS %d" % (d["partitions"], MAX_PARTITIONS)
+        if d["partition"] >= d["partitions"]:
+            return "partition %d >= partitions %d" % (d["partition"], d["partitions"])
+        # Tofino only: nm_group_mask and nm_group_shift cover these ranges.
         if not 1 <= d["size_exp"] <= 32:
             return "size_exp %d not in 1..32" % d["size_exp"]
         if not 0 <= d["remain_exp"] < d["size_exp"]:
             return "remain_exp %d not in 0..size_exp-1" % d["remain_exp"]
-        if not 1 <= d["partitions"] <= MAX_PARTITIONS:
-            return "partitions %d not in 1..%d" % (d["partitions"], MAX_PARTITIONS)
-        if d["partition"] >= d["partitions"]:
-            return "partition %d >= partitions %d" % (d["partition"], d["partitions"])
-        if (d["src_ip"], d["shard"]) == (d["dst_ip"], d["dst_shard"]):
-            return "source and destination are the same"
+        # Tofino only: the slot's mirror session needs the destination's port.
         if self.dst_port_of(d["dst_ip"]) is None:
             return "destination %s is not in the ports file" % int_to_ip(d["dst_ip"])
         return None
@@ -424,6 +431,9 @@ class Core(object):
         key = (d["src_ip"], d["shard"])
         seq = (d["seq_hi"] << 32) | d["seq_lo"]
         partition = d["partition"]
+        if partition >= MAX_PARTITIONS:
+            self.stats["terminate_errors"] += 1
+            return STATUS_ERROR, seq
         pair = self.pairs.get(key)
         if pair is None:
             # Removed already (a repeat of the last TERMINATE) or never installed.
@@ -516,7 +526,13 @@ class Bfrt(object):
                 pass
         self.interface = gc.ClientInterface(args.grpc_addr, client_id=client_id,
                                             device_id=args.device, num_tries=5, **kwargs)
-        self.interface.bind_pipeline_config(args.p4_name)
+        try:
+            self.interface.bind_pipeline_config(args.p4_name)
+        except Exception as e:
+            if subscribe_learn:
+                raise
+            # A reader beside `run`: reads need no exclusive binding on the SDEs we know.
+            log.debug("bind_pipeline_config as client %d: %s", client_id, e)
         self.info = self.interface.bfrt_info_get(args.p4_name)
         self.target = gc.Target(device_id=args.device, pipe_id=0xFFFF)
         # The compile-time sizes (BF_CELLS_LOG2, CBF_CELLS_LOG2): from the command line,

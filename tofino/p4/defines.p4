@@ -121,8 +121,9 @@
 
 /* Index into the nm_decisions counter array. Indices 0..9 are the names of
  * docs/switch.md in its order (false_in_flight and false_done stay 0: only the
- * software switch, which keeps exact group states, can tell); 10..12 are
- * Tofino-only. The controller prints them by these names. */
+ * software switch, which keeps exact group states, can tell); 11 is the software
+ * switch's control_errors (GROUP_* only here: INIT/TERMINATE errors are counted by
+ * the controller); 10 and 12 are Tofino-only. The controller prints them by these names. */
 #define NM_CTR_FORWARDED             0
 #define NM_CTR_TO_SOURCE             1
 #define NM_CTR_DOUBLE_READS          2
@@ -134,7 +135,7 @@
 #define NM_CTR_CONTROL_GAPS          8
 #define NM_CTR_MALFORMED             9
 #define NM_CTR_CONTROL_DIGESTS       10 /* INIT/TERMINATE handed to the controller */
-#define NM_CTR_CONTROL_NO_PAIR       11 /* GROUP_* for an unknown pair: answered Error */
+#define NM_CTR_CONTROL_ERRORS        11 /* GROUP_* answered Error: no pair, partition not joined */
 #define NM_CTR_ARP                   12 /* ARP requests answered (or dropped) */
 #define NM_CTR_SIZE                  16
 

@@ -453,8 +453,8 @@ control NmIngress(
             }
         } else if (ig_prsr_md.parser_err != 0) {
             // E.g. a datagram that starts like netmigrate but is shorter than its header.
-            // Routed unchanged (if its IPv4 header was parsed): the server drops it.
-            ig_md.ctr = NM_CTR_MALFORMED;
+            // Like the software switch, route it unchanged (counted as forwarded); its
+            // server drops it. (Reading parser_err also keeps the parser from dropping it.)
         } else if (hdr.nm.isValid()) {
             // Independent lookups, so they can share the first stage.
             nm_switch_addr.apply();
@@ -471,16 +471,9 @@ control NmIngress(
                 ig_md.seq_big = 1;
             }
 
-            if (ig_md.kind == NM_KIND_READ || ig_md.kind == NM_KIND_WRITE) {
-                if (hdr.udp.len < NM_UDP_LEN_MIN_REQUEST) {
-                    ig_md.ctr = NM_CTR_MALFORMED;
-                } else if (ig_md.pair_hit == 1) {
-                    nm_group_mask.apply();
-                    nm_group_shift.apply();
-                    ig_md.filter_op = NM_FOP_READ;
-                }
-                // else S4: no pair, forwarded by IPv4.
-            } else if (ig_md.kind != NM_KIND_NONE && ig_md.to_switch == 1) {
+            if (ig_md.to_switch == 1) {
+                // Netmigrate datagrams to the switch's own address are control messages;
+                // a malformed one (wrong length, reserved bytes, another op) is dropped.
                 if (ig_md.kind == NM_KIND_INIT) {
                     // Table and register-range writes are control-plane work.
                     ig_md.consumed = 1;
@@ -498,22 +491,26 @@ control NmIngress(
                     } else {
                         ig_md.ctr = NM_CTR_MALFORMED;
                     }
-                } else if (hdr.udp.len != NM_UDP_LEN_GROUP || hdr.nm_group.reserved != 0 ||
-                           hdr.nm_group.partition[15:NM_PARTITION_BITS] != 0) {
+                } else if (ig_md.kind != NM_KIND_GROUP_START && ig_md.kind != NM_KIND_GROUP_COMPLETE) {
                     ig_md.consumed = 1;
                     ig_md.ctr = NM_CTR_MALFORMED;
                     drop();
-                } else if (ig_md.pair_hit == 0) {
-                    // No such pair (never installed, or already removed).
+                } else if (hdr.udp.len != NM_UDP_LEN_GROUP || hdr.nm_group.reserved != 0) {
+                    ig_md.consumed = 1;
+                    ig_md.ctr = NM_CTR_MALFORMED;
+                    drop();
+                } else if (ig_md.pair_hit == 0 || hdr.nm_group.partition[15:NM_PARTITION_BITS] != 0) {
+                    // No such pair (never installed, or already removed), or a partition
+                    // beyond MAX_PARTITIONS. The reply is routed back to the sender.
                     control_reply(NM_STATUS_ERROR);
-                    ig_md.ctr = NM_CTR_CONTROL_NO_PAIR;
+                    ig_md.ctr = NM_CTR_CONTROL_ERRORS;
                 } else {
                     ig_md.seq_old = nm_expected_seq_apply.execute(NM_SEQ_INDEX);
                     ig_md.seq_diff = ig_md.ctl_seq - ig_md.seq_old;
                     if (ig_md.seq_old == 0) {
                         // The partition has not joined (no acknowledged SWITCH_INIT).
                         control_reply(NM_STATUS_ERROR);
-                        ig_md.ctr = NM_CTR_CONTROL_GAPS;
+                        ig_md.ctr = NM_CTR_CONTROL_ERRORS;
                     } else if (ig_md.seq_diff == 0) {
                         // Applied exactly once: update the filters below.
                         if (ig_md.kind == NM_KIND_GROUP_START) {
@@ -535,7 +532,19 @@ control NmIngress(
                         }
                     }
                 }
+            } else if (ig_md.kind == NM_KIND_READ || ig_md.kind == NM_KIND_WRITE) {
+                if (hdr.udp.len < NM_UDP_LEN_MIN_REQUEST) {
+                    // Shorter than its header: not steered, forwarded like the software
+                    // switch does with anything it cannot parse.
+                } else if (ig_md.pair_hit == 1) {
+                    nm_group_mask.apply();
+                    nm_group_shift.apply();
+                    ig_md.filter_op = NM_FOP_READ;
+                }
+                // else S4: no pair, forwarded by IPv4.
             }
+            // Everything else (replies, migration traffic, control messages addressed
+            // elsewhere, forwarded requests) is forwarded by IPv4.
         }
 
         // The filters: each array is touched at most once per packet.
