@@ -104,6 +104,16 @@ impl Partition {
         table
     }
 
+    /// Grows the table (once) so that `entries` more fit without growing again: a
+    /// migration's destination calls this before the data arrives, so no rehash of a big
+    /// table stalls its core mid-migration.
+    pub fn reserve(&mut self, entries: usize) {
+        let needed = Self::buckets_for(self.live + self.tombstones + entries).next_power_of_two();
+        if needed > self.buckets.len() {
+            self.resize(needed);
+        }
+    }
+
     fn buckets_for(entries: usize) -> usize {
         (entries * Self::MAX_LOAD_DEN).div_ceil(Self::MAX_LOAD_NUM * SLOTS)
     }

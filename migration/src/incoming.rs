@@ -93,7 +93,14 @@ impl Incoming {
         out: &mut Vec<Box<Packet>>,
     ) -> Applied {
         match *message {
-            StreamMessage::Init { source_clock, .. } => table.advance_clock(source_clock),
+            StreamMessage::Init {
+                source_clock,
+                entries,
+                ..
+            } => {
+                table.advance_clock(source_clock);
+                table.reserve(entries as usize);
+            }
             StreamMessage::DedupWindow {
                 client,
                 floor,

@@ -204,6 +204,7 @@ impl Outgoing {
         let init = StreamMessage::Init {
             source_shard: plan.shard,
             partitions: self.partitions as u16,
+            entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
         };
         let destination =

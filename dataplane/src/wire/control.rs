@@ -72,6 +72,8 @@ pub enum StreamMessage<'a> {
     Init {
         source_shard: u16,
         partitions: u16,
+        /// Entries and tombstones the source partition holds (for sizing the table).
+        entries: u32,
         source_clock: u64,
     },
     GroupStart {
@@ -123,10 +125,11 @@ impl<'a> StreamMessage<'a> {
             Op::MigrateInit => {
                 let source_shard = c.u16()?;
                 let partitions = c.u16()?;
-                reserved(&mut c, 4)?;
+                let entries = c.u32()?;
                 StreamMessage::Init {
                     source_shard,
                     partitions,
+                    entries,
                     source_clock: c.u64()?,
                 }
             }
@@ -217,11 +220,12 @@ impl<'a> StreamMessage<'a> {
             StreamMessage::Init {
                 source_shard,
                 partitions,
+                entries,
                 source_clock,
             } => {
                 w.put(&source_shard.to_be_bytes())?;
                 w.put(&partitions.to_be_bytes())?;
-                w.put(&[0; 4])?;
+                w.put(&entries.to_be_bytes())?;
                 w.put(&source_clock.to_be_bytes())?;
             }
             StreamMessage::GroupStart { group, floor_clock } => {
