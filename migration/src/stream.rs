@@ -38,6 +38,11 @@ pub struct StreamSender {
     srtt: Option<Duration>,
     rttvar: Duration,
     last_acked: Option<u64>,
+    /// Acknowledgements that repeated the last one while messages were in flight: the
+    /// receiver is dropping what follows a lost message.
+    duplicate_acks: u32,
+    fast_retransmit: bool,
+    last_fast_retransmit: Option<Instant>,
     pub retransmissions: u64,
     pub bytes_sent: u64,
 }
@@ -55,6 +60,9 @@ impl StreamSender {
             srtt: None,
             rttvar: Duration::ZERO,
             last_acked: None,
+            duplicate_acks: 0,
+            fast_retransmit: false,
+            last_fast_retransmit: None,
             retransmissions: 0,
             bytes_sent: 0,
         }
@@ -99,9 +107,25 @@ impl StreamSender {
 
     /// Everything up to and including `seq` was applied by the peer.
     pub fn on_ack(&mut self, seq: u64, now: Instant) {
-        if self.last_acked.is_some_and(|last| seq <= last) || seq >= self.next_seq {
+        if seq >= self.next_seq || self.last_acked.is_some_and(|last| seq < last) {
             return;
         }
+        if self.last_acked == Some(seq) {
+            // A repeat: after two, resend from the gap at once (at most once a round
+            // trip) instead of waiting for the timer.
+            self.duplicate_acks += 1;
+            let round_trip = self.srtt.unwrap_or(RTO);
+            let due = self
+                .last_fast_retransmit
+                .is_none_or(|at| now.saturating_duration_since(at) >= round_trip);
+            if self.duplicate_acks >= 2 && !self.in_flight.is_empty() && due {
+                self.fast_retransmit = true;
+                self.last_fast_retransmit = Some(now);
+                self.duplicate_acks = 0;
+            }
+            return;
+        }
+        self.duplicate_acks = 0;
         self.last_acked = Some(seq);
         let before = self.in_flight.len();
         let mut sample = None;
@@ -113,6 +137,9 @@ impl StreamSender {
         }
         if let Some(rtt) = sample {
             self.observe_rtt(rtt);
+        } else if let Some(srtt) = self.srtt {
+            // Progress through retransmitted messages: undo the timer's backoff.
+            self.rto = (srtt + self.rttvar * 4).clamp(MIN_RTO, MAX_RTO);
         }
         if self.in_flight.len() != before {
             self.timer_from = (!self.in_flight.is_empty()).then_some(now);
@@ -160,14 +187,17 @@ impl StreamSender {
     /// Sends what the window allows and retransmits on timeout.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
         if let Some(since) = self.timer_from {
-            if now.duration_since(since) >= self.rto {
+            let fast = std::mem::take(&mut self.fast_retransmit);
+            if fast || now.duration_since(since) >= self.rto {
                 for message in &mut self.in_flight {
                     message.retransmitted = true;
                     out.push(datagram_packet(self.peer, &message.datagram));
                     self.retransmissions += 1;
                     self.bytes_sent += message.datagram.len() as u64;
                 }
-                self.rto = (self.rto * 2).min(MAX_RTO);
+                if !fast {
+                    self.rto = (self.rto * 2).min(MAX_RTO);
+                }
                 self.timer_from = Some(now);
             }
         }
@@ -294,6 +324,24 @@ mod tests {
         sender.poll(now + RTO * 3, &mut out);
         assert_eq!(out.len(), 3);
         assert_eq!(sender.retransmissions, 6);
+    }
+
+    #[test]
+    fn repeated_acks_resend_from_the_gap_without_waiting() {
+        let now = Instant::now();
+        let mut sender = StreamSender::new(peer(), 8);
+        for _ in 0..4 {
+            sender.push(Op::Terminate, 1, |_| Ok(0));
+        }
+        let mut out = Vec::new();
+        sender.poll(now, &mut out);
+        out.clear();
+        // Message 1 was lost: the receiver acknowledges 0 for 0, 2 and 3.
+        for _ in 0..3 {
+            sender.on_ack(0, now);
+        }
+        sender.poll(now, &mut out);
+        assert_eq!(out.len(), 3, "1, 2 and 3 resent before any timeout");
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! End-to-end NetMigrate migrations in one process (client, software switch, source and
+//! destination) through the real command path, checked for linearizability.
+
+use bench::cli::{Cli, Command};
+use bench::commands::experiment;
+use bench::report::Report;
+use clap::Parser;
+
+/// Each test runs a whole topology on 2 cores: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(args: &[&str]) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut argv = vec!["netmigrate", "experiment", "--quiet", "--check"];
+    argv.extend_from_slice(args);
+    let Command::Experiment(args) = Cli::try_parse_from(argv).expect("arguments parse").command
+    else {
+        panic!("not an experiment");
+    };
+    experiment::execute(*args).expect("the experiment succeeds")
+}
+
+fn assert_migrated_cleanly(report: &Report, records: u64) {
+    assert!(report.ops.completed > 0);
+    assert_eq!(report.ops.failed, 0, "failed operations");
+    assert!(report.consistency.checked_ops > report.ops.completed);
+    assert_eq!(report.consistency.violations, 0, "linearizability violations");
+    let migration = report.migration.as_ref().expect("a migration ran");
+    assert!(migration["finished_at_s"].is_number(), "the migration finished");
+    assert_eq!(migration["keys_moved"], records, "every record moved");
+    let server = report.server.as_ref().expect("server counters");
+    let switch = &server["switch"]["counters"];
+    assert_eq!(switch["pairs_installed"], 1);
+    assert_eq!(switch["pairs_removed"], 1, "cut-over cleared the pair");
+    assert!(report.throughput_ops.during.is_some());
+}
+
+/// Loss, duplication and reordering on every hop (client, switch, servers, migration
+/// streams): the migration still finishes, nothing fails, the history is linearizable.
+#[test]
+fn migration_under_loss_duplication_and_reordering_is_linearizable() {
+    let report = run(&[
+        "--workload", "a", "--records", "3000", "--duration", "2", "--migrate-at", "0.5",
+        "--tail", "0.5", "--threads", "2", "--window", "16", "--group-bits", "8",
+        "--partitions", "2", "--timeout-ms", "1", "--loss", "0.02", "--duplicate", "0.02",
+        "--reorder", "0.02", "--preset", "short", "--capacity", "50000",
+    ]);
+    assert_migrated_cleanly(&report, 3000);
+    let client = &report.client;
+    assert!(client["injected"]["losses"].as_u64().unwrap() > 0);
+    let migration = &report.server.as_ref().unwrap()["migration"];
+    assert!(
+        migration["stream_retransmissions"].as_u64().unwrap() > 0,
+        "lost stream messages were retransmitted"
+    );
+}
+
+/// Tiny switch filters make false positives of both filters common: the destination
+/// passes what it does not own back to the source, and the run stays correct.
+#[test]
+fn switch_false_positives_stay_correct() {
+    let report = run(&[
+        "--workload", "a", "--records", "2000", "--duration", "1.5", "--migrate-at", "0.3",
+        "--tail", "0.3", "--window", "8", "--group-bits", "10", "--bf-cells", "16",
+        "--cbf-cells", "16", "--migration-rate", "4000", "--capacity", "0",
+    ]);
+    assert_migrated_cleanly(&report, 2000);
+    let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
+    let false_positives =
+        switch["false_done"].as_u64().unwrap() + switch["false_in_flight"].as_u64().unwrap();
+    assert!(false_positives > 0, "the tiny filters produced false positives");
+}
+
+#[test]
+fn unimplemented_protocols_and_transports_are_refused_clearly() {
+    for (args, expected) in [
+        (vec!["--protocol", "rocksteady"], "only netmigrate"),
+        (vec!["--transport", "udp"], "in-process backend only"),
+    ] {
+        let mut argv = vec!["netmigrate", "experiment", "--quiet"];
+        argv.extend_from_slice(&args);
+        let Command::Experiment(parsed) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not an experiment");
+        };
+        let error = experiment::execute(*parsed).expect_err("refused");
+        assert!(error.0.contains(expected), "{}", error.0);
+    }
+}
