@@ -2,10 +2,10 @@
 //! Requests reach the owning core by UDP port: partition `p` listens on `base port + p`.
 
 use crate::transport::Fabric;
+use crossbeam_channel::{Receiver, Sender};
 use dataplane::port::{PortStats, BURST};
 use dataplane::runner::{spawn_loop, Placement};
 use dataplane::{Packet, Port};
-use crossbeam_channel::{Receiver, Sender};
 use kv::PartitionMap;
 use migration::{
     MigrationCounters, OutgoingPlan, PartitionServer, Role, ServeCounters, TokenBucket,
@@ -147,7 +147,10 @@ impl PartitionLoop {
         if counters.incoming_active > 0 {
             self.migrating = true;
         }
-        *self.published.lock().expect("migration counters lock poisoned") = counters;
+        *self
+            .published
+            .lock()
+            .expect("migration counters lock poisoned") = counters;
     }
 }
 
@@ -325,4 +328,3 @@ pub fn format_reports(reports: &[PartitionReport]) -> String {
     ));
     out
 }
-

@@ -24,9 +24,15 @@ fn assert_migrated_cleanly(report: &Report, records: u64) {
     assert!(report.ops.completed > 0);
     assert_eq!(report.ops.failed, 0, "failed operations");
     assert!(report.consistency.checked_ops > report.ops.completed);
-    assert_eq!(report.consistency.violations, 0, "linearizability violations");
+    assert_eq!(
+        report.consistency.violations, 0,
+        "linearizability violations"
+    );
     let migration = report.migration.as_ref().expect("a migration ran");
-    assert!(migration["finished_at_s"].is_number(), "the migration finished");
+    assert!(
+        migration["finished_at_s"].is_number(),
+        "the migration finished"
+    );
     assert_eq!(migration["keys_moved"], records, "every record moved");
     let server = report.server.as_ref().expect("server counters");
     let switch = &server["switch"]["counters"];
@@ -40,10 +46,36 @@ fn assert_migrated_cleanly(report: &Report, records: u64) {
 #[test]
 fn migration_under_loss_duplication_and_reordering_is_linearizable() {
     let report = run(&[
-        "--workload", "a", "--records", "3000", "--duration", "2", "--migrate-at", "0.5",
-        "--tail", "0.5", "--threads", "2", "--window", "16", "--group-bits", "8",
-        "--partitions", "2", "--timeout-ms", "1", "--loss", "0.02", "--duplicate", "0.02",
-        "--reorder", "0.02", "--preset", "short", "--capacity", "50000",
+        "--workload",
+        "a",
+        "--records",
+        "3000",
+        "--duration",
+        "2",
+        "--migrate-at",
+        "0.5",
+        "--tail",
+        "0.5",
+        "--threads",
+        "2",
+        "--window",
+        "16",
+        "--group-bits",
+        "8",
+        "--partitions",
+        "2",
+        "--timeout-ms",
+        "1",
+        "--loss",
+        "0.02",
+        "--duplicate",
+        "0.02",
+        "--reorder",
+        "0.02",
+        "--preset",
+        "short",
+        "--capacity",
+        "50000",
     ]);
     assert_migrated_cleanly(&report, 3000);
     let client = &report.client;
@@ -60,15 +92,37 @@ fn migration_under_loss_duplication_and_reordering_is_linearizable() {
 #[test]
 fn switch_false_positives_stay_correct() {
     let report = run(&[
-        "--workload", "a", "--records", "2000", "--duration", "1.5", "--migrate-at", "0.3",
-        "--tail", "0.3", "--window", "8", "--group-bits", "10", "--bf-cells", "16",
-        "--cbf-cells", "16", "--migration-rate", "4000", "--capacity", "0",
+        "--workload",
+        "a",
+        "--records",
+        "2000",
+        "--duration",
+        "1.5",
+        "--migrate-at",
+        "0.3",
+        "--tail",
+        "0.3",
+        "--window",
+        "8",
+        "--group-bits",
+        "10",
+        "--bf-cells",
+        "16",
+        "--cbf-cells",
+        "16",
+        "--migration-rate",
+        "4000",
+        "--capacity",
+        "0",
     ]);
     assert_migrated_cleanly(&report, 2000);
     let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     let false_positives =
         switch["false_done"].as_u64().unwrap() + switch["false_in_flight"].as_u64().unwrap();
-    assert!(false_positives > 0, "the tiny filters produced false positives");
+    assert!(
+        false_positives > 0,
+        "the tiny filters produced false positives"
+    );
 }
 
 #[test]

@@ -166,7 +166,11 @@ mod tests {
         }
         destination.remember(3, 12);
         for seq in [6, 9, 12] {
-            assert_eq!(destination.admit(3, seq, (seq - 6) as u32), DedupVerdict::Duplicate, "seq {seq}");
+            assert_eq!(
+                destination.admit(3, seq, (seq - 6) as u32),
+                DedupVerdict::Duplicate,
+                "seq {seq}"
+            );
         }
         assert_eq!(destination.admit(3, 10, 4), DedupVerdict::Apply);
         assert_eq!(destination.admit(3, 4, 0), DedupVerdict::Stale);

@@ -54,7 +54,12 @@ pub enum Applied {
 }
 
 impl Incoming {
-    pub fn new(source: SocketAddrV4, source_shard: u16, map: &PartitionMap, partition: u32) -> Self {
+    pub fn new(
+        source: SocketAddrV4,
+        source_shard: u16,
+        map: &PartitionMap,
+        partition: u32,
+    ) -> Self {
         let groups = map.groups_of(partition);
         Incoming {
             source,

@@ -97,7 +97,10 @@ struct Active {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// INIT sent to the switch and the destination; no group starts before both applied it.
-    Init { switch: u64, destination: u64 },
+    Init {
+        switch: u64,
+        destination: u64,
+    },
     Groups,
     /// TERMINATE sent to the destination.
     Terminating(u64),
@@ -163,7 +166,8 @@ impl Outgoing {
         let groups = map.groups_of(partition);
         let budget = TokenBucket::new(
             plan.items_per_s,
-            plan.items_per_s.map_or(1.0, |rate| (rate / 100.0).max(64.0)),
+            plan.items_per_s
+                .map_or(1.0, |rate| (rate / 100.0).max(64.0)),
         );
         Outgoing {
             to_destination: StreamSender::new(plan.destination, STREAM_WINDOW),
@@ -207,9 +211,9 @@ impl Outgoing {
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
         };
-        let destination =
-            self.to_destination
-                .push(init.op(), plan.destination_shard, |b| init.emit(b));
+        let destination = self
+            .to_destination
+            .push(init.op(), plan.destination_shard, |b| init.emit(b));
         for (client, floor, bitmap) in dedup.windows() {
             let message = StreamMessage::DedupWindow {
                 client,
@@ -228,7 +232,8 @@ impl Outgoing {
     pub fn stats(&self) -> OutgoingStats {
         let mut stats = self.stats;
         stats.stream_bytes = self.to_destination.bytes_sent + self.to_switch.bytes_sent;
-        stats.retransmissions = self.to_destination.retransmissions + self.to_switch.retransmissions;
+        stats.retransmissions =
+            self.to_destination.retransmissions + self.to_switch.retransmissions;
         stats
     }
 
@@ -266,7 +271,9 @@ impl Outgoing {
             GroupPhase::HandedOver => {
                 let message = StreamMessage::LateWrite(write.view());
                 self.to_destination
-                    .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+                    .push(message.op(), self.plan.destination_shard, |b| {
+                        message.emit(b)
+                    });
             }
             _ => self.held.push((group, write)),
         }
@@ -388,7 +395,11 @@ impl Outgoing {
             }
             index += 1;
         }
-        while self.active.front().is_some_and(|a| a.step == Step::Finished) {
+        while self
+            .active
+            .front()
+            .is_some_and(|a| a.step == Step::Finished)
+        {
             self.active.pop_front();
         }
     }
@@ -411,7 +422,9 @@ impl Outgoing {
             if held_group == group {
                 let message = StreamMessage::LateWrite(write.view());
                 self.to_destination
-                    .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+                    .push(message.op(), self.plan.destination_shard, |b| {
+                        message.emit(b)
+                    });
             } else {
                 self.held.push((held_group, write));
             }
@@ -461,7 +474,9 @@ impl Outgoing {
                 items: &items,
             };
             self.to_destination
-                .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+                .push(message.op(), self.plan.destination_shard, |b| {
+                    message.emit(b)
+                });
             self.stats.keys_moved += u64::from(count);
             self.stats.bytes_moved += bytes;
         }
@@ -485,14 +500,19 @@ impl Outgoing {
             }
             let message = StreamMessage::DedupEntries { entries: &entries };
             self.to_destination
-                .push(message.op(), self.plan.destination_shard, |b| message.emit(b));
+                .push(message.op(), self.plan.destination_shard, |b| {
+                    message.emit(b)
+                });
         }
         self.stats.dedup_entries += self.dedup_log.len() as u64;
         self.dedup_log.clear();
     }
 
     fn set_phase(&mut self, group: u32, phase: GroupPhase) {
-        if let Some(slot) = self.phases.get_mut(group.wrapping_sub(self.groups.start) as usize) {
+        if let Some(slot) = self
+            .phases
+            .get_mut(group.wrapping_sub(self.groups.start) as usize)
+        {
             *slot = phase;
         }
     }

@@ -173,7 +173,7 @@ impl PartitionServer {
     pub fn new(map: &PartitionMap, partition: u32, shards: &[u16], capacity: usize) -> Self {
         PartitionServer {
             partition,
-            map: map.clone(),
+            map: *map,
             shards: shards
                 .iter()
                 .map(|&id| Shard {
@@ -416,12 +416,18 @@ impl PartitionServer {
             Role::Owned => {}
             Role::Moved { to, shard } => {
                 let (to, shard) = (*to, *shard);
-                return Ok(Action::Reply(self.moved_reply(&header, to, shard, buf), reply_to));
+                return Ok(Action::Reply(
+                    self.moved_reply(&header, to, shard, buf),
+                    reply_to,
+                ));
             }
             Role::Outgoing(agent) => {
                 if agent.is_moved() {
                     let (to, shard) = (agent.plan().destination, agent.plan().destination_shard);
-                    return Ok(Action::Reply(self.moved_reply(&header, to, shard, buf), reply_to));
+                    return Ok(Action::Reply(
+                        self.moved_reply(&header, to, shard, buf),
+                        reply_to,
+                    ));
                 }
                 if !is_read && agent.phase(group) != GroupPhase::NotStarted {
                     // Frozen here: the destination applies it and answers the client.
@@ -445,7 +451,10 @@ impl PartitionServer {
                 if !agent.has_group(group) {
                     if is_read && double_read {
                         self.migration.not_migrated += 1;
-                        return Ok(Action::Reply(self.not_migrated_reply(&header, buf), reply_to));
+                        return Ok(Action::Reply(
+                            self.not_migrated_reply(&header, buf),
+                            reply_to,
+                        ));
                     }
                     if header.flags.contains(Flags::FORWARDED) {
                         // Passed here by the source: the group is handed over but its
@@ -472,7 +481,10 @@ impl PartitionServer {
                     if matches!(table.get(hash, &buf[key.clone()]), Lookup::Absent) {
                         // Not migrated yet: the source's half of the double read answers.
                         self.migration.not_migrated += 1;
-                        return Ok(Action::Reply(self.not_migrated_reply(&header, buf), reply_to));
+                        return Ok(Action::Reply(
+                            self.not_migrated_reply(&header, buf),
+                            reply_to,
+                        ));
                     }
                 }
             }
@@ -645,8 +657,7 @@ impl PartitionServer {
     /// acknowledged in place.
     fn on_stream_message(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
         let src = packet.src;
-        let (header, body) =
-            wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
+        let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
         let index = match self.shards.iter().position(|s| s.id == header.shard) {
             Some(index) => index,
@@ -741,7 +752,13 @@ impl PartitionServer {
         }
     }
 
-    fn moved_reply(&mut self, header: &HeaderRepr, to: SocketAddrV4, shard: u16, buf: &mut [u8]) -> usize {
+    fn moved_reply(
+        &mut self,
+        header: &HeaderRepr,
+        to: SocketAddrV4,
+        shard: u16,
+        buf: &mut [u8],
+    ) -> usize {
         self.migration.moved_replies += 1;
         let reply_header = HeaderRepr {
             op: if header.op.is_multi() {
@@ -751,7 +768,8 @@ impl PartitionServer {
             },
             ..header.reply(Status::Moved)
         };
-        wire::emit_reply(&reply_header, &Reply::Moved { to, shard }, buf).expect("a moved reply fits")
+        wire::emit_reply(&reply_header, &Reply::Moved { to, shard }, buf)
+            .expect("a moved reply fits")
     }
 
     fn not_migrated_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {

@@ -155,7 +155,7 @@ impl StreamSender {
                 self.rttvar = rtt / 2;
             }
             Some(srtt) => {
-                let delta = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                let delta = srtt.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + delta) / 4;
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
@@ -357,7 +357,11 @@ mod tests {
             sender.on_ack(i, at + rtt);
         }
         // A steady 20 ms round trip: the timeout sits above it, so no spurious resends.
-        assert!(sender.rto() >= rtt && sender.rto() < rtt * 3, "{:?}", sender.rto());
+        assert!(
+            sender.rto() >= rtt && sender.rto() < rtt * 3,
+            "{:?}",
+            sender.rto()
+        );
         assert_eq!(sender.retransmissions, 0);
     }
 

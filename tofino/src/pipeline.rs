@@ -180,7 +180,8 @@ impl Switch {
             out.push(packet);
             return;
         }
-        let (decision, pair) = self.decide(*packet.dst.ip(), header.shard, header.key_hash, header.op);
+        let (decision, pair) =
+            self.decide(*packet.dst.ip(), header.shard, header.key_hash, header.op);
         match (decision, pair) {
             (Decision::Forward, _) | (_, None) => {
                 self.counters.forwarded += 1;
@@ -199,7 +200,9 @@ impl Switch {
                 self.counters.double_reads += 1;
                 let mut marked = header;
                 marked.flags = header.flags.with(Flags::DOUBLE_READ);
-                marked.emit(&mut Header::new_unchecked(&mut packet.buffer_mut()[..HEADER_LEN]));
+                marked.emit(&mut Header::new_unchecked(
+                    &mut packet.buffer_mut()[..HEADER_LEN],
+                ));
                 let mut copy = packet.duplicate();
                 redirect(&mut copy, &marked, &pair);
                 out.push(packet);
@@ -209,7 +212,13 @@ impl Switch {
     }
 
     /// The decision for a request to `dst` / `shard` with this key hash (S1–S4).
-    pub fn decide(&mut self, dst: Ipv4Addr, shard: u16, key_hash: u64, op: Op) -> (Decision, Option<Pair>) {
+    pub fn decide(
+        &mut self,
+        dst: Ipv4Addr,
+        shard: u16,
+        key_hash: u64,
+        op: Op,
+    ) -> (Decision, Option<Pair>) {
         let Some(pair) = self.lookup(dst, shard) else {
             return (Decision::Forward, None);
         };
@@ -217,7 +226,11 @@ impl Switch {
         let cells = self.cells(&pair, group);
         let in_flight = (0..HASHES).all(|i| self.counting[i][cells.counting[i]] != 0);
         let done = (0..HASHES).all(|i| self.bloom[i][cells.bloom[i]] != 0);
-        let truth = self.truth.get(&(pair.slot, group)).copied().unwrap_or_default();
+        let truth = self
+            .truth
+            .get(&(pair.slot, group))
+            .copied()
+            .unwrap_or_default();
         if in_flight && truth.in_flight == 0 {
             self.counters.false_in_flight += 1;
         }
@@ -299,7 +312,10 @@ impl Switch {
             ..
         } = *message
         {
-            if header.seq != 0 || partitions as usize > MAX_PARTITIONS || partition >= partitions as usize {
+            if header.seq != 0
+                || partitions as usize > MAX_PARTITIONS
+                || partition >= partitions as usize
+            {
                 return (Status::Error, header.seq);
             }
             let slot = match self.lookup(source_ip, header.shard) {
@@ -422,7 +438,10 @@ impl Switch {
             .map(|pair| {
                 let range = pair.slot * bf..(pair.slot + 1) * bf;
                 let bf_cells_set: [u64; HASHES] = std::array::from_fn(|i| {
-                    self.bloom[i][range.clone()].iter().filter(|&&b| b != 0).count() as u64
+                    self.bloom[i][range.clone()]
+                        .iter()
+                        .filter(|&&b| b != 0)
+                        .count() as u64
                 });
                 let false_done_rate = bf_cells_set
                     .iter()
@@ -466,6 +485,8 @@ fn redirect(packet: &mut Packet, header: &HeaderRepr, pair: &Pair) {
     let mut rewritten = *header;
     rewritten.shard = pair.dest_shard;
     rewritten.flags = header.flags.with(Flags::REDIRECTED);
-    rewritten.emit(&mut Header::new_unchecked(&mut packet.buffer_mut()[..HEADER_LEN]));
+    rewritten.emit(&mut Header::new_unchecked(
+        &mut packet.buffer_mut()[..HEADER_LEN],
+    ));
     packet.dst = SocketAddrV4::new(pair.dest_ip, packet.dst.port());
 }

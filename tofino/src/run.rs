@@ -49,7 +49,11 @@ impl SwitchLoop {
 
 /// Starts the switch on `port` (for the in-process backend, a gateway port that sees every
 /// packet and sends with the original source address).
-pub fn start(port: Box<dyn Port>, config: SwitchConfig, placement: Placement) -> io::Result<RunningSwitch> {
+pub fn start(
+    port: Box<dyn Port>,
+    config: SwitchConfig,
+    placement: Placement,
+) -> io::Result<RunningSwitch> {
     config.validate().map_err(io::Error::other)?;
     let stop = Arc::new(AtomicBool::new(false));
     let pipeline = Arc::new(Mutex::new(Switch::new(config)));
@@ -78,13 +82,20 @@ pub fn start(port: Box<dyn Port>, config: SwitchConfig, placement: Placement) ->
 impl RunningSwitch {
     /// Counters, pairs and registers, read through the control path.
     pub fn snapshot(&self) -> SwitchSnapshot {
-        self.pipeline.lock().expect("switch pipeline lock poisoned").snapshot()
+        self.pipeline
+            .lock()
+            .expect("switch pipeline lock poisoned")
+            .snapshot()
     }
 
     pub fn stop(self) -> (SwitchSnapshot, PortStats) {
         self.stop.store(true, Ordering::Relaxed);
         let port = self.handle.join().expect("switch loop panicked");
-        let snapshot = self.pipeline.lock().expect("switch pipeline lock poisoned").snapshot();
+        let snapshot = self
+            .pipeline
+            .lock()
+            .expect("switch pipeline lock poisoned")
+            .snapshot();
         (snapshot, port)
     }
 }

@@ -141,7 +141,10 @@ fn decision_table_for_every_state_and_op() {
     let double = Flags::DOUBLE_READ;
     assert_eq!(
         route(&mut sw, Op::Get, 5),
-        vec![(SOURCE, double), (to_dest(), double.with(Flags::REDIRECTED))]
+        vec![
+            (SOURCE, double),
+            (to_dest(), double.with(Flags::REDIRECTED))
+        ]
     );
     for op in [Op::Put, Op::Delete] {
         assert_eq!(route(&mut sw, op, 5), vec![(to_dest(), Flags::REDIRECTED)]);
@@ -162,7 +165,11 @@ fn decision_table_for_every_state_and_op() {
     };
     assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3));
     assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
-    assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3), "a repeat is acknowledged");
+    assert_eq!(
+        control(&mut sw, 3, terminate),
+        (Status::Ok, 3),
+        "a repeat is acknowledged"
+    );
     assert!(sw.pairs().next().is_none());
     // A new migration of the same pair starts from clean registers.
     assert_eq!(control(&mut sw, 0, init(1, 0)), (Status::Ok, 0));
@@ -172,17 +179,32 @@ fn decision_table_for_every_state_and_op() {
 #[test]
 fn control_messages_apply_exactly_once_in_order() {
     let mut sw = switch(1024, 256);
-    assert_eq!(control(&mut sw, 1, start(5)).0, Status::Error, "no pair yet");
+    assert_eq!(
+        control(&mut sw, 1, start(5)).0,
+        Status::Error,
+        "no pair yet"
+    );
     assert_eq!(control(&mut sw, 0, init(2, 0)), (Status::Ok, 0));
-    assert_eq!(control(&mut sw, 0, init(2, 0)), (Status::Ok, 0), "INIT repeats");
+    assert_eq!(
+        control(&mut sw, 0, init(2, 0)),
+        (Status::Ok, 0),
+        "INIT repeats"
+    );
     // A gap is not applied; the ack says what was.
     assert_eq!(control(&mut sw, 2, complete(5)), (Status::Ok, 0));
     assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1));
     assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1), "duplicate");
     assert_eq!(control(&mut sw, 2, complete(5)), (Status::Ok, 2));
-    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 2), "late duplicate");
+    assert_eq!(
+        control(&mut sw, 1, start(5)),
+        (Status::Ok, 2),
+        "late duplicate"
+    );
     // Had the duplicate START counted twice, the group would still look in flight.
-    assert_eq!(route(&mut sw, Op::Get, 5), vec![(to_dest(), Flags::REDIRECTED)]);
+    assert_eq!(
+        route(&mut sw, Op::Get, 5),
+        vec![(to_dest(), Flags::REDIRECTED)]
+    );
     let c = sw.counters();
     assert_eq!((c.control_duplicates, c.control_gaps), (3, 1));
     // The pair stays until every partition terminated.
@@ -191,7 +213,10 @@ fn control_messages_apply_exactly_once_in_order() {
         partition: 0,
     };
     assert_eq!(control(&mut sw, 3, terminate), (Status::Ok, 3));
-    assert!(sw.pairs().next().is_some(), "partition 1 has not joined or terminated");
+    assert!(
+        sw.pairs().next().is_some(),
+        "partition 1 has not joined or terminated"
+    );
     // A different destination for an installed pair is refused.
     let other = SwitchControl::Init {
         source_ip: *SOURCE.ip(),

@@ -402,8 +402,7 @@ impl Engine {
             }
             return;
         }
-        if header.flags.contains(Flags::REDIRECTED) && !header.flags.contains(Flags::DOUBLE_READ)
-        {
+        if header.flags.contains(Flags::REDIRECTED) && !header.flags.contains(Flags::DOUBLE_READ) {
             self.counters.redirected += 1;
         }
         match header.status {

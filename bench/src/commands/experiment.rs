@@ -4,7 +4,9 @@
 //! before / during / after figures, the migration and its overhead.
 
 use super::server::{core_list, spec as server_spec};
-use super::ycsb::{build_report, check_history, faults, hint_failures, print_summary, settings, workload_spec};
+use super::ycsb::{
+    build_report, check_history, faults, hint_failures, print_summary, settings, workload_spec,
+};
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
 use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
 const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
 const DESTINATION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+const DEFAULT_RECORDS: u64 = 200_000;
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000);
 
 /// When the migration ran, on the run's clock.
@@ -38,7 +41,18 @@ pub fn run(args: ExperimentArgs) -> Result<(), CommandError> {
 }
 
 /// Runs the experiment and returns its report (also written with `--json`).
-pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
+pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError> {
+    let user_sized = args.ycsb.records.is_some()
+        || args.ycsb.property_file.is_some()
+        || args
+            .ycsb
+            .properties
+            .iter()
+            .any(|p| p.trim_start().starts_with("recordcount"));
+    if !user_sized {
+        // A dataset whose migration takes seconds here, not YCSB's 1000 records.
+        args.ycsb.records = Some(DEFAULT_RECORDS);
+    }
     if args.protocol != Protocol::Netmigrate {
         return fail(format!(
             "--protocol {}: only netmigrate is implemented so far; the baselines \
@@ -96,7 +110,7 @@ pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
         partitions: (0..map.partitions())
             .map(|p| partition_addr(SOURCE, p))
             .collect(),
-        map: map.clone(),
+        map,
         shard: ycsb.layout.shard,
     });
     let inserts = Arc::new(InsertCounter::new(spec.record_count));
@@ -117,15 +131,28 @@ pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
         "capacity per server core: {}; migration {} items/s per core, serving while \
          migrating {}; switch BF {} cells x4, CBF {} cells x4",
         capacity.map_or("uncapped".into(), |c| format!("{c:.0} ops/s")),
-        budget.items_per_s.map_or("unlimited".into(), |r| format!("{r:.0}")),
-        budget.serve_per_s.map_or("uncapped".into(), |r| format!("{r:.0} ops/s")),
+        budget
+            .items_per_s
+            .map_or("unlimited".into(), |r| format!("{r:.0}")),
+        budget
+            .serve_per_s
+            .map_or("uncapped".into(), |r| format!("{r:.0} ops/s")),
         switch_config.bf_cells,
         switch_config.cbf_cells,
     );
 
     let epoch = Instant::now();
     let load = client::run_phase(
-        Phase::Load, "load", &fabric, addrs, &cluster, &spec, settings, &inserts, epoch, &stop,
+        Phase::Load,
+        "load",
+        &fabric,
+        addrs,
+        &cluster,
+        &spec,
+        settings,
+        &inserts,
+        epoch,
+        &stop,
     )?;
     eprintln!(
         "load: {} records in {:.2} s, {} failed",
@@ -153,7 +180,11 @@ pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
     let orchestrator = {
         let control = source.control();
         let destination_control = destination.control();
-        let (run_stop, stop, timing) = (Arc::clone(&run_stop), Arc::clone(&stop), Arc::clone(&timing));
+        let (run_stop, stop, timing) = (
+            Arc::clone(&run_stop),
+            Arc::clone(&stop),
+            Arc::clone(&timing),
+        );
         let settings = Orchestration {
             migrate_at: Duration::from_secs_f64(args.migrate_at),
             duration: Duration::from_secs_f64(ycsb.duration),
@@ -199,11 +230,22 @@ pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
     }
 
     let consistency = if ycsb.check {
-        check_history(Some(load.history), &mut run.history, run_epoch.duration_since(epoch))
+        check_history(
+            Some(load.history),
+            &mut run.history,
+            run_epoch.duration_since(epoch),
+        )
     } else {
         Consistency::default()
     };
-    let mut report = build_report(ycsb, &spec, Transport::Memory, &run, consistency, Some(&source_reports));
+    let mut report = build_report(
+        ycsb,
+        &spec,
+        Transport::Memory,
+        &run,
+        consistency,
+        Some(&source_reports),
+    );
     report.command = "experiment".into();
     report.protocol = "netmigrate".into();
     report.policy = Some(match args.migration_rate {
@@ -214,7 +256,14 @@ pub fn execute(args: ExperimentArgs) -> Result<report::Report, CommandError> {
     for r in source_reports.iter().chain(&destination_reports) {
         migration.add(&r.migration);
     }
-    fill_migration(&mut report, &run.recorder, run.elapsed, timing, &migration, &run.counters);
+    fill_migration(
+        &mut report,
+        &run.recorder,
+        run.elapsed,
+        timing,
+        &migration,
+        &run.counters,
+    );
     report.server = Some(serde_json::json!({
         "source": report.server.take(),
         "destination": destination_reports.iter().map(|r| serde_json::json!({
@@ -363,7 +412,8 @@ fn orchestrate(
         }
         *timing.lock().expect("timing lock poisoned") = t;
         let over = elapsed >= settings.duration
-            && t.finished.is_some_and(|finished| elapsed >= finished + settings.tail);
+            && t.finished
+                .is_some_and(|finished| elapsed >= finished + settings.tail);
         if over {
             break;
         }
@@ -388,7 +438,10 @@ fn fill_migration(
     let window = |from: Duration, to: Duration| {
         let (ops, histogram) = recorder.window(from, to);
         let seconds = to.saturating_sub(from).as_secs_f64();
-        ((seconds > 0.0).then(|| ops as f64 / seconds), Percentiles::of(&histogram))
+        (
+            (seconds > 0.0).then(|| ops as f64 / seconds),
+            Percentiles::of(&histogram),
+        )
     };
     // Whole slots only: the slot the migration starts in counts as "during".
     let slot = crate::measure::SLOT;

@@ -205,7 +205,11 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     fabric.shutdown();
 
     let consistency = if args.check {
-        check_history(load.map(|l| l.history), &mut run.history, run_epoch.duration_since(epoch))
+        check_history(
+            load.map(|l| l.history),
+            &mut run.history,
+            run_epoch.duration_since(epoch),
+        )
     } else {
         Consistency::default()
     };

@@ -59,7 +59,10 @@ impl MemoryNetwork {
             }
         }
         let port = self.bind_port(addr, true)?;
-        self.registry.lock().expect("registry lock poisoned").gateway = Some(addr);
+        self.registry
+            .lock()
+            .expect("registry lock poisoned")
+            .gateway = Some(addr);
         Ok(port)
     }
 

@@ -28,7 +28,11 @@ pub fn split_reply_to(payload: &[u8]) -> Result<(&[u8], SocketAddrV4), WireError
 }
 
 /// Appends a reply-to trailer at `at` and returns the new length.
-pub fn append_reply_to(buf: &mut [u8], at: usize, reply_to: SocketAddrV4) -> Result<usize, WireError> {
+pub fn append_reply_to(
+    buf: &mut [u8],
+    at: usize,
+    reply_to: SocketAddrV4,
+) -> Result<usize, WireError> {
     let mut writer = Writer::new(buf.get_mut(at..).ok_or(WireError::TooLong)?);
     writer.put(&u32::from(*reply_to.ip()).to_be_bytes())?;
     writer.put(&reply_to.port().to_be_bytes())?;
@@ -338,8 +342,7 @@ pub fn dedup_entries(entries: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
 /// it does not fit.
 pub fn push_item(list: &mut Vec<u8>, limit: usize, item: &MigratedItem<'_>) -> bool {
     let value = item.value.unwrap_or(&[]);
-    if item.key.is_empty() || item.key.len() > u8::MAX as usize || value.len() > u16::MAX as usize
-    {
+    if item.key.is_empty() || item.key.len() > u8::MAX as usize || value.len() > u16::MAX as usize {
         return false;
     }
     if list.len() + ITEM_OVERHEAD + item.key.len() + value.len() > limit {

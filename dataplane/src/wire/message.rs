@@ -354,12 +354,22 @@ pub struct ReplyItem<'a> {
 /// A reply body. Single-key replies carry their status in the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
-    Get { version: u64, value: &'a [u8] },
-    Put { version: u64 },
-    Delete { version: u64 },
+    Get {
+        version: u64,
+        value: &'a [u8],
+    },
+    Put {
+        version: u64,
+    },
+    Delete {
+        version: u64,
+    },
     Multi(MultiReplyItems<'a>),
     /// Status MOVED, any op: the shard's partition now lives at `to` as shard `shard`.
-    Moved { to: std::net::SocketAddrV4, shard: u16 },
+    Moved {
+        to: std::net::SocketAddrV4,
+        shard: u16,
+    },
 }
 
 impl<'a> Reply<'a> {

@@ -13,8 +13,8 @@ mod op;
 pub mod udp;
 
 pub use control::{
-    append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite,
-    MigratedItem, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
+    append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite, MigratedItem,
+    StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
 };
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};

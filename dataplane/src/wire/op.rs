@@ -114,7 +114,8 @@ impl Op {
 
     /// Migration stream messages between a source and a destination core (not acks).
     pub fn is_migration_stream(self) -> bool {
-        Self::MIGRATION_CONTROL.contains(&(self as u8)) || Self::MIGRATION_DATA.contains(&(self as u8))
+        Self::MIGRATION_CONTROL.contains(&(self as u8))
+            || Self::MIGRATION_DATA.contains(&(self as u8))
     }
 
     /// Acknowledgements from the switch.
