@@ -43,6 +43,9 @@ pub struct StreamSender {
     duplicate_acks: u32,
     fast_retransmit: bool,
     last_fast_retransmit: Option<Instant>,
+    /// After a resend of the window, repeated acks are echoes of the resent copies, not
+    /// news of a loss, until the ack passes this sequence number (NewReno's recovery point).
+    recover: Option<u64>,
     pub retransmissions: u64,
     pub bytes_sent: u64,
 }
@@ -63,6 +66,7 @@ impl StreamSender {
             duplicate_acks: 0,
             fast_retransmit: false,
             last_fast_retransmit: None,
+            recover: None,
             retransmissions: 0,
             bytes_sent: 0,
         }
@@ -111,6 +115,9 @@ impl StreamSender {
             return;
         }
         if self.last_acked == Some(seq) {
+            if self.recover.is_some_and(|recover| seq < recover) {
+                return;
+            }
             // A repeat: after two, resend from the gap at once (at most once a round
             // trip) instead of waiting for the timer.
             self.duplicate_acks += 1;
@@ -126,6 +133,9 @@ impl StreamSender {
             return;
         }
         self.duplicate_acks = 0;
+        if self.recover.is_some_and(|recover| seq >= recover) {
+            self.recover = None;
+        }
         self.last_acked = Some(seq);
         let before = self.in_flight.len();
         let mut sample = None;
@@ -189,6 +199,7 @@ impl StreamSender {
         if let Some(since) = self.timer_from {
             let fast = std::mem::take(&mut self.fast_retransmit);
             if fast || now.duration_since(since) >= self.rto {
+                self.recover = self.in_flight.back().map(|m| m.seq);
                 for message in &mut self.in_flight {
                     message.retransmitted = true;
                     out.push(datagram_packet(self.peer, &message.datagram));
@@ -342,6 +353,14 @@ mod tests {
         }
         sender.poll(now, &mut out);
         assert_eq!(out.len(), 3, "1, 2 and 3 resent before any timeout");
+        out.clear();
+        // The resent copies of 2 and 3 echo acks of 0 again: not a new loss.
+        let soon = now + Duration::from_micros(100);
+        for _ in 0..4 {
+            sender.on_ack(0, soon);
+        }
+        sender.poll(soon, &mut out);
+        assert!(out.is_empty(), "no resend storm from echoes");
     }
 
     #[test]
