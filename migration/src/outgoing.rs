@@ -192,7 +192,7 @@ impl Outgoing {
     /// so the destination never applies a write twice.
     pub fn start(&mut self, table: &Partition, dedup: &WriteDedup) {
         self.stats.groups = self.groups.len() as u64;
-        let plan = &self.plan;
+        let plan = self.plan.clone();
         let control = SwitchControl::Init {
             source_ip: *plan.source.ip(),
             dest_ip: *plan.destination.ip(),
@@ -202,26 +202,21 @@ impl Outgoing {
             partitions: self.partitions as u16,
             partition: self.partition as u16,
         };
-        let switch = self
-            .to_switch
-            .push(control.op(), plan.shard, |b| control.emit(b));
+        let switch = self.tell_switch(&control);
         let init = StreamMessage::Init {
             source_shard: plan.shard,
             partitions: self.partitions as u16,
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
         };
-        let destination = self
-            .to_destination
-            .push(init.op(), plan.destination_shard, |b| init.emit(b));
+        let destination = self.tell_destination(&init);
         for (client, floor, bitmap) in dedup.windows() {
             let message = StreamMessage::DedupWindow {
                 client,
                 floor,
                 bitmap: &bitmap,
             };
-            self.to_destination
-                .push(message.op(), plan.destination_shard, |b| message.emit(b));
+            self.tell_destination(&message);
         }
         self.stage = Stage::Init {
             switch,
@@ -270,10 +265,7 @@ impl Outgoing {
         match self.phase(group) {
             GroupPhase::HandedOver => {
                 let message = StreamMessage::LateWrite(write.view());
-                self.to_destination
-                    .push(message.op(), self.plan.destination_shard, |b| {
-                        message.emit(b)
-                    });
+                self.tell_destination(&message);
             }
             _ => self.held.push((group, write)),
         }
@@ -304,11 +296,7 @@ impl Outgoing {
                 if self.next_group == self.groups.end && self.active.is_empty() {
                     self.flush_dedup_log();
                     let terminate = StreamMessage::Terminate;
-                    let seq = self.to_destination.push(
-                        terminate.op(),
-                        self.plan.destination_shard,
-                        |b| terminate.emit(b),
-                    );
+                    let seq = self.tell_destination(&terminate);
                     self.stage = Stage::Terminating(seq);
                 }
             }
@@ -318,9 +306,7 @@ impl Outgoing {
                         source_ip: *self.plan.source.ip(),
                         partition: self.partition as u16,
                     };
-                    let seq = self
-                        .to_switch
-                        .push(control.op(), self.plan.shard, |b| control.emit(b));
+                    let seq = self.tell_switch(&control);
                     self.stage = Stage::CuttingOver(seq);
                 }
             }
@@ -353,9 +339,7 @@ impl Outgoing {
                 partition: self.partition as u16,
                 group,
             };
-            let seq = self
-                .to_switch
-                .push(control.op(), self.plan.shard, |b| control.emit(b));
+            let seq = self.tell_switch(&control);
             self.active.push_back(Active {
                 group,
                 step: Step::SwitchStart(seq),
@@ -382,9 +366,7 @@ impl Outgoing {
                         partition: self.partition as u16,
                         group,
                     };
-                    let seq = self
-                        .to_switch
-                        .push(control.op(), self.plan.shard, |b| control.emit(b));
+                    let seq = self.tell_switch(&control);
                     self.active[index].step = Step::SwitchComplete(seq);
                 }
                 Step::SwitchComplete(seq) if self.to_switch.is_acked(seq) => {
@@ -415,16 +397,12 @@ impl Outgoing {
             group,
             floor_clock: table.clock(),
         };
-        self.to_destination
-            .push(start.op(), self.plan.destination_shard, |b| start.emit(b));
+        self.tell_destination(&start);
         let held = std::mem::take(&mut self.held);
         for (held_group, write) in held {
             if held_group == group {
                 let message = StreamMessage::LateWrite(write.view());
-                self.to_destination
-                    .push(message.op(), self.plan.destination_shard, |b| {
-                        message.emit(b)
-                    });
+                self.tell_destination(&message);
             } else {
                 self.held.push((held_group, write));
             }
@@ -473,10 +451,7 @@ impl Outgoing {
                 count,
                 items: &items,
             };
-            self.to_destination
-                .push(message.op(), self.plan.destination_shard, |b| {
-                    message.emit(b)
-                });
+            self.tell_destination(&message);
             self.stats.keys_moved += u64::from(count);
             self.stats.bytes_moved += bytes;
         }
@@ -492,20 +467,29 @@ impl Outgoing {
     }
 
     fn flush_dedup_log(&mut self) {
-        for chunk in self.dedup_log.chunks((BATCH_BYTES - 4) / 12) {
+        let log = std::mem::take(&mut self.dedup_log);
+        for chunk in log.chunks((BATCH_BYTES - 4) / 12) {
             let mut entries = Vec::with_capacity(chunk.len() * 12);
             for (client, seq) in chunk {
                 entries.extend_from_slice(&client.to_be_bytes());
                 entries.extend_from_slice(&seq.to_be_bytes());
             }
             let message = StreamMessage::DedupEntries { entries: &entries };
-            self.to_destination
-                .push(message.op(), self.plan.destination_shard, |b| {
-                    message.emit(b)
-                });
+            self.tell_destination(&message);
         }
-        self.stats.dedup_entries += self.dedup_log.len() as u64;
-        self.dedup_log.clear();
+        self.stats.dedup_entries += log.len() as u64;
+    }
+
+    fn tell_switch(&mut self, control: &SwitchControl) -> u64 {
+        let shard = self.plan.shard;
+        self.to_switch
+            .push(control.op(), shard, |b| control.emit(b))
+    }
+
+    fn tell_destination(&mut self, message: &StreamMessage<'_>) -> u64 {
+        let shard = self.plan.destination_shard;
+        self.to_destination
+            .push(message.op(), shard, |b| message.emit(b))
     }
 
     fn set_phase(&mut self, group: u32, phase: GroupPhase) {

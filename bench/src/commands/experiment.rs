@@ -5,7 +5,8 @@
 
 use super::server::{core_list, spec as server_spec};
 use super::ycsb::{
-    build_report, check_history, faults, hint_failures, print_summary, settings, workload_spec,
+    build_report, check_history, faults, hint_failures, print_summary, report_load, settings,
+    workload_spec,
 };
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
@@ -142,26 +143,12 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     );
 
     let epoch = Instant::now();
+    let phase = Phase::Load;
     let load = client::run_phase(
-        Phase::Load,
-        "load",
-        &fabric,
-        addrs,
-        &cluster,
-        &spec,
-        settings,
-        &inserts,
-        epoch,
-        &stop,
+        phase, "load", &fabric, addrs, &cluster, &spec, settings, &inserts, epoch, &stop,
     )?;
-    eprintln!(
-        "load: {} records in {:.2} s, {} failed",
-        load.counters.completed,
-        load.elapsed.as_secs_f64(),
-        load.counters.failed
-    );
+    report_load(&load);
     if load.counters.failed > 0 {
-        hint_failures(&load);
         return fail("the load phase failed; not starting the experiment");
     }
 

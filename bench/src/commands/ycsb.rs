@@ -166,28 +166,11 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     let load = if args.skip_load {
         None
     } else {
+        let phase = Phase::Load;
         let load = client::run_phase(
-            Phase::Load,
-            "load",
-            &fabric,
-            addrs,
-            &cluster,
-            &spec,
-            settings,
-            &inserts,
-            epoch,
-            &stop,
+            phase, "load", &fabric, addrs, &cluster, &spec, settings, &inserts, epoch, &stop,
         )?;
-        eprintln!(
-            "load: {} records in {:.2} s ({:.0} ops/s), {} failed",
-            load.counters.completed,
-            load.elapsed.as_secs_f64(),
-            load.counters.completed as f64 / load.elapsed.as_secs_f64(),
-            load.counters.failed
-        );
-        if load.counters.failed > 0 {
-            hint_failures(&load);
-        }
+        report_load(&load);
         Some(load)
     };
     let run_epoch = Instant::now();
@@ -235,6 +218,20 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         hint_failures(&run);
     }
     Ok(report)
+}
+
+/// Prints the load phase's outcome (and hints when it failed).
+pub(crate) fn report_load(load: &PhaseResult) {
+    eprintln!(
+        "load: {} records in {:.2} s ({:.0} ops/s), {} failed",
+        load.counters.completed,
+        load.elapsed.as_secs_f64(),
+        load.counters.completed as f64 / load.elapsed.as_secs_f64(),
+        load.counters.failed
+    );
+    if load.counters.failed > 0 {
+        hint_failures(load);
+    }
 }
 
 /// Checks the load and run histories together for linearizability and prints the verdict.
