@@ -7,9 +7,7 @@ use dataplane::port::{PortStats, BURST};
 use dataplane::runner::{spawn_loop, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
-use migration::{
-    MigrationCounters, OutgoingPlan, PartitionServer, Role, ServeCounters, TokenBucket,
-};
+use migration::{MigrationCounters, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket};
 use std::io;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,8 +47,6 @@ pub struct PartitionReport {
     pub partition: u32,
     pub counters: ServeCounters,
     pub migration: MigrationCounters,
-    /// Shard 0's partition moved away (informational).
-    pub moved: bool,
     pub port: PortStats,
     pub entries: usize,
 }
@@ -211,10 +207,6 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
                 migration: state.server.migration_counters(),
                 port: state.port.stats(),
                 entries: state.server.entries(),
-                moved: state
-                    .server
-                    .role(0)
-                    .is_some_and(|role| matches!(role, Role::Moved { .. })),
             },
         )?;
         loops.push(handle);
@@ -260,10 +252,6 @@ impl ServerControl {
                 .map_err(|_| io::Error::other(format!("partition {partition} has stopped")))?;
         }
         Ok(())
-    }
-
-    pub fn partitions(&self) -> usize {
-        self.commands.len()
     }
 
     /// Migration counters summed over partitions (refreshed every 10 ms).

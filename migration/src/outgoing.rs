@@ -455,15 +455,10 @@ impl Outgoing {
             self.stats.keys_moved += u64::from(count);
             self.stats.bytes_moved += bytes;
         }
-        // The last message for this group (its GroupStart if it had no entries).
-        let last = self.to_destination_last_seq();
+        // The last message pushed for this group (its GroupStart if it had no entries).
+        let last = self.to_destination.next_seq() - 1;
         self.active[index].step = Step::Applying(last);
         true
-    }
-
-    fn to_destination_last_seq(&self) -> u64 {
-        // Every push returns consecutive numbers from 0; the last pushed is pending + acked.
-        self.to_destination.next_seq().saturating_sub(1)
     }
 
     fn flush_dedup_log(&mut self) {

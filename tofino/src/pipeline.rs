@@ -226,16 +226,19 @@ impl Switch {
         let cells = self.cells(&pair, group);
         let in_flight = (0..HASHES).all(|i| self.counting[i][cells.counting[i]] != 0);
         let done = (0..HASHES).all(|i| self.bloom[i][cells.bloom[i]] != 0);
-        let truth = self
-            .truth
-            .get(&(pair.slot, group))
-            .copied()
-            .unwrap_or_default();
-        if in_flight && truth.in_flight == 0 {
-            self.counters.false_in_flight += 1;
-        }
-        if !in_flight && done && !truth.done {
-            self.counters.false_done += 1;
+        if in_flight || done {
+            // Only a positive can be false: the exact state is looked up just for those.
+            let truth = self
+                .truth
+                .get(&(pair.slot, group))
+                .copied()
+                .unwrap_or_default();
+            if in_flight && truth.in_flight == 0 {
+                self.counters.false_in_flight += 1;
+            }
+            if !in_flight && done && !truth.done {
+                self.counters.false_done += 1;
+            }
         }
         let is_read = matches!(op, Op::Get | Op::MultiGet);
         let decision = match (in_flight, done) {

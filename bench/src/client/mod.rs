@@ -29,12 +29,6 @@ pub struct Cluster {
     pub shard: u16,
 }
 
-impl Cluster {
-    pub fn server_for(&self, hash: u64) -> SocketAddrV4 {
-        self.partitions[self.map.partition_of(hash) as usize]
-    }
-}
-
 /// How the client behaves (all phases).
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {

@@ -11,7 +11,6 @@ use super::ycsb::{
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
 use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
-use crate::measure::micros;
 use crate::report::{self, Consistency, Percentiles};
 use crate::server::{self, partition_addr, ServerControl};
 use crate::transport::{Fabric, Transport};
@@ -205,11 +204,9 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let orchestration = orchestrator
         .join()
         .map_err(|_| CommandError("the orchestrator thread panicked".into()))?;
-    let switch_snapshot = switch.snapshot();
     let source_reports = source.stop();
     let destination_reports = destination.stop();
     let (switch_final, switch_port) = switch.stop();
-    drop(switch_snapshot);
     fabric.shutdown();
     let timing = *timing.lock().expect("timing lock poisoned");
     if let Err(message) = &orchestration {
@@ -505,5 +502,4 @@ fn print_migration(report: &report::Report) {
     if let Some(o) = &report.overhead {
         eprintln!("overhead: {o}");
     }
-    let _ = micros;
 }
