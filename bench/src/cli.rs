@@ -53,6 +53,15 @@ impl Protocol {
             Protocol::Source => "source",
         }
     }
+
+    pub fn wire(self) -> migration::Protocol {
+        match self {
+            Protocol::Netmigrate => migration::Protocol::NetMigrate,
+            Protocol::Rocksteady => migration::Protocol::Rocksteady,
+            Protocol::Fulva => migration::Protocol::Fulva,
+            Protocol::Source => migration::Protocol::SourceBased,
+        }
+    }
 }
 
 /// The paper's migration presets.

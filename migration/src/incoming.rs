@@ -3,13 +3,17 @@
 //! decides how the partition serves requests for them (see `serve.rs`).
 
 use crate::dedup::{DedupVerdict, WriteDedup};
-use dataplane::wire::{self, Flags, HeaderRepr, LateWrite, Op, Reply, Status, StreamMessage};
+use crate::pull::Puller;
+use crate::stream::StreamReceiver;
+use dataplane::wire::{
+    self, Flags, HeaderRepr, LateWrite, Op, Protocol, Reply, Status, StreamMessage,
+};
 use dataplane::Packet;
 use kv::{key_hash, Partition, PartitionMap, PutOutcome};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::ops::Range;
-
-use crate::stream::StreamReceiver;
+use std::time::{Duration, Instant};
 
 /// Counters of one incoming migration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,10 +43,52 @@ pub struct Incoming {
     /// The source core's address (the stream's peer) and the shard there.
     pub source: SocketAddrV4,
     pub source_shard: u16,
+    pub protocol: Protocol,
     groups: Range<u32>,
+    /// Per group, whether it is here: handed over (NetMigrate: its writes apply here and its
+    /// data follows in the stream) or complete (the baselines: all its data was applied).
     handed_over: Vec<bool>,
+    /// Groups below this are all here (Fulva's progress, announced to clients).
+    migrated_upto: u32,
     receiver: StreamReceiver,
+    pub puller: Puller,
+    hot: HotKeys,
     stats: IncomingStats,
+}
+
+/// Fulva's sampled hot keys: misses sampled from double reads, the hottest pulled early,
+/// and those announced to clients once applied so they read them here alone.
+#[derive(Default)]
+struct HotKeys {
+    misses: u64,
+    samples: HashMap<u64, (Vec<u8>, u32)>,
+    last_pick: Option<Instant>,
+    announced: VecDeque<u64>,
+    replies: u64,
+}
+
+/// One miss in this many is sampled (the artifact samples 1 %).
+const SAMPLE_EVERY: u64 = 16;
+/// How often the hottest samples are pulled.
+const PICK_EVERY: Duration = Duration::from_millis(10);
+/// Keys pulled per pick.
+const PICK_KEYS: usize = 16;
+/// One reply in this many carries the progress trailer.
+const ANNOUNCE_EVERY: u64 = 16;
+
+/// How the destination answers a request for the migrating shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationRule {
+    /// Serve it from the local table.
+    Serve,
+    /// Not here yet: answer the double read's half NOT_MIGRATED (the source's half answers).
+    NotMigrated,
+    /// Not here yet: park the request and pull the key.
+    Pull,
+    /// Pass it to the source (NetMigrate: the group is still the source's).
+    Forward,
+    /// Ask the client to retry (the source still serves, or its hand-over is in flight).
+    RetryLater,
 }
 
 /// What applying a stream message did.
@@ -64,11 +110,100 @@ impl Incoming {
         Incoming {
             source,
             source_shard,
+            protocol: Protocol::NetMigrate, // INIT names it
             handed_over: vec![false; groups.len()],
+            migrated_upto: groups.start,
             groups,
             receiver: StreamReceiver::default(),
+            puller: Puller::new(source, source_shard),
+            hot: HotKeys::default(),
             stats: IncomingStats::default(),
         }
+    }
+
+    /// Who answers a request for `group`; `present`: the key has an entry or tombstone here.
+    pub fn rule(
+        &self,
+        group: u32,
+        present: bool,
+        is_read: bool,
+        double_read: bool,
+        forwarded: bool,
+    ) -> DestinationRule {
+        let here = self.has_group(group);
+        match self.protocol {
+            Protocol::NetMigrate => match (here, is_read && double_read, forwarded) {
+                (true, true, _) if !present => DestinationRule::NotMigrated,
+                (true, _, _) => DestinationRule::Serve,
+                (false, true, _) => DestinationRule::NotMigrated,
+                (false, false, true) => DestinationRule::RetryLater,
+                (false, false, false) => DestinationRule::Forward,
+            },
+            // The shard is the source's until TERMINATE.
+            Protocol::SourceBased => DestinationRule::RetryLater,
+            // Writes are newer than anything the source has; reads of what is here are
+            // current; a missing key may be the source's.
+            Protocol::Rocksteady | Protocol::Fulva => {
+                if here || present || !is_read {
+                    DestinationRule::Serve
+                } else if double_read && self.protocol == Protocol::Fulva {
+                    DestinationRule::NotMigrated
+                } else {
+                    DestinationRule::Pull
+                }
+            }
+        }
+    }
+
+    /// A double-read miss (Fulva): every `SAMPLE_EVERY`th is counted towards hotness.
+    pub fn sample_miss(&mut self, hash: u64, key: &[u8]) {
+        self.hot.misses += 1;
+        if self.hot.misses % SAMPLE_EVERY == 0 {
+            self.hot
+                .samples
+                .entry(hash)
+                .or_insert_with(|| (key.to_vec(), 0))
+                .1 += 1;
+        }
+    }
+
+    /// Pulls the hottest samples now and then (Fulva), and sends due pulls.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        let pick_due = self
+            .hot
+            .last_pick
+            .is_none_or(|at| now.duration_since(at) >= PICK_EVERY);
+        if self.protocol == Protocol::Fulva && pick_due && !self.hot.samples.is_empty() {
+            self.hot.last_pick = Some(now);
+            let mut samples: Vec<_> = self.hot.samples.drain().collect();
+            samples.sort_unstable_by(|a, b| b.1 .1.cmp(&a.1 .1));
+            for (hash, (key, _)) in samples.into_iter().take(PICK_KEYS) {
+                self.puller.want(hash, &key, false, true);
+            }
+        }
+        self.puller.poll(now, out);
+    }
+
+    /// A pulled hot key is here: announce it.
+    pub fn announce(&mut self, hash: u64) {
+        if self.hot.announced.len() == wire::MAX_HOT_KEYS {
+            self.hot.announced.pop_front();
+        }
+        self.hot.announced.push_back(hash);
+    }
+
+    /// Fulva: whether this reply should carry the progress trailer; if so, the progress.
+    pub fn progress_due(&mut self) -> Option<(u32, Vec<u64>)> {
+        if self.protocol != Protocol::Fulva {
+            return None;
+        }
+        self.hot.replies += 1;
+        (self.hot.replies % ANNOUNCE_EVERY == 0).then(|| {
+            (
+                self.migrated_upto,
+                self.hot.announced.iter().copied().collect(),
+            )
+        })
     }
 
     pub fn stats(&self) -> IncomingStats {
@@ -101,8 +236,10 @@ impl Incoming {
             StreamMessage::Init {
                 source_clock,
                 entries,
+                protocol,
                 ..
             } => {
+                self.protocol = protocol;
                 table.advance_clock(source_clock);
                 table.reserve(entries as usize);
             }
@@ -118,20 +255,13 @@ impl Incoming {
             }
             StreamMessage::GroupStart { group, floor_clock } => {
                 table.advance_clock(floor_clock);
-                match self
-                    .handed_over
-                    .get_mut(group.wrapping_sub(self.groups.start) as usize)
-                {
-                    Some(slot) => {
-                        if !*slot {
-                            self.stats.groups_started += 1;
-                        }
-                        *slot = true;
-                    }
-                    None => self.stats.rejected += 1,
+                self.arrived(group);
+            }
+            StreamMessage::GroupComplete { group } => {
+                if self.protocol != Protocol::NetMigrate {
+                    self.arrived(group);
                 }
             }
-            StreamMessage::GroupComplete { .. } => {}
             StreamMessage::Data { group, items, .. } => {
                 for item in wire::data_items(items) {
                     let hash = key_hash(item.key);
@@ -153,12 +283,33 @@ impl Incoming {
                     out.push(reply);
                 }
             }
-            StreamMessage::Terminate => {
+            StreamMessage::Terminate { floor_clock } => {
+                table.advance_clock(floor_clock);
                 self.stats.finished = true;
                 return Applied::Terminated;
             }
         }
         Applied::Continue
+    }
+}
+
+impl Incoming {
+    fn arrived(&mut self, group: u32) {
+        match self
+            .handed_over
+            .get_mut(group.wrapping_sub(self.groups.start) as usize)
+        {
+            Some(slot) => {
+                if !*slot {
+                    self.stats.groups_started += 1;
+                }
+                *slot = true;
+            }
+            None => self.stats.rejected += 1,
+        }
+        while self.has_group(self.migrated_upto) {
+            self.migrated_upto += 1;
+        }
     }
 }
 

@@ -5,12 +5,15 @@
 pub mod dedup;
 pub mod incoming;
 pub mod outgoing;
+pub mod pull;
 pub mod serve;
 pub mod stream;
 pub mod throttle;
 
 pub use dedup::{DedupVerdict, WriteDedup};
-pub use incoming::{Incoming, IncomingStats};
-pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats};
+pub use dataplane::wire::Protocol;
+pub use incoming::{DestinationRule, Incoming, IncomingStats};
+pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, SourceRule};
+pub use pull::PullStats;
 pub use serve::{DropReason, MigrationCounters, PartitionServer, Role, ServeCounters};
 pub use throttle::{MigrationBudget, Preset, TokenBucket};

@@ -1,17 +1,25 @@
-//! The source side of a NetMigrate migration, for one partition of one shard: a sans-I/O
-//! state machine driven by the partition's loop (`poll` and the acknowledgements it is
-//! given). Per group: freeze and announce it to the switch; once the switch has applied the
-//! announcement, tell the destination (with the version floor and the write-dedup entries
-//! it needs), ship the group's entries, and only after the destination has *applied* all
-//! of them announce the group complete to the switch. See `docs/migration.md`.
+//! The source side of a migration, for one partition of one shard: a sans-I/O state
+//! machine driven by the partition's loop (`poll` and the acknowledgements it is given).
+//!
+//! NetMigrate, per group: freeze and announce it to the switch; once the switch has applied
+//! the announcement, tell the destination (with the version floor and the write-dedup
+//! entries it needs), ship the group's entries, and only after the destination has
+//! *applied* all of them announce the group complete to the switch.
+//!
+//! The baselines ship groups the same way without the switch; they differ in who serves
+//! the shard meanwhile (`Outgoing::rule`): Rocksteady and Fulva hand ownership to the
+//! destination once it has applied INIT; source-based keeps serving, re-ships what clients
+//! wrote to groups already shipped, and ends with a stop-and-copy. See `docs/migration.md`.
 
 use crate::dedup::WriteDedup;
 use crate::stream::StreamSender;
 use crate::throttle::TokenBucket;
-use dataplane::wire::{self, LateWrite, MigratedItem, Op, StreamMessage, SwitchControl};
+use dataplane::wire::{
+    self, LateWrite, MigratedItem, Op, Protocol, StreamMessage, SwitchControl,
+};
 use dataplane::Packet;
-use kv::{Partition, PartitionMap};
-use std::collections::VecDeque;
+use kv::{Lookup, Partition, PartitionMap};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::ops::Range;
 use std::time::Instant;
@@ -43,7 +51,26 @@ pub struct OutgoingPlan {
     /// Groups handed over at once (each waits for round trips to the switch and the
     /// destination, so several overlap).
     pub pipeline: usize,
+    pub protocol: Protocol,
 }
+
+/// How the source answers a request for the migrating shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRule {
+    Serve,
+    /// A write for a group handed over (NetMigrate): pass it to the destination.
+    Hold,
+    /// Ownership is moving right now: ask again shortly.
+    RetryLater,
+    /// The destination serves it: answer MOVED.
+    Moved,
+}
+
+/// Source-based: stop and copy once a catch-up round has at most this many keys to re-ship
+/// (the artifact stops at 21).
+const STOP_KEYS: usize = 64;
+/// Source-based: stop after this many catch-up rounds even if writes keep up with them.
+const MAX_ROUNDS: u32 = 16;
 
 /// Progress counters, summed over partitions for reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +83,12 @@ pub struct OutgoingStats {
     pub dedup_entries: u64,
     pub stream_bytes: u64,
     pub retransmissions: u64,
+    /// Source-based: keys re-shipped because a client wrote them after their group left.
+    pub dirty_keys: u64,
+    pub catch_up_rounds: u64,
+    /// Keys the source answered pulls for, and the bytes of those answers.
+    pub pulled_keys: u64,
+    pub pull_bytes: u64,
     pub finished: bool,
 }
 
@@ -69,6 +102,10 @@ impl OutgoingStats {
         self.dedup_entries += s.dedup_entries;
         self.stream_bytes += s.stream_bytes;
         self.retransmissions += s.retransmissions;
+        self.dirty_keys += s.dirty_keys;
+        self.catch_up_rounds += s.catch_up_rounds;
+        self.pulled_keys += s.pulled_keys;
+        self.pull_bytes += s.pull_bytes;
         self.finished |= s.finished;
     }
 }
@@ -87,21 +124,63 @@ enum Step {
     Finished,
 }
 
+/// An encoded data batch: item count, key and value bytes, items.
+type Batch = (u16, u64, Vec<u8>);
+
 struct Active {
     group: u32,
     step: Step,
-    /// Encoded batches not yet pushed: (item count, bytes, items).
-    batches: VecDeque<(u16, u64, Vec<u8>)>,
+    /// Encoded batches not yet pushed.
+    batches: VecDeque<Batch>,
+}
+
+/// Encodes the entries `each` visits (key, value or None for a tombstone, version) into
+/// batches that fit one frame each.
+fn encode_batches(
+    each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64)),
+) -> VecDeque<Batch> {
+    let mut batches = VecDeque::new();
+    let mut items = Vec::new();
+    let mut count = 0u16;
+    let mut bytes = 0u64;
+    each(&mut |key, value, version| {
+        let item = MigratedItem {
+            key,
+            value,
+            version,
+        };
+        if !wire::push_item(&mut items, BATCH_BYTES, &item) {
+            batches.push_back((count, bytes, std::mem::take(&mut items)));
+            (count, bytes) = (0, 0);
+            assert!(
+                wire::push_item(&mut items, BATCH_BYTES, &item),
+                "a stored entry fits one batch"
+            );
+        }
+        count += 1;
+        bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+    });
+    if count > 0 {
+        batches.push_back((count, bytes, items));
+    }
+    batches
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// INIT sent to the switch and the destination; no group starts before both applied it.
+    /// INIT sent to the switch (NetMigrate) and the destination; no group starts before
+    /// both applied it.
     Init {
-        switch: u64,
+        switch: Option<u64>,
         destination: u64,
     },
     Groups,
+    /// Source-based: re-shipping keys written after their group left, round by round;
+    /// waits for the destination to apply the round's last message.
+    CatchingUp {
+        round: u32,
+        applied: u64,
+    },
     /// TERMINATE sent to the destination.
     Terminating(u64),
     /// TERMINATE sent to the switch; the source answers MOVED from now on.
@@ -132,6 +211,10 @@ pub struct Outgoing {
     dedup_log: Vec<(u32, u64)>,
     held: Vec<(u32, OwnedLateWrite)>,
     budget: TokenBucket,
+    /// Source-based: keys written after their group was shipped (key → hash).
+    dirty: HashMap<Vec<u8>, u64>,
+    /// Source-based: the final stop-and-copy began; the source serves nothing more.
+    stopped: bool,
     stats: OutgoingStats,
 }
 
@@ -183,40 +266,46 @@ impl Outgoing {
             dedup_log: Vec::new(),
             held: Vec::new(),
             budget,
+            dirty: HashMap::new(),
+            stopped: false,
             stats: OutgoingStats::default(),
             plan,
         }
     }
 
-    /// Sends INIT to the switch and the destination, with the source's write-dedup windows
-    /// so the destination never applies a write twice.
+    /// Sends INIT to the switch (NetMigrate) and the destination, with the source's
+    /// write-dedup windows so the destination never applies a write twice.
     pub fn start(&mut self, table: &Partition, dedup: &WriteDedup) {
         self.stats.groups = self.groups.len() as u64;
         let plan = self.plan.clone();
-        let control = SwitchControl::Init {
-            source_ip: *plan.source.ip(),
-            dest_ip: *plan.destination.ip(),
-            dest_shard: plan.destination_shard,
-            size_exp: kv::SIZE_EXP,
-            remain_exp: kv::SIZE_EXP - self.group_bits,
-            partitions: self.partitions as u16,
-            partition: self.partition as u16,
-        };
-        let switch = self.tell_switch(&control);
+        let switch = (plan.protocol == Protocol::NetMigrate).then(|| {
+            let control = SwitchControl::Init {
+                source_ip: *plan.source.ip(),
+                dest_ip: *plan.destination.ip(),
+                dest_shard: plan.destination_shard,
+                size_exp: kv::SIZE_EXP,
+                remain_exp: kv::SIZE_EXP - self.group_bits,
+                partitions: self.partitions as u16,
+                partition: self.partition as u16,
+            };
+            self.tell_switch(&control)
+        });
         let init = StreamMessage::Init {
             source_shard: plan.shard,
             partitions: self.partitions as u16,
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
+            protocol: plan.protocol,
         };
-        let destination = self.tell_destination(&init);
+        let mut destination = self.tell_destination(&init);
         for (client, floor, bitmap) in dedup.windows() {
             let message = StreamMessage::DedupWindow {
                 client,
                 floor,
                 bitmap: &bitmap,
             };
-            self.tell_destination(&message);
+            // Ownership may move once the windows are there, not just INIT.
+            destination = self.tell_destination(&message);
         }
         self.stage = Stage::Init {
             switch,
@@ -246,6 +335,51 @@ impl Outgoing {
     /// The source stopped serving this partition of the shard (all groups moved).
     pub fn is_moved(&self) -> bool {
         matches!(self.stage, Stage::CuttingOver(_) | Stage::Done)
+    }
+
+    /// Who answers a request for `group` (see the module comment).
+    pub fn rule(&self, group: u32, is_read: bool, double_read: bool) -> SourceRule {
+        let transferring = matches!(self.stage, Stage::Init { .. });
+        match self.plan.protocol {
+            Protocol::NetMigrate if self.is_moved() => SourceRule::Moved,
+            Protocol::NetMigrate if !is_read && self.phase(group) != GroupPhase::NotStarted => {
+                SourceRule::Hold
+            }
+            Protocol::NetMigrate => SourceRule::Serve,
+            // Until the destination has INIT (and the dedup windows) nothing is written
+            // anywhere; reads of the unchanged data stay correct here.
+            Protocol::Rocksteady | Protocol::Fulva if transferring => {
+                if is_read {
+                    SourceRule::Serve
+                } else {
+                    SourceRule::RetryLater
+                }
+            }
+            Protocol::Rocksteady => SourceRule::Moved,
+            // Fulva clients read what has not migrated from both sides; the source's copy
+            // is frozen, and the client prefers the destination's when it has the key.
+            Protocol::Fulva if is_read && double_read && self.stage != Stage::Done => {
+                SourceRule::Serve
+            }
+            Protocol::Fulva => SourceRule::Moved,
+            Protocol::SourceBased if self.stopped => SourceRule::Moved,
+            Protocol::SourceBased => SourceRule::Serve,
+        }
+    }
+
+    /// Source-based: a client wrote `key` here; if its group was shipped already, the
+    /// write must be shipped again.
+    pub fn dirtied(&mut self, group: u32, hash: u64, key: &[u8]) {
+        if self.plan.protocol == Protocol::SourceBased && self.phase(group) != GroupPhase::NotStarted
+        {
+            self.dirty.insert(key.to_vec(), hash);
+        }
+    }
+
+    /// Counts a pull this source answered.
+    pub fn answered_pull(&mut self, keys: u64, bytes: usize) {
+        self.stats.pulled_keys += keys;
+        self.stats.pull_bytes += bytes as u64;
     }
 
     pub fn is_done(&self) -> bool {
@@ -287,17 +421,30 @@ impl Outgoing {
                 switch,
                 destination,
             } => {
-                if self.to_switch.is_acked(switch) && self.to_destination.is_acked(destination) {
+                let switch_ready = switch.is_none_or(|seq| self.to_switch.is_acked(seq));
+                if switch_ready && self.to_destination.is_acked(destination) {
                     self.stage = Stage::Groups;
                 }
             }
             Stage::Groups => {
                 self.advance_groups(now, table);
                 if self.next_group == self.groups.end && self.active.is_empty() {
-                    self.flush_dedup_log();
-                    let terminate = StreamMessage::Terminate;
-                    let seq = self.tell_destination(&terminate);
-                    self.stage = Stage::Terminating(seq);
+                    if self.plan.protocol == Protocol::SourceBased {
+                        self.catch_up(0, table);
+                    } else {
+                        self.terminate(table);
+                    }
+                }
+            }
+            Stage::CatchingUp { round, applied } => {
+                if self.to_destination.is_acked(applied) {
+                    self.catch_up(round + 1, table);
+                }
+            }
+            Stage::Terminating(seq) if self.plan.protocol != Protocol::NetMigrate => {
+                if self.to_destination.is_acked(seq) {
+                    self.stage = Stage::Done;
+                    self.stats.finished = true;
                 }
             }
             Stage::Terminating(seq) => {
@@ -322,6 +469,74 @@ impl Outgoing {
         self.to_destination.poll(now, out);
     }
 
+    /// Source-based: re-ships the keys written since their group left; once a round is
+    /// small enough (or enough rounds ran), stops serving and ships the last of them.
+    fn catch_up(&mut self, round: u32, table: &Partition) {
+        let last_round = self.dirty.len() <= STOP_KEYS || round >= MAX_ROUNDS;
+        let layout = self.layout();
+        let mut dirty: Vec<(u32, Vec<u8>, u64)> = self
+            .dirty
+            .drain()
+            .map(|(key, hash)| (layout.group_of(hash), key, hash))
+            .collect();
+        dirty.sort_unstable();
+        self.stats.dirty_keys += dirty.len() as u64;
+        self.stats.catch_up_rounds += 1;
+        let mut run_start = 0;
+        while run_start < dirty.len() {
+            let group = dirty[run_start].0;
+            let run_end = dirty[run_start..]
+                .iter()
+                .position(|d| d.0 != group)
+                .map_or(dirty.len(), |n| run_start + n);
+            let batches = encode_batches(|visit| {
+                for (_, key, hash) in &dirty[run_start..run_end] {
+                    match table.get(*hash, key) {
+                        Lookup::Found { version, value } => visit(key, Some(value), version),
+                        Lookup::Deleted { version } => visit(key, None, version),
+                        Lookup::Absent => {}
+                    }
+                }
+            });
+            self.push_batches(group, batches);
+            run_start = run_end;
+        }
+        if last_round {
+            self.stopped = true;
+            self.terminate(table);
+        } else {
+            let applied = self.to_destination.next_seq() - 1;
+            self.stage = Stage::CatchingUp { round, applied };
+        }
+    }
+
+    fn terminate(&mut self, table: &Partition) {
+        self.flush_dedup_log();
+        let terminate = StreamMessage::Terminate {
+            floor_clock: table.clock(),
+        };
+        let seq = self.tell_destination(&terminate);
+        self.stage = Stage::Terminating(seq);
+    }
+
+    fn layout(&self) -> kv::GroupLayout {
+        kv::GroupLayout::new(self.group_bits).expect("the layout was valid when the map was built")
+    }
+
+    fn push_batches(&mut self, group: u32, batches: VecDeque<Batch>) {
+        for (count, bytes, items) in batches {
+            self.budget.spend(u64::from(count));
+            let message = StreamMessage::Data {
+                group,
+                count,
+                items: &items,
+            };
+            self.tell_destination(&message);
+            self.stats.keys_moved += u64::from(count);
+            self.stats.bytes_moved += bytes;
+        }
+    }
+
     fn advance_groups(&mut self, now: Instant, table: &Partition) {
         // Start new groups while the pipeline has room, but freeze a group only when its
         // data is about to ship: a frozen group's writes wait for the destination to learn
@@ -333,18 +548,28 @@ impl Outgoing {
         {
             let group = self.next_group;
             self.next_group += 1;
-            self.set_phase(group, GroupPhase::Freezing);
-            let control = SwitchControl::GroupStart {
-                source_ip: *self.plan.source.ip(),
-                partition: self.partition as u16,
-                group,
-            };
-            let seq = self.tell_switch(&control);
-            self.active.push_back(Active {
-                group,
-                step: Step::SwitchStart(seq),
-                batches: VecDeque::new(),
-            });
+            if self.plan.protocol == Protocol::NetMigrate {
+                self.set_phase(group, GroupPhase::Freezing);
+                let control = SwitchControl::GroupStart {
+                    source_ip: *self.plan.source.ip(),
+                    partition: self.partition as u16,
+                    group,
+                };
+                let seq = self.tell_switch(&control);
+                self.active.push_back(Active {
+                    group,
+                    step: Step::SwitchStart(seq),
+                    batches: VecDeque::new(),
+                });
+            } else {
+                self.active.push_back(Active {
+                    group,
+                    step: Step::Shipping,
+                    batches: VecDeque::new(),
+                });
+                let index = self.active.len() - 1;
+                self.hand_over(index, table);
+            }
         }
         let mut index = 0;
         while index < self.active.len() {
@@ -359,6 +584,13 @@ impl Outgoing {
                         break; // Out of budget: later groups wait too, in order.
                     }
                     continue;
+                }
+                Step::Applying(seq)
+                    if self.to_destination.is_acked(seq)
+                        && self.plan.protocol != Protocol::NetMigrate =>
+                {
+                    self.stats.groups_done += 1;
+                    self.active[index].step = Step::Finished;
                 }
                 Step::Applying(seq) if self.to_destination.is_acked(seq) => {
                     let control = SwitchControl::GroupComplete {
@@ -389,49 +621,31 @@ impl Outgoing {
     /// The switch now steers the group's writes to the destination: tell the destination
     /// (dedup entries first, then the version floor), pass on held writes, and snapshot the
     /// frozen group into batches.
+    /// (The baselines skip the switch and the destination's hand-over: the snapshot is
+    /// all there is.)
     fn hand_over(&mut self, index: usize, table: &Partition) {
         let group = self.active[index].group;
         self.set_phase(group, GroupPhase::HandedOver);
-        self.flush_dedup_log();
-        let start = StreamMessage::GroupStart {
-            group,
-            floor_clock: table.clock(),
-        };
-        self.tell_destination(&start);
-        let held = std::mem::take(&mut self.held);
-        for (held_group, write) in held {
-            if held_group == group {
-                let message = StreamMessage::LateWrite(write.view());
-                self.tell_destination(&message);
-            } else {
-                self.held.push((held_group, write));
-            }
-        }
-        let mut batches = VecDeque::new();
-        let mut items = Vec::new();
-        let mut count = 0u16;
-        let mut bytes = 0u64;
-        table.for_each_in_group(group, |entry| {
-            let item = MigratedItem {
-                key: entry.key,
-                value: entry.value,
-                version: entry.version,
+        if self.plan.protocol == Protocol::NetMigrate {
+            self.flush_dedup_log();
+            let start = StreamMessage::GroupStart {
+                group,
+                floor_clock: table.clock(),
             };
-            if !wire::push_item(&mut items, BATCH_BYTES, &item) {
-                batches.push_back((count, bytes, std::mem::take(&mut items)));
-                (count, bytes) = (0, 0);
-                assert!(
-                    wire::push_item(&mut items, BATCH_BYTES, &item),
-                    "a stored entry fits one batch"
-                );
+            self.tell_destination(&start);
+            let held = std::mem::take(&mut self.held);
+            for (held_group, write) in held {
+                if held_group == group {
+                    let message = StreamMessage::LateWrite(write.view());
+                    self.tell_destination(&message);
+                } else {
+                    self.held.push((held_group, write));
+                }
             }
-            count += 1;
-            bytes += (entry.key.len() + entry.value.map_or(0, <[u8]>::len)) as u64;
-        });
-        if count > 0 {
-            batches.push_back((count, bytes, items));
         }
-        self.active[index].batches = batches;
+        self.active[index].batches = encode_batches(|visit| {
+            table.for_each_in_group(group, |entry| visit(entry.key, entry.value, entry.version))
+        });
         self.active[index].step = Step::Shipping;
     }
 
@@ -454,6 +668,10 @@ impl Outgoing {
             self.tell_destination(&message);
             self.stats.keys_moved += u64::from(count);
             self.stats.bytes_moved += bytes;
+        }
+        if self.plan.protocol != Protocol::NetMigrate {
+            // Tells the destination every entry of the group is there.
+            self.tell_destination(&StreamMessage::GroupComplete { group });
         }
         // The last message pushed for this group (its GroupStart if it had no entries).
         let last = self.to_destination.next_seq() - 1;

@@ -4,12 +4,13 @@
 //! see `docs/migration.md` for the rules and why they keep every operation linearizable.
 
 use crate::dedup::{DedupVerdict, WriteDedup};
-use crate::incoming::{Applied, Incoming, IncomingStats};
-use crate::outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite};
+use crate::incoming::{Applied, DestinationRule, Incoming, IncomingStats};
+use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, SourceRule};
+use crate::pull::{self, PullStats};
 use crate::stream::{self, Delivery};
 use dataplane::wire::{
-    self, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, Reply, ReplyItem, Request, Status,
-    StreamMessage, WireError, HEADER_LEN,
+    self, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, PullBatch, Reply, ReplyItem, Request,
+    Status, StreamMessage, WireError, HEADER_LEN,
 };
 use dataplane::Packet;
 use kv::{key_hash, Lookup, Partition, PartitionMap};
@@ -125,6 +126,12 @@ pub struct MigrationCounters {
     /// Multi-key requests on a migrating shard whose keys the partition could not all
     /// serve: answered RETRY_LATER.
     pub multi_retry_later: u64,
+    /// Requests answered RETRY_LATER while ownership moves (single-key).
+    pub retry_later: u64,
+    /// Pulls this partition sent as a destination.
+    pub pulls: PullStats,
+    /// Reads a destination parked until a pull answered them.
+    pub parked: u64,
     pub outgoing_active: u32,
     pub incoming_active: u32,
 }
@@ -142,9 +149,15 @@ pub struct PartitionServer {
     targets: Vec<Option<(usize, u64)>>,
     /// Multi-key replies are built here: the request is still being read while they grow.
     scratch: Box<[u8; dataplane::port::BUFFER_CAPACITY]>,
-    /// Packets produced outside the request → reply path (late-write replies).
+    /// Packets produced outside the request → reply path (late-write replies, parked
+    /// requests answered once their pull arrived).
     extra: Vec<Box<Packet>>,
+    /// Reads waiting for a pull, by key hash.
+    parked: Vec<(u64, Box<Packet>)>,
 }
+
+/// Most reads parked at once; beyond, the client is asked to retry.
+const MAX_PARKED: usize = 4096;
 
 /// How a multi-key request is answered.
 enum MultiOutcome {
@@ -165,6 +178,8 @@ enum Action {
     Ready,
     /// Nothing to send (the request was taken over, e.g. queued as a late write).
     Consumed,
+    /// A read that waits for a pull of its key (hash): keep a copy.
+    Park(u64),
 }
 
 impl PartitionServer {
@@ -189,6 +204,7 @@ impl PartitionServer {
             targets: Vec::new(),
             scratch: Box::new([0; dataplane::port::BUFFER_CAPACITY]),
             extra: Vec::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -211,6 +227,7 @@ impl PartitionServer {
                 }
                 Role::Incoming(agent) => {
                     counters.incoming.add(&agent.stats());
+                    counters.pulls.add(&agent.puller.stats());
                     counters.incoming_active += 1;
                 }
                 _ => {}
@@ -239,7 +256,7 @@ impl PartitionServer {
         self.shards.iter().find(|s| s.id == shard).map(|s| &s.role)
     }
 
-    /// Starts migrating this partition of `plan.shard` away (NetMigrate).
+    /// Starts migrating this partition of `plan.shard` away.
     pub fn start_outgoing(&mut self, plan: OutgoingPlan) -> Result<(), String> {
         let partition = self.partition;
         let Some(shard) = self.shards.iter_mut().find(|s| s.id == plan.shard) else {
@@ -261,6 +278,9 @@ impl PartitionServer {
     pub fn poll_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
         out.append(&mut self.extra);
         for shard in &mut self.shards {
+            if let Role::Incoming(agent) = &mut shard.role {
+                agent.poll(now, out);
+            }
             let Role::Outgoing(agent) = &mut shard.role else {
                 continue;
             };
@@ -334,6 +354,15 @@ impl PartitionServer {
             }
             Ok(Action::Ready) => true,
             Ok(Action::Consumed) => false,
+            Ok(Action::Park(hash)) => {
+                self.migration.parked += 1;
+                let mut copy = Packet::new_boxed();
+                copy.buffer_mut()[..packet.len()].copy_from_slice(packet.payload());
+                copy.set_len(packet.len());
+                (copy.src, copy.dst) = (packet.src, packet.dst);
+                self.parked.push((hash, copy));
+                false
+            }
             Err(reason) => {
                 self.counters.count_drop(reason);
                 false
@@ -350,6 +379,13 @@ impl PartitionServer {
         }
         if header.op.is_migration_stream_ack() || header.op.is_switch_control_ack() {
             self.on_ack(src, &header);
+            return Ok(Action::Consumed);
+        }
+        if header.op == Op::Pull {
+            return self.answer_pull(&header, len, buf);
+        }
+        if header.op == Op::PullReply {
+            self.on_pull_reply(src, &header, len, buf)?;
             return Ok(Action::Consumed);
         }
         if !header.op.is_key_addressed() {
@@ -421,15 +457,23 @@ impl PartitionServer {
                     reply_to,
                 ));
             }
-            Role::Outgoing(agent) => {
-                if agent.is_moved() {
+            Role::Outgoing(agent) => match agent.rule(group, is_read, double_read) {
+                SourceRule::Serve => {}
+                SourceRule::Moved => {
                     let (to, shard) = (agent.plan().destination, agent.plan().destination_shard);
                     return Ok(Action::Reply(
                         self.moved_reply(&header, to, shard, buf),
                         reply_to,
                     ));
                 }
-                if !is_read && agent.phase(group) != GroupPhase::NotStarted {
+                SourceRule::RetryLater => {
+                    self.migration.retry_later += 1;
+                    return Ok(Action::Reply(
+                        self.status_reply(&header, Status::RetryLater, buf),
+                        reply_to,
+                    ));
+                }
+                SourceRule::Hold => {
                     // Frozen here: the destination applies it and answers the client.
                     agent.late_write(
                         group,
@@ -445,51 +489,60 @@ impl PartitionServer {
                     );
                     return Ok(Action::Consumed);
                 }
-            }
-            Role::Incoming(agent) => {
+            },
+            Role::Incoming(_) => {
                 reply_flags = Flags::FROM_DESTINATION;
-                if !agent.has_group(group) {
-                    if is_read && double_read {
+                let present = !matches!(
+                    self.shards[shard_index].table.get(hash, &buf[key.clone()]),
+                    Lookup::Absent
+                );
+                let Role::Incoming(agent) = &mut self.shards[shard_index].role else {
+                    unreachable!("matched above")
+                };
+                let forwarded = header.flags.contains(Flags::FORWARDED);
+                match agent.rule(group, present, is_read, double_read, forwarded) {
+                    DestinationRule::Serve => {}
+                    DestinationRule::NotMigrated => {
+                        agent.sample_miss(hash, &buf[key.clone()]);
                         self.migration.not_migrated += 1;
                         return Ok(Action::Reply(
                             self.not_migrated_reply(&header, buf),
                             reply_to,
                         ));
                     }
-                    if header.flags.contains(Flags::FORWARDED) {
-                        // Passed here by the source: the group is handed over but its
-                        // announcement is still on the way. The client asks again.
+                    DestinationRule::Pull if self.parked.len() < MAX_PARKED => {
+                        agent.puller.want(hash, &buf[key.clone()], true, false);
+                        return Ok(Action::Park(hash));
+                    }
+                    DestinationRule::Pull | DestinationRule::RetryLater => {
+                        // Passed here by the source while the group's hand-over is on its
+                        // way (NetMigrate), or the source still owns the shard: ask again.
+                        self.migration.retry_later += 1;
                         return Ok(Action::Reply(
                             self.status_reply(&header, Status::RetryLater, buf),
                             reply_to,
                         ));
                     }
-                    // The switch steered it here by a false positive (or the group is
-                    // still the source's): the source owns it.
-                    self.migration.forwarded += 1;
-                    let (source, source_shard) = (agent.source, agent.source_shard);
-                    let mut forwarded = header;
-                    forwarded.flags = header.flags.with(Flags::FORWARDED);
-                    forwarded.shard = source_shard;
-                    HeaderRepr::emit(&forwarded, &mut wire::Header::new_unchecked(&mut buf[..]));
-                    let len = wire::append_reply_to(&mut buf[..], len, requester)
-                        .map_err(DropReason::Malformed)?;
-                    return Ok(Action::Forward(len, source));
-                }
-                if is_read && double_read {
-                    let table = &self.shards[shard_index].table;
-                    if matches!(table.get(hash, &buf[key.clone()]), Lookup::Absent) {
-                        // Not migrated yet: the source's half of the double read answers.
-                        self.migration.not_migrated += 1;
-                        return Ok(Action::Reply(
-                            self.not_migrated_reply(&header, buf),
-                            reply_to,
-                        ));
+                    DestinationRule::Forward => {
+                        // The switch steered it here by a false positive (or the group is
+                        // still the source's): the source owns it.
+                        self.migration.forwarded += 1;
+                        let (source, source_shard) = (agent.source, agent.source_shard);
+                        let mut forwarded = header;
+                        forwarded.flags = header.flags.with(Flags::FORWARDED);
+                        forwarded.shard = source_shard;
+                        HeaderRepr::emit(
+                            &forwarded,
+                            &mut wire::Header::new_unchecked(&mut buf[..]),
+                        );
+                        let len = wire::append_reply_to(&mut buf[..], len, requester)
+                            .map_err(DropReason::Malformed)?;
+                        return Ok(Action::Forward(len, source));
                     }
                 }
             }
         }
-        let len = match value {
+        let mut len = match value {
             _ if is_read => self.serve_get(shard_index, &header, hash, key, reply_flags, buf),
             value => {
                 match self.serve_write(shard_index, &header, hash, key, value, reply_flags, buf)? {
@@ -498,7 +551,90 @@ impl PartitionServer {
                 }
             }
         };
+        if let Role::Incoming(agent) = &mut self.shards[shard_index].role {
+            len = announce_progress(agent, len, buf);
+        }
         Ok(Action::Reply(len, reply_to))
+    }
+
+    /// The source answers a destination's pull from its frozen copy.
+    fn answer_pull(
+        &mut self,
+        header: &HeaderRepr,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<Action, DropReason> {
+        let body = buf[HEADER_LEN..len].to_vec();
+        let keys = PullBatch::parse(&body).map_err(DropReason::Malformed)?;
+        let Some(shard) = self.shards.iter_mut().find(|s| s.id == header.shard) else {
+            return Err(DropReason::NotARequest);
+        };
+        let Role::Outgoing(agent) = &mut shard.role else {
+            // Not migrating (any more): the destination has everything by now.
+            return Err(DropReason::NotARequest);
+        };
+        let reply_len = pull::answer(header, &keys, &shard.table, buf);
+        agent.answered_pull(u64::from(keys.count), reply_len);
+        Ok(Action::Reply(reply_len, None))
+    }
+
+    /// A destination applies the source's answer to its pull and serves the reads parked
+    /// on those keys.
+    fn on_pull_reply(
+        &mut self,
+        src: SocketAddrV4,
+        header: &HeaderRepr,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let batch = PullBatch::parse(&buf[HEADER_LEN..len]).map_err(DropReason::Malformed)?;
+        let shard = self
+            .shards
+            .iter_mut()
+            .find(|s| matches!(&s.role, Role::Incoming(a) if a.source == src && a.source_shard == header.shard))
+            .ok_or(DropReason::NotARequest)?;
+        let Role::Incoming(agent) = &mut shard.role else {
+            unreachable!("found by role")
+        };
+        agent.puller.received(len);
+        let mut released = Vec::new();
+        for item in batch.items() {
+            let hash = kv::key_hash(item.key);
+            if !shard.table.owns(hash) {
+                continue;
+            }
+            shard
+                .table
+                .put_if_newer(hash, item.key, item.value, item.version);
+            if let Some(answered) = agent.puller.answered(hash) {
+                if answered.hot {
+                    agent.announce(hash);
+                }
+                released.push(answered.hash);
+            }
+        }
+        for hash in released {
+            self.release_parked(|h| h == hash);
+        }
+        Ok(())
+    }
+
+    /// Serves again the parked reads `which` selects; their replies go out on the next poll.
+    fn release_parked(&mut self, which: impl Fn(u64) -> bool) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (released, kept) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|(hash, _)| which(*hash));
+        self.parked = kept;
+        let released: Vec<(u64, Box<Packet>)> = released;
+        for (_, mut packet) in released {
+            // A read that still cannot be served parks itself again.
+            if self.handle(&mut packet) {
+                self.extra.push(packet);
+            }
+        }
     }
 
     fn serve_get(
@@ -546,6 +682,7 @@ impl PartitionServer {
             DedupVerdict::Apply => {
                 if let Role::Outgoing(agent) = &mut shard.role {
                     agent.applied_write(header.client, header.seq);
+                    agent.dirtied(self.map.layout().group_of(hash), hash, &buf[key.clone()]);
                 }
                 match value {
                     Some(value) => (Status::Ok, shard.table.put(hash, &buf[key], &buf[value])),
@@ -594,20 +731,37 @@ impl PartitionServer {
         }
         let layout = self.map.layout();
         let is_read = items.op == KeyOp::Get;
-        let servable = match &self.shards[shard_index].role {
+        let double_read = header.flags.contains(Flags::DOUBLE_READ);
+        let shard = &self.shards[shard_index];
+        let servable = match &shard.role {
             Role::Owned => true,
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
             // Every key must be one this partition serves alone right now.
             Role::Outgoing(agent) => {
-                !agent.is_moved()
-                    && items.iter().all(|item| {
-                        agent.phase(layout.group_of(item.key_hash)) == GroupPhase::NotStarted
-                            || (is_read && !header.flags.contains(Flags::DOUBLE_READ))
-                    })
+                let rules = items
+                    .iter()
+                    .map(|item| agent.rule(layout.group_of(item.key_hash), is_read, double_read));
+                let mut all_served = true;
+                for rule in rules {
+                    match rule {
+                        SourceRule::Serve => {}
+                        SourceRule::Moved => {
+                            let plan = agent.plan();
+                            return Ok(MultiOutcome::Moved(
+                                plan.destination,
+                                plan.destination_shard,
+                            ));
+                        }
+                        SourceRule::Hold | SourceRule::RetryLater => all_served = false,
+                    }
+                }
+                all_served
             }
-            Role::Incoming(agent) => items
-                .iter()
-                .all(|item| agent.has_group(layout.group_of(item.key_hash))),
+            Role::Incoming(agent) => items.iter().all(|item| {
+                let present = !matches!(shard.table.get(item.key_hash, item.key), Lookup::Absent);
+                let group = layout.group_of(item.key_hash);
+                agent.rule(group, present, is_read, double_read, false) == DestinationRule::Serve
+            }),
         };
         if !servable {
             self.migration.multi_retry_later += 1;
@@ -633,6 +787,9 @@ impl PartitionServer {
         if apply && !is_read {
             if let Role::Outgoing(agent) = &mut shard.role {
                 agent.applied_write(header.client, header.seq);
+                for item in items.iter() {
+                    agent.dirtied(layout.group_of(item.key_hash), item.key_hash, item.key);
+                }
             }
         }
         let table = &mut shard.table;
@@ -659,6 +816,7 @@ impl PartitionServer {
         let src = packet.src;
         let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
+        let message_op = header.op;
         let index = match self.shards.iter().position(|s| s.id == header.shard) {
             Some(index) => index,
             None => {
@@ -712,8 +870,10 @@ impl PartitionServer {
                 );
                 incoming.receiver().applied();
                 let last = header.seq;
-                if applied == Applied::Terminated {
+                let terminated = applied == Applied::Terminated;
+                if terminated {
                     self.migration.incoming.add(&incoming.stats());
+                    self.migration.pulls.add(&incoming.puller.stats());
                     shard.role = Role::Owned;
                     self.finished_streams.push(FinishedStream {
                         source: src,
@@ -722,6 +882,11 @@ impl PartitionServer {
                     });
                 }
                 stream::acknowledge(packet, &header, last, Status::Ok);
+                if terminated || matches!(message_op, Op::GroupComplete) {
+                    // Parked reads whose group is complete (or the whole shard) are
+                    // served now rather than when their pull answers.
+                    self.release_parked(|_| true);
+                }
                 Ok(Action::Ready)
             }
             Delivery::Duplicate | Delivery::Gap => match incoming.receiver().last_applied() {
@@ -820,9 +985,28 @@ impl MigrationCounters {
         self.not_migrated += other.not_migrated;
         self.moved_replies += other.moved_replies;
         self.multi_retry_later += other.multi_retry_later;
+        self.retry_later += other.retry_later;
+        self.pulls.add(&other.pulls);
+        self.parked += other.parked;
         self.outgoing_active += other.outgoing_active;
         self.incoming_active += other.incoming_active;
     }
+}
+
+/// Fulva: now and then a destination reply carries the partition's progress and the hot
+/// keys pulled early, so clients stop double-reading what is here. Returns the new length.
+fn announce_progress(agent: &mut Incoming, len: usize, buf: &mut [u8]) -> usize {
+    let Some((migrated_upto, hot)) = agent.progress_due() else {
+        return len;
+    };
+    let room = wire::MAX_PAYLOAD.min(buf.len());
+    let Ok(new_len) = wire::append_progress(&mut buf[..room], len, migrated_upto, &hot) else {
+        return len; // No room after a large value: the next reply announces it.
+    };
+    let mut header = wire::Header::new_unchecked(&mut buf[..HEADER_LEN]);
+    let flags = header.flags().with(Flags::PROGRESS);
+    header.set_flags(flags);
+    new_len
 }
 
 fn execute_item<'t>(

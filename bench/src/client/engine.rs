@@ -14,6 +14,7 @@ use dataplane::runner::Backoff;
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
 use dataplane::{Packet, Port};
 use migration::dedup::WINDOW;
+use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,18 @@ const RING: u64 = WINDOW;
 const RETRY_LATER_PAUSE: Duration = Duration::from_micros(200);
 /// Operations per history chunk.
 const HISTORY_CHUNK: usize = 1 << 16;
+/// Hot keys a Fulva client remembers per partition before starting over.
+const MAX_HOT_KEYS: usize = 4096;
+
+/// A Fulva client's view of a partition that is migrating: where it comes from and how
+/// far it got.
+struct Tracking {
+    source: (SocketAddrV4, u16),
+    /// Groups below this are at the destination (as last announced).
+    migrated_upto: u32,
+    /// Keys the destination pulled early and announced.
+    hot: HashSet<u64>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -112,6 +125,8 @@ pub struct Engine {
     cluster: Arc<Cluster>,
     /// Per partition: the server and shard requests go to (MOVED answers update it).
     routes: Vec<(SocketAddrV4, u16)>,
+    /// Per partition, with `track_migrations`: the migration under way.
+    tracking: Vec<Option<Tracking>>,
     spec: Arc<WorkloadSpec>,
     settings: Settings,
     client_id: u32,
@@ -151,6 +166,7 @@ impl Engine {
                 .iter()
                 .map(|&addr| (addr, cluster.shard))
                 .collect(),
+            tracking: cluster.partitions.iter().map(|_| None).collect(),
             cluster,
             key: vec![0; spec.key_bytes],
             value: vec![0; spec.value_bytes],
@@ -320,7 +336,8 @@ impl Engine {
         } else {
             Request::Get { key }
         };
-        let (server, shard) = self.routes[self.cluster.map.partition_of(hash) as usize];
+        let partition = self.cluster.map.partition_of(hash) as usize;
+        let (server, shard) = self.routes[partition];
         let header = HeaderRepr {
             op: request.op(),
             flags: if attempt > 1 {
@@ -335,13 +352,44 @@ impl Engine {
             client: self.client_id,
             oldest_gap: (seq - self.floor) as u32,
         };
-        let mut packet = self.port.alloc();
-        let len = wire::emit_request(&header, &request, packet.buffer_mut())
-            .expect("workload keys and values fit one frame");
-        packet.set_len(len);
-        packet.dst = server;
-        self.counters.bytes += len as u64;
-        self.tx.push(packet);
+        // Fulva: a read of a group not yet migrated (and not announced hot) goes to both.
+        let group = self.cluster.map.layout().group_of(hash);
+        let double_from = self.tracking[partition]
+            .as_ref()
+            .filter(|t| !is_write && group >= t.migrated_upto && !t.hot.contains(&hash))
+            .map(|t| t.source);
+        let copies = match double_from {
+            Some((source, source_shard)) => [
+                Some((
+                    server,
+                    HeaderRepr {
+                        flags: header.flags.with(Flags::DOUBLE_READ).with(Flags::REDIRECTED),
+                        ..header
+                    },
+                )),
+                Some((
+                    source,
+                    HeaderRepr {
+                        flags: header.flags.with(Flags::DOUBLE_READ),
+                        shard: source_shard,
+                        ..header
+                    },
+                )),
+            ],
+            None => [Some((server, header)), None],
+        };
+        for (copy, (to, header)) in copies.into_iter().flatten().enumerate() {
+            let mut packet = self.port.alloc();
+            let len = wire::emit_request(&header, &request, packet.buffer_mut())
+                .expect("workload keys and values fit one frame");
+            packet.set_len(len);
+            packet.dst = to;
+            self.counters.bytes += len as u64;
+            if copy > 0 {
+                self.counters.extra_bytes += len as u64;
+            }
+            self.tx.push(packet);
+        }
         if self.tx.len() >= BURST {
             self.flush();
         }
@@ -376,12 +424,25 @@ impl Engine {
 
     fn on_reply(&mut self, payload: &[u8], now: Instant, inserts: &InsertCounter) {
         self.counters.bytes += payload.len() as u64;
-        let parsed = wire::parse_header(payload)
-            .and_then(|(header, body)| Ok((header, Reply::parse(&header, body)?)));
+        let parsed = wire::parse_header(payload).and_then(|(header, _)| {
+            let payload = if header.flags.contains(Flags::PROGRESS) {
+                let (reply, progress) = wire::split_progress(payload)?;
+                self.counters.extra_bytes += (payload.len() - reply.len()) as u64;
+                self.track_progress(header.key_hash, &progress);
+                reply
+            } else {
+                payload
+            };
+            let body = &payload[wire::HEADER_LEN..];
+            Ok((header, Reply::parse(&header, body)?))
+        });
         let Ok((header, reply)) = parsed else {
             self.counters.malformed_replies += 1;
             return;
         };
+        if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
+            self.follow_moved(&header, *to, *shard);
+        }
         let slot = (header.seq % RING) as usize;
         let matches = header.client == self.client_id
             && self.slots[slot].as_ref().is_some_and(|p| {
@@ -435,12 +496,6 @@ impl Engine {
                 // The partition moved: address the new owner from now on, and resend.
                 self.counters.moved += 1;
                 self.counters.extra_bytes += payload.len() as u64;
-                if let Reply::Moved { to, shard } = reply {
-                    let partition = self.cluster.map.partition_of(header.key_hash) as usize;
-                    if let Some(route) = self.routes.get_mut(partition) {
-                        *route = (to, shard);
-                    }
-                }
                 self.transmit(header.seq, now);
             }
             Status::Error => {
@@ -448,6 +503,46 @@ impl Engine {
                 self.complete(header.seq, now, Outcome::Failed, inserts);
             }
         }
+    }
+
+    /// A partition moved: address the new owner. A Fulva client starts tracking the
+    /// migration; the source answering MOVED to the source's half of a double read means
+    /// it has handed everything over.
+    fn follow_moved(&mut self, header: &HeaderRepr, to: SocketAddrV4, shard: u16) {
+        let partition = self.cluster.map.partition_of(header.key_hash) as usize;
+        let Some(route) = self.routes.get_mut(partition) else {
+            return;
+        };
+        if !self.settings.track_migrations {
+            *route = (to, shard);
+            return;
+        }
+        let tracking = &mut self.tracking[partition];
+        let source_half = header.flags.contains(Flags::DOUBLE_READ)
+            && !header.flags.contains(Flags::REDIRECTED);
+        if source_half {
+            *tracking = None;
+        } else if *route != (to, shard) {
+            *tracking = Some(Tracking {
+                source: *route,
+                migrated_upto: self.cluster.map.groups_of(partition as u32).start,
+                hot: HashSet::new(),
+            });
+            *route = (to, shard);
+        }
+    }
+
+    /// A Fulva destination told how far its partition got and which keys it pulled early.
+    fn track_progress(&mut self, key_hash: u64, progress: &wire::Progress<'_>) {
+        let partition = self.cluster.map.partition_of(key_hash) as usize;
+        let Some(Some(tracking)) = self.tracking.get_mut(partition) else {
+            return;
+        };
+        tracking.migrated_upto = tracking.migrated_upto.max(progress.migrated_upto);
+        if tracking.hot.len() >= MAX_HOT_KEYS {
+            tracking.hot.clear();
+        }
+        tracking.hot.extend(progress.hot_keys());
     }
 
     /// Combines the halves of a double read: the destination's answer wins when it has the

@@ -45,6 +45,9 @@ pub struct Settings {
     pub record_history: bool,
     pub progress: bool,
     pub seed: u64,
+    /// Fulva's client: once told a partition moved, track the migration's progress from
+    /// the destination's replies and read what has not migrated from both sides.
+    pub track_migrations: bool,
 }
 
 /// Counters all threads add to, read by the progress line.

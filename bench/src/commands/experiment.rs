@@ -53,13 +53,6 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         // A dataset whose migration takes seconds here, not YCSB's 1000 records.
         args.ycsb.records = Some(DEFAULT_RECORDS);
     }
-    if args.protocol != Protocol::Netmigrate {
-        return fail(format!(
-            "--protocol {}: only netmigrate is implemented so far; the baselines \
-             (rocksteady, fulva, source) are the next milestone",
-            args.protocol.name()
-        ));
-    }
     let ycsb = &args.ycsb;
     if ycsb.transport.is_some_and(|t| t != Transport::Memory) {
         return fail(
@@ -72,7 +65,8 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         return fail("--migrate-at must be a number of seconds ≥ 0");
     }
     let spec = Arc::new(workload_spec(ycsb)?);
-    let settings = settings(ycsb)?;
+    let mut settings = settings(ycsb)?;
+    settings.track_migrations = args.protocol == Protocol::Fulva;
     let faults: FaultConfig = faults(ycsb, Transport::Memory)?;
     let fabric = Fabric::new(Transport::Memory, faults, None)?;
     let Fabric::Memory(network) = &fabric else {
@@ -116,8 +110,9 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let inserts = Arc::new(InsertCounter::new(spec.record_count));
     let addrs = ClientAddrs { base: CLIENT };
     eprintln!(
-        "netmigrate experiment: protocol netmigrate, preset {}, workload {} ({} records, {} B \
+        "netmigrate experiment: protocol {}, preset {}, workload {} ({} records, {} B \
          values), {} client thread(s) x {}, {} partition(s), 2^{} groups",
+        args.protocol.name(),
         args.preset.preset().name(),
         spec.name,
         spec.record_count,
@@ -162,6 +157,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         source: SOURCE,
         items_per_s: budget.items_per_s,
         pipeline: args.pipeline,
+        protocol: args.protocol.wire(),
     };
     let orchestrator = {
         let control = source.control();
@@ -231,7 +227,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         Some(&source_reports),
     );
     report.command = "experiment".into();
-    report.protocol = "netmigrate".into();
+    report.protocol = args.protocol.name().into();
     report.policy = Some(match args.migration_rate {
         Some(rate) => format!("rate {rate:.0} items/s"),
         None => args.preset.preset().name().into(),
@@ -271,6 +267,13 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             "forwarded_to_source": migration.forwarded,
             "not_migrated_replies": migration.not_migrated,
             "moved_replies": migration.moved_replies,
+            "retry_later_replies": migration.retry_later,
+            "dirty_keys_reshipped": migration.outgoing.dirty_keys,
+            "catch_up_rounds": migration.outgoing.catch_up_rounds,
+            "pulled_keys": migration.pulls.keys,
+            "pull_messages": migration.pulls.messages,
+            "pulls_resent": migration.pulls.resent,
+            "reads_parked": migration.parked,
         },
         "switch": switch_final,
         "switch_port": { "rx": switch_port.rx_packets, "tx": switch_port.tx_packets, "tx_dropped": switch_port.tx_dropped },
@@ -278,7 +281,8 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     if let Some(path) = &args.plot {
         let figure = crate::plot::Figure {
             title: format!(
-                "netmigrate · YCSB-{} · {}",
+                "{} · YCSB-{} · {}",
+                args.protocol.name(),
                 spec.name,
                 report.policy.as_deref().unwrap_or("")
             ),
@@ -460,7 +464,8 @@ fn fill_migration(
         0.0
     };
     let server_extra = if client.bytes > 0 {
-        100.0 * o.stream_bytes.saturating_sub(o.bytes_moved) as f64 / client.bytes as f64
+        let extra = o.stream_bytes.saturating_sub(o.bytes_moved) + migration.pulls.bytes;
+        100.0 * extra as f64 / client.bytes as f64
     } else {
         0.0
     };
@@ -468,7 +473,7 @@ fn fill_migration(
         "client_extra_bytes_pct": client_extra,
         "server_extra_bytes_pct": server_extra,
         "double_reads": client.double_reads,
-        "priority_pulls": 0,
+        "priority_pulls": migration.pulls.keys,
         "redirects": client.redirected,
         "forwarded_by_destination": migration.forwarded,
         "moved_replies": client.moved,

@@ -87,6 +87,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
         record_history: args.check,
         progress: !args.quiet,
         seed: args.seed,
+        track_migrations: false,
     })
 }
 

@@ -70,6 +70,33 @@ pub struct LateWrite<'a> {
 /// Bytes of the dedup bitmap of one client window (4096 sequence numbers).
 pub const DEDUP_BITMAP_LEN: usize = 512;
 
+/// Which migration protocol a stream belongs to: it decides how the destination serves
+/// the shard while the stream runs (`docs/migration.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Protocol {
+    /// Switch-steered, per group (FAST'24).
+    NetMigrate = 1,
+    /// Ownership moves first; the destination pulls what it misses (SOSP'17).
+    Rocksteady = 2,
+    /// Writes go to the destination; clients track progress and double-read (Fulva).
+    Fulva = 3,
+    /// The source serves until a final stop-and-copy (Slacker/Remus style push).
+    SourceBased = 4,
+}
+
+impl Protocol {
+    pub fn from_u8(code: u8) -> Result<Protocol, WireError> {
+        Ok(match code {
+            1 => Protocol::NetMigrate,
+            2 => Protocol::Rocksteady,
+            3 => Protocol::Fulva,
+            4 => Protocol::SourceBased,
+            _ => return Err(WireError::NonZeroReserved),
+        })
+    }
+}
+
 /// A migration-stream message body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamMessage<'a> {
@@ -79,6 +106,7 @@ pub enum StreamMessage<'a> {
         /// Entries and tombstones the source partition holds (for sizing the table).
         entries: u32,
         source_clock: u64,
+        protocol: Protocol,
     },
     GroupStart {
         group: u32,
@@ -89,7 +117,11 @@ pub enum StreamMessage<'a> {
     GroupComplete {
         group: u32,
     },
-    Terminate,
+    /// The destination owns the shard from now on; its writes must be newer than
+    /// `floor_clock`, the source's clock when it stopped.
+    Terminate {
+        floor_clock: u64,
+    },
     /// Entries of one group; `items` is the encoded list, iterate with [`data_items`].
     Data {
         group: u32,
@@ -115,7 +147,7 @@ impl<'a> StreamMessage<'a> {
             StreamMessage::Init { .. } => Op::MigrateInit,
             StreamMessage::GroupStart { .. } => Op::GroupStart,
             StreamMessage::GroupComplete { .. } => Op::GroupComplete,
-            StreamMessage::Terminate => Op::Terminate,
+            StreamMessage::Terminate { .. } => Op::Terminate,
             StreamMessage::Data { .. } => Op::MigrateData,
             StreamMessage::DedupEntries { .. } => Op::DedupEntries,
             StreamMessage::DedupWindow { .. } => Op::DedupWindow,
@@ -130,11 +162,15 @@ impl<'a> StreamMessage<'a> {
                 let source_shard = c.u16()?;
                 let partitions = c.u16()?;
                 let entries = c.u32()?;
+                let source_clock = c.u64()?;
+                let protocol = Protocol::from_u8(c.u8()?)?;
+                reserved(&mut c, 7)?;
                 StreamMessage::Init {
                     source_shard,
                     partitions,
                     entries,
-                    source_clock: c.u64()?,
+                    source_clock,
+                    protocol,
                 }
             }
             Op::GroupStart => {
@@ -146,7 +182,9 @@ impl<'a> StreamMessage<'a> {
                 }
             }
             Op::GroupComplete => StreamMessage::GroupComplete { group: c.u32()? },
-            Op::Terminate => StreamMessage::Terminate,
+            Op::Terminate => StreamMessage::Terminate {
+                floor_clock: c.u64()?,
+            },
             Op::MigrateData => {
                 let group = c.u32()?;
                 let count = c.u16()?;
@@ -226,11 +264,13 @@ impl<'a> StreamMessage<'a> {
                 partitions,
                 entries,
                 source_clock,
+                protocol,
             } => {
                 w.put(&source_shard.to_be_bytes())?;
                 w.put(&partitions.to_be_bytes())?;
                 w.put(&entries.to_be_bytes())?;
                 w.put(&source_clock.to_be_bytes())?;
+                w.put(&[protocol as u8, 0, 0, 0, 0, 0, 0, 0])?;
             }
             StreamMessage::GroupStart { group, floor_clock } => {
                 w.put(&group.to_be_bytes())?;
@@ -238,7 +278,7 @@ impl<'a> StreamMessage<'a> {
                 w.put(&floor_clock.to_be_bytes())?;
             }
             StreamMessage::GroupComplete { group } => w.put(&group.to_be_bytes())?,
-            StreamMessage::Terminate => {}
+            StreamMessage::Terminate { floor_clock } => w.put(&floor_clock.to_be_bytes())?,
             StreamMessage::Data {
                 group,
                 count,
@@ -301,7 +341,7 @@ fn reserved(c: &mut Cursor<'_>, len: usize) -> Result<(), WireError> {
     }
 }
 
-fn next_item<'a>(c: &mut Cursor<'a>) -> Result<MigratedItem<'a>, WireError> {
+pub(super) fn next_item<'a>(c: &mut Cursor<'a>) -> Result<MigratedItem<'a>, WireError> {
     let key_len = c.u8()?;
     let flags = c.u8()?;
     let value_len = c.u16()?;

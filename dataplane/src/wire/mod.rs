@@ -10,12 +10,14 @@ mod header;
 pub mod ipv4;
 mod message;
 mod op;
+mod pull;
 pub mod udp;
 
 pub use control::{
     append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite, MigratedItem,
-    StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
+    Protocol, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
 };
+pub use pull::{append_progress, split_progress, Progress, PullBatch, MAX_HOT_KEYS};
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::{

@@ -28,6 +28,8 @@ pub enum Op {
     SwitchGroupStart = 0x41,
     SwitchGroupComplete = 0x42,
     SwitchTerminate = 0x43,
+    // Keys a destination asks its source for, outside the stream (`PullBatch`).
+    Pull = 0x50,
     GetReply = 0x81,
     PutReply = 0x82,
     DeleteReply = 0x83,
@@ -46,6 +48,7 @@ pub enum Op {
     SwitchGroupStartAck = 0xC1,
     SwitchGroupCompleteAck = 0xC2,
     SwitchTerminateAck = 0xC3,
+    PullReply = 0xD0,
 }
 
 impl Op {
@@ -81,6 +84,8 @@ impl Op {
             0x41 => Op::SwitchGroupStart,
             0x42 => Op::SwitchGroupComplete,
             0x43 => Op::SwitchTerminate,
+            0x50 => Op::Pull,
+            0xD0 => Op::PullReply,
             0x90 => Op::MigrateInitAck,
             0x91 => Op::GroupStartAck,
             0x92 => Op::GroupCompleteAck,
@@ -131,6 +136,11 @@ impl Op {
     /// Control messages addressed to the switch (not acks).
     pub fn is_switch_control(self) -> bool {
         Self::SWITCH_CONTROL.contains(&(self as u8))
+    }
+
+    /// A destination's pull of keys, or the source's answer.
+    pub fn is_pull(self) -> bool {
+        matches!(self, Op::Pull | Op::PullReply)
     }
 
     pub fn is_multi(self) -> bool {
@@ -189,6 +199,9 @@ impl Flags {
     /// Reply from a migration's destination: it does not have this key's group yet; the
     /// other half of the double read (the source's) is the answer.
     pub const NOT_MIGRATED: Flags = Flags(0x20);
+    /// Reply from a Fulva destination: the payload ends with a progress trailer
+    /// (`split_progress`).
+    pub const PROGRESS: Flags = Flags(0x40);
 
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
