@@ -10,8 +10,8 @@ pub mod serve;
 pub mod stream;
 pub mod throttle;
 
-pub use dedup::{DedupVerdict, WriteDedup};
 pub use dataplane::wire::Protocol;
+pub use dedup::{DedupVerdict, WriteDedup};
 pub use incoming::{DestinationRule, Incoming, IncomingStats};
 pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, SourceRule};
 pub use pull::PullStats;

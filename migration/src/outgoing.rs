@@ -14,9 +14,7 @@
 use crate::dedup::WriteDedup;
 use crate::stream::StreamSender;
 use crate::throttle::TokenBucket;
-use dataplane::wire::{
-    self, LateWrite, MigratedItem, Op, Protocol, StreamMessage, SwitchControl,
-};
+use dataplane::wire::{self, LateWrite, MigratedItem, Op, Protocol, StreamMessage, SwitchControl};
 use dataplane::Packet;
 use kv::{Lookup, Partition, PartitionMap};
 use std::collections::{HashMap, VecDeque};
@@ -136,9 +134,7 @@ struct Active {
 
 /// Encodes the entries `each` visits (key, value or None for a tombstone, version) into
 /// batches that fit one frame each.
-fn encode_batches(
-    each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64)),
-) -> VecDeque<Batch> {
+fn encode_batches(each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64))) -> VecDeque<Batch> {
     let mut batches = VecDeque::new();
     let mut items = Vec::new();
     let mut count = 0u16;
@@ -370,7 +366,8 @@ impl Outgoing {
     /// Source-based: a client wrote `key` here; if its group was shipped already, the
     /// write must be shipped again.
     pub fn dirtied(&mut self, group: u32, hash: u64, key: &[u8]) {
-        if self.plan.protocol == Protocol::SourceBased && self.phase(group) != GroupPhase::NotStarted
+        if self.plan.protocol == Protocol::SourceBased
+            && self.phase(group) != GroupPhase::NotStarted
         {
             self.dirty.insert(key.to_vec(), hash);
         }

@@ -98,7 +98,10 @@ impl Puller {
         let mut due: Vec<(u32, u64)> = self
             .wanted
             .iter()
-            .filter(|(_, w)| w.sent_at.is_none_or(|at| now.duration_since(at) >= PULL_RTO))
+            .filter(|(_, w)| {
+                w.sent_at
+                    .is_none_or(|at| now.duration_since(at) >= PULL_RTO)
+            })
             .map(|(&hash, w)| (w.waiters, hash))
             .collect();
         if due.is_empty() {
@@ -149,9 +152,10 @@ impl Puller {
     /// An answer arrived for `hash` (applied by the caller); None when nobody wanted it
     /// any more (a duplicate answer).
     pub fn answered(&mut self, hash: u64) -> Option<Answered> {
-        self.wanted
-            .remove(&hash)
-            .map(|wanted| Answered { hash, hot: wanted.hot })
+        self.wanted.remove(&hash).map(|wanted| Answered {
+            hash,
+            hot: wanted.hot,
+        })
     }
 
     /// Counts the bytes of an answer datagram.
@@ -242,7 +246,10 @@ mod tests {
         puller.poll(now, &mut out);
         assert!(out.is_empty(), "nothing is overdue yet");
         assert!(puller.answered(2).is_some());
-        assert!(puller.answered(2).is_none(), "a duplicate answer wants nothing");
+        assert!(
+            puller.answered(2).is_none(),
+            "a duplicate answer wants nothing"
+        );
         puller.poll(now + PULL_RTO, &mut out);
         let again: usize = out.iter().map(|p| keys_of(p).len()).sum();
         assert_eq!(again, 19, "every unanswered key is asked again");

@@ -17,7 +17,6 @@ pub use control::{
     append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite, MigratedItem,
     Protocol, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
 };
-pub use pull::{append_progress, split_progress, Progress, PullBatch, MAX_HOT_KEYS};
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::{
@@ -25,6 +24,7 @@ pub use message::{
     ReplyItem, Request, MAX_KEYS,
 };
 pub use op::{Flags, Op, Status};
+pub use pull::{append_progress, split_progress, Progress, PullBatch, MAX_HOT_KEYS};
 
 /// Largest UDP payload that fits one 1500-byte Ethernet frame (1500 − 20 IPv4 − 8 UDP).
 pub const MAX_PAYLOAD: usize = 1472;

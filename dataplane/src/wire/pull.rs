@@ -100,7 +100,9 @@ pub fn split_progress(payload: &[u8]) -> Result<(&[u8], Progress<'_>), WireError
     if count > MAX_HOT_KEYS {
         return Err(WireError::TooLong);
     }
-    let hot_at = fixed_at.checked_sub(count * 8).ok_or(WireError::Truncated)?;
+    let hot_at = fixed_at
+        .checked_sub(count * 8)
+        .ok_or(WireError::Truncated)?;
     Ok((
         &payload[..hot_at],
         Progress {
@@ -130,7 +132,10 @@ mod tests {
             version: 9,
         };
         assert!(push_item(&mut items, 1000, &found));
-        let batch = PullBatch { count: 2, items: &items };
+        let batch = PullBatch {
+            count: 2,
+            items: &items,
+        };
         let mut buf = [0u8; 256];
         let len = batch.emit(&mut buf).unwrap();
         let parsed = PullBatch::parse(&buf[..len]).unwrap();

@@ -1,0 +1,356 @@
+//! The baselines' state machines (Rocksteady, Fulva, source-based) between two partition
+//! servers over a network that loses, duplicates and reorders datagrams, with a client
+//! that writes and reads while the shard moves: every read must see the last write.
+
+use dataplane::wire::{self, Flags, HeaderRepr, Op, Protocol, Reply, Request, Status};
+use dataplane::Packet;
+use kv::{key_hash, GroupLayout, PartitionMap};
+use migration::{OutgoingPlan, PartitionServer, Role, SourceRule};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000);
+const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+const DESTINATION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
+const SHARD: u16 = 1;
+const KEYS: usize = 300;
+
+/// A network that drops, duplicates and reorders datagrams (deterministically, by seed).
+struct Network {
+    in_flight: Vec<Box<Packet>>,
+    rng: fastrand::Rng,
+    fault: f64,
+}
+
+impl Network {
+    fn send(&mut self, packet: Box<Packet>) {
+        if self.rng.f64() < self.fault {
+            return; // lost
+        }
+        if self.rng.f64() < self.fault {
+            self.in_flight.push(packet.duplicate());
+        }
+        self.in_flight.push(packet);
+    }
+
+    /// Takes a random datagram (reordering), or None.
+    fn take(&mut self) -> Option<Box<Packet>> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        let i = if self.rng.f64() < self.fault {
+            self.rng.usize(..self.in_flight.len())
+        } else {
+            0
+        };
+        Some(self.in_flight.remove(i))
+    }
+}
+
+struct Cluster {
+    source: PartitionServer,
+    destination: PartitionServer,
+    network: Network,
+    to_client: Vec<Box<Packet>>,
+}
+
+impl Cluster {
+    fn new(protocol: Protocol, seed: u64) -> (Cluster, Vec<Vec<u8>>) {
+        let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
+        let mut source = PartitionServer::new(&map, 0, &[SHARD], 1024);
+        let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("key{i}").into_bytes()).collect();
+        for key in &keys {
+            source
+                .table_mut(SHARD)
+                .unwrap()
+                .put(key_hash(key), key, b"initial");
+        }
+        let plan = OutgoingPlan {
+            shard: SHARD,
+            destination: DESTINATION,
+            destination_shard: SHARD,
+            switch: SWITCH,
+            source: SOURCE,
+            items_per_s: Some(3_000.0),
+            pipeline: 4,
+            protocol,
+        };
+        source.start_outgoing(plan).unwrap();
+        let cluster = Cluster {
+            source,
+            destination: PartitionServer::new(&map, 0, &[], 16),
+            network: Network {
+                in_flight: Vec::new(),
+                rng: fastrand::Rng::with_seed(seed),
+                fault: 0.05,
+            },
+            to_client: Vec::new(),
+        };
+        (cluster, keys)
+    }
+
+    /// Delivers one datagram (if any) and polls both servers.
+    fn step(&mut self) {
+        if let Some(mut packet) = self.network.take() {
+            let server = match packet.dst {
+                SOURCE => &mut self.source,
+                DESTINATION => &mut self.destination,
+                CLIENT => {
+                    self.to_client.push(packet);
+                    return self.poll();
+                }
+                other => panic!("no host at {other}"),
+            };
+            if server.handle(&mut packet) {
+                self.network.send(packet);
+            }
+        }
+        self.poll();
+    }
+
+    fn poll(&mut self) {
+        let now = Instant::now();
+        for (server, addr) in [
+            (&mut self.source, SOURCE),
+            (&mut self.destination, DESTINATION),
+        ] {
+            let mut out = Vec::new();
+            server.poll_migrations(now, &mut out);
+            for mut packet in out {
+                packet.src = addr;
+                self.network.send(packet);
+            }
+        }
+    }
+
+    fn migrated(&self) -> bool {
+        matches!(self.source.role(SHARD), Some(Role::Moved { .. }))
+            && matches!(self.destination.role(SHARD), Some(Role::Owned))
+    }
+}
+
+/// A client with one request outstanding: retransmits, follows MOVED, waits on
+/// RETRY_LATER, and returns the answer.
+struct Client {
+    route: SocketAddrV4,
+    seq: u64,
+    moved: u64,
+    retried_later: u64,
+}
+
+impl Client {
+    fn call(&mut self, cluster: &mut Cluster, key: &[u8], value: Option<&[u8]>) -> Option<Vec<u8>> {
+        self.seq += 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut resend_at = Instant::now();
+        while Instant::now() < deadline {
+            if Instant::now() >= resend_at {
+                let request = match value {
+                    Some(value) => Request::Put { key, value },
+                    None => Request::Get { key },
+                };
+                let header = HeaderRepr {
+                    op: request.op(),
+                    flags: Flags::default(),
+                    status: Status::Ok,
+                    shard: SHARD,
+                    seq: self.seq,
+                    key_hash: key_hash(key),
+                    client: 7,
+                    oldest_gap: 0,
+                };
+                let mut packet = Packet::new_boxed();
+                let len = wire::emit_request(&header, &request, packet.buffer_mut()).unwrap();
+                packet.set_len(len);
+                (packet.src, packet.dst) = (CLIENT, self.route);
+                cluster.network.send(packet);
+                resend_at = Instant::now() + Duration::from_millis(3);
+            }
+            cluster.step();
+            for reply in std::mem::take(&mut cluster.to_client) {
+                let (header, _) = wire::parse_header(reply.payload()).unwrap();
+                let payload = if header.flags.contains(Flags::PROGRESS) {
+                    wire::split_progress(reply.payload()).unwrap().0
+                } else {
+                    reply.payload()
+                };
+                let body = &payload[wire::HEADER_LEN..];
+                if header.seq != self.seq {
+                    continue; // a late or duplicated answer to an earlier request
+                }
+                match (header.status, Reply::parse(&header, body).unwrap()) {
+                    (Status::Moved, Reply::Moved { to, .. }) => {
+                        self.moved += 1;
+                        self.route = to;
+                        resend_at = Instant::now();
+                    }
+                    (Status::RetryLater, _) => {
+                        self.retried_later += 1;
+                        resend_at = Instant::now() + Duration::from_micros(200);
+                    }
+                    (Status::Ok, Reply::Get { value, .. }) => return Some(value.to_vec()),
+                    (Status::NotFound, Reply::Get { .. }) => return None,
+                    (Status::Ok, Reply::Put { .. }) => return Some(Vec::new()),
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+        }
+        panic!("request {} unanswered for 10 s", self.seq);
+    }
+}
+
+/// Writes and reads random keys until the shard has moved, then reads every key: each read
+/// returns the last value written.
+fn migrate_under_faults(protocol: Protocol, seed: u64) -> (Cluster, Client) {
+    let (mut cluster, keys) = Cluster::new(protocol, seed);
+    let mut client = Client {
+        route: SOURCE,
+        seq: 0,
+        moved: 0,
+        retried_later: 0,
+    };
+    let mut model: HashMap<Vec<u8>, Vec<u8>> = keys
+        .iter()
+        .map(|k| (k.clone(), b"initial".to_vec()))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0xABCD);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut op = 0u64;
+    while !cluster.migrated() {
+        assert!(
+            Instant::now() < deadline,
+            "{protocol:?}: the migration did not finish"
+        );
+        let key = &keys[rng.usize(..keys.len())];
+        op += 1;
+        if rng.bool() {
+            let value = format!("v{op}").into_bytes();
+            client.call(&mut cluster, key, Some(&value));
+            model.insert(key.clone(), value);
+        } else {
+            let read = client.call(&mut cluster, key, None);
+            assert_eq!(
+                read.as_ref(),
+                model.get(key),
+                "{protocol:?}: stale read of {key:?}"
+            );
+        }
+    }
+    for key in &keys {
+        let read = client.call(&mut cluster, key, None);
+        assert_eq!(
+            read.as_ref(),
+            model.get(key),
+            "{protocol:?}: {key:?} after the migration"
+        );
+    }
+    assert!(client.moved > 0, "{protocol:?}: the client followed MOVED");
+    (cluster, client)
+}
+
+#[test]
+fn rocksteady_moves_ownership_first_and_pulls_what_reads_miss() {
+    for seed in 1..=3 {
+        let (cluster, _) = migrate_under_faults(Protocol::Rocksteady, seed);
+        let counters = cluster.destination.migration_counters();
+        assert!(
+            counters.pulls.keys > 0,
+            "reads of keys not there yet were pulled: {counters:?}"
+        );
+        assert!(cluster.source.migration_counters().outgoing.pulled_keys > 0);
+    }
+}
+
+#[test]
+fn fulva_destination_serves_writes_and_pulls_single_reads() {
+    for seed in 1..=3 {
+        migrate_under_faults(Protocol::Fulva, seed);
+    }
+}
+
+#[test]
+fn source_based_reships_late_writes_and_stops_only_at_the_end() {
+    for seed in 1..=3 {
+        let (cluster, client) = migrate_under_faults(Protocol::SourceBased, seed);
+        let outgoing = cluster.source.migration_counters().outgoing;
+        assert!(outgoing.catch_up_rounds >= 1);
+        assert!(
+            outgoing.dirty_keys > 0,
+            "writes after a group left were re-shipped"
+        );
+        assert!(client.moved >= 1);
+    }
+}
+
+#[test]
+fn who_answers_while_ownership_moves() {
+    let rule = |protocol| {
+        let (mut cluster, _) = Cluster::new(protocol, 9);
+        let group = 0;
+        let source = &cluster.source;
+        let before = source_rule(source, group);
+        // Let INIT reach the destination without faults.
+        cluster.network.fault = 0.0;
+        for _ in 0..1000 {
+            cluster.step();
+        }
+        (before, source_rule(&cluster.source, group))
+    };
+    use SourceRule::*;
+    // (read, double read, write) before and after the destination applied INIT.
+    assert_eq!(
+        rule(Protocol::Rocksteady),
+        ([Serve, Serve, RetryLater], [Moved, Moved, Moved])
+    );
+    assert_eq!(
+        rule(Protocol::Fulva),
+        ([Serve, Serve, RetryLater], [Moved, Serve, Moved])
+    );
+    assert_eq!(
+        rule(Protocol::SourceBased),
+        ([Serve, Serve, Serve], [Serve, Serve, Serve])
+    );
+}
+
+fn source_rule(server: &PartitionServer, group: u32) -> [SourceRule; 3] {
+    let Some(Role::Outgoing(agent)) = server.role(SHARD) else {
+        panic!("migrating out");
+    };
+    [
+        agent.rule(group, true, false),
+        agent.rule(group, true, true),
+        agent.rule(group, false, false),
+    ]
+}
+
+#[test]
+fn pull_answers_for_unknown_shards_are_dropped_not_panicking() {
+    let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
+    let mut server = PartitionServer::new(&map, 0, &[SHARD], 16);
+    for op in [Op::Pull, Op::PullReply] {
+        let header = HeaderRepr {
+            op,
+            flags: Flags::default(),
+            status: Status::Ok,
+            shard: SHARD,
+            seq: 0,
+            key_hash: 0,
+            client: 0,
+            oldest_gap: 0,
+        };
+        let mut packet = Packet::new_boxed();
+        let len = wire::emit_with(&header, packet.buffer_mut(), |b| {
+            wire::PullBatch {
+                count: 0,
+                items: &[],
+            }
+            .emit(b)
+        })
+        .unwrap();
+        packet.set_len(len);
+        assert!(!server.handle(&mut packet));
+    }
+    assert_eq!(server.counters().dropped_not_request, 2);
+}
