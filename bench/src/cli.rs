@@ -29,6 +29,10 @@ pub enum Command {
     /// destination in one process; reports before / during / after, the migration and its
     /// overhead, and checks linearizability with --check.
     Experiment(Box<ExperimentArgs>),
+    /// Run no migration, Rocksteady, Fulva, source-based and NetMigrate (short, medium,
+    /// long) one after the other on the same dataset and workload; print a table, write
+    /// the `netmigrate.compare/1` JSON with --json and one figure with --plot.
+    Compare(Box<CompareArgs>),
 }
 
 /// Migration protocols.
@@ -85,20 +89,32 @@ impl PresetArg {
     }
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ExperimentArgs {
     /// Migration protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Netmigrate)]
     pub protocol: Protocol,
+    /// Share of each source core given to migration (with --capacity) or a fixed rate.
+    #[arg(long, value_enum, default_value_t = PresetArg::Medium)]
+    pub preset: PresetArg,
+    /// Draw throughput and p50/p99 latency over time, with the migration marked, as a PNG.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: MigrationRunArgs,
+    #[command(flatten)]
+    pub ycsb: YcsbArgs,
+}
+
+/// How a migration experiment runs (shared by `experiment` and `compare`).
+#[derive(Args, Debug, Clone)]
+pub struct MigrationRunArgs {
     /// Seconds into the run at which the migration starts.
     #[arg(long, default_value_t = 5.0)]
     pub migrate_at: f64,
     /// Seconds the run goes on after the migration finished (it runs at least --duration).
     #[arg(long, default_value_t = 2.0)]
     pub tail: f64,
-    /// Share of each source core given to migration (with --capacity) or a fixed rate.
-    #[arg(long, value_enum, default_value_t = PresetArg::Medium)]
-    pub preset: PresetArg,
     /// Migrate this many items per second per source core instead of the preset's share.
     #[arg(long, value_name = "ITEMS_PER_S")]
     pub migration_rate: Option<f64>,
@@ -120,9 +136,23 @@ pub struct ExperimentArgs {
     /// Give up if the migration has not finished after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     pub max_migration_s: f64,
-    /// Draw throughput and p50/p99 latency over time, with the migration marked, as a PNG.
+    /// Run the same topology without migrating (compare's `none` run).
+    #[arg(skip)]
+    pub no_migration: bool,
+}
+
+/// `netmigrate compare`: every protocol, one after the other, on the same data and load.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Preset (share of each source core given to migration) for the three baselines;
+    /// NetMigrate runs all three presets.
+    #[arg(long, value_enum, default_value_t = PresetArg::Medium)]
+    pub baseline_preset: PresetArg,
+    /// Draw one PNG with a throughput panel per protocol (the paper's figure 4).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: MigrationRunArgs,
     #[command(flatten)]
     pub ycsb: YcsbArgs,
 }
@@ -168,7 +198,7 @@ pub struct ServerArgs {
     pub eal: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct YcsbArgs {
     /// Built-in workload: a, b, c, d, f, or the write-ratio variants 10, 20, 30.
     /// (E is not offered: a hash-partitioned store has no key order to scan.)

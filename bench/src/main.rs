@@ -12,6 +12,7 @@ fn main() {
         cli::Command::Server(args) => commands::server::run(args),
         cli::Command::Ycsb(args) => commands::ycsb::run(*args),
         cli::Command::Experiment(args) => commands::experiment::run(*args),
+        cli::Command::Compare(args) => commands::compare::run(*args),
     };
     if let Err(error) = result {
         eprintln!("netmigrate: error: {error:#}");

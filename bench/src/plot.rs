@@ -1,6 +1,8 @@
 //! PNG figures of a run's timeline, laid out like the NetMigrate paper's figures 4–6: three
 //! stacked panels on one time axis — throughput, p50 latency, p99 latency — with dashed
-//! lines where a migration started and finished.
+//! lines where a migration started and finished. [`draw_comparison`] stacks one throughput
+//! panel per run on shared axes, like the paper's figure 4, with each run's average
+//! throughput before, during and after its migration.
 //!
 //! Rendering is self-contained: plotters' bitmap backend draws into a buffer, the `png`
 //! crate encodes it, and text is rasterized by `ab_glyph` from DejaVu Sans embedded in the
@@ -27,6 +29,10 @@ use std::path::Path;
 /// The figure's size in pixels.
 pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = 900;
+/// Height of each run's panel in [`draw_comparison`]; the title band comes on top.
+pub const PANEL_HEIGHT: u32 = 260;
+/// Room for a 26-px title: `titled` takes the text's height plus 10 px.
+const TITLE_HEIGHT: u32 = 45;
 
 /// What to draw: a run's timeline and, if one ran, its migration window.
 pub struct Figure<'a> {
@@ -47,15 +53,53 @@ const THROUGHPUT_COLOR: RGBColor = RGBColor(31, 119, 180);
 const P50_COLOR: RGBColor = RGBColor(44, 160, 44);
 const P99_COLOR: RGBColor = RGBColor(214, 39, 40);
 const MIGRATION_COLOR: RGBColor = RGBColor(64, 64, 64);
+const AVERAGE_COLOR: RGBColor = RGBColor(230, 100, 0);
+
+const THROUGHPUT_LABEL: &str = "throughput (KQPS)";
 
 /// Draws `figure` as a PNG at `path` (about 1200×900), replacing any file there.
 pub fn draw(path: &Path, figure: &Figure<'_>) -> io::Result<()> {
+    write_png(path, (WIDTH, HEIGHT), |root| render(root, figure))
+}
+
+/// Draws `runs` as one PNG at `path`, replacing any file there: under `title`, one
+/// throughput panel per run, captioned with the run's title, stacked top to bottom on the
+/// same time and throughput axes, with each run's migration window and average throughput
+/// before, during and after it. [`WIDTH`] wide, [`PANEL_HEIGHT`] per run plus a title band.
+pub fn draw_comparison(path: &Path, title: &str, runs: &[Figure<'_>]) -> io::Result<()> {
+    if runs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no runs to compare in {}", path.display()),
+        ));
+    }
+    let height = u32::try_from(runs.len())
+        .ok()
+        .and_then(|n| n.checked_mul(PANEL_HEIGHT))
+        .and_then(|h| h.checked_add(TITLE_HEIGHT))
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "too many runs for one figure")
+        })?;
+    write_png(path, (WIDTH, height), |root| {
+        render_comparison(root, title, runs)
+    })
+}
+
+type Area<'a> = DrawingArea<TextBackend<'a>, Shift>;
+type Chart<'a, 'b> = ChartContext<'a, TextBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Paints a white `size` bitmap with `paint` and writes it to `path` as a PNG.
+fn write_png(
+    path: &Path,
+    size: (u32, u32),
+    paint: impl FnOnce(&Area<'_>) -> DrawResult,
+) -> io::Result<()> {
     let font = FontRef::try_from_slice(FONT_DATA)
         .map_err(|e| io::Error::other(format!("the embedded figure font is not usable: {e}")))?;
-    let mut pixels = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
-    render(&mut pixels, font, figure)
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    paint_on(&mut pixels, size, font, paint)
         .map_err(|e| io::Error::other(format!("cannot draw figure {}: {e}", path.display())))?;
-    let png = encode(&pixels)?;
+    let png = encode(&pixels, size)?;
     std::fs::write(path, png).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -64,9 +108,26 @@ pub fn draw(path: &Path, figure: &Figure<'_>) -> io::Result<()> {
     })
 }
 
-fn encode(rgb: &[u8]) -> io::Result<Vec<u8>> {
+fn paint_on(
+    pixels: &mut [u8],
+    size: (u32, u32),
+    font: FontRef<'static>,
+    paint: impl FnOnce(&Area<'_>) -> DrawResult,
+) -> DrawResult {
+    let root = TextBackend {
+        inner: BitMapBackend::with_buffer(pixels, size),
+        font,
+    }
+    .into_drawing_area();
+    root.fill(&WHITE)?;
+    paint(&root)?;
+    root.present()?;
+    Ok(())
+}
+
+fn encode(rgb: &[u8], (width, height): (u32, u32)) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, WIDTH, HEIGHT);
+    let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header()?;
@@ -87,16 +148,66 @@ struct Panel {
     cap: Option<f64>,
 }
 
-fn render(pixels: &mut [u8], font: FontRef<'static>, figure: &Figure<'_>) -> DrawResult {
-    let root = TextBackend {
-        inner: BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)),
-        font,
-    }
-    .into_drawing_area();
-    root.fill(&WHITE)?;
+fn render(root: &Area<'_>, figure: &Figure<'_>) -> DrawResult {
     let root = root.titled(&figure.title, (FONT, 26).into_font().color(&BLACK))?;
+    let (slots, migration) = finite(figure);
+    let x_range = time_range(&slots, migration);
+    let panels = panels(&slots);
 
-    let slots: Vec<&TimelineSlot> = figure
+    let areas = root.split_evenly((panels.len(), 1));
+    let last = panels.len() - 1;
+    for (i, (area, panel)) in areas.iter().zip(&panels).enumerate() {
+        let mut chart = panel_axes(area, panel, x_range.clone(), None, i == 0, i == last)?;
+        draw_data(&mut chart, panel, migration)?;
+        if let (0, Some((start, finish))) = (i, migration) {
+            label_migration(&chart, area, start, finish, panel.y_top)?;
+        }
+    }
+    Ok(())
+}
+
+fn render_comparison(root: &Area<'_>, title: &str, runs: &[Figure<'_>]) -> DrawResult {
+    let root = root.titled(title, (FONT, 26).into_font().color(&BLACK))?;
+    let mut panels = Vec::with_capacity(runs.len());
+    let mut x_end: f64 = 0.0;
+    for run in runs {
+        let (slots, migration) = finite(run);
+        x_end = x_end.max(time_range(&slots, migration).end);
+        let panel = Panel {
+            label: THROUGHPUT_LABEL.into(),
+            color: THROUGHPUT_COLOR,
+            points: throughput(&slots),
+            y_top: 0.0,
+            cap: None,
+        };
+        panels.push((panel, migration));
+    }
+    // One time and one throughput range for every panel, so the runs compare at a glance.
+    let max = panels
+        .iter()
+        .map(|(p, _)| max_of(&p.points))
+        .fold(0.0, f64::max);
+    let y_top = headroom(max);
+
+    let areas = root.split_evenly((runs.len(), 1));
+    let last = runs.len() - 1;
+    for (i, ((area, run), (mut panel, migration))) in areas.iter().zip(runs).zip(panels).enumerate()
+    {
+        panel.y_top = y_top;
+        let caption = Some(run.title.as_str());
+        let mut chart = panel_axes(area, &panel, 0.0..x_end, caption, i == 0, i == last)?;
+        let averages = averages(&panel.points, migration);
+        // Under the data, so that a steady run stays visible on its average.
+        draw_averages(&mut chart, &averages)?;
+        draw_data(&mut chart, &panel, migration)?;
+        label_averages(&chart, area, &averages)?;
+    }
+    Ok(())
+}
+
+/// The figure's slots and migration window, leaving out non-finite times the axes cannot hold.
+fn finite<'a>(figure: &Figure<'a>) -> (Vec<&'a TimelineSlot>, Option<(f64, f64)>) {
+    let slots = figure
         .timeline
         .iter()
         .filter(|s| s.t_s.is_finite())
@@ -104,24 +215,7 @@ fn render(pixels: &mut [u8], font: FontRef<'static>, figure: &Figure<'_>) -> Dra
     let migration = figure
         .migration
         .filter(|(start, end)| start.is_finite() && end.is_finite());
-    let x_range = time_range(&slots, migration);
-    let panels = panels(&slots);
-
-    let areas = root.split_evenly((panels.len(), 1));
-    let last = panels.len() - 1;
-    for (i, (area, panel)) in areas.iter().zip(&panels).enumerate() {
-        draw_panel(
-            area,
-            panel,
-            x_range.clone(),
-            migration,
-            i == 0,
-            i == last,
-            slots.is_empty(),
-        )?;
-    }
-    root.present()?;
-    Ok(())
+    (slots, migration)
 }
 
 /// From 0 to the last slot's end (or the migration's end, if later).
@@ -136,12 +230,25 @@ fn time_range(slots: &[&TimelineSlot], migration: Option<(f64, f64)>) -> Range<f
     0.0..end
 }
 
-fn panels(slots: &[&TimelineSlot]) -> Vec<Panel> {
+/// Each slot's throughput in KQPS.
+fn throughput(slots: &[&TimelineSlot]) -> Vec<(f64, Option<f64>)> {
     let per_second = 1.0 / SLOT.as_secs_f64();
-    let throughput: Vec<(f64, Option<f64>)> = slots
+    slots
         .iter()
         .map(|s| (s.t_s, Some(s.ops as f64 * per_second / 1000.0)))
-        .collect();
+        .collect()
+}
+
+/// A y-axis top with room above the highest value (1 when there is none).
+fn headroom(max: f64) -> f64 {
+    if max > 0.0 {
+        max * 1.1
+    } else {
+        1.0
+    }
+}
+
+fn panels(slots: &[&TimelineSlot]) -> Vec<Panel> {
     // An empty slot has no latency (the report writes 0): leave a gap rather than a dip.
     let latency = |value: fn(&TimelineSlot) -> f64| -> Vec<(f64, Option<f64>)> {
         slots
@@ -174,9 +281,9 @@ fn panels(slots: &[&TimelineSlot]) -> Vec<Panel> {
 
     let mut panels = vec![
         Panel {
-            label: "throughput (KQPS)".into(),
+            label: THROUGHPUT_LABEL.into(),
             color: THROUGHPUT_COLOR,
-            points: throughput,
+            points: throughput(slots),
             y_top: 0.0,
             cap: None,
         },
@@ -190,8 +297,7 @@ fn panels(slots: &[&TimelineSlot]) -> Vec<Panel> {
         p99,
     ];
     for panel in &mut panels {
-        let max = max_of(&panel.points);
-        panel.y_top = if max > 0.0 { max * 1.1 } else { 1.0 };
+        panel.y_top = headroom(max_of(&panel.points));
     }
     panels
 }
@@ -236,24 +342,27 @@ fn tick(v: f64) -> String {
     }
 }
 
-fn draw_panel(
-    area: &DrawingArea<TextBackend<'_>, Shift>,
+/// A panel's grid and axes, with `caption` above them if given.
+fn panel_axes<'a, 'b>(
+    area: &'a Area<'b>,
     panel: &Panel,
     x_range: Range<f64>,
-    migration: Option<(f64, f64)>,
+    caption: Option<&str>,
     top: bool,
     bottom: bool,
-    empty: bool,
-) -> DrawResult {
-    let y_top = panel.y_top;
-    let mut chart = ChartBuilder::on(area)
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
         .margin_left(10)
         .margin_right(25)
         .margin_top(if top { 5 } else { 10 })
         .margin_bottom(5)
         .x_label_area_size(if bottom { 50 } else { 25 })
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_range.clone(), 0.0..y_top)?;
+        .y_label_area_size(80);
+    if let Some(caption) = caption {
+        builder.caption(caption, (FONT, 18).into_font().color(&BLACK));
+    }
+    let mut chart = builder.build_cartesian_2d(x_range, 0.0..panel.y_top)?;
 
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(RGBColor(235, 235, 235))
@@ -269,7 +378,16 @@ fn draw_panel(
         mesh.x_desc("time (s)");
     }
     mesh.draw()?;
+    Ok(chart)
+}
 
+/// A panel's series, its "no data" note if it has none, and the migration's lines.
+fn draw_data(
+    chart: &mut Chart<'_, '_>,
+    panel: &Panel,
+    migration: Option<(f64, f64)>,
+) -> DrawResult {
+    let (x_range, y_top) = (chart.x_range(), panel.y_top);
     // Thin lines through consecutive present values; a lone value gets a dot.
     let style = ShapeStyle::from(&panel.color).stroke_width(1);
     let points = &panel.points;
@@ -300,7 +418,7 @@ fn draw_panel(
         )?;
     }
 
-    if empty {
+    if points.is_empty() {
         let middle = ((x_range.start + x_range.end) / 2.0, y_top / 2.0);
         chart.plotting_area().draw(&Text::new(
             "no data",
@@ -317,9 +435,6 @@ fn draw_panel(
         for x in [start, finish] {
             chart.draw_series(DashedLineSeries::new([(x, 0.0), (x, y_top)], 8, 5, dashed))?;
         }
-        if top {
-            label_migration(&chart, area, start, finish, y_top)?;
-        }
     }
     Ok(())
 }
@@ -328,8 +443,8 @@ fn draw_panel(
 /// apart, each flipped to the other side of its line where it would leave the plot, on a
 /// light backing so the data under it does not hide it.
 fn label_migration(
-    chart: &ChartContext<'_, TextBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    area: &DrawingArea<TextBackend<'_>, Shift>,
+    chart: &Chart<'_, '_>,
+    area: &Area<'_>,
     start: f64,
     finish: f64,
     y_top: f64,
@@ -375,6 +490,111 @@ fn label_migration(
         )?;
     }
     Ok(())
+}
+
+/// A run's mean throughput over one phase, spanning `from`..`to` on the time axis.
+struct Average {
+    from: f64,
+    to: f64,
+    kqps: f64,
+}
+
+/// Mean throughput before (t < start), during (start ≤ t ≤ end) and after (t > end) the
+/// migration, or over the whole run without one; a phase without slots has no average.
+fn averages(points: &[(f64, Option<f64>)], migration: Option<(f64, f64)>) -> Vec<Average> {
+    let (Some(&(first, _)), Some(&(last, _))) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    // Without a migration, every slot comes before one that never starts.
+    let (start, end) = migration.unwrap_or((f64::INFINITY, f64::INFINITY));
+    let mut sums = [(0.0, 0u32); 3];
+    for &(t, value) in points {
+        let phase = if t < start {
+            0
+        } else if t <= end {
+            1
+        } else {
+            2
+        };
+        if let Some(value) = value {
+            sums[phase].0 += value;
+            sums[phase].1 += 1;
+        }
+    }
+    let bounds = [first, start, end, last];
+    sums.iter()
+        .enumerate()
+        .filter(|(_, &(_, n))| n > 0)
+        .map(|(i, &(sum, n))| Average {
+            from: bounds[i].max(first),
+            to: bounds[i + 1].min(last),
+            kqps: sum / f64::from(n),
+        })
+        .collect()
+}
+
+/// Each average as a dashed segment across its phase.
+fn draw_averages(chart: &mut Chart<'_, '_>, averages: &[Average]) -> DrawResult {
+    let style = ShapeStyle::from(&AVERAGE_COLOR).stroke_width(2);
+    for average in averages {
+        let ends = [(average.from, average.kqps), (average.to, average.kqps)];
+        chart.draw_series(DashedLineSeries::new(ends, 6, 4, style))?;
+    }
+    Ok(())
+}
+
+/// "avg 148k" over the middle of each average's segment, on a light backing. A label that
+/// would cover an earlier one (a short migration crowds them) takes the nearest free row
+/// above or below its segment.
+fn label_averages(chart: &Chart<'_, '_>, area: &Area<'_>, averages: &[Average]) -> DrawResult {
+    let font = (FONT, 14).into_font().color(&AVERAGE_COLOR);
+    let (x_pixels, y_pixels) = chart.plotting_area().get_pixel_range();
+    let mut taken: Vec<[i32; 4]> = Vec::new();
+    for average in averages {
+        let (from, to) = ((average.from, average.kqps), (average.to, average.kqps));
+        let text = format!("avg {}", kilo(average.kqps));
+        let (width, height) = area.estimate_text_size(&text, &font)?;
+        let (width, height) = (width as i32 + 4, height as i32 + 2); // with the backing
+        let (left, line) = chart.backend_coord(&from);
+        let (right, _) = chart.backend_coord(&to);
+        let x0 = ((left + right - width) / 2)
+            .min(x_pixels.end - width)
+            .max(x_pixels.start);
+        let above = line - 4 - height;
+        let free = |y0: i32| {
+            y0 >= y_pixels.start
+                && y0 + height <= y_pixels.end
+                && !taken
+                    .iter()
+                    .any(|r| x0 < r[2] && r[0] < x0 + width && y0 < r[3] && r[1] < y0 + height)
+        };
+        let y0 = (0..4)
+            .flat_map(|k| [above - k * (height + 2), line + 4 + k * (height + 2)])
+            .find(|&y0| free(y0))
+            .unwrap_or(above);
+        taken.push([x0, y0, x0 + width, y0 + height]);
+
+        // Offsets from the segment's left end, where the element is anchored.
+        let (dx, dy) = (x0 - left, y0 - line);
+        chart.plotting_area().draw(
+            &(EmptyElement::at(from)
+                + Rectangle::new(
+                    [(dx, dy), (dx + width, dy + height)],
+                    WHITE.mix(0.85).filled(),
+                )
+                + Text::new(text, (dx + 2, dy + 1), font.clone())),
+        )?;
+    }
+    Ok(())
+}
+
+/// KQPS as a short rate: 148.3 → "148k", 1520 → "1.52M".
+fn kilo(kqps: f64) -> String {
+    if kqps >= 1000.0 {
+        format!("{}M", short(kqps / 1000.0))
+    } else {
+        format!("{}k", short(kqps))
+    }
 }
 
 /// The bitmap backend with text drawn by `ab_glyph` from the embedded font: glyphs sit at

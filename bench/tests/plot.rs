@@ -1,8 +1,9 @@
-//! PNG figures: a synthetic run with a migration window, an empty run, and an unwritable path.
+//! PNG figures: a synthetic run with a migration window, an empty run, an unwritable path,
+//! and a comparison of runs stacked one panel per run.
 
-use bench::plot::{draw, Figure};
+use bench::plot::{draw, draw_comparison, Figure, PANEL_HEIGHT, WIDTH};
 use bench::report::TimelineSlot;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -66,7 +67,7 @@ fn synthetic() -> Vec<TimelineSlot> {
         .collect()
 }
 
-fn assert_png(path: &std::path::Path) {
+fn assert_png(path: &Path) {
     let bytes = std::fs::read(path).expect("the figure was written");
     assert!(bytes.starts_with(PNG_MAGIC), "not a PNG");
     assert!(
@@ -74,6 +75,19 @@ fn assert_png(path: &std::path::Path) {
         "suspiciously small figure: {} bytes",
         bytes.len()
     );
+}
+
+/// The figure's width, height and RGB pixels.
+fn decode(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).expect("the figure was written");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a valid PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a sane size")];
+    let info = reader.next_frame(&mut pixels).expect("valid PNG data");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, pixels)
 }
 
 #[test]
@@ -136,4 +150,84 @@ fn reports_an_unwritable_path() {
         "unclear error: {message}"
     );
     assert!(!path.exists());
+}
+
+#[test]
+fn draws_a_comparison_with_a_panel_per_run() {
+    let long = synthetic();
+    // Twice the load and a 0.3-s migration, on a shorter run: the axes must still match.
+    let short: Vec<TimelineSlot> = synthetic()
+        .into_iter()
+        .take(150)
+        .map(|s| TimelineSlot {
+            ops: s.ops * 2,
+            ..s
+        })
+        .collect();
+    // The same run without its migration: one average over the whole run.
+    let baseline = synthetic();
+    let runs = [
+        Figure {
+            title: "rocksteady".into(),
+            timeline: &long,
+            migration: Some((8.0, 11.0)),
+        },
+        Figure {
+            title: "netmigrate-short".into(),
+            timeline: &short,
+            migration: Some((5.0, 5.3)),
+        },
+        Figure {
+            title: "no migration".into(),
+            timeline: &baseline,
+            migration: None,
+        },
+    ];
+    let out = TempPng::new("comparison");
+    draw_comparison(&out.0, "YCSB-b · medium", &runs).expect("the comparison is drawn");
+    assert_png(&out.0);
+    let (width, height, pixels) = decode(&out.0);
+    assert_eq!(width, WIDTH);
+
+    let one = TempPng::new("comparison-one");
+    draw_comparison(&one.0, "YCSB-b · medium", &runs[..1]).expect("one run is drawn");
+    let (one_width, one_height, _) = decode(&one.0);
+    assert_eq!(one_width, WIDTH);
+    assert!(
+        one_height > PANEL_HEIGHT,
+        "no room for a title: {one_height}"
+    );
+    assert_eq!(height - one_height, 2 * PANEL_HEIGHT, "height per panel");
+
+    // Every panel shows its throughput (blue) and averages (orange), tinted where lines are
+    // anti-aliased; the grid, axes and text are grey. Panels are counted from the bottom,
+    // under the title band.
+    let row = WIDTH as usize * 3;
+    for panel in 0..runs.len() {
+        let bottom = (height - panel as u32 * PANEL_HEIGHT) as usize;
+        let band = &pixels[(bottom - PANEL_HEIGHT as usize) * row..bottom * row];
+        let count = |hue: fn(i32, i32) -> bool| {
+            band.chunks(3)
+                .filter(|p| hue(i32::from(p[0]), i32::from(p[2])))
+                .count()
+        };
+        let blue = count(|r, b| b - r > 40);
+        let orange = count(|r, b| r - b > 40);
+        assert!(
+            blue > 500,
+            "panel {panel} from the bottom: {blue} blue pixels"
+        );
+        assert!(
+            orange > 500,
+            "panel {panel} from the bottom: {orange} orange pixels"
+        );
+    }
+}
+
+#[test]
+fn refuses_an_empty_comparison() {
+    let out = TempPng::new("comparison-empty");
+    let err = draw_comparison(&out.0, "nothing", &[]).expect_err("no runs");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(!out.0.exists());
 }

@@ -176,7 +176,7 @@ impl Incoming {
         if self.protocol == Protocol::Fulva && pick_due && !self.hot.samples.is_empty() {
             self.hot.last_pick = Some(now);
             let mut samples: Vec<_> = self.hot.samples.drain().collect();
-            samples.sort_unstable_by(|a, b| b.1 .1.cmp(&a.1 .1));
+            samples.sort_unstable_by_key(|(_, (_, hits))| std::cmp::Reverse(*hits));
             for (hash, (key, _)) in samples.into_iter().take(PICK_KEYS) {
                 self.puller.want(hash, &key, false, true);
             }

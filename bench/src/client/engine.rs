@@ -363,7 +363,10 @@ impl Engine {
                 Some((
                     server,
                     HeaderRepr {
-                        flags: header.flags.with(Flags::DOUBLE_READ).with(Flags::REDIRECTED),
+                        flags: header
+                            .flags
+                            .with(Flags::DOUBLE_READ)
+                            .with(Flags::REDIRECTED),
                         ..header
                     },
                 )),
@@ -518,8 +521,8 @@ impl Engine {
             return;
         }
         let tracking = &mut self.tracking[partition];
-        let source_half = header.flags.contains(Flags::DOUBLE_READ)
-            && !header.flags.contains(Flags::REDIRECTED);
+        let source_half =
+            header.flags.contains(Flags::DOUBLE_READ) && !header.flags.contains(Flags::REDIRECTED);
         if source_half {
             *tracking = None;
         } else if *route != (to, shard) {

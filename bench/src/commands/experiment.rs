@@ -61,7 +61,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
              not wired yet",
         );
     }
-    if args.migrate_at < 0.0 || !args.migrate_at.is_finite() {
+    if args.run.migrate_at < 0.0 || !args.run.migrate_at.is_finite() {
         return fail("--migrate-at must be a number of seconds ≥ 0");
     }
     let spec = Arc::new(workload_spec(ycsb)?);
@@ -73,16 +73,16 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         unreachable!("memory fabric")
     };
     let stop = shutdown_on_signals()?;
-    let capacity = (args.capacity > 0.0).then_some(args.capacity);
-    let budget = MigrationBudget::of(args.preset.preset(), capacity, args.migration_rate);
+    let capacity = (args.run.capacity > 0.0).then_some(args.run.capacity);
+    let budget = MigrationBudget::of(args.preset.preset(), capacity, args.run.migration_rate);
 
     // The switch first: every other port sends through it.
     let map = super::server::partition_map(&ycsb.layout)?;
     let mut switch_config = tofino::SwitchConfig::new(SWITCH, ycsb.layout.group_bits);
-    if let Some(cells) = args.bf_cells {
+    if let Some(cells) = args.run.bf_cells {
         switch_config.bf_cells = cells;
     }
-    if let Some(cells) = args.cbf_cells {
+    if let Some(cells) = args.run.cbf_cells {
         switch_config.cbf_cells = cells;
     }
     switch_config.validate().map_err(CommandError)?;
@@ -156,7 +156,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         switch: SWITCH,
         source: SOURCE,
         items_per_s: budget.items_per_s,
-        pipeline: args.pipeline,
+        pipeline: args.run.pipeline,
         protocol: args.protocol.wire(),
     };
     let orchestrator = {
@@ -168,10 +168,11 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             Arc::clone(&timing),
         );
         let settings = Orchestration {
-            migrate_at: Duration::from_secs_f64(args.migrate_at),
+            migrate_at: Duration::from_secs_f64(args.run.migrate_at),
             duration: Duration::from_secs_f64(ycsb.duration),
-            tail: Duration::from_secs_f64(args.tail),
-            give_up: Duration::from_secs_f64(args.max_migration_s),
+            tail: Duration::from_secs_f64(args.run.tail),
+            give_up: Duration::from_secs_f64(args.run.max_migration_s),
+            migrate: !args.run.no_migration,
             serve_per_s: budget.serve_per_s,
             progress: !ycsb.quiet,
         };
@@ -228,10 +229,14 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     );
     report.command = "experiment".into();
     report.protocol = args.protocol.name().into();
-    report.policy = Some(match args.migration_rate {
+    report.policy = Some(match args.run.migration_rate {
         Some(rate) => format!("rate {rate:.0} items/s"),
         None => args.preset.preset().name().into(),
     });
+    if args.run.no_migration {
+        report.protocol = "none".into();
+        report.policy = None;
+    }
     let mut migration = MigrationCounters::default();
     for r in source_reports.iter().chain(&destination_reports) {
         migration.add(&r.migration);
@@ -316,6 +321,8 @@ struct Orchestration {
     duration: Duration,
     tail: Duration,
     give_up: Duration,
+    /// False for a run without migration (compare's `none`).
+    migrate: bool,
     serve_per_s: Option<f64>,
     progress: bool,
 }
@@ -343,7 +350,7 @@ fn orchestrate(
             break;
         }
         let mut t = *timing.lock().expect("timing lock poisoned");
-        if t.started.is_none() && elapsed >= settings.migrate_at {
+        if settings.migrate && t.started.is_none() && elapsed >= settings.migrate_at {
             let started = source.migrate_out(
                 |partition| OutgoingPlan {
                     destination: partition_addr(template.destination, partition),
@@ -400,8 +407,9 @@ fn orchestrate(
         }
         *timing.lock().expect("timing lock poisoned") = t;
         let over = elapsed >= settings.duration
-            && t.finished
-                .is_some_and(|finished| elapsed >= finished + settings.tail);
+            && (!settings.migrate
+                || t.finished
+                    .is_some_and(|finished| elapsed >= finished + settings.tail));
         if over {
             break;
         }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod compare;
 pub mod experiment;
 pub mod server;
 pub mod ycsb;
