@@ -94,7 +94,10 @@ impl PartitionLoop {
         } else {
             0
         };
-        self.serve_budget.spend(received as u64);
+        // Only client requests use the serving share; migration messages and their acks
+        // are paid for by the migration's own budget.
+        let requests = self.rx.iter().filter(|p| is_client_request(p)).count();
+        self.serve_budget.spend(requests as u64);
         self.server.handle_burst(&mut self.rx, &mut self.replies);
         for (packet, reply) in self.rx.drain(..).zip(&self.replies) {
             if *reply {
@@ -148,6 +151,13 @@ impl PartitionLoop {
             .lock()
             .expect("migration counters lock poisoned") = counters;
     }
+}
+
+fn is_client_request(packet: &Packet) -> bool {
+    dataplane::wire::Header::new_checked(packet.payload())
+        .ok()
+        .and_then(|h| dataplane::wire::Op::from_u8(h.op_code()).ok())
+        .is_some_and(|op| op.is_key_addressed())
 }
 
 fn budget(rate: Option<f64>) -> TokenBucket {

@@ -124,12 +124,12 @@ fn draw(path: &Path, reports: &[Report]) -> Result<(), CommandError> {
 /// The comparison table: one row per run.
 fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<18} {:>8} {:>24} {:>16} {:>9} {:>14} {:>7} {:>5}\n",
+        "{:<18} {:>8} {:>24} {:>16} {:>12} {:>14} {:>7} {:>5}\n",
         "protocol",
         "migr s",
         "kops/s before/during/after",
         "during p50/p99",
-        "down ms",
+        "down/floor ms",
         "extra % cl/srv",
         "failed",
         "viol"
@@ -146,7 +146,7 @@ fn table(reports: &[Report]) -> String {
         let optional =
             |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         out.push_str(&format!(
-            "{:<18} {:>8} {:>24} {:>16} {:>9} {:>14} {:>7} {:>5}\n",
+            "{:<18} {:>8} {:>24} {:>16} {:>12} {:>14} {:>7} {:>5}\n",
             r.protocol,
             optional(number(migration, "duration_s"), 2),
             format!(
@@ -156,7 +156,13 @@ fn table(reports: &[Report]) -> String {
                 kops(r.throughput_ops.after)
             ),
             during,
-            optional(number(migration, "downtime_ms"), 1),
+            match (
+                number(migration, "downtime_ms"),
+                number(migration, "downtime_floor_ms")
+            ) {
+                (Some(d), Some(f)) => format!("{d:.1}/{f:.1}"),
+                _ => "-".into(),
+            },
             match (
                 number(overhead, "client_extra_bytes_pct"),
                 number(overhead, "server_extra_bytes_pct")

@@ -455,6 +455,10 @@ fn fill_migration(
     let duration = finished.saturating_sub(started).as_secs_f64();
     let o = &migration.outgoing;
     let downtime = recorder.longest_idle(started, finished);
+    // The same measure over as long a stretch before the migration: what scheduling on this
+    // host costs without any migration, the floor a downtime should be read against.
+    let floor_from = started.saturating_sub(finished - started).max(slot);
+    let downtime_floor = recorder.longest_idle(floor_from, started);
     report.migration = Some(serde_json::json!({
         "started_at_s": started.as_secs_f64(),
         "finished_at_s": timing.finished.map(|f| f.as_secs_f64()),
@@ -465,6 +469,7 @@ fn fill_migration(
         "rate_mb_s": if duration > 0.0 { o.bytes_moved as f64 / 1e6 / duration } else { 0.0 },
         "downtime_ms": downtime.as_secs_f64() * 1e3,
         "downtime_resolution_ms": crate::measure::TICK.as_secs_f64() * 1e3,
+        "downtime_floor_ms": downtime_floor.as_secs_f64() * 1e3,
     }));
     let client_extra = if client.bytes > 0 {
         100.0 * client.extra_bytes as f64 / client.bytes as f64
