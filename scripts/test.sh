@@ -46,21 +46,28 @@ assert len(r["timeline"]) >= 40, len(r["timeline"])
 print("report ok: %d ops, %.0f ops/s, %d checked, 0 violations"
       % (r["ops"]["completed"], r["throughput_ops"]["overall"], r["consistency"]["checked_ops"]))
 PY
-echo "== acceptance: NetMigrate experiment (live migration, linearizability check, PNG)"
-timeout 300 cargo run --release --quiet -- experiment --protocol netmigrate --records 200000 \
-    --duration 20 --migrate-at 5 --check --quiet --json "$out/experiment.json" \
-    --plot "$out/experiment.png"
-python3 - "$out/experiment.json" "$out/experiment.png" <<'PY'
+echo "== acceptance: compare (no migration, 3 baselines, NetMigrate x3; linearizability, PNG)"
+timeout 600 cargo run --release --quiet -- compare --records 200000 --duration 20 --migrate-at 5 \
+    --check --quiet --json "$out/compare.json" --plot "$out/compare.png"
+python3 - "$out/compare.json" "$out/compare.png" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-assert r["command"] == "experiment" and r["protocol"] == "netmigrate", r["command"]
-assert r["ops"]["failed"] == 0, r["ops"]
-assert r["consistency"]["violations"] == 0 and r["consistency"]["checked_ops"] > 0, r["consistency"]
-m = r["migration"]
-assert m["finished_at_s"] is not None and m["keys_moved"] == 200000, m
+doc = json.load(open(sys.argv[1]))
+assert doc["schema"] == "netmigrate.compare/1", doc["schema"]
+names = [r["protocol"] for r in doc["runs"]]
+assert names == ["none", "rocksteady", "fulva", "source", "netmigrate-short",
+                 "netmigrate-medium", "netmigrate-long"], names
+for r in doc["runs"]:
+    assert r["ops"]["failed"] == 0, (r["protocol"], r["ops"])
+    c = r["consistency"]
+    assert c["violations"] == 0 and c["checked_ops"] > 0, (r["protocol"], c)
+    m = r["migration"]
+    if r["protocol"] == "none":
+        assert m is None, m
+        continue
+    assert m["finished_at_s"] is not None and m["keys_moved"] >= 200000, (r["protocol"], m)
+    print("%-18s migration %5.2f s, downtime %5.1f ms (floor %5.1f); ops/s before %6.0f during %6.0f"
+          % (r["protocol"], m["duration_s"], m["downtime_ms"], m["downtime_floor_ms"],
+             r["throughput_ops"]["before"], r["throughput_ops"]["during"]))
 assert open(sys.argv[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-print("experiment ok: migration %.2f s, %.1f MB/s, downtime %.1f ms; throughput before %.0f during %.0f"
-      % (m["duration_s"], m["rate_mb_s"], m["downtime_ms"], r["throughput_ops"]["before"],
-         r["throughput_ops"]["during"]))
 PY
 echo "all tests passed"
