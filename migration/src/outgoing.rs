@@ -328,9 +328,14 @@ impl Outgoing {
             .unwrap_or(GroupPhase::NotStarted)
     }
 
-    /// The source stopped serving this partition of the shard (all groups moved).
+    /// The source stopped serving this partition of the shard: every group's data is
+    /// applied at the destination and TERMINATE is on its way, so a write held now would
+    /// queue behind TERMINATE and never be applied.
     pub fn is_moved(&self) -> bool {
-        matches!(self.stage, Stage::CuttingOver(_) | Stage::Done)
+        matches!(
+            self.stage,
+            Stage::Terminating(_) | Stage::CuttingOver(_) | Stage::Done
+        )
     }
 
     /// Who answers a request for `group` (see the module comment).
