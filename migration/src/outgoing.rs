@@ -526,17 +526,22 @@ impl Outgoing {
     }
 
     fn push_batches(&mut self, group: u32, batches: VecDeque<Batch>) {
-        for (count, bytes, items) in batches {
-            self.budget.spend(u64::from(count));
-            let message = StreamMessage::Data {
-                group,
-                count,
-                items: &items,
-            };
-            self.tell_destination(&message);
-            self.stats.keys_moved += u64::from(count);
-            self.stats.bytes_moved += bytes;
+        for batch in batches {
+            self.push_batch(group, batch);
         }
+    }
+
+    /// Pushes one data batch into the destination stream, paid from the budget.
+    fn push_batch(&mut self, group: u32, (count, bytes, items): Batch) {
+        self.budget.spend(u64::from(count));
+        let message = StreamMessage::Data {
+            group,
+            count,
+            items: &items,
+        };
+        self.tell_destination(&message);
+        self.stats.keys_moved += u64::from(count);
+        self.stats.bytes_moved += bytes;
     }
 
     fn advance_groups(&mut self, now: Instant, table: &Partition) {
@@ -660,16 +665,8 @@ impl Outgoing {
             {
                 return false;
             }
-            let (count, bytes, items) = self.active[index].batches.pop_front().expect("front");
-            self.budget.spend(u64::from(count));
-            let message = StreamMessage::Data {
-                group,
-                count,
-                items: &items,
-            };
-            self.tell_destination(&message);
-            self.stats.keys_moved += u64::from(count);
-            self.stats.bytes_moved += bytes;
+            let batch = self.active[index].batches.pop_front().expect("front");
+            self.push_batch(group, batch);
         }
         if self.plan.protocol != Protocol::NetMigrate {
             // Tells the destination every entry of the group is there.
