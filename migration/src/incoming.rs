@@ -121,19 +121,20 @@ impl Incoming {
         }
     }
 
-    /// Who answers a request for `group`; `present`: the key has an entry or tombstone here.
+    /// Who answers a request for `group`; `present` says whether the key has an entry or
+    /// tombstone here (looked up only when the answer depends on it).
     pub fn rule(
         &self,
         group: u32,
-        present: bool,
         is_read: bool,
         double_read: bool,
         forwarded: bool,
+        present: impl Fn() -> bool,
     ) -> DestinationRule {
         let here = self.has_group(group);
         match self.protocol {
             Protocol::NetMigrate => match (here, is_read && double_read, forwarded) {
-                (true, true, _) if !present => DestinationRule::NotMigrated,
+                (true, true, _) if !present() => DestinationRule::NotMigrated,
                 (true, _, _) => DestinationRule::Serve,
                 (false, true, _) => DestinationRule::NotMigrated,
                 (false, false, true) => DestinationRule::RetryLater,
@@ -144,7 +145,7 @@ impl Incoming {
             // Writes are newer than anything the source has; reads of what is here are
             // current; a missing key may be the source's.
             Protocol::Rocksteady | Protocol::Fulva => {
-                if here || present || !is_read {
+                if here || !is_read || present() {
                     DestinationRule::Serve
                 } else if double_read && self.protocol == Protocol::Fulva {
                     DestinationRule::NotMigrated

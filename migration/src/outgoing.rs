@@ -196,7 +196,7 @@ pub struct Outgoing {
     plan: OutgoingPlan,
     partition: u32,
     partitions: u32,
-    group_bits: u8,
+    layout: kv::GroupLayout,
     groups: Range<u32>,
     phases: Vec<GroupPhase>,
     next_group: u32,
@@ -253,7 +253,7 @@ impl Outgoing {
             to_switch: StreamSender::new(plan.switch, plan.pipeline.max(1) * 2),
             partition,
             partitions: map.partitions(),
-            group_bits: map.layout().group_bits(),
+            layout: map.layout(),
             phases: vec![GroupPhase::NotStarted; groups.len()],
             next_group: groups.start,
             groups,
@@ -280,7 +280,7 @@ impl Outgoing {
                 dest_ip: *plan.destination.ip(),
                 dest_shard: plan.destination_shard,
                 size_exp: kv::SIZE_EXP,
-                remain_exp: kv::SIZE_EXP - self.group_bits,
+                remain_exp: kv::SIZE_EXP - self.layout.group_bits(),
                 partitions: self.partitions as u16,
                 partition: self.partition as u16,
             };
@@ -475,7 +475,7 @@ impl Outgoing {
     /// small enough (or enough rounds ran), stops serving and ships the last of them.
     fn catch_up(&mut self, round: u32, table: &Partition) {
         let last_round = self.dirty.len() <= STOP_KEYS || round >= MAX_ROUNDS;
-        let layout = self.layout();
+        let layout = self.layout;
         let mut dirty: Vec<(u32, Vec<u8>, u64)> = self
             .dirty
             .drain()
@@ -519,10 +519,6 @@ impl Outgoing {
         };
         let seq = self.tell_destination(&terminate);
         self.stage = Stage::Terminating(seq);
-    }
-
-    fn layout(&self) -> kv::GroupLayout {
-        kv::GroupLayout::new(self.group_bits).expect("the layout was valid when the map was built")
     }
 
     fn push_batches(&mut self, group: u32, batches: VecDeque<Batch>) {

@@ -492,15 +492,13 @@ impl PartitionServer {
             },
             Role::Incoming(_) => {
                 reply_flags = Flags::FROM_DESTINATION;
-                let present = !matches!(
-                    self.shards[shard_index].table.get(hash, &buf[key.clone()]),
-                    Lookup::Absent
-                );
-                let Role::Incoming(agent) = &mut self.shards[shard_index].role else {
+                let Shard { table, role, .. } = &mut self.shards[shard_index];
+                let Role::Incoming(agent) = role else {
                     unreachable!("matched above")
                 };
                 let forwarded = header.flags.contains(Flags::FORWARDED);
-                match agent.rule(group, present, is_read, double_read, forwarded) {
+                let present = || !matches!(table.get(hash, &buf[key.clone()]), Lookup::Absent);
+                match agent.rule(group, is_read, double_read, forwarded, present) {
                     DestinationRule::Serve => {}
                     DestinationRule::NotMigrated => {
                         agent.sample_miss(hash, &buf[key.clone()]);
@@ -564,8 +562,10 @@ impl PartitionServer {
         len: usize,
         buf: &mut [u8],
     ) -> Result<Action, DropReason> {
-        let body = buf[HEADER_LEN..len].to_vec();
-        let keys = PullBatch::parse(&body).map_err(DropReason::Malformed)?;
+        // The answer overwrites the request: read the keys from a copy.
+        let body = &mut self.scratch[..len - HEADER_LEN];
+        body.copy_from_slice(&buf[HEADER_LEN..len]);
+        let keys = PullBatch::parse(body).map_err(DropReason::Malformed)?;
         let Some(shard) = self.shards.iter_mut().find(|s| s.id == header.shard) else {
             return Err(DropReason::NotARequest);
         };
@@ -613,9 +613,7 @@ impl PartitionServer {
                 released.push(answered.hash);
             }
         }
-        for hash in released {
-            self.release_parked(|h| h == hash);
-        }
+        self.release_parked(|h| released.contains(&h));
         Ok(())
     }
 
@@ -738,12 +736,9 @@ impl PartitionServer {
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
             // Every key must be one this partition serves alone right now.
             Role::Outgoing(agent) => {
-                let rules = items
-                    .iter()
-                    .map(|item| agent.rule(layout.group_of(item.key_hash), is_read, double_read));
                 let mut all_served = true;
-                for rule in rules {
-                    match rule {
+                for item in items.iter() {
+                    match agent.rule(layout.group_of(item.key_hash), is_read, double_read) {
                         SourceRule::Serve => {}
                         SourceRule::Moved => {
                             let plan = agent.plan();
@@ -758,9 +753,10 @@ impl PartitionServer {
                 all_served
             }
             Role::Incoming(agent) => items.iter().all(|item| {
-                let present = !matches!(shard.table.get(item.key_hash, item.key), Lookup::Absent);
+                let present =
+                    || !matches!(shard.table.get(item.key_hash, item.key), Lookup::Absent);
                 let group = layout.group_of(item.key_hash);
-                agent.rule(group, present, is_read, double_read, false) == DestinationRule::Serve
+                agent.rule(group, is_read, double_read, false, present) == DestinationRule::Serve
             }),
         };
         if !servable {
@@ -816,7 +812,10 @@ impl PartitionServer {
         let src = packet.src;
         let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
-        let message_op = header.op;
+        let completed_group = match message {
+            StreamMessage::GroupComplete { group } => Some(group),
+            _ => None,
+        };
         let index = match self.shards.iter().position(|s| s.id == header.shard) {
             Some(index) => index,
             None => {
@@ -882,10 +881,13 @@ impl PartitionServer {
                     });
                 }
                 stream::acknowledge(packet, &header, last, Status::Ok);
-                if terminated || matches!(message_op, Op::GroupComplete) {
-                    // Parked reads whose group is complete (or the whole shard) are
-                    // served now rather than when their pull answers.
+                // Parked reads whose group is complete (or the whole shard) are served now
+                // rather than when their pull answers.
+                let layout = self.map.layout();
+                if terminated {
                     self.release_parked(|_| true);
+                } else if let Some(group) = completed_group {
+                    self.release_parked(|h| layout.group_of(h) == group);
                 }
                 Ok(Action::Ready)
             }
