@@ -106,8 +106,6 @@ fn lossy_run(protocol: &str) -> Report {
 /// Rocksteady: clients move to the destination at once; reads of keys not there yet are
 /// pulled (and the pulls survive loss).
 #[test]
-#[ignore = "flaky (about 4 runs in 10): one write to the destination goes unanswered \
-            until give-up under faults; under investigation (issue 5). Run with --ignored."]
 fn rocksteady_under_loss_duplication_and_reordering_is_linearizable() {
     let report = lossy_run("rocksteady");
     let overhead = report.overhead.as_ref().unwrap();
@@ -121,8 +119,6 @@ fn rocksteady_under_loss_duplication_and_reordering_is_linearizable() {
 
 /// Fulva: writes go to the destination, reads of what has not migrated go to both.
 #[test]
-#[ignore = "flaky (about 4 runs in 10): one write to the destination goes unanswered \
-            until give-up under faults; under investigation (issue 5). Run with --ignored."]
 fn fulva_under_loss_duplication_and_reordering_is_linearizable() {
     let report = lossy_run("fulva");
     let overhead = report.overhead.as_ref().unwrap();

@@ -94,8 +94,10 @@ impl WriteDedup {
     /// Records that `(client, seq)` was applied elsewhere (by a migration's source), so a
     /// retransmission arriving here is answered without applying it again.
     pub fn remember(&mut self, client: u32, seq: u64) {
+        // Without a window, the client's floor is unknown: it may still await any earlier
+        // write in the window, so none of them may look stale.
         let window = self.clients.entry(client).or_insert(ClientWindow {
-            floor: seq,
+            floor: seq.saturating_sub(WINDOW - 1),
             applied: [0; WORDS],
         });
         if seq < window.floor {
@@ -121,6 +123,13 @@ impl WriteDedup {
 
     /// Adds another server's window of `client` (from [`WriteDedup::windows`]).
     pub fn merge_window(&mut self, client: u32, floor: u64, bitmap: &[u8]) {
+        // The client told the other server its floor, so it awaits nothing older; but it
+        // may await anything from the floor on, applied or not.
+        let window = self.clients.entry(client).or_insert(ClientWindow {
+            floor,
+            applied: [0; WORDS],
+        });
+        window.advance(floor);
         for seq in floor..floor + WINDOW {
             // Word `slot / 64` is stored big-endian, so bit b of it is in byte 7 − b / 8.
             let slot = (seq % WINDOW) as usize;
@@ -174,6 +183,29 @@ mod tests {
         }
         assert_eq!(destination.admit(3, 10, 4), DedupVerdict::Apply);
         assert_eq!(destination.admit(3, 4, 0), DedupVerdict::Stale);
+    }
+
+    #[test]
+    fn merged_window_keeps_unapplied_writes_above_the_floor() {
+        // The source applied 105 while 101 was still in flight (lost, or answered
+        // RETRY_LATER); the destination must still apply 101 when it arrives.
+        let mut source = WriteDedup::default();
+        assert_eq!(source.admit(3, 105, 5), DedupVerdict::Apply);
+        let mut destination = WriteDedup::default();
+        for (client, floor, bitmap) in source.windows() {
+            destination.merge_window(client, floor, &bitmap);
+        }
+        assert_eq!(destination.admit(3, 101, 1), DedupVerdict::Apply);
+        assert_eq!(destination.admit(3, 105, 4), DedupVerdict::Duplicate);
+        assert_eq!(destination.admit(3, 99, 0), DedupVerdict::Stale);
+    }
+
+    #[test]
+    fn remembered_write_does_not_make_earlier_writes_stale() {
+        let mut destination = WriteDedup::default();
+        destination.remember(4, 50);
+        assert_eq!(destination.admit(4, 48, 0), DedupVerdict::Apply);
+        assert_eq!(destination.admit(4, 50, 2), DedupVerdict::Duplicate);
     }
 
     #[test]
