@@ -124,7 +124,8 @@ pub struct MigrationRunArgs {
     /// servers, not this 2-core host, the bottleneck.
     #[arg(long, default_value_t = 150_000.0)]
     pub capacity: f64,
-    /// Groups each source core hands over at once.
+    /// Groups each source core hands over at once (Rocksteady: bulk pulls each destination
+    /// core keeps in flight, over as many runs of groups).
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub pipeline: usize,
     /// Switch Bloom-filter cells per array (power of two; default 2^(group bits + 1)).

@@ -106,6 +106,11 @@ impl PartitionLoop {
                 self.port.release(packet);
             }
         }
+        // Rocksteady's replay of pulled data yields to client work: it runs after the
+        // turn's requests, and takes a small share while requests keep the port busy.
+        let busy = received > 0 && received == allowed;
+        let replay = if busy { REPLAY_BUSY } else { REPLAY_IDLE };
+        self.server.replay_migrations(replay);
         // Cheap when nothing migrates; drives agents' timers and late-write replies.
         self.server.poll_migrations(now, &mut self.tx);
         let sent = self.tx.len();
@@ -152,6 +157,10 @@ impl PartitionLoop {
             .expect("migration counters lock poisoned") = counters;
     }
 }
+
+/// Pulled entries a destination replays per loop turn when the port was busy / idle.
+const REPLAY_BUSY: usize = 32;
+const REPLAY_IDLE: usize = 512;
 
 fn is_client_request(packet: &Packet) -> bool {
     dataplane::wire::Header::new_checked(packet.payload())

@@ -91,8 +91,8 @@ fn rejects_hostile_headers_with_typed_errors() {
     bad[2] = 9;
     assert_eq!(parse(&bad[..len]), Err(WireError::BadVersion(9)));
     let mut bad = buf;
-    bad[3] = 0x51;
-    assert_eq!(parse(&bad[..len]), Err(WireError::UnknownOp(0x51)));
+    bad[3] = 0x53;
+    assert_eq!(parse(&bad[..len]), Err(WireError::UnknownOp(0x53)));
     let mut bad = buf;
     bad[3] = 0x10; // A migration op where a key-value request belongs.
     assert_eq!(parse(&bad[..len]), Err(WireError::UnexpectedOp(0x10)));

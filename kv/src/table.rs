@@ -320,35 +320,58 @@ impl Partition {
 
     /// Visits every entry and tombstone of one migration group.
     pub fn for_each_in_group(&self, group: u32, mut visit: impl FnMut(Entry<'_>)) {
+        self.scan_group(group, 0, |entry| {
+            visit(entry);
+            true
+        });
+    }
+
+    /// Visits the entries of one migration group from `cursor` (0: the first) until `visit`
+    /// returns false; returns the cursor of the entry it refused, None once the group is
+    /// done. A cursor stays valid while the table is not written (a migration source's
+    /// frozen copy), so a scan can resume where a full frame stopped it.
+    pub fn scan_group(
+        &self,
+        group: u32,
+        cursor: u32,
+        mut visit: impl FnMut(Entry<'_>) -> bool,
+    ) -> Option<u32> {
         let shift = self.layout.remain_exp();
         let first_hash = (u64::from(group) << shift) as u32;
         if !self.owns(u64::from(first_hash)) {
-            return;
+            return None;
         }
         let last_hash = first_hash.wrapping_add(((1u64 << shift) - 1) as u32);
         let (first, last) = (self.home(first_hash), self.home(last_hash));
-        let mut bucket = first;
-        for step in 0..self.buckets.len() {
+        let buckets = self.buckets.len();
+        let (first_step, first_slot) = (cursor as usize / SLOTS, cursor as usize % SLOTS);
+        for step in first_step..buckets {
+            let bucket = (first + step) % buckets;
             // Past the group's home buckets, entries can only sit where an overflow led.
-            if step > last - first
-                && self.buckets[(bucket + self.buckets.len() - 1) % self.buckets.len()].overflow
-                    == 0
-            {
+            if step > last - first && self.buckets[(bucket + buckets - 1) % buckets].overflow == 0 {
                 break;
             }
-            for &slot in self.buckets[bucket].slots.iter().filter(|&&s| s != 0) {
+            let from = if step == first_step { first_slot } else { 0 };
+            for (i, &slot) in self.buckets[bucket].slots.iter().enumerate().skip(from) {
+                if slot == 0 {
+                    continue;
+                }
                 let item = self.item(slot);
-                if self.layout.group_of(u64::from(item.hash32())) == group {
-                    visit(Entry {
-                        hash32: item.hash32(),
-                        key: item.key(),
-                        value: (!item.is_tombstone()).then(|| item.value()),
-                        version: item.version(),
-                    });
+                if self.layout.group_of(u64::from(item.hash32())) != group {
+                    continue;
+                }
+                let entry = Entry {
+                    hash32: item.hash32(),
+                    key: item.key(),
+                    value: (!item.is_tombstone()).then(|| item.value()),
+                    version: item.version(),
+                };
+                if !visit(entry) {
+                    return Some((step * SLOTS + i) as u32);
                 }
             }
-            bucket = self.next(bucket);
         }
+        None
     }
 
     /// Live entries.
@@ -562,6 +585,20 @@ mod tests {
                 });
             }
             prop_assert_eq!(scanned, model.len());
+            // Scanning a frame at a time (at most 3 entries per call) visits the same.
+            let mut resumed = 0;
+            for group in map.groups_of(mine) {
+                let mut cursor = Some(0);
+                while let Some(from) = cursor {
+                    let mut taken = 0;
+                    cursor = table.scan_group(group, from, |_| {
+                        taken += 1;
+                        taken <= 3
+                    });
+                    resumed += taken.min(3);
+                }
+            }
+            prop_assert_eq!(resumed, model.len());
         }
     }
 }

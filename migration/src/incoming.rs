@@ -2,11 +2,12 @@
 //! source's stream strictly in order and knows which groups it has been handed, which
 //! decides how the partition serves requests for them (see `serve.rs`).
 
+use crate::bulk::{BulkPuller, Replayed};
 use crate::dedup::{DedupVerdict, WriteDedup};
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
 use dataplane::wire::{
-    self, Flags, HeaderRepr, LateWrite, Op, Protocol, Reply, Status, StreamMessage,
+    self, Flags, HeaderRepr, LateWrite, MigratedItem, Op, Protocol, Reply, Status, StreamMessage,
 };
 use dataplane::Packet;
 use kv::{key_hash, Partition, PartitionMap, PutOutcome};
@@ -52,6 +53,8 @@ pub struct Incoming {
     migrated_upto: u32,
     receiver: StreamReceiver,
     pub puller: Puller,
+    /// Rocksteady's bulk transfer (from INIT on).
+    pub bulk: Option<BulkPuller>,
     hot: HotKeys,
     stats: IncomingStats,
 }
@@ -116,6 +119,7 @@ impl Incoming {
             groups,
             receiver: StreamReceiver::default(),
             puller: Puller::new(source, source_shard),
+            bulk: None,
             hot: HotKeys::default(),
             stats: IncomingStats::default(),
         }
@@ -183,6 +187,9 @@ impl Incoming {
             }
         }
         self.puller.poll(now, out);
+        if let Some(bulk) = &mut self.bulk {
+            bulk.poll(now, out);
+        }
     }
 
     /// A pulled hot key is here: announce it.
@@ -238,11 +245,20 @@ impl Incoming {
                 source_clock,
                 entries,
                 protocol,
+                parallel_pulls,
                 ..
             } => {
                 self.protocol = protocol;
                 table.advance_clock(source_clock);
                 table.reserve(entries as usize);
+                if protocol == Protocol::Rocksteady {
+                    self.bulk = Some(BulkPuller::new(
+                        self.source,
+                        self.source_shard,
+                        self.groups.clone(),
+                        usize::from(parallel_pulls),
+                    ));
+                }
             }
             StreamMessage::DedupWindow {
                 client,
@@ -265,15 +281,7 @@ impl Incoming {
             }
             StreamMessage::Data { group, items, .. } => {
                 for item in wire::data_items(items) {
-                    let hash = key_hash(item.key);
-                    if layout.group_of(hash) != group || !table.owns(hash) {
-                        self.stats.rejected += 1;
-                        continue;
-                    }
-                    match table.put_if_newer(hash, item.key, item.value, item.version) {
-                        PutOutcome::Applied => self.stats.items_applied += 1,
-                        PutOutcome::Stale => self.stats.items_stale += 1,
-                    }
+                    self.apply_item(table, layout, group..group + 1, &item);
                 }
             }
             StreamMessage::LateWrite(late) => {
@@ -295,6 +303,48 @@ impl Incoming {
 }
 
 impl Incoming {
+    /// Rocksteady: replays about `max_items` pulled entries; groups it completed are here.
+    pub fn replay(
+        &mut self,
+        table: &mut Partition,
+        layout: kv::GroupLayout,
+        max_items: usize,
+    ) -> Replayed {
+        let Some(mut bulk) = self.bulk.take() else {
+            return Replayed::default();
+        };
+        let replayed = bulk.replay(max_items, |item| {
+            // An answer's entries lie in the groups of the run it answered.
+            self.apply_item(table, layout, self.groups.clone(), &item)
+        });
+        for groups in &replayed.complete {
+            for group in groups.clone() {
+                self.arrived(group);
+            }
+        }
+        self.bulk = Some(bulk);
+        replayed
+    }
+
+    /// Applies one migrated entry of `groups` unless a newer write is here already.
+    fn apply_item(
+        &mut self,
+        table: &mut Partition,
+        layout: kv::GroupLayout,
+        groups: Range<u32>,
+        item: &MigratedItem<'_>,
+    ) {
+        let hash = key_hash(item.key);
+        if !groups.contains(&layout.group_of(hash)) || !table.owns(hash) {
+            self.stats.rejected += 1;
+            return;
+        }
+        match table.put_if_newer(hash, item.key, item.value, item.version) {
+            PutOutcome::Applied => self.stats.items_applied += 1,
+            PutOutcome::Stale => self.stats.items_stale += 1,
+        }
+    }
+
     fn arrived(&mut self, group: u32) {
         match self
             .handed_over

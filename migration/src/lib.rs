@@ -2,6 +2,7 @@
 //! datagrams and time and produce datagrams; they never touch a socket. The per-core loop
 //! in `bench` drives them over any `dataplane` port.
 
+pub mod bulk;
 pub mod dedup;
 pub mod incoming;
 pub mod outgoing;
@@ -10,6 +11,7 @@ pub mod serve;
 pub mod stream;
 pub mod throttle;
 
+pub use bulk::BulkStats;
 pub use dataplane::wire::Protocol;
 pub use dedup::{DedupVerdict, WriteDedup};
 pub use incoming::{DestinationRule, Incoming, IncomingStats};

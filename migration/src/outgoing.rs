@@ -11,13 +11,16 @@
 //! destination once it has applied INIT; source-based keeps serving, re-ships what clients
 //! wrote to groups already shipped, and ends with a stop-and-copy. See `docs/migration.md`.
 
+use crate::bulk::BulkAnswer;
 use crate::dedup::WriteDedup;
 use crate::stream::StreamSender;
 use crate::throttle::TokenBucket;
-use dataplane::wire::{self, LateWrite, MigratedItem, Op, Protocol, StreamMessage, SwitchControl};
+use dataplane::wire::{
+    self, LateWrite, MigratedItem, Op, Protocol, ScanPosition, StreamMessage, SwitchControl,
+};
 use dataplane::Packet;
 use kv::{Lookup, Partition, PartitionMap};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::ops::Range;
 use std::time::Instant;
@@ -87,6 +90,8 @@ pub struct OutgoingStats {
     /// Keys the source answered pulls for, and the bytes of those answers.
     pub pulled_keys: u64,
     pub pull_bytes: u64,
+    /// Rocksteady: bytes of bulk-pull answers sent (resends included).
+    pub bulk_bytes: u64,
     pub finished: bool,
 }
 
@@ -104,6 +109,7 @@ impl OutgoingStats {
         self.catch_up_rounds += s.catch_up_rounds;
         self.pulled_keys += s.pulled_keys;
         self.pull_bytes += s.pull_bytes;
+        self.bulk_bytes += s.bulk_bytes;
         self.finished |= s.finished;
     }
 }
@@ -211,6 +217,8 @@ pub struct Outgoing {
     dirty: HashMap<Vec<u8>, u64>,
     /// Source-based: the final stop-and-copy began; the source serves nothing more.
     stopped: bool,
+    /// Rocksteady: scan positions answered (a resent request's answer moves no new keys).
+    bulk_answered: HashSet<ScanPosition>,
     stats: OutgoingStats,
 }
 
@@ -264,6 +272,7 @@ impl Outgoing {
             budget,
             dirty: HashMap::new(),
             stopped: false,
+            bulk_answered: HashSet::new(),
             stats: OutgoingStats::default(),
             plan,
         }
@@ -292,6 +301,7 @@ impl Outgoing {
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
             protocol: plan.protocol,
+            parallel_pulls: plan.pipeline.clamp(1, 255) as u8,
         };
         let mut destination = self.tell_destination(&init);
         for (client, floor, bitmap) in dedup.windows() {
@@ -384,6 +394,29 @@ impl Outgoing {
         self.stats.pull_bytes += bytes as u64;
     }
 
+    /// Rocksteady: whether the migration budget lets the source answer a bulk pull now.
+    pub fn bulk_budget_left(&mut self, now: Instant) -> bool {
+        self.budget.available(now) > 0
+    }
+
+    /// Rocksteady: the source answered a bulk pull from `asked`.
+    pub fn answered_bulk(&mut self, asked: ScanPosition, answer: &BulkAnswer) {
+        self.budget.spend(u64::from(answer.entries));
+        self.stats.bulk_bytes += answer.len as u64;
+        if answer.next > asked && self.bulk_answered.insert(asked) {
+            self.stats.keys_moved += u64::from(answer.entries);
+            self.stats.bytes_moved += answer.bytes;
+            self.stats.groups_done += u64::from(answer.next.group - asked.group);
+        }
+    }
+
+    /// Rocksteady: the destination has pulled and replayed every group; end the stream.
+    pub fn bulk_done(&mut self, table: &Partition) {
+        if self.plan.protocol == Protocol::Rocksteady && self.stage == Stage::Groups {
+            self.terminate(table);
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
     }
@@ -428,6 +461,8 @@ impl Outgoing {
                     self.stage = Stage::Groups;
                 }
             }
+            // Rocksteady: the destination pulls; the source waits for its BULK_DONE.
+            Stage::Groups if self.plan.protocol == Protocol::Rocksteady => {}
             Stage::Groups => {
                 self.advance_groups(now, table);
                 if self.next_group == self.groups.end && self.active.is_empty() {

@@ -3,14 +3,15 @@
 //! During a migration the partition's role for the shard decides who answers a request:
 //! see `docs/migration.md` for the rules and why they keep every operation linearizable.
 
+use crate::bulk::{self, BulkStats};
 use crate::dedup::{DedupVerdict, WriteDedup};
 use crate::incoming::{Applied, DestinationRule, Incoming, IncomingStats};
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, SourceRule};
 use crate::pull::{self, PullStats};
 use crate::stream::{self, Delivery};
 use dataplane::wire::{
-    self, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, PullBatch, Reply, ReplyItem, Request,
-    Status, StreamMessage, WireError, HEADER_LEN,
+    self, BulkPull, BulkPullReply, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, PullBatch,
+    Reply, ReplyItem, Request, Status, StreamMessage, WireError, HEADER_LEN,
 };
 use dataplane::Packet;
 use kv::{key_hash, Lookup, Partition, PartitionMap};
@@ -130,6 +131,8 @@ pub struct MigrationCounters {
     pub retry_later: u64,
     /// Pulls this partition sent as a destination.
     pub pulls: PullStats,
+    /// Rocksteady bulk pulls this partition sent as a destination.
+    pub bulk: BulkStats,
     /// Reads a destination parked until a pull answered them.
     pub parked: u64,
     pub outgoing_active: u32,
@@ -228,6 +231,9 @@ impl PartitionServer {
                 Role::Incoming(agent) => {
                     counters.incoming.add(&agent.stats());
                     counters.pulls.add(&agent.puller.stats());
+                    if let Some(bulk) = &agent.bulk {
+                        counters.bulk.add(&bulk.stats());
+                    }
                     counters.incoming_active += 1;
                 }
                 _ => {}
@@ -387,6 +393,23 @@ impl PartitionServer {
         if header.op == Op::PullReply {
             self.on_pull_reply(src, &header, len, buf)?;
             return Ok(Action::Consumed);
+        }
+        match header.op {
+            Op::BulkPull => return self.answer_bulk_pull(&header, len, buf),
+            Op::BulkPullReply => {
+                self.on_bulk_pull_reply(src, &header, &buf[HEADER_LEN..len])?;
+                return Ok(Action::Consumed);
+            }
+            Op::BulkDone => return self.on_bulk_done(&header, buf),
+            Op::BulkDoneReply => {
+                self.incoming_from(src, header.shard)?
+                    .bulk
+                    .as_mut()
+                    .ok_or(DropReason::NotARequest)?
+                    .on_done_reply();
+                return Ok(Action::Consumed);
+            }
+            _ => {}
         }
         if !header.op.is_key_addressed() {
             return Err(DropReason::NotARequest);
@@ -615,6 +638,106 @@ impl PartitionServer {
         }
         self.release_parked(|h| released.contains(&h));
         Ok(())
+    }
+
+    /// The source answers a bulk pull from its frozen copy, as its migration budget allows.
+    fn answer_bulk_pull(
+        &mut self,
+        header: &HeaderRepr,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<Action, DropReason> {
+        let pull = BulkPull::parse(&buf[HEADER_LEN..len]).map_err(DropReason::Malformed)?;
+        let shard = self
+            .shards
+            .iter_mut()
+            .find(|s| s.id == header.shard)
+            .ok_or(DropReason::NotARequest)?;
+        let Role::Outgoing(agent) = &mut shard.role else {
+            return Err(DropReason::NotARequest);
+        };
+        let budget_left = agent.bulk_budget_left(Instant::now());
+        let answer = bulk::answer(header, &pull, &shard.table, budget_left, buf);
+        agent.answered_bulk(pull.from, &answer);
+        Ok(Action::Reply(answer.len, None))
+    }
+
+    /// A destination queues a bulk-pull answer for replay (`replay_migrations`).
+    fn on_bulk_pull_reply(
+        &mut self,
+        src: SocketAddrV4,
+        header: &HeaderRepr,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
+        let reply = BulkPullReply::parse(body).map_err(DropReason::Malformed)?;
+        self.incoming_from(src, header.shard)?
+            .bulk
+            .as_mut()
+            .ok_or(DropReason::NotARequest)?
+            .on_reply(header.status, &reply, Instant::now());
+        Ok(())
+    }
+
+    /// The destination has everything: the source ends the stream. Answered every time
+    /// (the destination asks until answered), also after the source finished.
+    fn on_bulk_done(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> Result<Action, DropReason> {
+        let shard = self
+            .shards
+            .iter_mut()
+            .find(|s| s.id == header.shard)
+            .ok_or(DropReason::NotARequest)?;
+        match &mut shard.role {
+            Role::Outgoing(agent) => agent.bulk_done(&shard.table),
+            Role::Moved { .. } => {}
+            _ => return Err(DropReason::NotARequest),
+        }
+        let reply = HeaderRepr {
+            op: Op::BulkDoneReply,
+            ..header.reply(Status::Ok)
+        };
+        let len = wire::emit_with(&reply, buf, |_| Ok(0)).expect("a header fits");
+        Ok(Action::Reply(len, None))
+    }
+
+    /// The incoming migration of `shard` from `source`.
+    fn incoming_from(
+        &mut self,
+        source: SocketAddrV4,
+        shard: u16,
+    ) -> Result<&mut Incoming, DropReason> {
+        self.shards
+            .iter_mut()
+            .find_map(|s| match &mut s.role {
+                Role::Incoming(agent) if agent.source == source && agent.source_shard == shard => {
+                    Some(&mut **agent)
+                }
+                _ => None,
+            })
+            .ok_or(DropReason::NotARequest)
+    }
+
+    /// Rocksteady: replays about `max_items` bulk-pulled entries, after the turn's client
+    /// requests (the caller decides how much a turn may spend), and serves the reads parked
+    /// on groups that completed. Returns the entries replayed.
+    pub fn replay_migrations(&mut self, max_items: usize) -> usize {
+        let layout = self.map.layout();
+        let mut items = 0;
+        let mut complete = Vec::new();
+        for shard in &mut self.shards {
+            if let Role::Incoming(agent) = &mut shard.role {
+                let replayed =
+                    agent.replay(&mut shard.table, layout, max_items.saturating_sub(items));
+                items += replayed.items;
+                complete.extend(replayed.complete);
+            }
+        }
+        if !complete.is_empty() {
+            self.release_parked(|h| {
+                let group = layout.group_of(h);
+                complete.iter().any(|groups| groups.contains(&group))
+            });
+        }
+        items
     }
 
     /// Serves again the parked reads `which` selects; their replies go out on the next poll.
@@ -873,6 +996,9 @@ impl PartitionServer {
                 if terminated {
                     self.migration.incoming.add(&incoming.stats());
                     self.migration.pulls.add(&incoming.puller.stats());
+                    if let Some(bulk) = &incoming.bulk {
+                        self.migration.bulk.add(&bulk.stats());
+                    }
                     shard.role = Role::Owned;
                     self.finished_streams.push(FinishedStream {
                         source: src,
@@ -989,6 +1115,7 @@ impl MigrationCounters {
         self.multi_retry_later += other.multi_retry_later;
         self.retry_later += other.retry_later;
         self.pulls.add(&other.pulls);
+        self.bulk.add(&other.bulk);
         self.parked += other.parked;
         self.outgoing_active += other.outgoing_active;
         self.incoming_active += other.incoming_active;

@@ -117,6 +117,7 @@ impl Cluster {
             (&mut self.destination, DESTINATION),
         ] {
             let mut out = Vec::new();
+            server.replay_migrations(64);
             server.poll_migrations(now, &mut out);
             for mut packet in out {
                 packet.src = addr;
@@ -259,7 +260,20 @@ fn rocksteady_moves_ownership_first_and_pulls_what_reads_miss() {
             counters.pulls.keys > 0,
             "reads of keys not there yet were pulled: {counters:?}"
         );
-        assert!(cluster.source.migration_counters().outgoing.pulled_keys > 0);
+        let source = cluster.source.migration_counters().outgoing;
+        assert!(source.pulled_keys > 0);
+        // The bulk transfer: the destination pulled every key once, in parallel runs,
+        // asking again what the network lost.
+        assert_eq!(source.keys_moved, KEYS as u64, "{source:?}");
+        assert_eq!(source.groups_done, source.groups);
+        assert!(
+            counters.bulk.requests > 4 && counters.bulk.resent > 0,
+            "{counters:?}"
+        );
+        assert_eq!(
+            counters.incoming.items_applied + counters.incoming.items_stale,
+            KEYS as u64
+        );
     }
 }
 

@@ -278,6 +278,10 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             "pulled_keys": migration.pulls.keys,
             "pull_messages": migration.pulls.messages,
             "pulls_resent": migration.pulls.resent,
+            "bulk_pull_requests": migration.bulk.requests,
+            "bulk_pulls_resent": migration.bulk.resent,
+            "bulk_pull_retry_later": migration.bulk.retry_later,
+            "bulk_answer_bytes": migration.outgoing.bulk_bytes,
             "reads_parked": migration.parked,
         },
         "switch": switch_final,
@@ -477,7 +481,9 @@ fn fill_migration(
         0.0
     };
     let server_extra = if client.bytes > 0 {
-        let extra = o.stream_bytes.saturating_sub(o.bytes_moved) + migration.pulls.bytes;
+        // Everything servers sent each other beyond the entries' keys and values.
+        let sent = o.stream_bytes + o.bulk_bytes + migration.pulls.bytes + migration.bulk.bytes;
+        let extra = sent.saturating_sub(o.bytes_moved);
         100.0 * extra as f64 / client.bytes as f64
     } else {
         0.0

@@ -107,6 +107,8 @@ pub enum StreamMessage<'a> {
         entries: u32,
         source_clock: u64,
         protocol: Protocol,
+        /// Rocksteady: bulk pulls the destination keeps in flight at once.
+        parallel_pulls: u8,
     },
     GroupStart {
         group: u32,
@@ -164,13 +166,15 @@ impl<'a> StreamMessage<'a> {
                 let entries = c.u32()?;
                 let source_clock = c.u64()?;
                 let protocol = Protocol::from_u8(c.u8()?)?;
-                reserved(&mut c, 7)?;
+                let parallel_pulls = c.u8()?;
+                reserved(&mut c, 6)?;
                 StreamMessage::Init {
                     source_shard,
                     partitions,
                     entries,
                     source_clock,
                     protocol,
+                    parallel_pulls,
                 }
             }
             Op::GroupStart => {
@@ -190,11 +194,7 @@ impl<'a> StreamMessage<'a> {
                 let count = c.u16()?;
                 reserved(&mut c, 2)?;
                 let items = c.rest();
-                let mut check = Cursor::new(items);
-                for _ in 0..count {
-                    next_item(&mut check)?;
-                }
-                check.finish()?;
+                check_items(items, count)?;
                 c.take(items.len())?;
                 StreamMessage::Data {
                     group,
@@ -265,12 +265,13 @@ impl<'a> StreamMessage<'a> {
                 entries,
                 source_clock,
                 protocol,
+                parallel_pulls,
             } => {
                 w.put(&source_shard.to_be_bytes())?;
                 w.put(&partitions.to_be_bytes())?;
                 w.put(&entries.to_be_bytes())?;
                 w.put(&source_clock.to_be_bytes())?;
-                w.put(&[protocol as u8, 0, 0, 0, 0, 0, 0, 0])?;
+                w.put(&[protocol as u8, parallel_pulls, 0, 0, 0, 0, 0, 0])?;
             }
             StreamMessage::GroupStart { group, floor_clock } => {
                 w.put(&group.to_be_bytes())?;
@@ -339,6 +340,15 @@ fn reserved(c: &mut Cursor<'_>, len: usize) -> Result<(), WireError> {
     } else {
         Ok(())
     }
+}
+
+/// Checks that `items` holds exactly `count` well-formed items.
+pub(super) fn check_items(items: &[u8], count: u16) -> Result<(), WireError> {
+    let mut check = Cursor::new(items);
+    for _ in 0..count {
+        next_item(&mut check)?;
+    }
+    check.finish()
 }
 
 pub(super) fn next_item<'a>(c: &mut Cursor<'a>) -> Result<MigratedItem<'a>, WireError> {

@@ -30,4 +30,6 @@ pub enum WireError {
     HashMismatch,
     #[error("checksum does not verify")]
     BadChecksum,
+    #[error("scan positions out of order (an empty run, or a reply going backwards)")]
+    BadScanRange,
 }

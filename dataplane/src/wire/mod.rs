@@ -3,6 +3,7 @@
 //! with `parse` and `emit`. Byte layouts and test vectors are in `docs/wire.md`.
 
 pub mod arp;
+mod bulk;
 mod control;
 mod error;
 pub mod ethernet;
@@ -13,6 +14,7 @@ mod op;
 mod pull;
 pub mod udp;
 
+pub use bulk::{BulkPull, BulkPullReply, ScanPosition, BULK_REPLY_FIXED};
 pub use control::{
     append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite, MigratedItem,
     Protocol, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,

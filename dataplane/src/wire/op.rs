@@ -3,7 +3,7 @@ use super::WireError;
 /// Operation codes. Requests use 0x01–0x7F; the reply to op `x` is `x | 0x80`.
 /// Ranges reserved now so that later protocols never renumber:
 /// 0x01–0x0F key-value, 0x10–0x2F migration control, 0x30–0x3F migration data,
-/// 0x40–0x4F switch control, 0x50–0x7F unassigned.
+/// 0x40–0x4F switch control, 0x50–0x5F pulls outside the stream, 0x60–0x7F unassigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Op {
@@ -30,6 +30,10 @@ pub enum Op {
     SwitchTerminate = 0x43,
     // Keys a destination asks its source for, outside the stream (`PullBatch`).
     Pull = 0x50,
+    // The next entries of a run of groups (Rocksteady's bulk transfer, `BulkPull`).
+    BulkPull = 0x51,
+    // The destination has pulled and replayed everything: the source may terminate.
+    BulkDone = 0x52,
     GetReply = 0x81,
     PutReply = 0x82,
     DeleteReply = 0x83,
@@ -49,6 +53,8 @@ pub enum Op {
     SwitchGroupCompleteAck = 0xC2,
     SwitchTerminateAck = 0xC3,
     PullReply = 0xD0,
+    BulkPullReply = 0xD1,
+    BulkDoneReply = 0xD2,
 }
 
 impl Op {
@@ -86,6 +92,10 @@ impl Op {
             0x43 => Op::SwitchTerminate,
             0x50 => Op::Pull,
             0xD0 => Op::PullReply,
+            0x51 => Op::BulkPull,
+            0xD1 => Op::BulkPullReply,
+            0x52 => Op::BulkDone,
+            0xD2 => Op::BulkDoneReply,
             0x90 => Op::MigrateInitAck,
             0x91 => Op::GroupStartAck,
             0x92 => Op::GroupCompleteAck,
@@ -138,9 +148,9 @@ impl Op {
         Self::SWITCH_CONTROL.contains(&(self as u8))
     }
 
-    /// A destination's pull of keys, or the source's answer.
+    /// A destination's pull (of keys, of a run of groups, or its end), or the answer.
     pub fn is_pull(self) -> bool {
-        matches!(self, Op::Pull | Op::PullReply)
+        matches!((self as u8) & !Self::REPLY_BIT, 0x50..=0x52)
     }
 
     pub fn is_multi(self) -> bool {

@@ -2,7 +2,7 @@
 //! (Rocksteady's PriorityPull, Fulva's sampled hot keys) and the progress trailer a Fulva
 //! destination piggybacks on replies. Layouts: `docs/wire.md`.
 
-use super::control::{data_items, next_item};
+use super::control::{check_items, data_items};
 use super::message::{Cursor, Writer};
 use super::{MigratedItem, WireError};
 
@@ -24,11 +24,7 @@ impl<'a> PullBatch<'a> {
             return Err(WireError::NonZeroReserved);
         }
         let items = c.rest();
-        let mut check = Cursor::new(items);
-        for _ in 0..count {
-            next_item(&mut check)?;
-        }
-        check.finish()?;
+        check_items(items, count)?;
         Ok(PullBatch { count, items })
     }
 
