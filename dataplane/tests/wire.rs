@@ -1,8 +1,9 @@
 //! Wire format: test vectors (also in docs/wire.md), round trips, and hostile input.
 
 use dataplane::wire::{
-    self, Flags, HeaderRepr, KeyOp, MultiItem, MultiReplyWriter, MultiRequestItems, Op, Reply,
-    ReplyItem, Request, Status, WireError, HEADER_LEN, MAX_PAYLOAD,
+    self, Flags, HeaderRepr, KeyOp, LateWrite, MigratedItem, MultiItem, MultiReplyWriter,
+    MultiRequestItems, Op, Reply, ReplyItem, Request, Status, StreamMessage, WireError, HEADER_LEN,
+    MAX_PAYLOAD,
 };
 use proptest::prelude::*;
 
@@ -135,6 +136,49 @@ fn emit_refuses_what_does_not_fit() {
         &mut buf
     )
     .is_ok());
+}
+
+/// The longest entry a server stores travels in every migration message that carries one.
+#[test]
+fn the_longest_stored_entry_fits_every_migration_message() {
+    let key = [7u8; 255];
+    let value = vec![1u8; wire::MAX_ENTRY_LEN - key.len()];
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let late = StreamMessage::LateWrite(LateWrite {
+        reply_to: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1),
+        client: 1,
+        seq: 2,
+        oldest_gap: 0,
+        key_hash: 3,
+        key: &key,
+        value: Some(&value),
+    });
+    assert!(wire::emit_with(&header(late.op()), &mut buf, |b| late.emit(b)).is_ok());
+    let item = MigratedItem {
+        key: &key,
+        value: Some(&value),
+        version: 1,
+    };
+    let mut items = Vec::new();
+    let bulk_room = MAX_PAYLOAD - wire::HEADER_LEN - wire::BULK_REPLY_FIXED;
+    assert!(
+        wire::push_item(&mut items, bulk_room, &item),
+        "a bulk-pull answer"
+    );
+    let longer = vec![1u8; value.len() + 1];
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let late = StreamMessage::LateWrite(LateWrite {
+        value: Some(&longer),
+        ..match late {
+            StreamMessage::LateWrite(l) => l,
+            _ => unreachable!(),
+        }
+    });
+    assert_eq!(
+        wire::emit_with(&header(late.op()), &mut buf, |b| late.emit(b)),
+        Err(WireError::TooLong),
+        "MAX_ENTRY_LEN is the tightest bound"
+    );
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {

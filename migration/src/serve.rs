@@ -44,8 +44,10 @@ pub struct ServeCounters {
     /// Retransmitted writes answered without applying them again.
     pub duplicate_writes: u64,
     /// Requests answered with `Status::Error`: unknown shard, key of another partition,
-    /// broken dedup window.
+    /// broken dedup window, entry too long.
     pub error_replies: u64,
+    /// Writes refused because key + value exceed `wire::MAX_ENTRY_LEN`.
+    pub oversized_writes: u64,
     pub dropped_malformed: u64,
     pub dropped_not_request: u64,
     pub dropped_hash_mismatch: u64,
@@ -82,6 +84,7 @@ impl ServeCounters {
         self.multi_keys += other.multi_keys;
         self.duplicate_writes += other.duplicate_writes;
         self.error_replies += other.error_replies;
+        self.oversized_writes += other.oversized_writes;
         self.dropped_malformed += other.dropped_malformed;
         self.dropped_not_request += other.dropped_not_request;
         self.dropped_hash_mismatch += other.dropped_hash_mismatch;
@@ -424,6 +427,10 @@ impl PartitionServer {
         let requester = reply_to.unwrap_or(src);
         let body = &buf[HEADER_LEN.min(request_len)..request_len];
         let request = Request::parse(&header, body).map_err(DropReason::Malformed)?;
+        if request_too_long(&request) {
+            self.counters.oversized_writes += 1;
+            return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
+        }
         let Some(shard_index) = self.shards.iter().position(|s| s.id == header.shard) else {
             return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
         };
@@ -1136,6 +1143,20 @@ fn announce_progress(agent: &mut Incoming, len: usize, buf: &mut [u8]) -> usize 
     let flags = header.flags().with(Flags::PROGRESS);
     header.set_flags(flags);
     new_len
+}
+
+/// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
+fn request_too_long(request: &Request<'_>) -> bool {
+    match request {
+        Request::Put { key, value } => key.len() + value.len() > wire::MAX_ENTRY_LEN,
+        Request::Multi(items) => {
+            items.op == KeyOp::Put
+                && items
+                    .iter()
+                    .any(|item| item.key.len() + item.value.len() > wire::MAX_ENTRY_LEN)
+        }
+        Request::Get { .. } | Request::Delete { .. } => false,
+    }
 }
 
 fn execute_item<'t>(

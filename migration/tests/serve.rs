@@ -198,6 +198,31 @@ fn wrong_partition_unknown_shard_and_bad_hash() {
     assert_eq!(s.counters().error_replies, 2);
 }
 
+/// An entry no migration message could carry is refused, not stored (it would stop the
+/// partition's migration later).
+#[test]
+fn writes_longer_than_an_entry_may_be_are_refused() {
+    let (mut s, map) = server(1);
+    let key = key_in_partition_0(&map, 0);
+    let longest = vec![5u8; wire::MAX_ENTRY_LEN - key.len()];
+    let put = |s: &mut PartitionServer, seq, value: &[u8]| {
+        let request = Request::Put { key: &key, value };
+        call(s, &header(Op::Put, seq, &key), &request)
+            .unwrap()
+            .0
+            .status
+    };
+    assert_eq!(put(&mut s, 1, &longest), Status::Ok);
+    let longer = vec![5u8; longest.len() + 1];
+    assert_eq!(put(&mut s, 2, &longer), Status::Error);
+    assert_eq!(s.counters().oversized_writes, 1);
+    assert_eq!(
+        get(&mut s, 3, &key).1,
+        longest,
+        "the refused write changed nothing"
+    );
+}
+
 #[test]
 fn malformed_datagrams_are_counted_and_dropped() {
     let (mut s, map) = server(1);

@@ -395,6 +395,15 @@ impl WorkloadSpec {
                 self.value_bytes
             ));
         }
+        if self.key_bytes + self.value_bytes > dataplane::wire::MAX_ENTRY_LEN {
+            return invalid(format!(
+                "keybytes + valuebytes must be at most {} (an entry must fit one migration \
+                 message), got {} + {}",
+                dataplane::wire::MAX_ENTRY_LEN,
+                self.key_bytes,
+                self.value_bytes
+            ));
+        }
         Ok(())
     }
 
@@ -644,6 +653,10 @@ mod tests {
         check(&|s| s.zipf_theta = 1.0, "zipfianconstant");
         check(&|s| s.key_bytes = 0, "keybytes must be in 1..=255");
         check(&|s| s.key_bytes = 256, "keybytes must be in 1..=255");
+        check(
+            &|s| (s.key_bytes, s.value_bytes) = (255, MAX_VALUE_BYTES),
+            "keybytes + valuebytes must be at most",
+        );
         check(&|s| s.value_bytes = 15, "valuebytes must be in 16..=1300");
         check(&|s| s.value_bytes = 1301, "valuebytes");
         check(
@@ -671,8 +684,8 @@ mod tests {
             ..WorkloadSpec::default()
         };
         s.validate().unwrap();
-        s.key_bytes = 255;
-        s.value_bytes = 1300;
+        s.key_bytes = dataplane::wire::MAX_ENTRY_LEN - MAX_VALUE_BYTES;
+        s.value_bytes = MAX_VALUE_BYTES;
         s.validate().unwrap();
         // Proportions are weights: a sum other than 1 is accepted.
         s.read = 0.9;

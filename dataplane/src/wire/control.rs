@@ -51,6 +51,9 @@ pub struct MigratedItem<'a> {
 
 /// Bytes an item takes in a batch besides its key and value.
 pub const ITEM_OVERHEAD: usize = 12;
+/// Bytes of a LATE_WRITE body besides key and value: reply-to address (6), kind, key
+/// length, value length, reserved (2), client, seq, oldest gap, key hash.
+pub(super) const LATE_WRITE_FIXED: usize = 36;
 const TOMBSTONE: u8 = 1;
 
 /// A client write the source received for a group it has already handed over; the

@@ -36,6 +36,11 @@ pub const MAX_KEY_LEN: usize = 255;
 /// of its GET reply. Longer keys leave less room: every message must fit `MAX_PAYLOAD`.
 pub const MAX_VALUE_LEN: usize = MAX_PAYLOAD - HEADER_LEN - message::PUT_FIXED_LEN - 1;
 
+/// Longest key plus value a server stores. Every migration message must carry an entry in
+/// one frame, and a write passed on in the stream (LATE_WRITE) has the most overhead; a
+/// longer write is refused with ERROR.
+pub const MAX_ENTRY_LEN: usize = MAX_PAYLOAD - HEADER_LEN - control::LATE_WRITE_FIXED;
+
 /// Splits a datagram into its validated header and the body that follows it.
 pub fn parse_header(payload: &[u8]) -> Result<(HeaderRepr, &[u8]), WireError> {
     if payload.len() > MAX_PAYLOAD {
