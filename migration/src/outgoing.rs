@@ -6,10 +6,12 @@
 //! entries it needs), ship the group's entries, and only after the destination has
 //! *applied* all of them announce the group complete to the switch.
 //!
-//! The baselines ship groups the same way without the switch; they differ in who serves
-//! the shard meanwhile (`Outgoing::rule`): Rocksteady and Fulva hand ownership to the
-//! destination once it has applied INIT; source-based keeps serving, re-ships what clients
-//! wrote to groups already shipped, and ends with a stop-and-copy. See `docs/migration.md`.
+//! Fulva and source-based ship groups the same way without the switch; Rocksteady's
+//! destination pulls them instead (`bulk.rs`; the source answers and waits for
+//! BULK_DONE). They differ in who serves the shard meanwhile (`Outgoing::rule`):
+//! Rocksteady and Fulva hand ownership to the destination once it has applied INIT;
+//! source-based keeps serving, re-ships what clients wrote to groups already shipped, and
+//! ends with a stop-and-copy. See `docs/migration.md`.
 
 use crate::bulk::BulkAnswer;
 use crate::dedup::WriteDedup;
