@@ -256,19 +256,21 @@ impl BulkPuller {
     }
 
     /// Replays queued answers, whole answers at a time, until about `max_items` entries
-    /// were applied; `apply` gets each entry.
+    /// were applied; `apply` gets each entry and the groups its answer covers.
     pub fn replay(
         &mut self,
         max_items: usize,
-        mut apply: impl FnMut(MigratedItem<'_>),
+        mut apply: impl FnMut(MigratedItem<'_>, Range<u32>),
     ) -> Replayed {
         let mut replayed = Replayed::default();
         while replayed.items < max_items {
             let Some(answer) = self.queue.pop_front() else {
                 break;
             };
+            // A scan stopped inside `next.group` sent some of its entries.
+            let last = answer.next.group + u32::from(answer.next.cursor > 0);
             for item in wire::data_items(&answer.items) {
-                apply(item);
+                apply(item, answer.asked.group..last);
                 replayed.items += 1;
             }
             self.runs[answer.run].queued -= 1;
@@ -418,7 +420,9 @@ mod tests {
                     puller.on_reply(status, &reply, now); // duplicated
                 }
             }
-            let replayed = puller.replay(usize::MAX, |item| {
+            let replayed = puller.replay(usize::MAX, |item, groups| {
+                let group = map.layout().group_of(kv::key_hash(item.key));
+                assert!(groups.contains(&group), "{group} in {groups:?}");
                 *applied.entry(item.key.to_vec()).or_insert(0) += 1;
             });
             complete.extend(replayed.complete.into_iter().flatten());
@@ -455,7 +459,7 @@ mod tests {
         let mut out = Vec::new();
         puller.poll(now, &mut out);
         assert!(out.is_empty(), "the queue is full");
-        let replayed = puller.replay(1, |_| {});
+        let replayed = puller.replay(1, |_, _| {});
         assert!(replayed.items > 1, "whole answers are replayed");
         puller.poll(now, &mut out);
         assert_eq!(out.len(), 1, "room again: the next request goes out");

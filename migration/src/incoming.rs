@@ -313,9 +313,8 @@ impl Incoming {
         let Some(mut bulk) = self.bulk.take() else {
             return Replayed::default();
         };
-        let replayed = bulk.replay(max_items, |item| {
-            // An answer's entries lie in the groups of the run it answered.
-            self.apply_item(table, layout, self.groups.clone(), &item)
+        let replayed = bulk.replay(max_items, |item, groups| {
+            self.apply_item(table, layout, groups, &item)
         });
         for groups in &replayed.complete {
             for group in groups.clone() {

@@ -413,9 +413,19 @@ impl Outgoing {
     }
 
     /// Rocksteady: the destination has pulled and replayed every group; end the stream.
-    pub fn bulk_done(&mut self, table: &Partition) {
-        if self.plan.protocol == Protocol::Rocksteady && self.stage == Stage::Groups {
-            self.terminate(table);
+    /// Returns whether the notice is taken (answer it): not while INIT is still being
+    /// acknowledged, so the destination keeps asking until the source can act on it.
+    pub fn bulk_done(&mut self, table: &Partition) -> bool {
+        if self.plan.protocol != Protocol::Rocksteady {
+            return false;
+        }
+        match self.stage {
+            Stage::Groups => {
+                self.terminate(table);
+                true
+            }
+            Stage::Init { .. } | Stage::CatchingUp { .. } => false,
+            Stage::Terminating(_) | Stage::CuttingOver(_) | Stage::Done => true,
         }
     }
 

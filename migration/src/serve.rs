@@ -403,7 +403,7 @@ impl PartitionServer {
                 self.on_bulk_pull_reply(src, &header, &buf[HEADER_LEN..len])?;
                 return Ok(Action::Consumed);
             }
-            Op::BulkDone => return self.on_bulk_done(&header, buf),
+            Op::BulkDone => return self.on_bulk_done(src, &header, buf),
             Op::BulkDoneReply => {
                 self.incoming_from(src, header.shard)?
                     .bulk
@@ -687,15 +687,25 @@ impl PartitionServer {
 
     /// The destination has everything: the source ends the stream. Answered every time
     /// (the destination asks until answered), also after the source finished.
-    fn on_bulk_done(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> Result<Action, DropReason> {
+    fn on_bulk_done(
+        &mut self,
+        src: SocketAddrV4,
+        header: &HeaderRepr,
+        buf: &mut [u8],
+    ) -> Result<Action, DropReason> {
         let shard = self
             .shards
             .iter_mut()
             .find(|s| s.id == header.shard)
             .ok_or(DropReason::NotARequest)?;
         match &mut shard.role {
-            Role::Outgoing(agent) => agent.bulk_done(&shard.table),
-            Role::Moved { .. } => {}
+            // Only the destination may end the transfer: it is the one with the data.
+            Role::Outgoing(agent) if agent.plan().destination == src => {
+                if !agent.bulk_done(&shard.table) {
+                    return Ok(Action::Consumed);
+                }
+            }
+            Role::Moved { to, .. } if *to == src => {}
             _ => return Err(DropReason::NotARequest),
         }
         let reply = HeaderRepr {

@@ -368,3 +368,55 @@ fn pull_answers_for_unknown_shards_are_dropped_not_panicking() {
     }
     assert_eq!(server.counters().dropped_not_request, 2);
 }
+
+fn bulk_done_from(server: &mut PartitionServer, from: SocketAddrV4) -> bool {
+    let header = HeaderRepr {
+        op: Op::BulkDone,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: SHARD,
+        seq: 0,
+        key_hash: 0,
+        client: 0,
+        oldest_gap: 0,
+    };
+    let mut packet = Packet::new_boxed();
+    let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).unwrap();
+    packet.set_len(len);
+    packet.src = from;
+    server.handle(&mut packet)
+}
+
+/// BULK_DONE ends a Rocksteady source's transfer only from its destination, and only once
+/// the source can act on it: answered too early, the destination would stop asking and the
+/// migration would never end.
+#[test]
+fn bulk_done_is_taken_from_the_destination_once_ownership_moved() {
+    let (mut cluster, _) = Cluster::new(Protocol::Rocksteady, 7);
+    assert!(
+        !bulk_done_from(&mut cluster.source, DESTINATION),
+        "INIT not yet acknowledged: no answer, the destination asks again"
+    );
+    assert!(
+        !bulk_done_from(&mut cluster.source, CLIENT),
+        "not the destination"
+    );
+    assert_eq!(cluster.source.counters().dropped_not_request, 1);
+    // Deliver INIT and the windows without loss, so ownership moves.
+    cluster.network.fault = 0.0;
+    while matches!(
+        cluster.source.role(SHARD),
+        Some(Role::Outgoing(agent)) if agent.rule(0, false, false) != SourceRule::Moved
+    ) {
+        cluster.step();
+    }
+    cluster.network.in_flight.clear();
+    assert!(
+        bulk_done_from(&mut cluster.source, DESTINATION),
+        "taken and answered"
+    );
+    assert!(
+        bulk_done_from(&mut cluster.source, DESTINATION),
+        "answered again"
+    );
+}
