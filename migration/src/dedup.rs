@@ -104,7 +104,7 @@ impl WriteDedup {
             return; // The client has its answer already.
         }
         if seq - window.floor >= WINDOW {
-            window.advance(seq + 1 - WINDOW);
+            window.advance(seq - (WINDOW - 1));
         }
         let (word, mask) = ClientWindow::bit(seq);
         window.applied[word] |= mask;
@@ -130,7 +130,8 @@ impl WriteDedup {
             applied: [0; WORDS],
         });
         window.advance(floor);
-        for seq in floor..floor + WINDOW {
+        // Saturating: a hostile floor near u64::MAX must not overflow.
+        for seq in floor..floor.saturating_add(WINDOW) {
             // Word `slot / 64` is stored big-endian, so bit b of it is in byte 7 − b / 8.
             let slot = (seq % WINDOW) as usize;
             let byte = slot / 64 * 8 + 7 - slot % 64 / 8;
@@ -206,6 +207,15 @@ mod tests {
         destination.remember(4, 50);
         assert_eq!(destination.admit(4, 48, 0), DedupVerdict::Apply);
         assert_eq!(destination.admit(4, 50, 2), DedupVerdict::Duplicate);
+    }
+
+    #[test]
+    fn hostile_floors_and_sequence_numbers_do_not_overflow() {
+        let mut d = WriteDedup::default();
+        d.merge_window(1, u64::MAX - 3, &[0xFF; (WINDOW / 8) as usize]);
+        d.remember(2, u64::MAX);
+        d.remember(2, 0);
+        assert_eq!(d.admit(2, u64::MAX, 0), DedupVerdict::Duplicate);
     }
 
     #[test]

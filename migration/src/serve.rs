@@ -10,8 +10,8 @@ use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, Sou
 use crate::pull::{self, PullStats};
 use crate::stream::{self, Delivery};
 use dataplane::wire::{
-    self, BulkPull, BulkPullReply, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, PullBatch,
-    Reply, ReplyItem, Request, Status, StreamMessage, WireError, HEADER_LEN,
+    self, BulkPull, BulkPullReply, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, Protocol,
+    PullBatch, Reply, ReplyItem, Request, Status, StreamMessage, WireError, HEADER_LEN,
 };
 use dataplane::Packet;
 use kv::{key_hash, Lookup, Partition, PartitionMap};
@@ -398,7 +398,7 @@ impl PartitionServer {
             return Ok(Action::Consumed);
         }
         match header.op {
-            Op::BulkPull => return self.answer_bulk_pull(&header, len, buf),
+            Op::BulkPull => return self.answer_bulk_pull(src, &header, len, buf),
             Op::BulkPullReply => {
                 self.on_bulk_pull_reply(src, &header, &buf[HEADER_LEN..len])?;
                 return Ok(Action::Consumed);
@@ -650,6 +650,7 @@ impl PartitionServer {
     /// The source answers a bulk pull from its frozen copy, as its migration budget allows.
     fn answer_bulk_pull(
         &mut self,
+        src: SocketAddrV4,
         header: &HeaderRepr,
         len: usize,
         buf: &mut [u8],
@@ -660,9 +661,13 @@ impl PartitionServer {
             .iter_mut()
             .find(|s| s.id == header.shard)
             .ok_or(DropReason::NotARequest)?;
+        // Only the Rocksteady destination reads the frozen copy (and spends its budget).
         let Role::Outgoing(agent) = &mut shard.role else {
             return Err(DropReason::NotARequest);
         };
+        if agent.plan().destination != src || agent.plan().protocol != Protocol::Rocksteady {
+            return Err(DropReason::NotARequest);
+        }
         let budget_left = agent.bulk_budget_left(Instant::now());
         let answer = bulk::answer(header, &pull, &shard.table, budget_left, buf);
         agent.answered_bulk(pull.from, &answer);
