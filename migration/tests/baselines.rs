@@ -344,34 +344,23 @@ fn pull_answers_for_unknown_shards_are_dropped_not_panicking() {
     let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
     let mut server = PartitionServer::new(&map, 0, &[SHARD], 16);
     for op in [Op::Pull, Op::PullReply] {
-        let header = HeaderRepr {
-            op,
-            flags: Flags::default(),
-            status: Status::Ok,
-            shard: SHARD,
-            seq: 0,
-            key_hash: 0,
-            client: 0,
-            oldest_gap: 0,
+        let batch = wire::PullBatch {
+            count: 0,
+            items: &[],
         };
-        let mut packet = Packet::new_boxed();
-        let len = wire::emit_with(&header, packet.buffer_mut(), |b| {
-            wire::PullBatch {
-                count: 0,
-                items: &[],
-            }
-            .emit(b)
-        })
-        .unwrap();
-        packet.set_len(len);
-        assert!(!server.handle(&mut packet));
+        assert!(!server.handle(&mut pull_message(op, CLIENT, |b| batch.emit(b))));
     }
     assert_eq!(server.counters().dropped_not_request, 2);
 }
 
-fn bulk_done_from(server: &mut PartitionServer, from: SocketAddrV4) -> bool {
+/// A pull-family message (outside the stream) for the shard, from `from`.
+fn pull_message(
+    op: Op,
+    from: SocketAddrV4,
+    body: impl FnOnce(&mut [u8]) -> Result<usize, wire::WireError>,
+) -> Box<Packet> {
     let header = HeaderRepr {
-        op: Op::BulkDone,
+        op,
         flags: Flags::default(),
         status: Status::Ok,
         shard: SHARD,
@@ -381,10 +370,14 @@ fn bulk_done_from(server: &mut PartitionServer, from: SocketAddrV4) -> bool {
         oldest_gap: 0,
     };
     let mut packet = Packet::new_boxed();
-    let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).unwrap();
+    let len = wire::emit_with(&header, packet.buffer_mut(), body).unwrap();
     packet.set_len(len);
     packet.src = from;
-    server.handle(&mut packet)
+    packet
+}
+
+fn bulk_done_from(server: &mut PartitionServer, from: SocketAddrV4) -> bool {
+    server.handle(&mut pull_message(Op::BulkDone, from, |_| Ok(0)))
 }
 
 /// BULK_DONE ends a Rocksteady source's transfer only from its destination, and only once
