@@ -10,7 +10,8 @@
 //! so (BULK_DONE, asked again until answered) and the source terminates the stream.
 
 use dataplane::wire::{
-    self, BulkPull, BulkPullReply, Flags, HeaderRepr, MigratedItem, Op, ScanPosition, Status,
+    self, BulkPull, BulkPullReply, Flags, HeaderRepr, MigratedItem, Op, PullBatch, ScanPosition,
+    Status,
 };
 use dataplane::Packet;
 use std::collections::VecDeque;
@@ -244,7 +245,7 @@ impl BulkPuller {
             run: index,
             asked: reply.asked,
             next: reply.next,
-            items: reply.items.to_vec(),
+            items: reply.entries.items.to_vec(),
         });
     }
 
@@ -350,8 +351,10 @@ pub fn answer(
     let reply = BulkPullReply {
         asked: pull.from,
         next,
-        count,
-        items: &items,
+        entries: PullBatch {
+            count,
+            items: &items,
+        },
     };
     let len = wire::emit_with(&reply_header, buf, |b| reply.emit(b)).expect("built to fit a frame");
     BulkAnswer {
@@ -474,6 +477,6 @@ mod tests {
         let (status, body) = serve(&mut out[0], &table, false);
         assert_eq!(status, Status::RetryLater);
         let reply = BulkPullReply::parse(&body).unwrap();
-        assert_eq!((reply.count, reply.next), (0, reply.asked));
+        assert_eq!((reply.entries.count, reply.next), (0, reply.asked));
     }
 }

@@ -406,6 +406,7 @@ impl PartitionServer {
             Op::BulkDone => return self.on_bulk_done(src, &header, buf),
             Op::BulkDoneReply => {
                 self.incoming_from(src, header.shard)?
+                    .1
                     .bulk
                     .as_mut()
                     .ok_or(DropReason::NotARequest)?
@@ -618,24 +619,15 @@ impl PartitionServer {
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
         let batch = PullBatch::parse(&buf[HEADER_LEN..len]).map_err(DropReason::Malformed)?;
-        let shard = self
-            .shards
-            .iter_mut()
-            .find(|s| matches!(&s.role, Role::Incoming(a) if a.source == src && a.source_shard == header.shard))
-            .ok_or(DropReason::NotARequest)?;
-        let Role::Incoming(agent) = &mut shard.role else {
-            unreachable!("found by role")
-        };
+        let (table, agent) = self.incoming_from(src, header.shard)?;
         agent.puller.received(len);
         let mut released = Vec::new();
         for item in batch.items() {
             let hash = kv::key_hash(item.key);
-            if !shard.table.owns(hash) {
+            if !table.owns(hash) {
                 continue;
             }
-            shard
-                .table
-                .put_if_newer(hash, item.key, item.value, item.version);
+            table.put_if_newer(hash, item.key, item.value, item.version);
             if let Some(answered) = agent.puller.answered(hash) {
                 if answered.hot {
                     agent.announce(hash);
@@ -683,6 +675,7 @@ impl PartitionServer {
     ) -> Result<(), DropReason> {
         let reply = BulkPullReply::parse(body).map_err(DropReason::Malformed)?;
         self.incoming_from(src, header.shard)?
+            .1
             .bulk
             .as_mut()
             .ok_or(DropReason::NotARequest)?
@@ -721,17 +714,17 @@ impl PartitionServer {
         Ok(Action::Reply(len, None))
     }
 
-    /// The incoming migration of `shard` from `source`.
+    /// The incoming migration of `shard` from `source`, with the table it fills.
     fn incoming_from(
         &mut self,
         source: SocketAddrV4,
         shard: u16,
-    ) -> Result<&mut Incoming, DropReason> {
+    ) -> Result<(&mut Partition, &mut Incoming), DropReason> {
         self.shards
             .iter_mut()
             .find_map(|s| match &mut s.role {
                 Role::Incoming(agent) if agent.source == source && agent.source_shard == shard => {
-                    Some(&mut **agent)
+                    Some((&mut s.table, &mut **agent))
                 }
                 _ => None,
             })

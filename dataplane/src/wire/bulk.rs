@@ -3,9 +3,8 @@
 //! Outside the ordered stream: the source's copy is frozen, so a request is an idempotent
 //! read, asked again until answered. Layouts: `docs/wire.md`.
 
-use super::control::{check_items, data_items};
 use super::message::{Cursor, Writer};
-use super::{MigratedItem, WireError};
+use super::{PullBatch, WireError};
 
 /// Where a scan of the source's table stands: a group, and an opaque position in it that
 /// only the source interprets (0: the group's first entry).
@@ -79,9 +78,8 @@ impl BulkPull {
 pub struct BulkPullReply<'a> {
     pub asked: ScanPosition,
     pub next: ScanPosition,
-    pub count: u16,
-    /// Encoded item list: build with [`super::push_item`], read with [`BulkPullReply::items`].
-    pub items: &'a [u8],
+    /// The entries, encoded as a pull answer's.
+    pub entries: PullBatch<'a>,
 }
 
 impl<'a> BulkPullReply<'a> {
@@ -89,20 +87,13 @@ impl<'a> BulkPullReply<'a> {
         let mut c = Cursor::new(body);
         let asked = ScanPosition::read(&mut c)?;
         let next = ScanPosition::read(&mut c)?;
-        let count = c.u16()?;
-        if c.u16()? != 0 {
-            return Err(WireError::NonZeroReserved);
-        }
         if next < asked {
             return Err(WireError::BadScanRange);
         }
-        let items = c.rest();
-        check_items(items, count)?;
         Ok(BulkPullReply {
             asked,
             next,
-            count,
-            items,
+            entries: PullBatch::parse(c.rest())?,
         })
     }
 
@@ -110,14 +101,11 @@ impl<'a> BulkPullReply<'a> {
         let mut w = Writer::new(body);
         self.asked.write(&mut w)?;
         self.next.write(&mut w)?;
-        w.put(&self.count.to_be_bytes())?;
-        w.put(&[0; 2])?;
-        w.put(self.items)?;
-        Ok(w.at)
-    }
-
-    pub fn items(&self) -> impl Iterator<Item = MigratedItem<'a>> {
-        data_items(self.items)
+        let at = w.at;
+        Ok(at
+            + self
+                .entries
+                .emit(body.get_mut(at..).ok_or(WireError::TooLong)?)?)
     }
 }
 
@@ -127,7 +115,7 @@ pub const BULK_REPLY_FIXED: usize = 20;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::push_item;
+    use crate::wire::{push_item, MigratedItem};
 
     #[test]
     fn bulk_pulls_round_trip_and_reject_empty_runs() {
@@ -166,14 +154,16 @@ mod tests {
                 group: 5,
                 cursor: 2,
             },
-            count: 1,
-            items: &items,
+            entries: PullBatch {
+                count: 1,
+                items: &items,
+            },
         };
         let mut buf = [0u8; 128];
         let len = reply.emit(&mut buf).unwrap();
         let parsed = BulkPullReply::parse(&buf[..len]).unwrap();
         assert_eq!(parsed, reply);
-        assert_eq!(parsed.items().collect::<Vec<_>>(), vec![item]);
+        assert_eq!(parsed.entries.items().collect::<Vec<_>>(), vec![item]);
         assert_eq!(BULK_REPLY_FIXED, len - items.len());
         buf[17] = 2; // claims a second item
         assert!(BulkPullReply::parse(&buf[..len]).is_err());
