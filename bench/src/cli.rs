@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a key-value server: one partition per core, partition p on UDP port base+p.
     Server(ServerArgs),
+    /// Run the software switch: it forwards every datagram between hosts and steers the
+    /// requests of a migrating shard to the source, both, or the destination by its
+    /// Bloom-filter registers. Hosts reach it with `--via` (kernel-UDP overlay).
+    Switch(SwitchArgs),
     /// Load records and run a YCSB workload against a server (or an embedded one).
     Ycsb(Box<YcsbArgs>),
     /// Migrate a shard live while a YCSB workload runs: client, software switch, source and
@@ -174,6 +178,28 @@ pub struct LayoutArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SwitchArgs {
+    /// Packet I/O backend (kernel UDP: hosts send through it with `--via`).
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    pub transport: Transport,
+    /// The switch's address: hosts' `--via`, and where migration control messages go.
+    #[arg(long, default_value = "127.0.0.254:9000")]
+    pub listen: SocketAddrV4,
+    /// Group bits of the shards it will see, to size the Bloom filters (8 bits per group).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=24))]
+    pub group_bits: u8,
+    /// Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
+    #[arg(long)]
+    pub bf_cells: Option<usize>,
+    /// Counting-Bloom-filter cells per array (power of two; default 4096).
+    #[arg(long)]
+    pub cbf_cells: Option<usize>,
+    /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+#[derive(Args, Debug)]
 pub struct ServerArgs {
     /// Packet I/O backend. `memory` exists only inside one process (`ycsb --embedded`).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
@@ -181,6 +207,10 @@ pub struct ServerArgs {
     /// Address of partition 0.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub listen: SocketAddrV4,
+    /// Send and receive everything through the software switch at this address
+    /// (`netmigrate switch`; kernel UDP only).
+    #[arg(long, value_name = "SWITCH")]
+    pub via: Option<SocketAddrV4>,
     #[command(flatten)]
     pub layout: LayoutArgs,
     /// Cores to pin partition loops to, e.g. `0-3` (default: not pinned).
@@ -263,6 +293,10 @@ pub struct YcsbArgs {
     /// Address of the server's partition 0 (default 127.0.0.1:7100; in-process 10.0.0.2:7100).
     #[arg(long)]
     pub server: Option<SocketAddrV4>,
+    /// Reach the server through the software switch at this address (`netmigrate
+    /// switch`; kernel UDP only).
+    #[arg(long, value_name = "SWITCH")]
+    pub via: Option<SocketAddrV4>,
     #[command(flatten)]
     pub layout: LayoutArgs,
     /// Embedded server: cores to pin its partitions to.

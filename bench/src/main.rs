@@ -10,6 +10,7 @@ fn main() {
     let cli = <cli::Cli as clap::Parser>::parse();
     let result = match cli.command {
         cli::Command::Server(args) => commands::server::run(args),
+        cli::Command::Switch(args) => commands::switch::run(args),
         cli::Command::Ycsb(args) => commands::ycsb::run(*args),
         cli::Command::Experiment(args) => commands::experiment::run(*args),
         cli::Command::Compare(args) => commands::compare::run(*args),

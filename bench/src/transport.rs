@@ -1,6 +1,6 @@
 //! Which packet I/O backend a command runs on, and binding ports on it.
 
-use dataplane::port::{FaultConfig, MemoryNetwork, UdpPort};
+use dataplane::port::{FaultConfig, MemoryNetwork, UdpOverlay, UdpPort};
 use dataplane::Port;
 use std::io;
 use std::net::SocketAddrV4;
@@ -30,7 +30,10 @@ impl Transport {
 #[derive(Clone)]
 pub enum Fabric {
     Memory(MemoryNetwork),
-    Udp,
+    /// Kernel sockets; with `via`, every port sends through the software switch there.
+    Udp {
+        via: Option<SocketAddrV4>,
+    },
     #[cfg(feature = "dpdk")]
     Dpdk(std::sync::Arc<dpdk::DpdkFabric>),
 }
@@ -41,7 +44,7 @@ impl Fabric {
     pub fn new(transport: Transport, faults: FaultConfig, eal: Option<&str>) -> io::Result<Fabric> {
         Ok(match transport {
             Transport::Memory => Fabric::Memory(MemoryNetwork::with_faults(faults)),
-            Transport::Udp => Fabric::Udp,
+            Transport::Udp => Fabric::Udp { via: None },
             #[cfg(feature = "dpdk")]
             Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(eal)?),
             #[cfg(not(feature = "dpdk"))]
@@ -74,10 +77,26 @@ impl Fabric {
         }
     }
 
+    /// This fabric with every port's traffic going through the software switch at `switch`
+    /// (kernel UDP only: in-process, the switch is the network's gateway).
+    pub fn via(self, switch: Option<SocketAddrV4>) -> io::Result<Fabric> {
+        match (self, switch) {
+            (fabric, None) => Ok(fabric),
+            (Fabric::Udp { .. }, Some(switch)) => Ok(Fabric::Udp { via: Some(switch) }),
+            (_, Some(_)) => Err(io::Error::other(
+                "--via works with --transport udp only (in-process, the switch is always on \
+                 the path; over DPDK, the testbed's switch host is)",
+            )),
+        }
+    }
+
     pub fn bind(&self, addr: SocketAddrV4) -> io::Result<Box<dyn Port>> {
         Ok(match self {
             Fabric::Memory(network) => Box::new(network.bind(addr)?),
-            Fabric::Udp => Box::new(UdpPort::bind(addr)?),
+            Fabric::Udp { via: None } => Box::new(UdpPort::bind(addr)?),
+            Fabric::Udp { via: Some(switch) } => {
+                Box::new(UdpPort::bind_with(addr, UdpOverlay::Via(*switch))?)
+            }
             #[cfg(feature = "dpdk")]
             Fabric::Dpdk(fabric) => Box::new(dpdk::DpdkFabric::lease(fabric, addr)?),
         })

@@ -1,6 +1,6 @@
 //! The port backends: delivery, addressing, batching, and the fault injector.
 
-use dataplane::port::{FaultConfig, MemoryNetwork, UdpPort};
+use dataplane::port::{FaultConfig, MemoryNetwork, UdpOverlay, UdpPort};
 use dataplane::{Packet, Port};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -129,6 +129,56 @@ fn udp_ports_batch_over_loopback() {
         .collect();
     pb.send(&mut replies).unwrap();
     assert_eq!(drain(&mut pa, 200).len(), 200);
+}
+
+#[test]
+fn the_udp_overlay_carries_addresses_through_the_switch_and_rejects_impostors() {
+    let loopback = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    let mut switch = UdpPort::bind_with(loopback, UdpOverlay::Gateway).unwrap();
+    let via = UdpOverlay::Via(switch.local_addr());
+    // Behind the switch, an unspecified IP becomes the one routed to the switch.
+    let mut a = UdpPort::bind_with(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), via).unwrap();
+    assert_eq!(*a.local_addr().ip(), Ipv4Addr::LOCALHOST);
+    let mut b = UdpPort::bind_with(loopback, via).unwrap();
+
+    send_numbered(&mut a, b.local_addr(), 100);
+    // The switch sees each datagram as it would be on a real network…
+    let mut seen = drain(&mut switch, 100);
+    assert_eq!(numbers(&seen), (0..100).collect::<Vec<_>>());
+    assert!(seen
+        .iter()
+        .all(|p| p.src == a.local_addr() && p.dst == b.local_addr()));
+    // …and sends it on keeping its source, as if it had come straight from `a`.
+    switch.send(&mut seen).unwrap();
+    let got = drain(&mut b, 100);
+    assert_eq!(numbers(&got), (0..100).collect::<Vec<_>>());
+    assert!(got
+        .iter()
+        .all(|p| p.src == a.local_addr() && p.dst == b.local_addr()));
+
+    // A plain datagram straight to `b`, not from the switch, is not believed.
+    let mut direct = UdpPort::bind(loopback).unwrap();
+    send_numbered(&mut direct, b.local_addr(), 3);
+    // The switch refuses a tunnel that names someone else as its source, and one too short.
+    let forger = std::net::UdpSocket::bind(loopback).unwrap();
+    let mut forged = [0u8; 16];
+    dataplane::wire::tunnel::TunnelRepr {
+        src: a.local_addr(),
+        dst: b.local_addr(),
+    }
+    .emit((&mut forged[..12]).try_into().unwrap());
+    forger.send_to(&forged, switch.local_addr()).unwrap();
+    forger.send_to(&forged[..5], switch.local_addr()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut rx = Vec::new();
+    while (b.stats().rx_rejected < 3 || switch.stats().rx_rejected < 2) && Instant::now() < deadline
+    {
+        b.recv(&mut rx, 32).unwrap();
+        switch.recv(&mut rx, 32).unwrap();
+    }
+    assert!(rx.is_empty(), "nothing unbelievable gets through");
+    assert_eq!(b.stats().rx_rejected, 3);
+    assert_eq!(switch.stats().rx_rejected, 2);
 }
 
 #[test]

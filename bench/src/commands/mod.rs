@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod experiment;
 pub mod server;
+pub mod switch;
 pub mod ycsb;
 
 use std::fmt;

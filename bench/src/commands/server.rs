@@ -58,7 +58,8 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     let cores = core_list(args.cores.as_deref())?;
     let spec = spec(args.listen, &args.layout, args.capacity, cores)?;
     let signals = shutdown_on_signals()?;
-    let fabric = Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?;
+    let fabric =
+        Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?.via(args.via)?;
     let running = server::start(&fabric, &spec)?;
     let last = spec.partition_addr(spec.map.partitions() - 1);
     eprintln!(

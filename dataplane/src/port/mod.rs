@@ -7,7 +7,7 @@ mod udp;
 
 pub use fault::FaultConfig;
 pub use memory::{MemoryNetwork, MemoryPort};
-pub use udp::UdpPort;
+pub use udp::{UdpOverlay, UdpPort};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -90,6 +90,9 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Packets dropped on send: queue full, no route, or the kernel refused them.
     pub tx_dropped: u64,
+    /// Datagrams dropped on receipt because their addressing could not be believed: a
+    /// tunnel header missing, or a sender that is not the switch (or not who it claims).
+    pub rx_rejected: u64,
     /// Packets the fault injector dropped, duplicated or delayed.
     pub injected_losses: u64,
     pub injected_duplicates: u64,
@@ -103,6 +106,7 @@ impl PortStats {
         self.tx_packets += other.tx_packets;
         self.tx_bytes += other.tx_bytes;
         self.tx_dropped += other.tx_dropped;
+        self.rx_rejected += other.rx_rejected;
         self.injected_losses += other.injected_losses;
         self.injected_duplicates += other.injected_duplicates;
         self.injected_reorders += other.injected_reorders;

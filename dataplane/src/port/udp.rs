@@ -1,15 +1,32 @@
 //! Kernel UDP backend: one non-blocking socket, batched with recvmmsg/sendmmsg so one
-//! system call moves a whole burst.
+//! system call moves a whole burst. With an overlay (`UdpOverlay`), every datagram goes
+//! through a software switch with a tunnel header (`wire::tunnel`) read and written by
+//! scatter/gather, so the payload is never copied.
 
 use super::{Packet, Pool, Port, PortStats, BUFFER_CAPACITY, BURST};
+use crate::wire::tunnel::{TunnelRepr, TUNNEL_LEN};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
+/// How a UDP port reaches the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpOverlay {
+    /// Each datagram goes straight to its destination address.
+    Direct,
+    /// Each datagram goes to the software switch at this address, tunnelled with its own
+    /// addresses; only tunnelled datagrams from the switch are accepted.
+    Via(SocketAddrV4),
+    /// This port is the software switch: it accepts tunnelled datagrams whose claimed source
+    /// is their real sender, and sends each to its destination, tunnelled with its source.
+    Gateway,
+}
+
 pub struct UdpPort {
     socket: UdpSocket,
     addr: SocketAddrV4,
+    overlay: UdpOverlay,
     pool: Pool,
     /// Buffers posted to the next recvmmsg; those not filled stay for the call after.
     staging: Vec<Box<Packet>>,
@@ -21,6 +38,24 @@ impl UdpPort {
     const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
     pub fn bind(addr: SocketAddrV4) -> io::Result<UdpPort> {
+        Self::bind_with(addr, UdpOverlay::Direct)
+    }
+
+    pub fn bind_with(addr: SocketAddrV4, overlay: UdpOverlay) -> io::Result<UdpPort> {
+        // The tunnel names the sender, which the switch checks against the real one, so
+        // a tunnelled port needs a specific IP: behind a switch, the one routed to it.
+        let addr = match overlay {
+            UdpOverlay::Via(switch) if addr.ip().is_unspecified() => {
+                SocketAddrV4::new(local_ip_towards(switch)?, addr.port())
+            }
+            UdpOverlay::Gateway if addr.ip().is_unspecified() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr}: the software switch needs a specific IP to listen on"),
+                ))
+            }
+            _ => addr,
+        };
         let socket = UdpSocket::bind(addr)?;
         socket.set_nonblocking(true)?;
         for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
@@ -39,10 +74,43 @@ impl UdpPort {
         Ok(UdpPort {
             socket,
             addr,
+            overlay,
             pool: Pool::default(),
             staging: Vec::with_capacity(BURST),
             stats: PortStats::default(),
         })
+    }
+}
+
+/// The addresses a tunnelled datagram of `received` bytes from `sender` claims, if they may
+/// be believed: behind a switch, only the switch sends; as the switch, a sender may only
+/// name itself as the source.
+fn untunnel(
+    overlay: UdpOverlay,
+    received: usize,
+    sender: SocketAddrV4,
+    tunnel: &[u8; TUNNEL_LEN],
+) -> Option<(SocketAddrV4, SocketAddrV4)> {
+    if received < TUNNEL_LEN {
+        return None;
+    }
+    let TunnelRepr { src, dst } = TunnelRepr::parse(tunnel);
+    let believed = match overlay {
+        UdpOverlay::Via(switch) => sender == switch,
+        UdpOverlay::Gateway => sender == src,
+        UdpOverlay::Direct => true,
+    };
+    believed.then_some((src, dst))
+}
+
+/// The source IP the kernel would use to reach `peer` (connecting a UDP socket sends
+/// nothing).
+fn local_ip_towards(peer: SocketAddrV4) -> io::Result<Ipv4Addr> {
+    let probe = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    probe.connect(peer)?;
+    match probe.local_addr()? {
+        std::net::SocketAddr::V4(v4) => Ok(*v4.ip()),
+        other => Err(io::Error::other(format!("{other} is not an IPv4 address"))),
     }
 }
 
@@ -85,17 +153,32 @@ impl Port for UdpPort {
             self.staging.push(self.pool.take());
         }
         let packets = &mut self.staging;
+        let tunnelled = self.overlay != UdpOverlay::Direct;
         // SAFETY: plain old data, zero-initialised and then filled in below.
         let mut names: [libc::sockaddr_in; BURST] = unsafe { zeroed() };
-        let mut iovecs: [libc::iovec; BURST] = unsafe { zeroed() };
+        let mut tunnels = [[0u8; TUNNEL_LEN]; BURST];
+        let mut iovecs: [[libc::iovec; 2]; BURST] = unsafe { zeroed() };
         let mut headers: [libc::mmsghdr; BURST] = unsafe { zeroed() };
         for i in 0..want {
-            iovecs[i].iov_base = packets[i].buffer_mut().as_mut_ptr() as *mut libc::c_void;
-            iovecs[i].iov_len = BUFFER_CAPACITY;
+            let payload = libc::iovec {
+                iov_base: packets[i].buffer_mut().as_mut_ptr() as *mut libc::c_void,
+                iov_len: BUFFER_CAPACITY,
+            };
+            let segments = if tunnelled {
+                iovecs[i][0] = libc::iovec {
+                    iov_base: tunnels[i].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: TUNNEL_LEN,
+                };
+                iovecs[i][1] = payload;
+                2
+            } else {
+                iovecs[i][0] = payload;
+                1
+            };
             headers[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
             headers[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            headers[i].msg_hdr.msg_iov = &mut iovecs[i];
-            headers[i].msg_hdr.msg_iovlen = 1;
+            headers[i].msg_hdr.msg_iov = iovecs[i].as_mut_ptr();
+            headers[i].msg_hdr.msg_iovlen = segments;
         }
         // SAFETY: every header points at live buffers of the stated sizes for the call.
         let received = unsafe {
@@ -115,16 +198,30 @@ impl Port for UdpPort {
             };
         }
         let received = received as usize;
+        let mut accepted = 0;
         for (i, mut packet) in packets.drain(..received).enumerate() {
-            let len = (headers[i].msg_len as usize).min(BUFFER_CAPACITY);
-            packet.set_len(len);
-            packet.src = from_sockaddr(&names[i]);
-            packet.dst = self.addr;
+            let sender = from_sockaddr(&names[i]);
+            let mut len = headers[i].msg_len as usize;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len as u64;
+            let addressing = if tunnelled {
+                len = len.saturating_sub(TUNNEL_LEN);
+                untunnel(self.overlay, headers[i].msg_len as usize, sender, &tunnels[i])
+            } else {
+                Some((sender, self.addr))
+            };
+            let Some((src, dst)) = addressing else {
+                self.stats.rx_rejected += 1;
+                self.pool.give(packet);
+                continue;
+            };
+            packet.set_len(len.min(BUFFER_CAPACITY));
+            packet.src = src;
+            packet.dst = dst;
             rx.push(packet);
+            accepted += 1;
         }
-        Ok(received)
+        Ok(accepted)
     }
 
     fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
@@ -133,16 +230,44 @@ impl Port for UdpPort {
             let count = tx.len().min(BURST);
             // SAFETY: plain old data, zero-initialised and then filled in below.
             let mut names: [libc::sockaddr_in; BURST] = unsafe { zeroed() };
-            let mut iovecs: [libc::iovec; BURST] = unsafe { zeroed() };
+            let mut tunnels = [[0u8; TUNNEL_LEN]; BURST];
+            let mut iovecs: [[libc::iovec; 2]; BURST] = unsafe { zeroed() };
             let mut headers: [libc::mmsghdr; BURST] = unsafe { zeroed() };
             for i in 0..count {
-                names[i] = to_sockaddr(tx[i].dst);
-                iovecs[i].iov_base = tx[i].payload().as_ptr() as *mut libc::c_void;
-                iovecs[i].iov_len = tx[i].len();
+                let packet = &tx[i];
+                let payload = libc::iovec {
+                    iov_base: packet.payload().as_ptr() as *mut libc::c_void,
+                    iov_len: packet.len(),
+                };
+                let (next_hop, tunnel) = match self.overlay {
+                    UdpOverlay::Direct => (packet.dst, None),
+                    UdpOverlay::Via(switch) => (switch, Some(self.addr)),
+                    UdpOverlay::Gateway => (packet.dst, Some(packet.src)),
+                };
+                names[i] = to_sockaddr(next_hop);
+                let segments = match tunnel {
+                    Some(src) => {
+                        TunnelRepr {
+                            src,
+                            dst: packet.dst,
+                        }
+                        .emit(&mut tunnels[i]);
+                        iovecs[i][0] = libc::iovec {
+                            iov_base: tunnels[i].as_mut_ptr() as *mut libc::c_void,
+                            iov_len: TUNNEL_LEN,
+                        };
+                        iovecs[i][1] = payload;
+                        2
+                    }
+                    None => {
+                        iovecs[i][0] = payload;
+                        1
+                    }
+                };
                 headers[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
                 headers[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                headers[i].msg_hdr.msg_iov = &mut iovecs[i];
-                headers[i].msg_hdr.msg_iovlen = 1;
+                headers[i].msg_hdr.msg_iov = iovecs[i].as_mut_ptr();
+                headers[i].msg_hdr.msg_iovlen = segments;
             }
             // SAFETY: every header points at live buffers of the stated sizes for the call.
             let sent = unsafe {

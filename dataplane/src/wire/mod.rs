@@ -12,6 +12,7 @@ pub mod ipv4;
 mod message;
 mod op;
 mod pull;
+pub mod tunnel;
 pub mod udp;
 
 pub use bulk::{BulkPull, BulkPullReply, ScanPosition, BULK_REPLY_FIXED};

@@ -1,0 +1,81 @@
+//! `netmigrate switch`: the software switch as its own process. Over kernel UDP it is the
+//! gateway of an overlay: hosts started with `--via` send everything through it.
+
+use super::{fail, CommandError};
+use crate::cli::SwitchArgs;
+use crate::transport::Transport;
+use dataplane::port::{UdpOverlay, UdpPort};
+use dataplane::runner::{shutdown_on_signals, Placement};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tofino::SwitchConfig;
+
+pub fn config(args: &SwitchArgs) -> Result<SwitchConfig, CommandError> {
+    let mut config = SwitchConfig::new(args.listen, args.group_bits);
+    if let Some(cells) = args.bf_cells {
+        config.bf_cells = cells;
+    }
+    if let Some(cells) = args.cbf_cells {
+        config.cbf_cells = cells;
+    }
+    config.validate().map_err(CommandError)?;
+    Ok(config)
+}
+
+pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
+    match args.transport {
+        Transport::Udp => {}
+        Transport::Memory => {
+            return fail(
+                "the memory transport connects threads of one process only; `netmigrate \
+                 experiment` runs its own in-process switch. Use --transport udp",
+            )
+        }
+        Transport::Dpdk => {
+            return fail(
+                "the software switch runs over kernel UDP so far (--transport udp); a DPDK \
+                 switch host (L2 forwarding between its devices) is not built yet",
+            )
+        }
+    }
+    let config = config(&args)?;
+    let signals = shutdown_on_signals()?;
+    let port = UdpPort::bind_with(args.listen, UdpOverlay::Gateway)
+        .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let switch = tofino::run::start(Box::new(port), config, Placement::Floating)?;
+    eprintln!(
+        "netmigrate switch: on {} (kernel-UDP overlay: start hosts with --via {}), Bloom \
+         filter {} cells x4, counting filter {} cells x4; Ctrl-C stops",
+        args.listen, args.listen, config.bf_cells, config.cbf_cells
+    );
+    let started = Instant::now();
+    let deadline = args.duration.map(Duration::from_secs_f64);
+    while !signals.load(Ordering::Relaxed) && deadline.is_none_or(|d| started.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (snapshot, port) = switch.stop();
+    let c = &snapshot.counters;
+    eprintln!(
+        "switch: forwarded {}, to source {}, double reads {}, redirects {}, false in-flight \
+         {}, false done {}; control applied {} (duplicates {}, gaps {}, errors {}), pairs \
+         installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {}",
+        c.forwarded,
+        c.to_source,
+        c.double_reads,
+        c.redirects,
+        c.false_in_flight,
+        c.false_done,
+        c.control_applied,
+        c.control_duplicates,
+        c.control_gaps,
+        c.control_errors,
+        c.pairs_installed,
+        c.pairs_removed,
+        c.malformed,
+        port.rx_packets,
+        port.tx_packets,
+        port.tx_dropped,
+        port.rx_rejected,
+    );
+    Ok(())
+}
