@@ -27,6 +27,9 @@ pub enum Command {
     /// requests of a migrating shard to the source, both, or the destination by its
     /// Bloom-filter registers. Hosts reach it with `--via` (kernel-UDP overlay).
     Switch(SwitchArgs),
+    /// Drive a server's control API (gRPC): start a migration, show its status, watch it
+    /// until it ends, read counters.
+    Migrate(MigrateArgs),
     /// Load records and run a YCSB workload against a server (or an embedded one).
     Ycsb(Box<YcsbArgs>),
     /// Migrate a shard live while a YCSB workload runs: client, software switch, source and
@@ -200,6 +203,72 @@ pub struct SwitchArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateAction {
+    /// Start migrating a shard of the server to a destination server.
+    Start(MigrateStartArgs),
+    /// Print the migrations the server takes part in, once.
+    Status(ControlTarget),
+    /// Print progress every --interval-ms until no migration is active.
+    Watch(MigrateWatchArgs),
+    /// Print the server's serving and migration counters per partition (JSON).
+    Counters(ControlTarget),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControlTarget {
+    /// The server's control address (its `--control`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub server: std::net::SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateWatchArgs {
+    #[command(flatten)]
+    pub target: ControlTarget,
+    /// Milliseconds between updates.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateStartArgs {
+    #[command(flatten)]
+    pub target: ControlTarget,
+    /// The destination server's partition-0 data address (its `--listen`).
+    #[arg(long)]
+    pub destination: SocketAddrV4,
+    /// The software switch's address (NetMigrate only; its `--listen`).
+    #[arg(long)]
+    pub switch: Option<SocketAddrV4>,
+    #[arg(long, value_enum, default_value_t = Protocol::Netmigrate)]
+    pub protocol: Protocol,
+    /// Share of each source core given to migration (of the server's --work-capacity).
+    #[arg(long, value_enum, default_value_t = PresetArg::Medium)]
+    pub preset: PresetArg,
+    /// Migrate this many items per second per source core instead of the preset's share.
+    #[arg(long, value_name = "ITEMS_PER_S")]
+    pub rate: Option<f64>,
+    /// The shard to migrate.
+    #[arg(long, default_value_t = 0)]
+    pub shard: u16,
+    /// Its id on the destination (default: the same).
+    #[arg(long)]
+    pub destination_shard: Option<u16>,
+    /// Groups each source core hands over at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=1024))]
+    pub pipeline: u32,
+    /// Then watch it until it ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ServerArgs {
     /// Packet I/O backend. `memory` exists only inside one process (`ycsb --embedded`).
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
@@ -222,6 +291,15 @@ pub struct ServerArgs {
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Serve the control API (gRPC, `netmigrate migrate`) on this TCP address, e.g.
+    /// 127.0.0.1:50051.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<std::net::SocketAddr>,
+    /// Work units per second each partition can do (a request served or an item migrated
+    /// each), shared by serving and migrating like the paper's CPU budgets; a migration's
+    /// preset takes its share of it. Default: uncapped (real cores per server).
+    #[arg(long, value_name = "OPS_PER_S")]
+    pub work_capacity: Option<f64>,
     /// EAL arguments for `--transport dpdk`, e.g.
     /// `-l 0-1 --no-pci --in-memory --vdev=net_memif0,role=server,socket=/tmp/nm.sock`.
     /// Partition p serves on DPDK device p, at the --listen address.

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod control;
 pub mod linearizability;
 pub mod measure;
 pub mod plot;

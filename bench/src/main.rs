@@ -11,6 +11,7 @@ fn main() {
     let result = match cli.command {
         cli::Command::Server(args) => commands::server::run(args),
         cli::Command::Switch(args) => commands::switch::run(args),
+        cli::Command::Migrate(args) => commands::migrate::run(args),
         cli::Command::Ycsb(args) => commands::ycsb::run(*args),
         cli::Command::Experiment(args) => commands::experiment::run(*args),
         cli::Command::Compare(args) => commands::compare::run(*args),

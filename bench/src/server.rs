@@ -41,7 +41,7 @@ pub fn partition_addr(base: SocketAddrV4, partition: u32) -> SocketAddrV4 {
     SocketAddrV4::new(*base.ip(), base.port() + partition as u16)
 }
 
-/// What one partition loop reports when it stops.
+/// What one partition loop reports when it stops (and publishes every 10 ms meanwhile).
 #[derive(Debug, Clone, Default)]
 pub struct PartitionReport {
     pub partition: u32,
@@ -58,14 +58,14 @@ pub enum Command {
     MigrateOut {
         plan: OutgoingPlan,
         serve_per_s: Option<f64>,
+        started: Sender<Result<(), String>>,
     },
 }
 
 pub struct RunningServer {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<PartitionReport>>,
-    commands: Vec<Sender<Command>>,
-    migration: Vec<Arc<Mutex<MigrationCounters>>>,
+    control: ServerControl,
 }
 
 struct PartitionLoop {
@@ -78,7 +78,7 @@ struct PartitionLoop {
     capacity: Option<f64>,
     serve_budget: TokenBucket,
     migrating: bool,
-    published: Arc<Mutex<MigrationCounters>>,
+    published: Arc<Mutex<PartitionReport>>,
     next_publish: Instant,
 }
 
@@ -126,23 +126,28 @@ impl PartitionLoop {
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::MigrateOut { plan, serve_per_s } => {
-                let partition = self.server.partition();
-                if let Err(error) = self.server.start_outgoing(plan) {
-                    eprintln!("partition {partition}: cannot start the migration: {error}");
-                    return;
+            Command::MigrateOut {
+                plan,
+                serve_per_s,
+                started,
+            } => {
+                let result = self.server.start_outgoing(plan);
+                if result.is_ok() {
+                    self.migrating = true;
+                    if serve_per_s.is_some() {
+                        self.serve_budget = budget(serve_per_s);
+                    }
                 }
-                self.migrating = true;
-                if serve_per_s.is_some() {
-                    self.serve_budget = budget(serve_per_s);
-                }
+                // The asker may have given up waiting.
+                let _ = started.send(result);
             }
         }
     }
 
     fn publish(&mut self, now: Instant) {
         self.next_publish = now + Duration::from_millis(10);
-        let counters = self.server.migration_counters();
+        let report = self.report();
+        let counters = &report.migration;
         if self.migrating && counters.outgoing_active == 0 && counters.incoming_active == 0 {
             // Finished: serving gets the whole capacity back.
             self.migrating = false;
@@ -151,10 +156,17 @@ impl PartitionLoop {
         if counters.incoming_active > 0 {
             self.migrating = true;
         }
-        *self
-            .published
-            .lock()
-            .expect("migration counters lock poisoned") = counters;
+        *self.published.lock().expect("report lock poisoned") = report;
+    }
+
+    fn report(&self) -> PartitionReport {
+        PartitionReport {
+            partition: self.server.partition(),
+            counters: *self.server.counters(),
+            migration: self.server.migration_counters(),
+            port: self.port.stats(),
+            entries: self.server.entries(),
+        }
     }
 }
 
@@ -179,7 +191,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
     let mut commands = Vec::new();
-    let mut migration = Vec::new();
+    let mut published_reports = Vec::new();
     for partition in 0..spec.map.partitions() {
         let addr = spec.partition_addr(partition);
         let port = fabric.bind(addr).map_err(|e| {
@@ -189,9 +201,12 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             )
         })?;
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
-        let published = Arc::new(Mutex::new(MigrationCounters::default()));
+        let published = Arc::new(Mutex::new(PartitionReport {
+            partition,
+            ..PartitionReport::default()
+        }));
         commands.push(command_tx);
-        migration.push(Arc::clone(&published));
+        published_reports.push(Arc::clone(&published));
         let state = PartitionLoop {
             port,
             server: PartitionServer::new(
@@ -220,65 +235,83 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             Arc::clone(&stop),
             state,
             PartitionLoop::poll,
-            move |state| PartitionReport {
-                partition,
-                counters: *state.server.counters(),
-                migration: state.server.migration_counters(),
-                port: state.port.stats(),
-                entries: state.server.entries(),
-            },
+            |state| state.report(),
         )?;
         loops.push(handle);
     }
     Ok(RunningServer {
         stop,
         loops,
-        commands,
-        migration,
+        control: ServerControl {
+            spec: spec.clone(),
+            commands,
+            published: published_reports,
+        },
     })
 }
 
-/// Sends commands to a running server's partitions and reads their migration counters;
-/// clones share the server.
+/// Sends commands to a running server's partitions and reads what they publish; clones
+/// share the server.
 #[derive(Clone)]
 pub struct ServerControl {
+    spec: ServerSpec,
     commands: Vec<Sender<Command>>,
-    migration: Vec<Arc<Mutex<MigrationCounters>>>,
+    published: Vec<Arc<Mutex<PartitionReport>>>,
 }
 
 impl RunningServer {
     pub fn control(&self) -> ServerControl {
-        ServerControl {
-            commands: self.commands.clone(),
-            migration: self.migration.clone(),
-        }
+        self.control.clone()
     }
 }
 
 impl ServerControl {
+    pub fn spec(&self) -> &ServerSpec {
+        &self.spec
+    }
+
     /// Starts migrating every partition of a shard; `plan(p)` is partition p's plan.
+    /// Returns once every partition has started, or with the first partition's refusal.
     pub fn migrate_out(
         &self,
         plan: impl Fn(u32) -> OutgoingPlan,
         serve_per_s: Option<f64>,
-    ) -> io::Result<()> {
+    ) -> Result<(), String> {
+        let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {
+            let (started, answer) = crossbeam_channel::bounded(1);
             commands
                 .send(Command::MigrateOut {
                     plan: plan(partition as u32),
                     serve_per_s,
+                    started,
                 })
-                .map_err(|_| io::Error::other(format!("partition {partition} has stopped")))?;
+                .map_err(|_| format!("partition {partition} has stopped"))?;
+            answers.push(answer);
+        }
+        for (partition, answer) in answers.into_iter().enumerate() {
+            match answer.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => return Err(format!("partition {partition}: {refused}")),
+                Err(_) => return Err(format!("partition {partition} did not answer")),
+            }
         }
         Ok(())
+    }
+
+    /// Each partition's latest report (refreshed every 10 ms).
+    pub fn reports(&self) -> Vec<PartitionReport> {
+        self.published
+            .iter()
+            .map(|r| r.lock().expect("report lock poisoned").clone())
+            .collect()
     }
 
     /// Migration counters summed over partitions (refreshed every 10 ms).
     pub fn migration_counters(&self) -> MigrationCounters {
         let mut total = MigrationCounters::default();
-        for counters in &self.migration {
-            let c = *counters.lock().expect("migration counters lock poisoned");
-            total.add(&c);
+        for report in self.reports() {
+            total.add(&report.migration);
         }
         total
     }

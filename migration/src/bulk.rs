@@ -32,7 +32,7 @@ const QUEUED_PER_RUN: usize = 2;
 const MAX_GROUPS_PER_ANSWER: u32 = 1024;
 
 /// Counters of a destination's bulk transfer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BulkStats {
     /// Requests sent, and how many of them were resends.
     pub requests: u64,

@@ -76,7 +76,7 @@ const STOP_KEYS: usize = 64;
 const MAX_ROUNDS: u32 = 16;
 
 /// Progress counters, summed over partitions for reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutgoingStats {
     pub groups: u64,
     pub groups_done: u64,

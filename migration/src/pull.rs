@@ -26,7 +26,7 @@ struct Wanted {
 }
 
 /// Counters of a destination's pulls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PullStats {
     /// Keys asked for (once each, resends not counted).
     pub keys: u64,

@@ -33,7 +33,7 @@ pub enum DropReason {
 }
 
 /// Counters of one partition server; summed across cores for reporting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServeCounters {
     pub gets: u64,
     pub get_hits: u64,
@@ -118,7 +118,7 @@ struct FinishedStream {
 }
 
 /// Migration counters of a partition, over every migration it took part in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MigrationCounters {
     pub outgoing: OutgoingStats,
     pub incoming: IncomingStats,

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod experiment;
+pub mod migrate;
 pub mod server;
 pub mod switch;
 pub mod ycsb;

@@ -56,11 +56,23 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         );
     }
     let cores = core_list(args.cores.as_deref())?;
-    let spec = spec(args.listen, &args.layout, args.capacity, cores)?;
+    let mut spec = spec(args.listen, &args.layout, args.capacity, cores)?;
+    if let Some(capacity) = args.work_capacity {
+        if !(capacity.is_finite() && capacity > 0.0) {
+            return fail(format!(
+                "--work-capacity must be a positive number of operations per second, got {capacity}"
+            ));
+        }
+        spec.capacity = Some(capacity);
+    }
     let signals = shutdown_on_signals()?;
     let fabric =
         Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?.via(args.via)?;
     let running = server::start(&fabric, &spec)?;
+    let control = args
+        .control
+        .map(|addr| crate::control::serve(addr, running.control()))
+        .transpose()?;
     let last = spec.partition_addr(spec.map.partitions() - 1);
     eprintln!(
         "netmigrate server: {} partition(s) over {} on {} udp ports {}..={}, shard {}, {} \
@@ -74,6 +86,9 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         spec.map.layout().group_count(),
         spec.map.layout().remain_exp(),
     );
+    if let Some(control) = &control {
+        eprintln!("control API (gRPC) on {}", control.addr());
+    }
     let started = Instant::now();
     let deadline = args.duration.map(Duration::from_secs_f64);
     while !signals.load(Ordering::Relaxed)
@@ -82,6 +97,7 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(control);
     let reports = running.stop();
     eprint!("{}", server::format_reports(&reports));
     if let Some(devices) = fabric.device_report() {

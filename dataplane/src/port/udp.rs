@@ -206,7 +206,12 @@ impl Port for UdpPort {
             self.stats.rx_bytes += len as u64;
             let addressing = if tunnelled {
                 len = len.saturating_sub(TUNNEL_LEN);
-                untunnel(self.overlay, headers[i].msg_len as usize, sender, &tunnels[i])
+                untunnel(
+                    self.overlay,
+                    headers[i].msg_len as usize,
+                    sender,
+                    &tunnels[i],
+                )
             } else {
                 Some((sender, self.addr))
             };
