@@ -200,6 +200,10 @@ pub struct SwitchArgs {
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Serve the control API (gRPC: counters, pairs, registers) on this TCP address, e.g.
+    /// 127.0.0.1:50050.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +222,15 @@ pub enum MigrateAction {
     Watch(MigrateWatchArgs),
     /// Print the server's serving and migration counters per partition (JSON).
     Counters(ControlTarget),
+    /// Print the software switch's counters, pairs and filter occupancy (JSON).
+    Switch(SwitchTarget),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SwitchTarget {
+    /// The switch's control address (its `--control`).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub control: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug, Clone)]

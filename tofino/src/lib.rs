@@ -3,6 +3,7 @@
 //! source, the destination, or both. One specification (`docs/switch.md`), two
 //! implementations: the software switch here, and the P4-16 TNA program in `p4/`.
 
+pub mod control;
 pub mod pipeline;
 pub mod run;
 pub mod spec;

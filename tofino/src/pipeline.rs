@@ -434,6 +434,35 @@ impl Switch {
     }
 
     /// Counters, pairs and register occupancy.
+    /// Cells `offset..offset + count` of one register array of a pair slot: the Bloom
+    /// filter's (`counting == false`) or the counting filter's.
+    pub fn read_registers(
+        &self,
+        counting: bool,
+        array: usize,
+        slot: usize,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<u8>, String> {
+        let (registers, cells) = if counting {
+            (&self.counting, self.config.cbf_cells)
+        } else {
+            (&self.bloom, self.config.bf_cells)
+        };
+        if array >= HASHES || slot >= MAX_PAIRS {
+            return Err(format!(
+                "array must be below {HASHES} and slot below {MAX_PAIRS}, got {array} and {slot}"
+            ));
+        }
+        let end = offset.checked_add(count).filter(|&end| end <= cells);
+        let Some(end) = end else {
+            return Err(format!(
+                "cells {offset}+{count} run past the array's {cells}"
+            ));
+        };
+        Ok(registers[array][slot * cells + offset..slot * cells + end].to_vec())
+    }
+
     pub fn snapshot(&self) -> SwitchSnapshot {
         let bf = self.config.bf_cells;
         let pairs = self

@@ -88,6 +88,14 @@ impl RunningSwitch {
             .snapshot()
     }
 
+    /// The control API's gRPC service over this switch's pipeline.
+    pub fn control_service(
+        &self,
+    ) -> crate::control::proto::switch_control_server::SwitchControlServer<crate::control::Service>
+    {
+        crate::control::Service::new(Arc::clone(&self.pipeline))
+    }
+
     pub fn stop(self) -> (SwitchSnapshot, PortStats) {
         self.stop.store(true, Ordering::Relaxed);
         let port = self.handle.join().expect("switch loop panicked");

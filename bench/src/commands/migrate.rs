@@ -71,6 +71,12 @@ pub fn run(args: MigrateArgs) -> Result<(), CommandError> {
             println!("{out}");
             Ok(())
         }
+        MigrateAction::Switch(target) => {
+            let state = crate::control::switch_state(target.control).map_err(CommandError)?;
+            let out = serde_json::to_string_pretty(&state).expect("JSON of the switch state");
+            println!("{out}");
+            Ok(())
+        }
     }
 }
 

@@ -43,16 +43,27 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     let port = UdpPort::bind_with(args.listen, UdpOverlay::Gateway)
         .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?;
     let switch = tofino::run::start(Box::new(port), config, Placement::Floating)?;
+    let control = args
+        .control
+        .map(|addr| {
+            let routes = tonic::service::Routes::new(switch.control_service());
+            crate::control::spawn_grpc(addr, routes)
+        })
+        .transpose()?;
     eprintln!(
         "netmigrate switch: on {} (kernel-UDP overlay: start hosts with --via {}), Bloom \
          filter {} cells x4, counting filter {} cells x4; Ctrl-C stops",
         args.listen, args.listen, config.bf_cells, config.cbf_cells
     );
+    if let Some(control) = &control {
+        eprintln!("control API (gRPC) on {}", control.addr());
+    }
     let started = Instant::now();
     let deadline = args.duration.map(Duration::from_secs_f64);
     while !signals.load(Ordering::Relaxed) && deadline.is_none_or(|d| started.elapsed() < d) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(control);
     let (snapshot, port) = switch.stop();
     let c = &snapshot.counters;
     eprintln!(

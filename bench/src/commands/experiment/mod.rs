@@ -11,17 +11,25 @@ use super::ycsb::{
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
 use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
+use crate::control::ControlClient;
 use crate::report::{self, Consistency, Percentiles};
-use crate::server::{self, partition_addr, ServerControl};
+use crate::server::{self, partition_addr, PartitionReport, RunningServer, ServerControl};
 use crate::transport::{Fabric, Transport};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{shutdown_on_signals, Placement};
+use migration::control::{self, proto};
 use migration::{MigrationBudget, MigrationCounters, OutgoingPlan};
+use processes::{Addresses, Processes, ServerSettings};
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod processes;
+
+/// Experiments started in this process (each multi-process one takes its own addresses).
+static RUNS: AtomicU32 = AtomicU32::new(0);
 
 const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
 const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
@@ -54,31 +62,35 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         args.ycsb.records = Some(DEFAULT_RECORDS);
     }
     let ycsb = &args.ycsb;
-    if ycsb.transport.is_some_and(|t| t != Transport::Memory) {
-        return fail(
-            "--transport: the experiment runs on the in-process backend only so far (its \
-             software switch needs the transparent in-process gateway); udp and dpdk are \
-             not wired yet",
-        );
-    }
+    let transport = ycsb.transport.unwrap_or(Transport::Memory);
+    let addrs = match transport {
+        Transport::Memory => Addresses {
+            client: CLIENT,
+            switch: SWITCH,
+            source: SOURCE,
+            destination: DESTINATION,
+        },
+        Transport::Udp => Addresses::for_run(RUNS.fetch_add(1, Ordering::Relaxed)),
+        Transport::Dpdk => {
+            return fail(
+                "--transport dpdk: the experiment runs in-process (default) or as separate \
+                 processes over kernel UDP (--transport udp); a DPDK switch host is not built \
+                 yet",
+            )
+        }
+    };
     if args.run.migrate_at < 0.0 || !args.run.migrate_at.is_finite() {
         return fail("--migrate-at must be a number of seconds ≥ 0");
     }
     let spec = Arc::new(workload_spec(ycsb)?);
     let mut settings = settings(ycsb)?;
     settings.track_migrations = args.protocol == Protocol::Fulva;
-    let faults: FaultConfig = faults(ycsb, Transport::Memory)?;
-    let fabric = Fabric::new(Transport::Memory, faults, None)?;
-    let Fabric::Memory(network) = &fabric else {
-        unreachable!("memory fabric")
-    };
+    let faults: FaultConfig = faults(ycsb, transport)?;
     let stop = shutdown_on_signals()?;
     let capacity = (args.run.capacity > 0.0).then_some(args.run.capacity);
     let budget = MigrationBudget::of(args.preset.preset(), capacity, args.run.migration_rate);
-
-    // The switch first: every other port sends through it.
     let map = super::server::partition_map(&ycsb.layout)?;
-    let mut switch_config = tofino::SwitchConfig::new(SWITCH, ycsb.layout.group_bits);
+    let mut switch_config = tofino::SwitchConfig::new(addrs.switch, ycsb.layout.group_bits);
     if let Some(cells) = args.run.bf_cells {
         switch_config.bf_cells = cells;
     }
@@ -86,29 +98,73 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         switch_config.cbf_cells = cells;
     }
     switch_config.validate().map_err(CommandError)?;
-    let switch = tofino::run::start(
-        Box::new(network.bind_gateway(SWITCH)?),
-        switch_config,
-        Placement::Floating,
-    )?;
     let table_capacity = (spec.max_records() / u64::from(ycsb.layout.partitions)) as usize + 1024;
     let cores = core_list(ycsb.server_cores.as_deref())?;
-    let mut source_spec = server_spec(SOURCE, &ycsb.layout, table_capacity, cores.clone())?;
-    source_spec.capacity = capacity;
-    let mut destination_spec = server_spec(DESTINATION, &ycsb.layout, 1024, cores)?;
-    destination_spec.capacity = capacity;
-    let source = server::start(&fabric, &source_spec)?;
-    let destination = server::start(&fabric, &destination_spec)?;
+
+    let (fabric, roles) = match transport {
+        Transport::Memory => {
+            let fabric = Fabric::new(Transport::Memory, faults, None)?;
+            let Fabric::Memory(network) = &fabric else {
+                unreachable!("memory fabric")
+            };
+            // The switch first: every other port sends through it.
+            let switch = tofino::run::start(
+                Box::new(network.bind_gateway(addrs.switch)?),
+                switch_config,
+                Placement::Floating,
+            )?;
+            let mut source_spec =
+                server_spec(addrs.source, &ycsb.layout, table_capacity, cores.clone())?;
+            source_spec.capacity = capacity;
+            let mut destination_spec = server_spec(addrs.destination, &ycsb.layout, 1024, cores)?;
+            destination_spec.capacity = capacity;
+            let source = server::start(&fabric, &source_spec)?;
+            let destination = server::start(&fabric, &destination_spec)?;
+            let roles = Roles::InProcess {
+                switch,
+                source,
+                destination,
+            };
+            (fabric, roles)
+        }
+        _ => {
+            let settings = ServerSettings {
+                partitions: ycsb.layout.partitions,
+                group_bits: ycsb.layout.group_bits,
+                shard: ycsb.layout.shard,
+                work_capacity: capacity,
+                cores: ycsb.server_cores.clone(),
+            };
+            let switch_args = [
+                ("--bf-cells", switch_config.bf_cells),
+                ("--cbf-cells", switch_config.cbf_cells),
+            ]
+            .iter()
+            .flat_map(|(flag, cells)| [flag.to_string(), cells.to_string()])
+            .collect::<Vec<_>>();
+            let processes = Processes::start(&addrs, &settings, table_capacity, &switch_args)?;
+            eprintln!(
+                "roles: switch {}, source {}, destination {} (separate processes over kernel \
+                 UDP; logs in {})",
+                addrs.switch,
+                addrs.source,
+                addrs.destination,
+                processes.logs.display()
+            );
+            let fabric = Fabric::new(transport, faults, None)?.via(Some(addrs.switch))?;
+            (fabric, Roles::Processes(processes))
+        }
+    };
 
     let cluster = Arc::new(Cluster {
         partitions: (0..map.partitions())
-            .map(|p| partition_addr(SOURCE, p))
+            .map(|p| partition_addr(addrs.source, p))
             .collect(),
         map,
         shard: ycsb.layout.shard,
     });
     let inserts = Arc::new(InsertCounter::new(spec.record_count));
-    let addrs = ClientAddrs { base: CLIENT };
+    let client_addrs = ClientAddrs { base: addrs.client };
     eprintln!(
         "netmigrate experiment: protocol {}, preset {}, workload {} ({} records, {} B \
          values), {} client thread(s) x {}, {} partition(s), 2^{} groups",
@@ -119,7 +175,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         spec.value_bytes,
         settings.threads,
         settings.window,
-        map.partitions(),
+        cluster.map.partitions(),
         ycsb.layout.group_bits,
     );
     eprintln!(
@@ -139,7 +195,16 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let epoch = Instant::now();
     let phase = Phase::Load;
     let load = client::run_phase(
-        phase, "load", &fabric, addrs, &cluster, &spec, settings, &inserts, epoch, &stop,
+        phase,
+        "load",
+        &fabric,
+        client_addrs,
+        &cluster,
+        &spec,
+        settings,
+        &inserts,
+        epoch,
+        &stop,
     )?;
     report_load(&load);
     if load.counters.failed > 0 {
@@ -149,19 +214,24 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let run_epoch = Instant::now();
     let run_stop = Arc::new(AtomicBool::new(false));
     let timing = Arc::new(Mutex::new(Timing::default()));
-    let plan_template = OutgoingPlan {
+    let plan = OutgoingPlan {
         shard: ycsb.layout.shard,
-        destination: DESTINATION,
+        destination: addrs.destination,
         destination_shard: ycsb.layout.shard,
-        switch: SWITCH,
-        source: SOURCE,
+        switch: addrs.switch,
+        source: addrs.source,
         items_per_s: budget.items_per_s,
         pipeline: args.run.pipeline,
         protocol: args.protocol.wire(),
     };
+    let driver = roles.driver(
+        &addrs,
+        plan,
+        budget.serve_per_s,
+        args.preset.preset(),
+        args.run.migration_rate,
+    )?;
     let orchestrator = {
-        let control = source.control();
-        let destination_control = destination.control();
         let (run_stop, stop, timing) = (
             Arc::clone(&run_stop),
             Arc::clone(&stop),
@@ -173,37 +243,32 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             tail: Duration::from_secs_f64(args.run.tail),
             give_up: Duration::from_secs_f64(args.run.max_migration_s),
             migrate: !args.run.no_migration,
-            serve_per_s: budget.serve_per_s,
             progress: !ycsb.quiet,
         };
         std::thread::Builder::new()
             .name("orchestrator".into())
-            .spawn(move || {
-                orchestrate(
-                    settings,
-                    &control,
-                    &destination_control,
-                    plan_template,
-                    run_epoch,
-                    &run_stop,
-                    &stop,
-                    &timing,
-                )
-            })?
+            .spawn(move || orchestrate(settings, driver, run_epoch, &run_stop, &stop, &timing))?
     };
     let phase = Phase::Run {
         duration: None,
         operations: None,
     };
     let mut run = client::run_phase(
-        phase, "run", &fabric, addrs, &cluster, &spec, settings, &inserts, run_epoch, &run_stop,
+        phase,
+        "run",
+        &fabric,
+        client_addrs,
+        &cluster,
+        &spec,
+        settings,
+        &inserts,
+        run_epoch,
+        &run_stop,
     )?;
     let orchestration = orchestrator
         .join()
         .map_err(|_| CommandError("the orchestrator thread panicked".into()))?;
-    let source_reports = source.stop();
-    let destination_reports = destination.stop();
-    let (switch_final, switch_port) = switch.stop();
+    let finished = roles.finish(&addrs)?;
     fabric.shutdown();
     let timing = *timing.lock().expect("timing lock poisoned");
     if let Err(message) = &orchestration {
@@ -222,10 +287,10 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let mut report = build_report(
         ycsb,
         &spec,
-        Transport::Memory,
+        transport,
         &run,
         consistency,
-        Some(&source_reports),
+        Some(&finished.source),
     );
     report.command = "experiment".into();
     report.protocol = args.protocol.name().into();
@@ -238,7 +303,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         report.policy = None;
     }
     let mut migration = MigrationCounters::default();
-    for r in source_reports.iter().chain(&destination_reports) {
+    for r in finished.source.iter().chain(&finished.destination) {
         migration.add(&r.migration);
     }
     fill_migration(
@@ -251,7 +316,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     );
     report.server = Some(serde_json::json!({
         "source": report.server.take(),
-        "destination": destination_reports.iter().map(|r| serde_json::json!({
+        "destination": finished.destination.iter().map(|r| serde_json::json!({
             "partition": r.partition,
             "requests": r.counters.requests(),
             "entries": r.entries,
@@ -284,8 +349,8 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             "bulk_answer_bytes": migration.outgoing.bulk_bytes,
             "reads_parked": migration.parked,
         },
-        "switch": switch_final,
-        "switch_port": { "rx": switch_port.rx_packets, "tx": switch_port.tx_packets, "tx_dropped": switch_port.tx_dropped },
+        "switch": finished.switch,
+        "roles": if transport == Transport::Memory { "in-process" } else { "processes" },
     }));
     if let Some(path) = &args.plot {
         let figure = crate::plot::Figure {
@@ -327,52 +392,50 @@ struct Orchestration {
     give_up: Duration,
     /// False for a run without migration (compare's `none`).
     migrate: bool,
-    serve_per_s: Option<f64>,
     progress: bool,
 }
 
 /// Starts the migration on time, shows its progress, and ends the run once both the
 /// duration and the migration plus its tail are over.
-#[allow(clippy::too_many_arguments)]
 fn orchestrate(
     settings: Orchestration,
-    source: &ServerControl,
-    destination: &ServerControl,
-    template: OutgoingPlan,
+    mut driver: Box<dyn Driver>,
     epoch: Instant,
     run_stop: &AtomicBool,
     stop: &AtomicBool,
     timing: &Mutex<Timing>,
 ) -> Result<(), String> {
+    let result = orchestrate_until_over(&settings, driver.as_mut(), epoch, stop, timing);
+    run_stop.store(true, Ordering::Relaxed);
+    result
+}
+
+fn orchestrate_until_over(
+    settings: &Orchestration,
+    driver: &mut dyn Driver,
+    epoch: Instant,
+    stop: &AtomicBool,
+    timing: &Mutex<Timing>,
+) -> Result<(), String> {
     let interactive = std::io::stderr().is_terminal();
     let mut next_print = epoch + settings.migrate_at + Duration::from_secs(1);
-    let mut result = Ok(());
     loop {
         std::thread::sleep(Duration::from_millis(5));
         let elapsed = epoch.elapsed();
         if stop.load(Ordering::Relaxed) {
-            break;
+            return Ok(());
         }
         let mut t = *timing.lock().expect("timing lock poisoned");
         if settings.migrate && t.started.is_none() && elapsed >= settings.migrate_at {
-            let started = source.migrate_out(
-                |partition| OutgoingPlan {
-                    destination: partition_addr(template.destination, partition),
-                    ..template.clone()
-                },
-                settings.serve_per_s,
-            );
-            if let Err(e) = started {
-                result = Err(format!("cannot start the migration: {e}"));
-                break;
-            }
+            driver
+                .start()
+                .map_err(|e| format!("cannot start the migration: {e}"))?;
             t.started = Some(elapsed);
             eprintln!("[migration] started at {:.2} s", elapsed.as_secs_f64());
         }
         if let (Some(started), None) = (t.started, t.finished) {
-            let counters = source.migration_counters();
-            let o = &counters.outgoing;
-            if o.groups > 0 && o.groups_done == o.groups && counters.outgoing_active == 0 {
+            let o = driver.source()?;
+            if o.outgoing_finished {
                 t.finished = Some(elapsed);
                 eprintln!(
                     "[migration] finished at {:.2} s: {} keys, {} groups in {:.2} s",
@@ -382,16 +445,15 @@ fn orchestrate(
                     (elapsed - started).as_secs_f64()
                 );
             } else if elapsed - started > settings.give_up {
-                result = Err(format!(
+                return Err(format!(
                     "the migration did not finish within {} s ({} of {} groups done)",
                     settings.give_up.as_secs(),
                     o.groups_done,
                     o.groups
                 ));
-                break;
             } else if settings.progress && Instant::now() >= next_print {
                 next_print += Duration::from_secs(1);
-                let applied = destination.migration_counters().incoming.items_applied;
+                let applied = driver.destination()?.items_applied;
                 let line = format!(
                     "[migration {:>5.1}s] groups {}/{}  keys moved {}  applied {}  {:.1} MB/s",
                     (elapsed - started).as_secs_f64(),
@@ -415,11 +477,169 @@ fn orchestrate(
                 || t.finished
                     .is_some_and(|finished| elapsed >= finished + settings.tail));
         if over {
-            break;
+            return Ok(());
         }
     }
-    run_stop.store(true, Ordering::Relaxed);
-    result
+}
+
+/// Starts the migration and reads its progress, in this process or over the control API.
+trait Driver: Send {
+    fn start(&mut self) -> Result<(), String>;
+    fn source(&mut self) -> Result<proto::MigrationStatus, String>;
+    fn destination(&mut self) -> Result<proto::MigrationStatus, String>;
+}
+
+struct InProcessDriver {
+    source: ServerControl,
+    destination: ServerControl,
+    plan: OutgoingPlan,
+    serve_per_s: Option<f64>,
+}
+
+impl Driver for InProcessDriver {
+    fn start(&mut self) -> Result<(), String> {
+        self.source.migrate_out(
+            |partition| OutgoingPlan {
+                destination: partition_addr(self.plan.destination, partition),
+                ..self.plan.clone()
+            },
+            self.serve_per_s,
+        )
+    }
+
+    fn source(&mut self) -> Result<proto::MigrationStatus, String> {
+        Ok((&self.source.migration_counters()).into())
+    }
+
+    fn destination(&mut self) -> Result<proto::MigrationStatus, String> {
+        Ok((&self.destination.migration_counters()).into())
+    }
+}
+
+/// Drives separate server processes through their control APIs; the source works out
+/// the same budget from the same preset and capacity.
+struct RemoteDriver {
+    source: ControlClient,
+    destination: ControlClient,
+    request: proto::StartMigrationRequest,
+}
+
+impl Driver for RemoteDriver {
+    fn start(&mut self) -> Result<(), String> {
+        self.source
+            .start_migration(self.request.clone())
+            .map(|_| ())
+    }
+
+    fn source(&mut self) -> Result<proto::MigrationStatus, String> {
+        self.source.status()
+    }
+
+    fn destination(&mut self) -> Result<proto::MigrationStatus, String> {
+        self.destination.status()
+    }
+}
+
+/// The switch and servers of a run.
+enum Roles {
+    InProcess {
+        switch: tofino::RunningSwitch,
+        source: RunningServer,
+        destination: RunningServer,
+    },
+    Processes(Processes),
+}
+
+/// What the roles report at the end of a run.
+struct Finished {
+    source: Vec<PartitionReport>,
+    destination: Vec<PartitionReport>,
+    switch: serde_json::Value,
+}
+
+impl Roles {
+    fn driver(
+        &self,
+        addrs: &Addresses,
+        plan: OutgoingPlan,
+        serve_per_s: Option<f64>,
+        preset: migration::Preset,
+        rate: Option<f64>,
+    ) -> Result<Box<dyn Driver>, CommandError> {
+        Ok(match self {
+            Roles::InProcess {
+                source,
+                destination,
+                ..
+            } => Box::new(InProcessDriver {
+                source: source.control(),
+                destination: destination.control(),
+                plan,
+                serve_per_s,
+            }),
+            Roles::Processes(_) => {
+                let connect = |data| {
+                    ControlClient::connect(Addresses::control_of(data)).map_err(CommandError)
+                };
+                Box::new(RemoteDriver {
+                    source: connect(addrs.source)?,
+                    destination: connect(addrs.destination)?,
+                    request: proto::StartMigrationRequest {
+                        shard: plan.shard.into(),
+                        destination: plan.destination.to_string(),
+                        destination_shard: plan.destination_shard.into(),
+                        switch: plan.switch.to_string(),
+                        protocol: control::proto_protocol(plan.protocol).into(),
+                        preset: control::proto_preset(preset).into(),
+                        items_per_s: rate,
+                        pipeline: plan.pipeline as u32,
+                    },
+                })
+            }
+        })
+    }
+
+    /// Stops every role and collects its final counters.
+    fn finish(self, addrs: &Addresses) -> Result<Finished, CommandError> {
+        match self {
+            Roles::InProcess {
+                switch,
+                source,
+                destination,
+            } => {
+                let source = source.stop();
+                let destination = destination.stop();
+                let (snapshot, port) = switch.stop();
+                let mut switch = serde_json::to_value(snapshot).unwrap_or_default();
+                switch["port"] = serde_json::json!({
+                    "rx": port.rx_packets, "tx": port.tx_packets, "tx_dropped": port.tx_dropped,
+                });
+                Ok(Finished {
+                    source,
+                    destination,
+                    switch,
+                })
+            }
+            Roles::Processes(mut processes) => {
+                processes.check_alive()?;
+                // Partition loops publish every 10 ms: let the last turn's counters land.
+                std::thread::sleep(Duration::from_millis(30));
+                let reports = |data| {
+                    ControlClient::connect(Addresses::control_of(data))
+                        .and_then(|mut client| client.reports())
+                        .map_err(CommandError)
+                };
+                let finished = Finished {
+                    source: reports(addrs.source)?,
+                    destination: reports(addrs.destination)?,
+                    switch: crate::control::switch_state(Addresses::control_of(addrs.switch))
+                        .map_err(CommandError)?,
+                };
+                processes.stop();
+                Ok(finished)
+            }
+        }
+    }
 }
 
 /// Fills before / during / after, `migration` and `overhead`.
