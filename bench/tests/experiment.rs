@@ -189,10 +189,10 @@ fn switch_false_positives_stay_correct() {
 
 #[test]
 fn unimplemented_transports_are_refused_clearly() {
-    let argv = ["netmigrate", "experiment", "--quiet", "--transport", "udp"];
+    let argv = ["netmigrate", "experiment", "--quiet", "--transport", "dpdk"];
     let Command::Experiment(parsed) = Cli::try_parse_from(argv).unwrap().command else {
         panic!("not an experiment");
     };
     let error = experiment::execute(*parsed).expect_err("refused");
-    assert!(error.0.contains("in-process backend only"), "{}", error.0);
+    assert!(error.0.contains("--transport dpdk"), "{}", error.0);
 }

@@ -284,3 +284,41 @@ fn hostile_control_input_is_counted_and_dropped() {
     sw.process(p, &mut out, &mut dropped);
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn registers_read_back_what_groups_set() {
+    let mut sw = switch(1024, 1024);
+    assert_eq!(control(&mut sw, 0, init(1, 0)), (Status::Ok, 0));
+    assert_eq!(control(&mut sw, 1, start(5)), (Status::Ok, 1));
+    assert_eq!(control(&mut sw, 2, start(6)), (Status::Ok, 2));
+    assert_eq!(control(&mut sw, 3, complete(6)), (Status::Ok, 3));
+    let slot = sw.pairs().next().unwrap().slot;
+    let hashes = |group| tofino::spec::filter_hashes(DEST_IP, SHARD, group);
+    for array in 0..4 {
+        let counting = sw.read_registers(true, array, slot, 0, 1024).unwrap();
+        let bloom = sw.read_registers(false, array, slot, 0, 1024).unwrap();
+        // Group 5 is in flight, group 6 done: each sets its own cell of every array.
+        let (c5, b6) = (
+            hashes(5)[array] as usize & 1023,
+            hashes(6)[array] as usize & 1023,
+        );
+        assert!(counting[c5] >= 1, "array {array}");
+        assert_eq!(bloom[b6], 1, "array {array}");
+        let in_flight: u32 = counting.iter().map(|&c| u32::from(c)).sum();
+        assert_eq!(in_flight, 1, "only group 5 is in flight in array {array}");
+        assert_eq!(bloom.iter().filter(|&&b| b != 0).count(), 1);
+    }
+    // A window of cells reads the same cells.
+    let whole = sw.read_registers(false, 0, slot, 0, 1024).unwrap();
+    assert_eq!(
+        sw.read_registers(false, 0, slot, 100, 24).unwrap(),
+        whole[100..124]
+    );
+    // Out of range: refused with a message, never a panic.
+    assert!(sw.read_registers(false, 4, slot, 0, 1).is_err());
+    assert!(sw
+        .read_registers(false, 0, tofino::spec::MAX_PAIRS, 0, 1)
+        .is_err());
+    assert!(sw.read_registers(true, 0, slot, 1000, 25).is_err());
+    assert!(sw.read_registers(true, 0, slot, usize::MAX, 2).is_err());
+}

@@ -120,11 +120,11 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             destination_spec.capacity = capacity;
             let source = server::start(&fabric, &source_spec)?;
             let destination = server::start(&fabric, &destination_spec)?;
-            let roles = Roles::InProcess {
+            let roles = Roles::InProcess(Box::new(InProcessRoles {
                 switch,
                 source,
                 destination,
-            };
+            }));
             (fabric, roles)
         }
         _ => {
@@ -542,12 +542,14 @@ impl Driver for RemoteDriver {
 
 /// The switch and servers of a run.
 enum Roles {
-    InProcess {
-        switch: tofino::RunningSwitch,
-        source: RunningServer,
-        destination: RunningServer,
-    },
+    InProcess(Box<InProcessRoles>),
     Processes(Processes),
+}
+
+struct InProcessRoles {
+    switch: tofino::RunningSwitch,
+    source: RunningServer,
+    destination: RunningServer,
 }
 
 /// What the roles report at the end of a run.
@@ -567,13 +569,9 @@ impl Roles {
         rate: Option<f64>,
     ) -> Result<Box<dyn Driver>, CommandError> {
         Ok(match self {
-            Roles::InProcess {
-                source,
-                destination,
-                ..
-            } => Box::new(InProcessDriver {
-                source: source.control(),
-                destination: destination.control(),
+            Roles::InProcess(roles) => Box::new(InProcessDriver {
+                source: roles.source.control(),
+                destination: roles.destination.control(),
                 plan,
                 serve_per_s,
             }),
@@ -602,11 +600,12 @@ impl Roles {
     /// Stops every role and collects its final counters.
     fn finish(self, addrs: &Addresses) -> Result<Finished, CommandError> {
         match self {
-            Roles::InProcess {
-                switch,
-                source,
-                destination,
-            } => {
+            Roles::InProcess(roles) => {
+                let InProcessRoles {
+                    switch,
+                    source,
+                    destination,
+                } = *roles;
                 let source = source.stop();
                 let destination = destination.stop();
                 let (snapshot, port) = switch.stop();

@@ -1,0 +1,105 @@
+//! The experiment with every role in its own process (`--transport udp`): a `netmigrate
+//! switch` and two `netmigrate server`s behind the kernel-UDP overlay, the migration
+//! started and watched over the servers' control APIs (gRPC), checked for linearizability.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A run's whole budget: it normally takes about 10 s.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Each run is five processes on 2 cores: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(protocol: &str) -> serde_json::Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let json: PathBuf = std::env::temp_dir().join(format!(
+        "netmigrate-processes-{}-{protocol}.json",
+        std::process::id()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netmigrate"))
+        .args(["experiment", "--transport", "udp", "--quiet", "--check"])
+        .args(["--protocol", protocol, "--preset", "short"])
+        .args([
+            "--records",
+            "20000",
+            "--duration",
+            "4",
+            "--migrate-at",
+            "1",
+            "--tail",
+            "0.5",
+        ])
+        .args([
+            "--group-bits",
+            "10",
+            "--partitions",
+            "2",
+            "--max-migration-s",
+            "60",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .spawn()
+        .expect("netmigrate starts");
+    let deadline = Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the experiment did not end within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the experiment failed: {status}");
+    let text = std::fs::read_to_string(&json).expect("the report was written");
+    let _ = std::fs::remove_file(&json);
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+fn assert_clean_migration(report: &serde_json::Value, protocol: &str) {
+    assert_eq!(report["protocol"], protocol);
+    assert_eq!(report["transport"], "udp");
+    assert_eq!(report["ops"]["failed"], 0, "failed operations");
+    assert_eq!(report["consistency"]["violations"], 0, "linearizability");
+    assert!(report["consistency"]["checked_ops"].as_u64().unwrap() > 20_000);
+    let migration = &report["migration"];
+    assert!(
+        migration["finished_at_s"].is_number(),
+        "the migration finished"
+    );
+    assert_eq!(migration["keys_moved"], 20_000, "every record moved once");
+    let server = &report["server"];
+    assert_eq!(server["roles"], "processes");
+    // Counters came back over the control API from both servers.
+    let entries: u64 = server["destination"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["entries"].as_u64().unwrap())
+        .sum();
+    assert!(entries >= 20_000, "the destination holds every record");
+}
+
+#[test]
+fn netmigrate_across_processes_through_the_switch() {
+    let report = run("netmigrate");
+    assert_clean_migration(&report, "netmigrate");
+    let switch = &report["server"]["switch"]["counters"];
+    assert_eq!(switch["pairs_installed"], 1);
+    assert_eq!(switch["pairs_removed"], 1, "cut-over cleared the pair");
+    assert!(
+        switch["redirects"].as_u64().unwrap() > 0,
+        "the switch steered requests"
+    );
+}
+
+#[test]
+fn rocksteady_across_processes() {
+    let report = run("rocksteady");
+    assert_clean_migration(&report, "rocksteady");
+    assert_eq!(report["server"]["switch"]["counters"]["pairs_installed"], 0);
+}
