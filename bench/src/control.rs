@@ -23,9 +23,13 @@ const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
 /// A gRPC server on a thread of its own; stops when dropped.
 pub struct ControlServer {
     addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// How long a stopping API waits for its clients to hang up (a blocking client that is
+/// not polling never reads the GOAWAY) before closing their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
 impl ControlServer {
     pub fn addr(&self) -> SocketAddr {
@@ -35,9 +39,7 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        let _ = self.shutdown.send(true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -51,7 +53,7 @@ pub fn spawn_grpc(addr: SocketAddr, router: tonic::service::Routes) -> io::Resul
         .map_err(|e| io::Error::new(e.kind(), format!("control API on {addr}: {e}")))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (shutdown, stopped) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -64,20 +66,30 @@ pub fn spawn_grpc(addr: SocketAddr, router: tonic::service::Routes) -> io::Resul
                     Err(e) => return eprintln!("control API on {addr}: {e}"),
                 };
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let served = tonic::transport::Server::builder()
+                let mut graceful = stopped.clone();
+                let serve = tonic::transport::Server::builder()
                     .add_routes(router)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    eprintln!("control API on {addr} stopped: {e}");
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = graceful.wait_for(|stop| *stop).await;
+                    });
+                let mut forced = stopped;
+                let deadline = async move {
+                    let _ = forced.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                };
+                tokio::select! {
+                    served = serve => {
+                        if let Err(e) = served {
+                            eprintln!("control API on {addr} stopped: {e}");
+                        }
+                    }
+                    () = deadline => {}
                 }
             })
         })?;
     Ok(ControlServer {
         addr,
-        shutdown: Some(shutdown),
+        shutdown,
         thread: Some(thread),
     })
 }
