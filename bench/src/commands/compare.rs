@@ -44,12 +44,11 @@ fn runs(baseline_preset: PresetArg) -> Vec<Run> {
 }
 
 pub fn run(args: CompareArgs) -> Result<(), CommandError> {
-    if args
-        .ycsb
-        .transport
-        .is_some_and(|t| t != crate::transport::Transport::Memory)
-    {
-        return super::fail("--transport: compare runs on the in-process backend only so far");
+    if args.ycsb.transport == Some(crate::transport::Transport::Dpdk) {
+        return super::fail(
+            "--transport dpdk: compare runs in-process (default) or as separate processes \
+             over kernel UDP (--transport udp); a DPDK switch host is not built yet",
+        );
     }
     let plan = runs(args.baseline_preset);
     let mut reports = Vec::new();
