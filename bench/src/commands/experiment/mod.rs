@@ -145,7 +145,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             let processes = Processes::start(&addrs, &settings, table_capacity, &switch_args)?;
             eprintln!(
                 "roles: switch {}, source {}, destination {} (separate processes over kernel \
-                 UDP; logs in {})",
+                 UDP; their logs, kept if the run fails: {})",
                 addrs.switch,
                 addrs.source,
                 addrs.destination,

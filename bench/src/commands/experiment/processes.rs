@@ -261,10 +261,12 @@ impl Processes {
         self.roles.iter_mut().try_for_each(Role::check_alive)
     }
 
-    /// Stops every role (they print their final statistics to their logs).
+    /// Stops every role and removes their logs: a run that got this far needs none. A
+    /// run that fails drops `Processes` instead, which stops the roles and keeps the logs.
     pub fn stop(mut self) {
         for role in self.roles.iter_mut().rev() {
             role.stop();
         }
+        let _ = std::fs::remove_dir_all(&self.logs);
     }
 }
