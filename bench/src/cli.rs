@@ -135,12 +135,8 @@ pub struct MigrationRunArgs {
     /// core keeps in flight, over as many runs of groups).
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub pipeline: usize,
-    /// Switch Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
-    #[arg(long)]
-    pub bf_cells: Option<usize>,
-    /// Switch counting-Bloom-filter cells per array (power of two; default 4096).
-    #[arg(long)]
-    pub cbf_cells: Option<usize>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Give up if the migration has not finished after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     pub max_migration_s: f64,
@@ -180,6 +176,32 @@ pub struct LayoutArgs {
     pub shard: u16,
 }
 
+/// The software switch's filter sizes.
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Switch Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
+    #[arg(long)]
+    pub bf_cells: Option<usize>,
+    /// Switch counting-Bloom-filter cells per array (power of two; default 4096).
+    #[arg(long)]
+    pub cbf_cells: Option<usize>,
+}
+
+impl FilterArgs {
+    /// The switch at `address` for shards of 2^`group_bits` groups, with these filters.
+    pub fn switch_config(
+        &self,
+        address: SocketAddrV4,
+        group_bits: u8,
+    ) -> Result<tofino::SwitchConfig, String> {
+        let mut config = tofino::SwitchConfig::new(address, group_bits);
+        config.bf_cells = self.bf_cells.unwrap_or(config.bf_cells);
+        config.cbf_cells = self.cbf_cells.unwrap_or(config.cbf_cells);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SwitchArgs {
     /// Packet I/O backend (kernel UDP: hosts send through it with `--via`).
@@ -191,12 +213,8 @@ pub struct SwitchArgs {
     /// Group bits of the shards it will see, to size the Bloom filters (8 bits per group).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=24))]
     pub group_bits: u8,
-    /// Bloom-filter cells per array (power of two; default 2^(group bits + 1)).
-    #[arg(long)]
-    pub bf_cells: Option<usize>,
-    /// Counting-Bloom-filter cells per array (power of two; default 4096).
-    #[arg(long)]
-    pub cbf_cells: Option<usize>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,

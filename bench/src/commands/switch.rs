@@ -8,19 +8,6 @@ use dataplane::port::{UdpOverlay, UdpPort};
 use dataplane::runner::{shutdown_on_signals, Placement};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tofino::SwitchConfig;
-
-pub fn config(args: &SwitchArgs) -> Result<SwitchConfig, CommandError> {
-    let mut config = SwitchConfig::new(args.listen, args.group_bits);
-    if let Some(cells) = args.bf_cells {
-        config.bf_cells = cells;
-    }
-    if let Some(cells) = args.cbf_cells {
-        config.cbf_cells = cells;
-    }
-    config.validate().map_err(CommandError)?;
-    Ok(config)
-}
 
 pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     match args.transport {
@@ -38,7 +25,10 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
             )
         }
     }
-    let config = config(&args)?;
+    let config = args
+        .filters
+        .switch_config(args.listen, args.group_bits)
+        .map_err(CommandError)?;
     let signals = shutdown_on_signals()?;
     let port = UdpPort::bind_with(args.listen, UdpOverlay::Gateway)
         .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -90,14 +90,11 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     let capacity = (args.run.capacity > 0.0).then_some(args.run.capacity);
     let budget = MigrationBudget::of(args.preset.preset(), capacity, args.run.migration_rate);
     let map = super::server::partition_map(&ycsb.layout)?;
-    let mut switch_config = tofino::SwitchConfig::new(addrs.switch, ycsb.layout.group_bits);
-    if let Some(cells) = args.run.bf_cells {
-        switch_config.bf_cells = cells;
-    }
-    if let Some(cells) = args.run.cbf_cells {
-        switch_config.cbf_cells = cells;
-    }
-    switch_config.validate().map_err(CommandError)?;
+    let switch_config = args
+        .run
+        .filters
+        .switch_config(addrs.switch, ycsb.layout.group_bits)
+        .map_err(CommandError)?;
     let table_capacity = (spec.max_records() / u64::from(ycsb.layout.partitions)) as usize + 1024;
     let cores = core_list(ycsb.server_cores.as_deref())?;
 
