@@ -7,6 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
     println!("cargo:rerun-if-changed=proto/switch_control.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/switch_control.proto"], &["proto"])?;
+    // Serialize (with ordered maps): reports and `netmigrate migrate switch` print the
+    // state as JSON.
+    tonic_prost_build::configure()
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .btree_map(".")
+        .compile_protos(&["proto/switch_control.proto"], &["proto"])?;
     Ok(())
 }

@@ -395,13 +395,13 @@ impl ControlClient {
 }
 
 /// The software switch's counters, pairs and filter occupancy, read over its control API.
-pub fn switch_state(addr: SocketAddr) -> Result<serde_json::Value, String> {
+pub fn switch_state(addr: SocketAddr) -> Result<tofino::control::proto::SwitchState, String> {
     use tofino::control::proto::{switch_control_client::SwitchControlClient, SnapshotRequest};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let state = runtime.block_on(async {
+    runtime.block_on(async {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2));
@@ -416,20 +416,5 @@ pub fn switch_state(addr: SocketAddr) -> Result<serde_json::Value, String> {
             .await
             .map(Response::into_inner)
             .map_err(|s| format!("switch {addr}: {}", s.message()))
-    })?;
-    Ok(serde_json::json!({
-        "counters": state.counters,
-        "bf_cells": state.bf_cells,
-        "cbf_cells": state.cbf_cells,
-        "pairs": state.pairs.iter().map(|p| serde_json::json!({
-            "slot": p.slot,
-            "source": p.source,
-            "destination": p.destination,
-            "partitions": p.partitions,
-            "groups_done": p.groups_done,
-            "groups_in_flight": p.groups_in_flight,
-            "bf_cells_set": p.bf_cells_set,
-            "false_done_rate": p.false_done_rate,
-        })).collect::<Vec<_>>(),
-    }))
+    })
 }

@@ -629,6 +629,7 @@ impl Roles {
                     source: reports(addrs.source)?,
                     destination: reports(addrs.destination)?,
                     switch: crate::control::switch_state(Addresses::control_of(addrs.switch))
+                        .map(|state| serde_json::to_value(state).unwrap_or_default())
                         .map_err(CommandError)?,
                 };
                 processes.stop();
