@@ -140,6 +140,11 @@ pub struct MigrationRunArgs {
     /// Give up if the migration has not finished after this many seconds.
     #[arg(long, default_value_t = 300.0)]
     pub max_migration_s: f64,
+    /// Call the migration off this many seconds after it started: the destination sends
+    /// back what it holds and the source serves the whole shard again (refused, and the
+    /// migration finishes, if the cut-over has begun by then).
+    #[arg(long, value_name = "SECONDS")]
+    pub abort_after: Option<f64>,
     /// Run the same topology without migrating (compare's `none` run).
     #[arg(skip)]
     pub no_migration: bool,
@@ -234,6 +239,9 @@ pub struct MigrateArgs {
 pub enum MigrateAction {
     /// Start migrating a shard of the server to a destination server.
     Start(MigrateStartArgs),
+    /// Call off a shard's migration out of the server: the destination sends back what it
+    /// holds and the server serves the whole shard again. Refused once the cut-over began.
+    Abort(MigrateAbortArgs),
     /// Print the migrations the server takes part in, once.
     Status(ControlTarget),
     /// Print progress every --interval-ms until no migration is active.
@@ -256,6 +264,18 @@ pub struct ControlTarget {
     /// The server's control address (its `--control`).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub server: std::net::SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateAbortArgs {
+    #[command(flatten)]
+    pub target: ControlTarget,
+    /// The shard whose migration out of the server is called off.
+    #[arg(long, default_value_t = 0)]
+    pub shard: u16,
+    /// Print progress until the shard is back.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]

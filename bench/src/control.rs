@@ -175,6 +175,7 @@ fn start(
             n => n.min(1024) as usize,
         },
         protocol,
+        ticket: Default::default(), // `migrate_out` gives the partitions one
     };
     server
         .migrate_out(
@@ -231,6 +232,17 @@ impl ControlService for Service {
             .map(Response::new)
     }
 
+    async fn abort_migration(
+        &self,
+        request: Request<proto::AbortMigrationRequest>,
+    ) -> Result<Response<proto::AbortMigrationReply>, Status> {
+        let shard = shard_of("shard", request.get_ref().shard)?;
+        self.server
+            .abort(shard)
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(proto::AbortMigrationReply {}))
+    }
+
     async fn status(
         &self,
         _: Request<proto::StatusRequest>,
@@ -256,7 +268,9 @@ impl ControlService for Service {
             loop {
                 ticks.tick().await;
                 let status: proto::MigrationStatus = (&server.migration_counters()).into();
-                let idle = status.outgoing_active == 0 && status.incoming_active == 0;
+                let idle = status.outgoing_active == 0
+                    && status.incoming_active == 0
+                    && status.returning_active == 0;
                 if tx.send(Ok(status)).await.is_err() || (request.until_finished && idle) {
                     break; // The client hung up, or there is nothing left to watch.
                 }
@@ -323,6 +337,17 @@ impl ControlClient {
         self.runtime
             .block_on(self.client.start_migration(request))
             .map(Response::into_inner)
+            .map_err(|s| rpc_error(addr, s))
+    }
+
+    pub fn abort_migration(&mut self, shard: u16) -> Result<(), String> {
+        let addr = self.addr;
+        let request = proto::AbortMigrationRequest {
+            shard: u32::from(shard),
+        };
+        self.runtime
+            .block_on(self.client.abort_migration(request))
+            .map(drop)
             .map_err(|s| rpc_error(addr, s))
     }
 

@@ -7,7 +7,10 @@ use dataplane::port::{PortStats, BURST};
 use dataplane::runner::{spawn_loop, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
-use migration::{MigrationCounters, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket};
+use migration::{
+    MigrationCounters, MigrationTicket, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket,
+};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -246,6 +249,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             spec: spec.clone(),
             commands,
             published: published_reports,
+            tickets: Arc::default(),
         },
     })
 }
@@ -257,6 +261,8 @@ pub struct ServerControl {
     spec: ServerSpec,
     commands: Vec<Sender<Command>>,
     published: Vec<Arc<Mutex<PartitionReport>>>,
+    /// The latest migration out of each shard (to abort it).
+    tickets: Arc<Mutex<HashMap<u16, Arc<MigrationTicket>>>>,
 }
 
 impl RunningServer {
@@ -270,19 +276,29 @@ impl ServerControl {
         &self.spec
     }
 
-    /// Starts migrating every partition of a shard; `plan(p)` is partition p's plan.
-    /// Returns once every partition has started, or with the first partition's refusal.
+    /// Starts migrating every partition of a shard; `plan(p)` is partition p's plan (its
+    /// ticket is replaced by one the partitions share). Returns once every partition has
+    /// started, or with the first partition's refusal.
     pub fn migrate_out(
         &self,
         plan: impl Fn(u32) -> OutgoingPlan,
         serve_per_s: Option<f64>,
     ) -> Result<(), String> {
+        let ticket = Arc::new(MigrationTicket::fresh());
         let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {
             let (started, answer) = crossbeam_channel::bounded(1);
+            let plan = OutgoingPlan {
+                ticket: Arc::clone(&ticket),
+                ..plan(partition as u32)
+            };
+            self.tickets
+                .lock()
+                .expect("tickets lock poisoned")
+                .insert(plan.shard, Arc::clone(&ticket));
             commands
                 .send(Command::MigrateOut {
-                    plan: plan(partition as u32),
+                    plan,
                     serve_per_s,
                     started,
                 })
@@ -297,6 +313,19 @@ impl ServerControl {
             }
         }
         Ok(())
+    }
+
+    /// Calls off the migration of `shard` out of this server: every partition gets the
+    /// shard back (watch `outgoing_active` fall to 0 with `aborted` set). Refused once a
+    /// partition has begun the cut-over.
+    pub fn abort(&self, shard: u16) -> Result<(), String> {
+        let tickets = self.tickets.lock().expect("tickets lock poisoned");
+        let Some(ticket) = tickets.get(&shard) else {
+            return Err(format!(
+                "no migration of shard {shard} out of this server was started"
+            ));
+        };
+        ticket.abort().map_err(|refused| refused.to_string())
     }
 
     /// Each partition's latest report (refreshed every 10 ms).

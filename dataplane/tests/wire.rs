@@ -261,3 +261,20 @@ proptest! {
         }
     }
 }
+
+/// MIGRATE_ABORT has an empty body: it round-trips, and trailing bytes are refused.
+#[test]
+fn abort_is_an_empty_stream_message() {
+    let mut buf = [0u8; 64];
+    let abort = StreamMessage::Abort;
+    let len = wire::emit_with(&header(abort.op()), &mut buf, |b| abort.emit(b)).unwrap();
+    assert_eq!((abort.op() as u8, len), (0x14, HEADER_LEN));
+    let (parsed, body) = wire::parse_header(&buf[..len]).unwrap();
+    assert_eq!(
+        StreamMessage::parse(parsed.op, body),
+        Ok(StreamMessage::Abort)
+    );
+    assert!(parsed.op.is_migration_stream());
+    assert!(wire::Op::MigrateAbortAck.is_migration_stream_ack());
+    assert!(StreamMessage::parse(parsed.op, &[0]).is_err());
+}

@@ -62,7 +62,13 @@ impl From<&MigrationCounters> for proto::MigrationStatus {
             items_stale: c.incoming.items_stale,
             pulled_keys: c.pulls.keys,
             bulk_pull_requests: c.bulk.requests,
-            outgoing_finished: o.groups > 0 && o.groups_done == o.groups && c.outgoing_active == 0,
+            outgoing_finished: o.groups > 0
+                && o.groups_done == o.groups
+                && c.outgoing_active == 0
+                && !o.aborted,
+            outgoing_aborted: o.aborted && c.outgoing_active == 0,
+            returned_keys: o.returned_keys,
+            returning_active: c.returning_active,
         }
     }
 }

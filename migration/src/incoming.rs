@@ -44,6 +44,8 @@ pub struct Incoming {
     /// The source core's address (the stream's peer) and the shard there.
     pub source: SocketAddrV4,
     pub source_shard: u16,
+    /// The id the source's stream carries (`stream.rs`).
+    pub stream_id: u32,
     pub protocol: Protocol,
     groups: Range<u32>,
     /// Per group, whether it is here: handed over (NetMigrate: its writes apply here and its
@@ -100,12 +102,15 @@ pub enum Applied {
     Continue,
     /// TERMINATE: the destination now owns every group of the shard.
     Terminated,
+    /// ABORT: the source takes the shard back; send it what is here.
+    Aborted,
 }
 
 impl Incoming {
     pub fn new(
         source: SocketAddrV4,
         source_shard: u16,
+        stream_id: u32,
         map: &PartitionMap,
         partition: u32,
     ) -> Self {
@@ -113,6 +118,7 @@ impl Incoming {
         Incoming {
             source,
             source_shard,
+            stream_id,
             protocol: Protocol::NetMigrate, // INIT names it
             handed_over: vec![false; groups.len()],
             migrated_upto: groups.start,
@@ -297,6 +303,7 @@ impl Incoming {
                 self.stats.finished = true;
                 return Applied::Terminated;
             }
+            StreamMessage::Abort => return Applied::Aborted,
         }
         Applied::Continue
     }

@@ -15,16 +15,19 @@
 
 use crate::bulk::BulkAnswer;
 use crate::dedup::WriteDedup;
+use crate::incoming::Incoming;
 use crate::stream::StreamSender;
 use crate::throttle::TokenBucket;
+use crate::ticket::MigrationTicket;
 use dataplane::wire::{
-    self, LateWrite, MigratedItem, Op, Protocol, ScanPosition, StreamMessage, SwitchControl,
+    self, LateWrite, MigratedItem, Protocol, ScanPosition, StreamMessage, SwitchControl,
 };
 use dataplane::Packet;
 use kv::{Lookup, Partition, PartitionMap};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Where a group of the migrating partition stands, as the source sees it.
@@ -55,6 +58,8 @@ pub struct OutgoingPlan {
     /// destination, so several overlap).
     pub pipeline: usize,
     pub protocol: Protocol,
+    /// Shared by every partition of this migration (stream id, abort or cut-over).
+    pub ticket: Arc<MigrationTicket>,
 }
 
 /// How the source answers a request for the migrating shard.
@@ -95,6 +100,10 @@ pub struct OutgoingStats {
     /// Rocksteady: bytes of bulk-pull answers sent (resends included).
     pub bulk_bytes: u64,
     pub finished: bool,
+    /// The migration was aborted and the shard is the source's again.
+    pub aborted: bool,
+    /// Entries and tombstones the destination sent back after an abort.
+    pub returned_keys: u64,
 }
 
 impl OutgoingStats {
@@ -113,6 +122,8 @@ impl OutgoingStats {
         self.pull_bytes += s.pull_bytes;
         self.bulk_bytes += s.bulk_bytes;
         self.finished |= s.finished;
+        self.aborted |= s.aborted;
+        self.returned_keys += s.returned_keys;
     }
 }
 
@@ -131,7 +142,7 @@ enum Step {
 }
 
 /// An encoded data batch: item count, key and value bytes, items.
-type Batch = (u16, u64, Vec<u8>);
+pub(crate) type Batch = (u16, u64, Vec<u8>);
 
 struct Active {
     group: u32,
@@ -142,7 +153,9 @@ struct Active {
 
 /// Encodes the entries `each` visits (key, value or None for a tombstone, version) into
 /// batches that fit one frame each.
-fn encode_batches(each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64))) -> VecDeque<Batch> {
+pub(crate) fn encode_batches(
+    each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64)),
+) -> VecDeque<Batch> {
     let mut batches = VecDeque::new();
     let mut items = Vec::new();
     let mut count = 0u16;
@@ -190,18 +203,26 @@ enum Stage {
     /// TERMINATE sent to the switch; the source answers MOVED from now on.
     CuttingOver(u64),
     Done,
+    /// Aborted: ABORT sent to the destination, which sends back what it holds
+    /// (`returned`); the source serves what the destination never had.
+    Aborting,
+    /// NetMigrate: everything is back; TERMINATE sent to the switch so it forgets the
+    /// pair. The source serves the whole shard.
+    Unpairing(u64),
+    Aborted,
 }
 
 /// Room for the items of one data batch (the rest of the frame is header and batch header).
 const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
 /// Destination stream window (messages). Data is pushed only while the stream holds less
 /// than this, so a late write queues behind at most a window of data.
-const STREAM_WINDOW: usize = 64;
+pub(crate) const STREAM_WINDOW: usize = 64;
 /// Groups frozen but not yet fully pushed into the stream.
 const UNSHIPPED_GROUPS: usize = 2;
 
 pub struct Outgoing {
     plan: OutgoingPlan,
+    map: PartitionMap,
     partition: u32,
     partitions: u32,
     layout: kv::GroupLayout,
@@ -221,6 +242,8 @@ pub struct Outgoing {
     stopped: bool,
     /// Rocksteady: scan positions answered (a resent request's answer moves no new keys).
     bulk_answered: HashSet<ScanPosition>,
+    /// After an abort: applies what the destination sends back (its own stream).
+    returned: Option<Box<Incoming>>,
     stats: OutgoingStats,
 }
 
@@ -258,9 +281,11 @@ impl Outgoing {
             plan.items_per_s
                 .map_or(1.0, |rate| (rate / 100.0).max(64.0)),
         );
+        let id = plan.ticket.stream_id();
         Outgoing {
-            to_destination: StreamSender::new(plan.destination, STREAM_WINDOW),
-            to_switch: StreamSender::new(plan.switch, plan.pipeline.max(1) * 2),
+            to_destination: StreamSender::new(plan.destination, STREAM_WINDOW, id),
+            to_switch: StreamSender::new(plan.switch, plan.pipeline.max(1) * 2, id),
+            map: *map,
             partition,
             partitions: map.partitions(),
             layout: map.layout(),
@@ -275,6 +300,7 @@ impl Outgoing {
             dirty: HashMap::new(),
             stopped: false,
             bulk_answered: HashSet::new(),
+            returned: None,
             stats: OutgoingStats::default(),
             plan,
         }
@@ -353,6 +379,21 @@ impl Outgoing {
     /// Who answers a request for `group` (see the module comment).
     pub fn rule(&self, group: u32, is_read: bool, double_read: bool) -> SourceRule {
         let transferring = matches!(self.stage, Stage::Init { .. });
+        match self.stage {
+            // The source's copy of what the destination held may be stale until it is
+            // back; what never left (and source-based's whole shard) is current.
+            Stage::Aborting => {
+                return match self.plan.protocol {
+                    Protocol::NetMigrate if self.phase(group) == GroupPhase::NotStarted => {
+                        SourceRule::Serve
+                    }
+                    Protocol::SourceBased => SourceRule::Serve,
+                    _ => SourceRule::RetryLater,
+                }
+            }
+            Stage::Unpairing(_) | Stage::Aborted => return SourceRule::Serve,
+            _ => {}
+        }
         match self.plan.protocol {
             Protocol::NetMigrate if self.is_moved() => SourceRule::Moved,
             Protocol::NetMigrate if !is_read && self.phase(group) != GroupPhase::NotStarted => {
@@ -385,6 +426,7 @@ impl Outgoing {
     pub fn dirtied(&mut self, group: u32, hash: u64, key: &[u8]) {
         if self.plan.protocol == Protocol::SourceBased
             && self.phase(group) != GroupPhase::NotStarted
+            && !self.is_aborting()
         {
             self.dirty.insert(key.to_vec(), hash);
         }
@@ -422,10 +464,12 @@ impl Outgoing {
         match self.stage {
             Stage::Groups => {
                 self.terminate(table);
-                true
+                // Not taken if the migration was aborted meanwhile.
+                matches!(self.stage, Stage::Terminating(_))
             }
             Stage::Init { .. } | Stage::CatchingUp { .. } => false,
             Stage::Terminating(_) | Stage::CuttingOver(_) | Stage::Done => true,
+            Stage::Aborting | Stage::Unpairing(_) | Stage::Aborted => false,
         }
     }
 
@@ -433,10 +477,57 @@ impl Outgoing {
         self.stage == Stage::Done
     }
 
+    /// The abort finished: the source owns the whole shard again.
+    pub fn is_aborted(&self) -> bool {
+        self.stage == Stage::Aborted
+    }
+
+    /// The migration is being (or was) called off.
+    pub fn is_aborting(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Aborting | Stage::Unpairing(_) | Stage::Aborted
+        )
+    }
+
+    /// After an abort: whether a stream message from `from` on stream `stream_id` is
+    /// part of what the destination sends back.
+    pub fn accepts_return(&self, from: SocketAddrV4, stream_id: u32) -> bool {
+        self.stage == Stage::Aborting
+            && from == self.plan.destination
+            && stream_id == self.plan.ticket.stream_id()
+    }
+
+    /// The receiver of what the destination sends back (while aborting).
+    pub fn returned_mut(&mut self) -> Option<&mut Incoming> {
+        self.returned.as_deref_mut()
+    }
+
+    /// The destination's TERMINATE of the return was applied: the source serves the
+    /// shard again, and (NetMigrate) tells the switch to forget the pair.
+    pub fn finish_return(&mut self) {
+        if let Some(returned) = self.returned.take() {
+            let stats = returned.stats();
+            self.stats.returned_keys += stats.items_applied + stats.items_stale;
+        }
+        self.stats.aborted = true;
+        self.stage = if self.plan.protocol == Protocol::NetMigrate {
+            let control = SwitchControl::Terminate {
+                source_ip: *self.plan.source.ip(),
+                partition: self.partition as u16,
+            };
+            Stage::Unpairing(self.tell_switch(&control))
+        } else {
+            Stage::Aborted
+        };
+    }
+
     /// A client write the source applied itself (its group is not started): the
     /// destination must learn it, so a retransmission that reaches it is not re-applied.
     pub fn applied_write(&mut self, client: u32, seq: u64) {
-        self.dedup_log.push((client, seq));
+        if !self.is_aborting() {
+            self.dedup_log.push((client, seq));
+        }
     }
 
     /// A client write for a group the source has frozen: held until the destination knows
@@ -453,16 +544,25 @@ impl Outgoing {
     }
 
     /// An acknowledgement from the destination or the switch.
-    pub fn on_ack(&mut self, from: SocketAddrV4, op: Op, seq: u64, now: Instant) {
-        if op.is_switch_control_ack() && from == self.plan.switch {
-            self.to_switch.on_ack(seq, now);
-        } else if from == self.plan.destination {
-            self.to_destination.on_ack(seq, now);
+    pub fn on_ack(&mut self, from: SocketAddrV4, ack: &wire::HeaderRepr, now: Instant) {
+        if ack.op.is_switch_control_ack() {
+            if self.to_switch.owns_ack(from, ack) {
+                self.to_switch.on_ack(ack.seq, now);
+            }
+        } else if self.to_destination.owns_ack(from, ack) {
+            self.to_destination.on_ack(ack.seq, now);
         }
     }
 
     /// Advances the migration: groups through their steps, streams, retransmissions.
     pub fn poll(&mut self, now: Instant, table: &Partition, out: &mut Vec<Box<Packet>>) {
+        let abortable = matches!(
+            self.stage,
+            Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
+        );
+        if abortable && self.plan.ticket.is_aborting() {
+            self.begin_abort();
+        }
         match self.stage {
             Stage::Init {
                 switch,
@@ -512,7 +612,12 @@ impl Outgoing {
                     self.stats.finished = true;
                 }
             }
-            Stage::Done => {}
+            Stage::Done | Stage::Aborting | Stage::Aborted => {}
+            Stage::Unpairing(seq) => {
+                if self.to_switch.is_acked(seq) {
+                    self.stage = Stage::Aborted;
+                }
+            }
         }
         self.to_switch.poll(now, out);
         self.to_destination.poll(now, out);
@@ -550,7 +655,8 @@ impl Outgoing {
             self.push_batches(group, batches);
             run_start = run_end;
         }
-        if last_round {
+        // An aborted migration keeps catching up until `poll` sees the abort.
+        if last_round && self.plan.ticket.commit() {
             self.stopped = true;
             self.terminate(table);
         } else {
@@ -559,13 +665,37 @@ impl Outgoing {
         }
     }
 
+    /// Ends the stream with TERMINATE, unless the migration was aborted (then `poll`
+    /// turns to the abort).
     fn terminate(&mut self, table: &Partition) {
+        if !self.plan.ticket.commit() {
+            return;
+        }
         self.flush_dedup_log();
         let terminate = StreamMessage::Terminate {
             floor_clock: table.clock(),
         };
         let seq = self.tell_destination(&terminate);
         self.stage = Stage::Terminating(seq);
+    }
+
+    /// Calls the migration off: nothing more goes to the destination after ABORT, and
+    /// writes held for it are dropped unanswered (clients resend them and are asked to
+    /// retry until the shard is back).
+    fn begin_abort(&mut self) {
+        self.tell_destination(&StreamMessage::Abort);
+        self.active.clear();
+        self.held.clear();
+        self.dirty.clear();
+        self.dedup_log.clear();
+        self.returned = Some(Box::new(Incoming::new(
+            self.plan.destination,
+            self.plan.destination_shard,
+            self.plan.ticket.stream_id(),
+            &self.map,
+            self.partition,
+        )));
+        self.stage = Stage::Aborting;
     }
 
     fn push_batches(&mut self, group: u32, batches: VecDeque<Batch>) {

@@ -8,6 +8,7 @@ use crate::dedup::{DedupVerdict, WriteDedup};
 use crate::incoming::{Applied, DestinationRule, Incoming, IncomingStats};
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, SourceRule};
 use crate::pull::{self, PullStats};
+use crate::returning::{ReturnStats, Returning};
 use crate::stream::{self, Delivery};
 use dataplane::wire::{
     self, BulkPull, BulkPullReply, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, Protocol,
@@ -102,6 +103,9 @@ pub enum Role {
     Incoming(Box<Incoming>),
     /// The partition moved: requests are answered MOVED with the new owner.
     Moved { to: SocketAddrV4, shard: u16 },
+    /// A migration in was aborted: what is here goes back to the source, and requests are
+    /// passed to it (see `returning.rs`).
+    Returning(Box<Returning>),
 }
 
 struct Shard {
@@ -114,6 +118,7 @@ struct Shard {
 struct FinishedStream {
     source: SocketAddrV4,
     shard: u16,
+    stream_id: u32,
     last_applied: u64,
 }
 
@@ -140,6 +145,9 @@ pub struct MigrationCounters {
     pub parked: u64,
     pub outgoing_active: u32,
     pub incoming_active: u32,
+    /// Destinations sending an aborted migration's data back.
+    pub returned: ReturnStats,
+    pub returning_active: u32,
 }
 
 /// One core's partition of every shard the server hosts, with the core's write dedup.
@@ -239,6 +247,10 @@ impl PartitionServer {
                     }
                     counters.incoming_active += 1;
                 }
+                Role::Returning(agent) => {
+                    counters.returned.add(&agent.stats());
+                    counters.returning_active += u32::from(!agent.is_done());
+                }
                 _ => {}
             }
         }
@@ -290,11 +302,21 @@ impl PartitionServer {
             if let Role::Incoming(agent) = &mut shard.role {
                 agent.poll(now, out);
             }
+            if let Role::Returning(agent) = &mut shard.role {
+                agent.poll(now, &shard.table, &self.dedup, out);
+                if agent.release_table() {
+                    // Everything is back at the source.
+                    shard.table = Partition::new(&self.map, self.partition, 0);
+                }
+            }
             let Role::Outgoing(agent) = &mut shard.role else {
                 continue;
             };
             agent.poll(now, &shard.table, out);
-            if agent.is_done() {
+            if agent.is_aborted() {
+                self.migration.outgoing.add(&agent.stats());
+                shard.role = Role::Owned;
+            } else if agent.is_done() {
                 self.migration.outgoing.add(&agent.stats());
                 let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
                 shard.role = Role::Moved { to, shard: id };
@@ -555,20 +577,24 @@ impl PartitionServer {
                     DestinationRule::Forward => {
                         // The switch steered it here by a false positive (or the group is
                         // still the source's): the source owns it.
-                        self.migration.forwarded += 1;
-                        let (source, source_shard) = (agent.source, agent.source_shard);
-                        let mut forwarded = header;
-                        forwarded.flags = header.flags.with(Flags::FORWARDED);
-                        forwarded.shard = source_shard;
-                        HeaderRepr::emit(
-                            &forwarded,
-                            &mut wire::Header::new_unchecked(&mut buf[..]),
-                        );
-                        let len = wire::append_reply_to(&mut buf[..], len, requester)
-                            .map_err(DropReason::Malformed)?;
-                        return Ok(Action::Forward(len, source));
+                        let to = (agent.source, agent.source_shard);
+                        return self.forward(&header, len, buf, requester, to);
                     }
                 }
+            }
+            Role::Returning(_) if reply_to.is_some() => {
+                // Passed here by someone else: never passed on twice.
+                self.migration.retry_later += 1;
+                return Ok(Action::Reply(
+                    self.status_reply(&header, Status::RetryLater, buf),
+                    reply_to,
+                ));
+            }
+            Role::Returning(agent) => {
+                // The shard is going back: the source decides (it asks to retry what it
+                // does not have back yet).
+                let to = (agent.source, agent.source_shard);
+                return self.forward(&header, len, buf, requester, to);
             }
         }
         let mut len = match value {
@@ -584,6 +610,25 @@ impl PartitionServer {
             len = announce_progress(agent, len, buf);
         }
         Ok(Action::Reply(len, reply_to))
+    }
+
+    /// Passes a request to the server that owns it; the reply goes straight to `requester`.
+    fn forward(
+        &mut self,
+        header: &HeaderRepr,
+        len: usize,
+        buf: &mut [u8],
+        requester: SocketAddrV4,
+        (to, shard): (SocketAddrV4, u16),
+    ) -> Result<Action, DropReason> {
+        self.migration.forwarded += 1;
+        let mut forwarded = *header;
+        forwarded.flags = header.flags.with(Flags::FORWARDED);
+        forwarded.shard = shard;
+        HeaderRepr::emit(&forwarded, &mut wire::Header::new_unchecked(&mut buf[..]));
+        let len =
+            wire::append_reply_to(&mut buf[..], len, requester).map_err(DropReason::Malformed)?;
+        Ok(Action::Forward(len, to))
     }
 
     /// The source answers a destination's pull from its frozen copy.
@@ -872,6 +917,11 @@ impl PartitionServer {
         let servable = match &shard.role {
             Role::Owned => true,
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
+            // Steered here by the switch: ask again until it forgets the pair.
+            Role::Returning(_) if header.flags.contains(Flags::REDIRECTED) => false,
+            Role::Returning(agent) => {
+                return Ok(MultiOutcome::Moved(agent.source, agent.source_shard))
+            }
             // Every key must be one this partition serves alone right now.
             Role::Outgoing(agent) => {
                 let mut all_served = true;
@@ -944,12 +994,13 @@ impl PartitionServer {
         Ok(MultiOutcome::Built(HEADER_LEN + body_len))
     }
 
-    /// A migration stream message for a shard migrating in: applied in order, then
-    /// acknowledged in place.
+    /// A migration stream message for a shard migrating in (or, after an abort, coming
+    /// back): applied in order, then acknowledged in place.
     fn on_stream_message(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
         let src = packet.src;
         let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
+        let stream_id = header.client;
         let completed_group = match message {
             StreamMessage::GroupComplete { group } => Some(group),
             _ => None,
@@ -966,34 +1017,49 @@ impl PartitionServer {
             }
         };
         let shard = &mut self.shards[index];
-        let incoming = match &mut shard.role {
-            Role::Incoming(agent) if agent.source == src => agent,
-            _ => {
-                if let Some(done) = self
-                    .finished_streams
-                    .iter()
-                    .find(|f| f.source == src && f.shard == header.shard)
-                {
-                    let last = done.last_applied;
-                    stream::acknowledge(packet, &header, last, Status::Ok);
-                    return Ok(Action::Ready);
-                }
-                match (&shard.role, message) {
-                    (Role::Owned, StreamMessage::Init { source_shard, .. }) if header.seq == 0 => {
-                        shard.role = Role::Incoming(Box::new(Incoming::new(
-                            src,
-                            source_shard,
-                            &self.map,
-                            self.partition,
-                        )));
-                        let Role::Incoming(agent) = &mut shard.role else {
-                            unreachable!("just set")
-                        };
-                        agent
-                    }
-                    _ => return Err(DropReason::NotARequest),
-                }
+        let ours = match &shard.role {
+            Role::Incoming(agent) => agent.source == src && agent.stream_id == stream_id,
+            Role::Outgoing(agent) => agent.accepts_return(src, stream_id),
+            _ => false,
+        };
+        if !ours {
+            if let Some(done) = self
+                .finished_streams
+                .iter()
+                .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
+            {
+                let last = done.last_applied;
+                stream::acknowledge(packet, &header, last, Status::Ok);
+                return Ok(Action::Ready);
             }
+            // A new migration in: only as its first message, and only once this partition
+            // holds nothing of the shard for anyone else.
+            let StreamMessage::Init { source_shard, .. } = message else {
+                return Err(DropReason::NotARequest);
+            };
+            let free = match &shard.role {
+                Role::Owned => true,
+                Role::Returning(agent) => agent.is_done(),
+                _ => false,
+            };
+            if header.seq != 0 || !free {
+                return Err(DropReason::NotARequest);
+            }
+            if let Role::Returning(agent) = &shard.role {
+                self.migration.returned.add(&agent.stats());
+            }
+            shard.role = Role::Incoming(Box::new(Incoming::new(
+                src,
+                source_shard,
+                stream_id,
+                &self.map,
+                self.partition,
+            )));
+        }
+        let incoming = match &mut shard.role {
+            Role::Incoming(agent) => &mut **agent,
+            Role::Outgoing(agent) => agent.returned_mut().expect("accepts_return checked"),
+            _ => unreachable!("checked above"),
         };
         match incoming.receiver().classify(header.seq) {
             Delivery::Apply => {
@@ -1007,25 +1073,42 @@ impl PartitionServer {
                 );
                 incoming.receiver().applied();
                 let last = header.seq;
-                let terminated = applied == Applied::Terminated;
-                if terminated {
-                    self.migration.incoming.add(&incoming.stats());
-                    self.migration.pulls.add(&incoming.puller.stats());
-                    if let Some(bulk) = &incoming.bulk {
-                        self.migration.bulk.add(&bulk.stats());
-                    }
-                    shard.role = Role::Owned;
+                if applied != Applied::Continue {
                     self.finished_streams.push(FinishedStream {
                         source: src,
                         shard: header.shard,
+                        stream_id,
                         last_applied: last,
                     });
                 }
+                match (&mut shard.role, applied) {
+                    (Role::Outgoing(agent), Applied::Terminated) => agent.finish_return(),
+                    (Role::Incoming(incoming), Applied::Terminated | Applied::Aborted) => {
+                        self.migration.incoming.add(&incoming.stats());
+                        self.migration.pulls.add(&incoming.puller.stats());
+                        if let Some(bulk) = &incoming.bulk {
+                            self.migration.bulk.add(&bulk.stats());
+                        }
+                        shard.role = if applied == Applied::Terminated {
+                            Role::Owned
+                        } else {
+                            Role::Returning(Box::new(Returning::new(
+                                src,
+                                incoming.source_shard,
+                                stream_id,
+                                incoming.protocol,
+                                &self.map,
+                                self.partition,
+                            )))
+                        };
+                    }
+                    _ => {}
+                }
                 stream::acknowledge(packet, &header, last, Status::Ok);
                 // Parked reads whose group is complete (or the whole shard) are served now
-                // rather than when their pull answers.
+                // rather than when their pull answers; after an abort they go to the source.
                 let layout = self.map.layout();
-                if terminated {
+                if applied != Applied::Continue {
                     self.release_parked(|_| true);
                 } else if let Some(group) = completed_group {
                     self.release_parked(|h| layout.group_of(h) == group);
@@ -1045,8 +1128,10 @@ impl PartitionServer {
     fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) {
         let now = Instant::now();
         for shard in &mut self.shards {
-            if let Role::Outgoing(agent) = &mut shard.role {
-                agent.on_ack(src, header.op, header.seq, now);
+            match &mut shard.role {
+                Role::Outgoing(agent) => agent.on_ack(src, header, now),
+                Role::Returning(agent) => agent.on_ack(src, header, now),
+                _ => {}
             }
         }
     }
@@ -1134,6 +1219,8 @@ impl MigrationCounters {
         self.parked += other.parked;
         self.outgoing_active += other.outgoing_active;
         self.incoming_active += other.incoming_active;
+        self.returned.add(&other.returned);
+        self.returning_active += other.returning_active;
     }
 }
 

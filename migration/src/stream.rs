@@ -2,6 +2,10 @@
 //! from a source core to a destination core, and group announcements to the switch, are
 //! streams: every message is retransmitted until acknowledged, the receiver applies
 //! messages strictly in order, and an acknowledgement names the last message *applied*.
+//!
+//! Every message of a stream carries the stream's id in the header's `client` field, and
+//! acknowledgements echo it: a receiver tells a new migration between the same two cores
+//! from retransmissions of an old one, and a sender ignores acks meant for another stream.
 
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Status};
 use dataplane::Packet;
@@ -27,6 +31,7 @@ struct Outstanding {
 /// all from the oldest when its timer expires.
 pub struct StreamSender {
     peer: SocketAddrV4,
+    id: u32,
     window: usize,
     next_seq: u64,
     queued: VecDeque<Outstanding>,
@@ -51,9 +56,10 @@ pub struct StreamSender {
 }
 
 impl StreamSender {
-    pub fn new(peer: SocketAddrV4, window: usize) -> Self {
+    pub fn new(peer: SocketAddrV4, window: usize, id: u32) -> Self {
         StreamSender {
             peer,
+            id,
             window: window.max(1),
             next_seq: 0,
             queued: VecDeque::new(),
@@ -76,6 +82,11 @@ impl StreamSender {
         self.peer
     }
 
+    /// Whether an acknowledgement with this header belongs to this stream.
+    pub fn owns_ack(&self, from: SocketAddrV4, ack: &HeaderRepr) -> bool {
+        from == self.peer && ack.client == self.id
+    }
+
     /// Queues a message; returns its sequence number. `body` writes the body into the
     /// buffer it is given and returns the length.
     pub fn push(
@@ -93,7 +104,7 @@ impl StreamSender {
             shard,
             seq,
             key_hash: 0,
-            client: 0,
+            client: self.id,
             oldest_gap: 0,
         };
         let mut datagram = vec![0; wire::MAX_PAYLOAD];
@@ -297,7 +308,7 @@ mod tests {
     #[test]
     fn window_limits_in_flight_and_acks_release_it() {
         let now = Instant::now();
-        let mut sender = StreamSender::new(peer(), 2);
+        let mut sender = StreamSender::new(peer(), 2, 1);
         for _ in 0..5 {
             sender.push(Op::Terminate, 1, |_| Ok(0));
         }
@@ -318,7 +329,7 @@ mod tests {
     #[test]
     fn timeout_retransmits_everything_in_flight_with_backoff() {
         let now = Instant::now();
-        let mut sender = StreamSender::new(peer(), 4);
+        let mut sender = StreamSender::new(peer(), 4, 1);
         for _ in 0..3 {
             sender.push(Op::Terminate, 1, |_| Ok(0));
         }
@@ -340,7 +351,7 @@ mod tests {
     #[test]
     fn repeated_acks_resend_from_the_gap_without_waiting() {
         let now = Instant::now();
-        let mut sender = StreamSender::new(peer(), 8);
+        let mut sender = StreamSender::new(peer(), 8, 1);
         for _ in 0..4 {
             sender.push(Op::Terminate, 1, |_| Ok(0));
         }
@@ -366,7 +377,7 @@ mod tests {
     #[test]
     fn timeout_follows_the_measured_round_trip() {
         let now = Instant::now();
-        let mut sender = StreamSender::new(peer(), 8);
+        let mut sender = StreamSender::new(peer(), 8, 1);
         let rtt = Duration::from_millis(20);
         let mut out = Vec::new();
         for i in 0..20u64 {

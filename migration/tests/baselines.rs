@@ -1,13 +1,15 @@
 //! The baselines' state machines (Rocksteady, Fulva, source-based) between two partition
 //! servers over a network that loses, duplicates and reorders datagrams, with a client
-//! that writes and reads while the shard moves: every read must see the last write.
+//! that writes and reads while the shard moves: every read must see the last write. The
+//! same under an abort half-way, and a second migration after it.
 
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Protocol, Reply, Request, Status};
 use dataplane::Packet;
 use kv::{key_hash, GroupLayout, PartitionMap};
-use migration::{OutgoingPlan, PartitionServer, Role, SourceRule};
+use migration::{MigrationTicket, OutgoingPlan, PartitionServer, Role, SourceRule};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000);
@@ -54,6 +56,7 @@ struct Cluster {
     destination: PartitionServer,
     network: Network,
     to_client: Vec<Box<Packet>>,
+    plan: OutgoingPlan,
 }
 
 impl Cluster {
@@ -76,8 +79,9 @@ impl Cluster {
             items_per_s: Some(3_000.0),
             pipeline: 4,
             protocol,
+            ticket: Default::default(),
         };
-        source.start_outgoing(plan).unwrap();
+        source.start_outgoing(plan.clone()).unwrap();
         let cluster = Cluster {
             source,
             destination: PartitionServer::new(&map, 0, &[], 16),
@@ -87,6 +91,7 @@ impl Cluster {
                 fault: 0.05,
             },
             to_client: Vec::new(),
+            plan,
         };
         (cluster, keys)
     }
@@ -124,6 +129,19 @@ impl Cluster {
                 self.network.send(packet);
             }
         }
+    }
+
+    /// Migrates the shard again, with a new ticket (and so a new stream id).
+    fn restart(&mut self) {
+        self.plan.ticket = Arc::new(MigrationTicket::fresh());
+        self.source.start_outgoing(self.plan.clone()).unwrap();
+    }
+
+    /// The abort is over: the source serves the whole shard, the destination holds none.
+    fn returned(&self) -> bool {
+        matches!(self.source.role(SHARD), Some(Role::Owned))
+            && self.destination.migration_counters().returning_active == 0
+            && matches!(self.destination.role(SHARD), Some(Role::Returning(_)))
     }
 
     fn migrated(&self) -> bool {
@@ -202,53 +220,110 @@ impl Client {
     }
 }
 
-/// Writes and reads random keys until the shard has moved, then reads every key: each read
-/// returns the last value written.
-fn migrate_under_faults(protocol: Protocol, seed: u64) -> (Cluster, Client) {
-    let (mut cluster, keys) = Cluster::new(protocol, seed);
-    let mut client = Client {
+/// A client's workload and what it expects every key to hold.
+struct Workload {
+    keys: Vec<Vec<u8>>,
+    model: HashMap<Vec<u8>, Vec<u8>>,
+    rng: fastrand::Rng,
+    op: u64,
+}
+
+impl Workload {
+    fn new(keys: Vec<Vec<u8>>, seed: u64) -> Self {
+        let model = keys
+            .iter()
+            .map(|k| (k.clone(), b"initial".to_vec()))
+            .collect();
+        Workload {
+            keys,
+            model,
+            rng: fastrand::Rng::with_seed(seed ^ 0xABCD),
+            op: 0,
+        }
+    }
+
+    /// Writes and reads random keys until `done`: each read returns the last value written.
+    fn run_until(
+        &mut self,
+        cluster: &mut Cluster,
+        client: &mut Client,
+        what: &str,
+        done: impl Fn(&Cluster) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(cluster) {
+            assert!(Instant::now() < deadline, "{what} did not happen in time");
+            let key = self.keys[self.rng.usize(..self.keys.len())].clone();
+            self.op += 1;
+            if self.rng.bool() {
+                let value = format!("v{}", self.op).into_bytes();
+                client.call(cluster, &key, Some(&value));
+                self.model.insert(key, value);
+            } else {
+                let read = client.call(cluster, &key, None);
+                assert_eq!(
+                    read.as_ref(),
+                    self.model.get(&key),
+                    "{what}: stale read of {key:?}"
+                );
+            }
+        }
+    }
+
+    /// Reads every key: each holds the last value written.
+    fn check_all(&self, cluster: &mut Cluster, client: &mut Client, what: &str) {
+        for key in &self.keys {
+            let read = client.call(cluster, key, None);
+            assert_eq!(read.as_ref(), self.model.get(key), "{what}: {key:?}");
+        }
+    }
+}
+
+fn client() -> Client {
+    Client {
         route: SOURCE,
         seq: 0,
         moved: 0,
         retried_later: 0,
-    };
-    let mut model: HashMap<Vec<u8>, Vec<u8>> = keys
-        .iter()
-        .map(|k| (k.clone(), b"initial".to_vec()))
-        .collect();
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0xABCD);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut op = 0u64;
-    while !cluster.migrated() {
-        assert!(
-            Instant::now() < deadline,
-            "{protocol:?}: the migration did not finish"
-        );
-        let key = &keys[rng.usize(..keys.len())];
-        op += 1;
-        if rng.bool() {
-            let value = format!("v{op}").into_bytes();
-            client.call(&mut cluster, key, Some(&value));
-            model.insert(key.clone(), value);
-        } else {
-            let read = client.call(&mut cluster, key, None);
-            assert_eq!(
-                read.as_ref(),
-                model.get(key),
-                "{protocol:?}: stale read of {key:?}"
-            );
-        }
     }
-    for key in &keys {
-        let read = client.call(&mut cluster, key, None);
-        assert_eq!(
-            read.as_ref(),
-            model.get(key),
-            "{protocol:?}: {key:?} after the migration"
-        );
-    }
+}
+
+/// Writes and reads random keys until the shard has moved, then reads every key: each read
+/// returns the last value written.
+fn migrate_under_faults(protocol: Protocol, seed: u64) -> (Cluster, Client) {
+    let (mut cluster, keys) = Cluster::new(protocol, seed);
+    let mut client = client();
+    let mut workload = Workload::new(keys, seed);
+    let what = format!("{protocol:?} migration");
+    workload.run_until(&mut cluster, &mut client, &what, Cluster::migrated);
+    workload.check_all(&mut cluster, &mut client, &what);
     assert!(client.moved > 0, "{protocol:?}: the client followed MOVED");
     (cluster, client)
+}
+
+/// Aborts a migration half-way under faults: the shard comes back to the source with every
+/// write (also those the destination applied), and a second migration to the same
+/// destination then completes (its stream is told apart from the aborted one's).
+fn abort_under_faults(protocol: Protocol, seed: u64) -> Cluster {
+    let (mut cluster, keys) = Cluster::new(protocol, seed);
+    let mut client = client();
+    let mut workload = Workload::new(keys, seed);
+    let what = format!("{protocol:?}, seed {seed}");
+    workload.run_until(&mut cluster, &mut client, &what, |c| {
+        c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
+    });
+    cluster.plan.ticket.abort().expect("not cutting over yet");
+    workload.run_until(&mut cluster, &mut client, &what, Cluster::returned);
+    workload.check_all(&mut cluster, &mut client, &what);
+    let outgoing = cluster.source.migration_counters().outgoing;
+    assert!(
+        outgoing.aborted && !outgoing.finished,
+        "{what}: {outgoing:?}"
+    );
+    cluster.restart();
+    workload.run_until(&mut cluster, &mut client, &what, Cluster::migrated);
+    workload.check_all(&mut cluster, &mut client, &what);
+    cluster
 }
 
 #[test]
@@ -296,6 +371,37 @@ fn source_based_reships_late_writes_and_stops_only_at_the_end() {
         );
         assert!(client.moved >= 1);
     }
+}
+
+#[test]
+fn aborted_baselines_give_the_shard_back_and_migrate_again() {
+    for protocol in [Protocol::Rocksteady, Protocol::Fulva, Protocol::SourceBased] {
+        for seed in 1..=3 {
+            let cluster = abort_under_faults(protocol, seed);
+            let returned = cluster.destination.migration_counters().returned;
+            assert_eq!(returned.returns, 1, "{protocol:?}: {returned:?}");
+            if protocol == Protocol::SourceBased {
+                // Its source kept every write: nothing comes back.
+                assert_eq!(returned.keys_returned, 0);
+            } else {
+                assert!(returned.keys_returned > 0, "{protocol:?}: {returned:?}");
+            }
+        }
+    }
+}
+
+/// Once a partition has begun the cut-over, an abort is refused and the migration ends.
+#[test]
+fn an_abort_after_the_cut_over_began_is_refused() {
+    let (mut cluster, _) = Cluster::new(Protocol::Fulva, 5);
+    cluster.network.fault = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.migrated() {
+        assert!(Instant::now() < deadline);
+        cluster.step();
+    }
+    assert!(cluster.plan.ticket.abort().is_err());
+    assert!(!cluster.source.migration_counters().outgoing.aborted);
 }
 
 #[test]

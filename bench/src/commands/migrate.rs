@@ -36,6 +36,18 @@ pub fn run(args: MigrateArgs) -> Result<(), CommandError> {
             }
             Ok(())
         }
+        MigrateAction::Abort(abort) => {
+            let mut client = ControlClient::connect(abort.target.server).map_err(CommandError)?;
+            client.abort_migration(abort.shard).map_err(CommandError)?;
+            println!(
+                "migration of shard {} called off; the destination is sending back what it holds",
+                abort.shard
+            );
+            if abort.watch {
+                watch(&mut client, 200)?;
+            }
+            Ok(())
+        }
         MigrateAction::Status(target) => {
             let mut client = ControlClient::connect(target.server).map_err(CommandError)?;
             let status = client.status().map_err(CommandError)?;
@@ -108,9 +120,11 @@ fn describe(s: &proto::MigrationStatus) -> String {
             s.late_writes,
             s.stream_retransmissions,
             if s.outgoing_finished {
-                ", finished"
+                ", finished".to_string()
+            } else if s.outgoing_aborted {
+                format!(", aborted ({} keys sent back)", s.returned_keys)
             } else {
-                ""
+                String::new()
             },
         ));
     }
@@ -119,6 +133,12 @@ fn describe(s: &proto::MigrationStatus) -> String {
             "in: {} partition(s) active, {} items applied ({} stale), {} keys pulled, {} bulk \
              pulls",
             s.incoming_active, s.items_applied, s.items_stale, s.pulled_keys, s.bulk_pull_requests
+        ));
+    }
+    if s.returning_active > 0 {
+        parts.push(format!(
+            "back: {} partition(s) sending an aborted migration's data back",
+            s.returning_active
         ));
     }
     if parts.is_empty() {

@@ -127,6 +127,9 @@ pub enum StreamMessage<'a> {
     Terminate {
         floor_clock: u64,
     },
+    /// The migration is called off: the destination sends back what it holds of the
+    /// shard (its own stream, same stream id) and stops serving it. Empty body.
+    Abort,
     /// Entries of one group; `items` is the encoded list, iterate with [`data_items`].
     Data {
         group: u32,
@@ -153,6 +156,7 @@ impl<'a> StreamMessage<'a> {
             StreamMessage::GroupStart { .. } => Op::GroupStart,
             StreamMessage::GroupComplete { .. } => Op::GroupComplete,
             StreamMessage::Terminate { .. } => Op::Terminate,
+            StreamMessage::Abort => Op::MigrateAbort,
             StreamMessage::Data { .. } => Op::MigrateData,
             StreamMessage::DedupEntries { .. } => Op::DedupEntries,
             StreamMessage::DedupWindow { .. } => Op::DedupWindow,
@@ -192,6 +196,7 @@ impl<'a> StreamMessage<'a> {
             Op::Terminate => StreamMessage::Terminate {
                 floor_clock: c.u64()?,
             },
+            Op::MigrateAbort => StreamMessage::Abort,
             Op::MigrateData => {
                 let group = c.u32()?;
                 let count = c.u16()?;
@@ -283,6 +288,7 @@ impl<'a> StreamMessage<'a> {
             }
             StreamMessage::GroupComplete { group } => w.put(&group.to_be_bytes())?,
             StreamMessage::Terminate { floor_clock } => w.put(&floor_clock.to_be_bytes())?,
+            StreamMessage::Abort => {}
             StreamMessage::Data {
                 group,
                 count,

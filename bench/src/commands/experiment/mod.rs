@@ -41,7 +41,10 @@ const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000
 #[derive(Debug, Clone, Copy, Default)]
 struct Timing {
     started: Option<Duration>,
+    /// When the migration ended: finished, or back at the source after an abort.
     finished: Option<Duration>,
+    aborted_at: Option<Duration>,
+    abort_refused: bool,
 }
 
 pub fn run(args: ExperimentArgs) -> Result<(), CommandError> {
@@ -81,6 +84,13 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     };
     if args.run.migrate_at < 0.0 || !args.run.migrate_at.is_finite() {
         return fail("--migrate-at must be a number of seconds ≥ 0");
+    }
+    if args
+        .run
+        .abort_after
+        .is_some_and(|after| !(after.is_finite() && after >= 0.0))
+    {
+        return fail("--abort-after must be a number of seconds ≥ 0");
     }
     let spec = Arc::new(workload_spec(ycsb)?);
     let mut settings = settings(ycsb)?;
@@ -220,6 +230,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         items_per_s: budget.items_per_s,
         pipeline: args.run.pipeline,
         protocol: args.protocol.wire(),
+        ticket: Default::default(), // `migrate_out` gives the partitions one
     };
     let driver = roles.driver(
         &addrs,
@@ -240,6 +251,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             tail: Duration::from_secs_f64(args.run.tail),
             give_up: Duration::from_secs_f64(args.run.max_migration_s),
             migrate: !args.run.no_migration,
+            abort_after: args.run.abort_after.map(Duration::from_secs_f64),
             progress: !ycsb.quiet,
         };
         std::thread::Builder::new()
@@ -389,6 +401,7 @@ struct Orchestration {
     give_up: Duration,
     /// False for a run without migration (compare's `none`).
     migrate: bool,
+    abort_after: Option<Duration>,
     progress: bool,
 }
 
@@ -430,9 +443,32 @@ fn orchestrate_until_over(
             t.started = Some(elapsed);
             eprintln!("[migration] started at {:.2} s", elapsed.as_secs_f64());
         }
+        if let (Some(started), None, Some(after)) = (t.started, t.finished, settings.abort_after) {
+            if t.aborted_at.is_none() && !t.abort_refused && elapsed - started >= after {
+                match driver.abort() {
+                    Ok(()) => {
+                        t.aborted_at = Some(elapsed);
+                        eprintln!("[migration] aborted at {:.2} s", elapsed.as_secs_f64());
+                    }
+                    Err(refused) => {
+                        t.abort_refused = true;
+                        eprintln!("[migration] abort refused: {refused}");
+                    }
+                }
+            }
+        }
         if let (Some(started), None) = (t.started, t.finished) {
             let o = driver.source()?;
-            if o.outgoing_finished {
+            if o.outgoing_aborted {
+                t.finished = Some(elapsed);
+                eprintln!(
+                    "[migration] back at the source at {:.2} s: {} keys sent back, {:.2} s \
+                     after the abort",
+                    elapsed.as_secs_f64(),
+                    o.returned_keys,
+                    (elapsed - t.aborted_at.unwrap_or(started)).as_secs_f64()
+                );
+            } else if o.outgoing_finished {
                 t.finished = Some(elapsed);
                 eprintln!(
                     "[migration] finished at {:.2} s: {} keys, {} groups in {:.2} s",
@@ -482,6 +518,7 @@ fn orchestrate_until_over(
 /// Starts the migration and reads its progress, in this process or over the control API.
 trait Driver: Send {
     fn start(&mut self) -> Result<(), String>;
+    fn abort(&mut self) -> Result<(), String>;
     fn source(&mut self) -> Result<proto::MigrationStatus, String>;
     fn destination(&mut self) -> Result<proto::MigrationStatus, String>;
 }
@@ -502,6 +539,10 @@ impl Driver for InProcessDriver {
             },
             self.serve_per_s,
         )
+    }
+
+    fn abort(&mut self) -> Result<(), String> {
+        self.source.abort(self.plan.shard)
     }
 
     fn source(&mut self) -> Result<proto::MigrationStatus, String> {
@@ -526,6 +567,11 @@ impl Driver for RemoteDriver {
         self.source
             .start_migration(self.request.clone())
             .map(|_| ())
+    }
+
+    fn abort(&mut self) -> Result<(), String> {
+        let shard = u16::try_from(self.request.shard).expect("a shard id");
+        self.source.abort_migration(shard)
     }
 
     fn source(&mut self) -> Result<proto::MigrationStatus, String> {
@@ -683,6 +729,9 @@ fn fill_migration(
     report.migration = Some(serde_json::json!({
         "started_at_s": started.as_secs_f64(),
         "finished_at_s": timing.finished.map(|f| f.as_secs_f64()),
+        "aborted": o.aborted,
+        "aborted_at_s": timing.aborted_at.map(|a| a.as_secs_f64()),
+        "returned_keys": o.returned_keys,
         "duration_s": duration,
         "keys_moved": o.keys_moved,
         "bytes_moved": o.bytes_moved,

@@ -1,0 +1,169 @@
+//! The destination's side of an abort, for one partition of one shard (sans-I/O).
+//!
+//! ABORT arrives in the source's stream, so everything the source sent before it has been
+//! applied. From then on the destination serves nothing of the shard: every request is
+//! forwarded to the source, which answers RETRY_LATER for what may be stale there until
+//! the return is applied. The destination sends back, in its own ordered stream (same
+//! stream id): its write-dedup windows (so a write it applied is never applied again at
+//! the source), every entry and tombstone it holds group by group, and TERMINATE with its
+//! clock (so later writes at the source are newer). Source-based skips the entries: its
+//! source kept every write.
+
+use crate::dedup::WriteDedup;
+use crate::outgoing::{encode_batches, STREAM_WINDOW};
+use crate::stream::StreamSender;
+use dataplane::wire::{HeaderRepr, Protocol, StreamMessage};
+use dataplane::Packet;
+use kv::{Partition, PartitionMap};
+use std::net::SocketAddrV4;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Counters of a destination's returns, summed over partitions for reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReturnStats {
+    pub returns: u64,
+    pub keys_returned: u64,
+    pub bytes_returned: u64,
+}
+
+impl ReturnStats {
+    pub fn add(&mut self, other: &ReturnStats) {
+        self.returns += other.returns;
+        self.keys_returned += other.keys_returned;
+        self.bytes_returned += other.bytes_returned;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Windows,
+    /// Entries of groups from this one on still to send.
+    Entries(u32),
+    /// TERMINATE sent (stream seq).
+    Terminating(u64),
+    Done,
+}
+
+pub struct Returning {
+    /// The source core (requests are forwarded there) and its shard.
+    pub source: SocketAddrV4,
+    pub source_shard: u16,
+    to_source: StreamSender,
+    groups: Range<u32>,
+    send_entries: bool,
+    step: Step,
+    table_released: bool,
+    stats: ReturnStats,
+}
+
+impl Returning {
+    pub fn new(
+        source: SocketAddrV4,
+        source_shard: u16,
+        stream_id: u32,
+        protocol: Protocol,
+        map: &PartitionMap,
+        partition: u32,
+    ) -> Self {
+        Returning {
+            source,
+            source_shard,
+            to_source: StreamSender::new(source, STREAM_WINDOW, stream_id),
+            groups: map.groups_of(partition),
+            send_entries: protocol != Protocol::SourceBased,
+            step: Step::Windows,
+            table_released: false,
+            stats: ReturnStats {
+                returns: 1,
+                ..ReturnStats::default()
+            },
+        }
+    }
+
+    /// Everything is back at the source: the table here can go.
+    pub fn is_done(&self) -> bool {
+        self.step == Step::Done
+    }
+
+    /// True once, when the return is done: the caller frees the table then.
+    pub fn release_table(&mut self) -> bool {
+        let release = self.is_done() && !self.table_released;
+        self.table_released |= release;
+        release
+    }
+
+    pub fn stats(&self) -> ReturnStats {
+        self.stats
+    }
+
+    pub fn on_ack(&mut self, from: SocketAddrV4, ack: &HeaderRepr, now: Instant) {
+        if self.to_source.owns_ack(from, ack) {
+            self.to_source.on_ack(ack.seq, now);
+        }
+    }
+
+    /// Sends the next part of the return as the stream's window allows (a group at a
+    /// time, so the loop keeps serving its other shards), and retransmits.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        table: &Partition,
+        dedup: &WriteDedup,
+        out: &mut Vec<Box<Packet>>,
+    ) {
+        loop {
+            match self.step {
+                Step::Windows => {
+                    for (client, floor, bitmap) in dedup.windows() {
+                        self.send(&StreamMessage::DedupWindow {
+                            client,
+                            floor,
+                            bitmap: &bitmap,
+                        });
+                    }
+                    self.step = Step::Entries(self.groups.start);
+                }
+                Step::Entries(group) if group < self.groups.end && self.send_entries => {
+                    if self.to_source.pending() >= STREAM_WINDOW {
+                        break;
+                    }
+                    let batches = encode_batches(|visit| {
+                        table.for_each_in_group(group, |entry| {
+                            visit(entry.key, entry.value, entry.version)
+                        })
+                    });
+                    for (count, bytes, items) in batches {
+                        self.send(&StreamMessage::Data {
+                            group,
+                            count,
+                            items: &items,
+                        });
+                        self.stats.keys_returned += u64::from(count);
+                        self.stats.bytes_returned += bytes;
+                    }
+                    self.step = Step::Entries(group + 1);
+                }
+                Step::Entries(_) => {
+                    let terminate = StreamMessage::Terminate {
+                        floor_clock: table.clock(),
+                    };
+                    self.step = Step::Terminating(self.send(&terminate));
+                }
+                Step::Terminating(seq) => {
+                    if self.to_source.is_acked(seq) {
+                        self.step = Step::Done;
+                    }
+                    break;
+                }
+                Step::Done => break,
+            }
+        }
+        self.to_source.poll(now, out);
+    }
+
+    fn send(&mut self, message: &StreamMessage<'_>) -> u64 {
+        self.to_source
+            .push(message.op(), self.source_shard, |b| message.emit(b))
+    }
+}
