@@ -112,6 +112,13 @@ fn the_control_api_validates_starts_once_and_reports() {
         "already under way",
     );
 
+    // Abort: only a migration that was started; an abort waits for the destination to
+    // send the shard back (here there is none, so it stays under way).
+    let error = client.abort_migration(7).expect_err("nothing to abort");
+    assert!(error.contains("no migration of shard 7"), "{error}");
+    client.abort_migration(3).unwrap();
+    client.abort_migration(3).expect("aborting twice is fine");
+
     // A watch streams updates; the client can stop it.
     let mut updates = 0;
     client

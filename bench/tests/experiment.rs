@@ -149,6 +149,46 @@ fn migration_under_loss_duplication_and_reordering_is_linearizable() {
     );
 }
 
+/// An abort half-way under loss, duplication and reordering: the destination sends back
+/// what it holds (also what clients wrote there), the switch forgets the pair, both
+/// partitions end back at the source, and the history is linearizable.
+#[test]
+fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
+    let mut args = vec![
+        "--protocol",
+        "netmigrate",
+        "--migration-rate",
+        "2000",
+        "--abort-after",
+        "0.3",
+    ];
+    args.extend_from_slice(LOSSY);
+    let report = run(&args);
+    assert_eq!(report.ops.failed, 0, "failed operations");
+    assert_eq!(
+        report.consistency.violations, 0,
+        "linearizability violations"
+    );
+    assert!(report.consistency.checked_ops > report.ops.completed);
+    let migration = report.migration.as_ref().expect("a migration ran");
+    assert_eq!(migration["aborted"], true, "{migration}");
+    assert!(
+        migration["finished_at_s"].is_number(),
+        "the shard came back"
+    );
+    let (moved, returned) = (
+        migration["keys_moved"].as_u64().unwrap(),
+        migration["returned_keys"].as_u64().unwrap(),
+    );
+    assert!(moved > 0 && moved < 3000, "aborted half-way: {moved} moved");
+    assert!(returned > 0, "what the destination held came back");
+    let server = report.server.as_ref().unwrap();
+    let switch = &server["switch"]["counters"];
+    assert_eq!(switch["pairs_installed"], 1);
+    assert_eq!(switch["pairs_removed"], 1, "the switch forgot the pair");
+    assert!(report.client["injected"]["losses"].as_u64().unwrap() > 0);
+}
+
 /// Tiny switch filters make false positives of both filters common: the destination
 /// passes what it does not own back to the source, and the run stays correct.
 #[test]

@@ -12,7 +12,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// Each run is five processes on 2 cores: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn run(protocol: &str) -> serde_json::Value {
+fn run(protocol: &str, extra: &[&str]) -> serde_json::Value {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let json: PathBuf = std::env::temp_dir().join(format!(
         "netmigrate-processes-{}-{protocol}.json",
@@ -39,6 +39,7 @@ fn run(protocol: &str) -> serde_json::Value {
             "--max-migration-s",
             "60",
         ])
+        .args(extra)
         .arg("--json")
         .arg(&json)
         .spawn()
@@ -86,7 +87,7 @@ fn assert_clean_migration(report: &serde_json::Value, protocol: &str) {
 
 #[test]
 fn netmigrate_across_processes_through_the_switch() {
-    let report = run("netmigrate");
+    let report = run("netmigrate", &[]);
     assert_clean_migration(&report, "netmigrate");
     let switch = &report["server"]["switch"]["counters"];
     assert_eq!(switch["pairs_installed"], 1);
@@ -99,7 +100,38 @@ fn netmigrate_across_processes_through_the_switch() {
 
 #[test]
 fn rocksteady_across_processes() {
-    let report = run("rocksteady");
+    let report = run("rocksteady", &[]);
     assert_clean_migration(&report, "rocksteady");
     assert_eq!(report["server"]["switch"]["counters"]["pairs_installed"], 0);
+}
+
+/// `--abort-after` across processes: the abort goes over the source's control API, the
+/// destination process sends the shard back, and the switch process forgets the pair.
+#[test]
+fn an_abort_across_processes_gives_the_shard_back() {
+    let report = run(
+        "netmigrate",
+        &["--migration-rate", "3000", "--abort-after", "0.5"],
+    );
+    assert_eq!(report["ops"]["failed"], 0, "failed operations");
+    assert_eq!(report["consistency"]["violations"], 0, "linearizability");
+    let migration = &report["migration"];
+    assert_eq!(migration["aborted"], true, "{migration}");
+    assert!(migration["returned_keys"].as_u64().unwrap() > 0);
+    let entries = |side: &str| -> u64 {
+        report["server"][side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["entries"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(entries("source") >= 20_000, "the source holds every record");
+    assert_eq!(
+        entries("destination"),
+        0,
+        "the destination let go of its copy"
+    );
+    let switch = &report["server"]["switch"]["counters"];
+    assert_eq!(switch["pairs_removed"], 1, "the switch forgot the pair");
 }
