@@ -285,6 +285,7 @@ impl ServerControl {
         serve_per_s: Option<f64>,
     ) -> Result<(), String> {
         let ticket = Arc::new(MigrationTicket::fresh());
+        let mut shard = 0;
         let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {
             let (started, answer) = crossbeam_channel::bounded(1);
@@ -292,10 +293,7 @@ impl ServerControl {
                 ticket: Arc::clone(&ticket),
                 ..plan(partition as u32)
             };
-            self.tickets
-                .lock()
-                .expect("tickets lock poisoned")
-                .insert(plan.shard, Arc::clone(&ticket));
+            shard = plan.shard;
             commands
                 .send(Command::MigrateOut {
                     plan,
@@ -312,6 +310,11 @@ impl ServerControl {
                 Err(_) => return Err(format!("partition {partition} did not answer")),
             }
         }
+        // Only a migration that started can be aborted.
+        self.tickets
+            .lock()
+            .expect("tickets lock poisoned")
+            .insert(shard, ticket);
         Ok(())
     }
 

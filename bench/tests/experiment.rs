@@ -150,13 +150,12 @@ fn migration_under_loss_duplication_and_reordering_is_linearizable() {
 }
 
 /// An abort half-way under loss, duplication and reordering: the destination sends back
-/// what it holds (also what clients wrote there), the switch forgets the pair, both
-/// partitions end back at the source, and the history is linearizable.
-#[test]
-fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
+/// what it holds (also what clients wrote there), both partitions end back at the source,
+/// and the history is linearizable.
+fn aborted_lossy_run(protocol: &str) -> Report {
     let mut args = vec![
         "--protocol",
-        "netmigrate",
+        protocol,
         "--migration-rate",
         "2000",
         "--abort-after",
@@ -164,11 +163,8 @@ fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
     ];
     args.extend_from_slice(LOSSY);
     let report = run(&args);
-    assert_eq!(report.ops.failed, 0, "failed operations");
-    assert_eq!(
-        report.consistency.violations, 0,
-        "linearizability violations"
-    );
+    assert_eq!(report.ops.failed, 0, "{protocol}: failed operations");
+    assert_eq!(report.consistency.violations, 0, "{protocol}: violations");
     assert!(report.consistency.checked_ops > report.ops.completed);
     let migration = report.migration.as_ref().expect("a migration ran");
     assert_eq!(migration["aborted"], true, "{migration}");
@@ -182,11 +178,29 @@ fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
     );
     assert!(moved > 0 && moved < 3000, "aborted half-way: {moved} moved");
     assert!(returned > 0, "what the destination held came back");
-    let server = report.server.as_ref().unwrap();
-    let switch = &server["switch"]["counters"];
+    assert!(report.client["injected"]["losses"].as_u64().unwrap() > 0);
+    report
+}
+
+/// NetMigrate: the switch also forgets the pair.
+#[test]
+fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
+    let report = aborted_lossy_run("netmigrate");
+    let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     assert_eq!(switch["pairs_installed"], 1);
     assert_eq!(switch["pairs_removed"], 1, "the switch forgot the pair");
-    assert!(report.client["injected"]["losses"].as_u64().unwrap() > 0);
+}
+
+/// Fulva: clients that followed MOVED to the destination (and double-read both sides)
+/// are sent back to the source.
+#[test]
+fn fulva_abort_under_loss_gives_the_shard_back_linearizably() {
+    let report = aborted_lossy_run("fulva");
+    let overhead = report.overhead.as_ref().expect("overhead");
+    assert!(
+        overhead["moved_replies"].as_u64().unwrap() >= 2,
+        "to the destination and back: {overhead}"
+    );
 }
 
 /// Tiny switch filters make false positives of both filters common: the destination

@@ -48,7 +48,8 @@ pub fn proto_preset(preset: Preset) -> proto::Preset {
 
 impl From<&MigrationCounters> for proto::MigrationStatus {
     fn from(c: &MigrationCounters) -> Self {
-        let o = &c.outgoing;
+        // The latest migration out: earlier ones (finished or aborted) say nothing of it.
+        let o = &c.latest_outgoing;
         proto::MigrationStatus {
             outgoing_active: c.outgoing_active,
             incoming_active: c.incoming_active,
@@ -97,8 +98,8 @@ mod tests {
     fn a_finished_migration_reads_as_finished() {
         let mut c = MigrationCounters::default();
         assert!(!proto::MigrationStatus::from(&c).outgoing_finished);
-        c.outgoing.groups = 4;
-        c.outgoing.groups_done = 4;
+        c.latest_outgoing.groups = 4;
+        c.latest_outgoing.groups_done = 4;
         c.outgoing_active = 1;
         assert!(!proto::MigrationStatus::from(&c).outgoing_finished);
         c.outgoing_active = 0;

@@ -550,6 +550,14 @@ impl Outgoing {
                 self.to_switch.on_ack(ack.seq, now);
             }
         } else if self.to_destination.owns_ack(from, ack) {
+            if ack.op == wire::Op::MigrateAbortAck
+                && ack.status == wire::Status::Error
+                && self.stage == Stage::Aborting
+            {
+                // The destination never applied INIT: it holds nothing to send back.
+                self.finish_return();
+                return;
+            }
             self.to_destination.on_ack(ack.seq, now);
         }
     }

@@ -125,7 +125,10 @@ struct FinishedStream {
 /// Migration counters of a partition, over every migration it took part in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MigrationCounters {
+    /// Every migration out, summed.
     pub outgoing: OutgoingStats,
+    /// The latest migration out, running or ended (what a status reports).
+    pub latest_outgoing: OutgoingStats,
     pub incoming: IncomingStats,
     /// Requests a destination passed to the source (the switch's false positives or races).
     pub forwarded: u64,
@@ -159,6 +162,8 @@ pub struct PartitionServer {
     counters: ServeCounters,
     migration: MigrationCounters,
     finished_streams: Vec<FinishedStream>,
+    /// The stats of the latest migration out once it ended.
+    latest_outgoing: OutgoingStats,
     /// Per packet of the burst being served: shard index and key hash, for prefetching.
     targets: Vec<Option<(usize, u64)>>,
     /// Multi-key replies are built here: the request is still being read while they grow.
@@ -215,6 +220,7 @@ impl PartitionServer {
             counters: ServeCounters::default(),
             migration: MigrationCounters::default(),
             finished_streams: Vec::new(),
+            latest_outgoing: OutgoingStats::default(),
             targets: Vec::new(),
             scratch: Box::new([0; dataplane::port::BUFFER_CAPACITY]),
             extra: Vec::new(),
@@ -233,10 +239,12 @@ impl PartitionServer {
     /// Migration counters, including those of migrations still running.
     pub fn migration_counters(&self) -> MigrationCounters {
         let mut counters = self.migration;
+        counters.latest_outgoing = self.latest_outgoing;
         for shard in &self.shards {
             match &shard.role {
                 Role::Outgoing(agent) => {
                     counters.outgoing.add(&agent.stats());
+                    counters.latest_outgoing = agent.stats();
                     counters.outgoing_active += 1;
                 }
                 Role::Incoming(agent) => {
@@ -315,9 +323,11 @@ impl PartitionServer {
             agent.poll(now, &shard.table, out);
             if agent.is_aborted() {
                 self.migration.outgoing.add(&agent.stats());
+                self.latest_outgoing = agent.stats();
                 shard.role = Role::Owned;
             } else if agent.is_done() {
                 self.migration.outgoing.add(&agent.stats());
+                self.latest_outgoing = agent.stats();
                 let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
                 shard.role = Role::Moved { to, shard: id };
                 // The data lives at the destination now; free it here.
@@ -590,9 +600,17 @@ impl PartitionServer {
                     reply_to,
                 ));
             }
+            Role::Returning(agent) if !header.flags.contains(Flags::REDIRECTED) => {
+                // A client that followed MOVED here: send it back to the source.
+                let (to, shard) = (agent.source, agent.source_shard);
+                return Ok(Action::Reply(
+                    self.moved_reply(&header, to, shard, buf),
+                    reply_to,
+                ));
+            }
             Role::Returning(agent) => {
-                // The shard is going back: the source decides (it asks to retry what it
-                // does not have back yet).
+                // Steered here (the switch, or a Fulva double read): the source decides
+                // (it asks to retry what it does not have back yet).
                 let to = (agent.source, agent.source_shard);
                 return self.forward(&header, len, buf, requester, to);
             }
@@ -1032,21 +1050,34 @@ impl PartitionServer {
                 stream::acknowledge(packet, &header, last, Status::Ok);
                 return Ok(Action::Ready);
             }
-            // A new migration in: only as its first message, and only once this partition
+            if message == StreamMessage::Abort {
+                // Nothing of this migration is here (its INIT never arrived): say so, and
+                // the source takes the shard back at once.
+                stream::acknowledge(packet, &header, header.seq, Status::Error);
+                return Ok(Action::Ready);
+            }
+            // A new migration in: only as its first message, and only into a partition that
             // holds nothing of the shard for anyone else.
             let StreamMessage::Init { source_shard, .. } = message else {
                 return Err(DropReason::NotARequest);
             };
+            let empty = shard.table.len() + shard.table.tombstones() == 0;
             let free = match &shard.role {
-                Role::Owned => true,
-                Role::Returning(agent) => agent.is_done(),
+                Role::Owned => empty,
+                Role::Returning(agent) => agent.is_done() && empty,
+                // The same source core started over with a new stream: the old one is dead
+                // (an INIT that arrived after its abort was answered), and what it left
+                // here is a copy of the source's data no client has seen.
+                Role::Incoming(agent) => agent.source == src && agent.source_shard == source_shard,
                 _ => false,
             };
             if header.seq != 0 || !free {
                 return Err(DropReason::NotARequest);
             }
-            if let Role::Returning(agent) = &shard.role {
-                self.migration.returned.add(&agent.stats());
+            match &shard.role {
+                Role::Returning(agent) => self.migration.returned.add(&agent.stats()),
+                Role::Incoming(_) => shard.table = Partition::new(&self.map, self.partition, 0),
+                _ => {}
             }
             shard.role = Role::Incoming(Box::new(Incoming::new(
                 src,
@@ -1058,7 +1089,19 @@ impl PartitionServer {
         }
         let incoming = match &mut shard.role {
             Role::Incoming(agent) => &mut **agent,
-            Role::Outgoing(agent) => agent.returned_mut().expect("accepts_return checked"),
+            Role::Outgoing(agent) => {
+                // What comes back is windows, entries and the end; nothing else applies.
+                let returnable = matches!(
+                    message,
+                    StreamMessage::DedupWindow { .. }
+                        | StreamMessage::Data { .. }
+                        | StreamMessage::Terminate { .. }
+                );
+                if !returnable {
+                    return Err(DropReason::NotARequest);
+                }
+                agent.returned_mut().expect("accepts_return checked")
+            }
             _ => unreachable!("checked above"),
         };
         match incoming.receiver().classify(header.seq) {
@@ -1208,6 +1251,7 @@ impl PartitionServer {
 impl MigrationCounters {
     pub fn add(&mut self, other: &MigrationCounters) {
         self.outgoing.add(&other.outgoing);
+        self.latest_outgoing.add(&other.latest_outgoing);
         self.incoming.add(&other.incoming);
         self.forwarded += other.forwarded;
         self.not_migrated += other.not_migrated;

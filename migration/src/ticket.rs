@@ -27,8 +27,8 @@ pub struct PastCutOver;
 impl std::fmt::Display for PastCutOver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(
-            "the migration is already cutting over (a source partition has sent TERMINATE); \
-             let it finish, then migrate the shard back",
+            "the migration is already cutting over (a source partition has sent TERMINATE) \
+             and will finish",
         )
     }
 }

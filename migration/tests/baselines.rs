@@ -390,6 +390,50 @@ fn aborted_baselines_give_the_shard_back_and_migrate_again() {
     }
 }
 
+/// A destination that already holds data of the shard refuses the INIT (a migration never
+/// merges into live data); aborting then ends at once, since it holds nothing to send back,
+/// and its own data stays.
+#[test]
+fn an_abort_the_destination_never_saw_the_init_of_ends_at_once() {
+    let (mut cluster, keys) = Cluster::new(Protocol::Rocksteady, 11);
+    cluster.network.fault = 0.0;
+    let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
+    cluster.destination = PartitionServer::new(&map, 0, &[SHARD], 16);
+    let mine = b"destination's own".as_slice();
+    cluster
+        .destination
+        .table_mut(SHARD)
+        .unwrap()
+        .put(key_hash(mine), mine, b"kept");
+    for _ in 0..200 {
+        cluster.step();
+    }
+    assert!(
+        cluster.destination.counters().dropped_not_request > 0,
+        "INIT refused"
+    );
+    cluster.plan.ticket.abort().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(cluster.source.role(SHARD), Some(Role::Owned)) {
+        assert!(Instant::now() < deadline, "the abort ended");
+        cluster.step();
+    }
+    let outgoing = cluster.source.migration_counters().outgoing;
+    assert!(
+        outgoing.aborted && outgoing.returned_keys == 0,
+        "{outgoing:?}"
+    );
+    assert!(matches!(cluster.destination.role(SHARD), Some(Role::Owned)));
+    let table = cluster.destination.table(SHARD).unwrap();
+    assert!(matches!(
+        table.get(key_hash(mine), mine),
+        kv::Lookup::Found { .. }
+    ));
+    let mut client = client();
+    let workload = Workload::new(keys, 11);
+    workload.check_all(&mut cluster, &mut client, "after the abort");
+}
+
 /// Once a partition has begun the cut-over, an abort is refused and the migration ends.
 #[test]
 fn an_abort_after_the_cut_over_began_is_refused() {

@@ -523,8 +523,13 @@ impl Engine {
         let tracking = &mut self.tracking[partition];
         let source_half =
             header.flags.contains(Flags::DOUBLE_READ) && !header.flags.contains(Flags::REDIRECTED);
+        let back_to_source = tracking.as_ref().is_some_and(|t| t.source == (to, shard));
         if source_half {
             *tracking = None;
+        } else if back_to_source {
+            // The migration was aborted: the source owns it all again.
+            *tracking = None;
+            *route = (to, shard);
         } else if *route != (to, shard) {
             *tracking = Some(Tracking {
                 source: *route,
