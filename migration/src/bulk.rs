@@ -100,6 +100,8 @@ enum DoneNotice {
 pub struct BulkPuller {
     source: SocketAddrV4,
     source_shard: u16,
+    /// The migration's stream id: requests carry it and answers echo it.
+    stream_id: u32,
     runs: Vec<Run>,
     queue: VecDeque<Answer>,
     done: DoneNotice,
@@ -112,6 +114,7 @@ impl BulkPuller {
     pub fn new(
         source: SocketAddrV4,
         source_shard: u16,
+        stream_id: u32,
         groups: Range<u32>,
         parallel: usize,
     ) -> Self {
@@ -134,6 +137,7 @@ impl BulkPuller {
         BulkPuller {
             source,
             source_shard,
+            stream_id,
             runs,
             queue: VecDeque::new(),
             done: DoneNotice::NotYet,
@@ -202,7 +206,7 @@ impl BulkPuller {
             shard: self.source_shard,
             seq: self.next_seq,
             key_hash: 0,
-            client: 0,
+            client: self.stream_id,
             oldest_gap: 0,
         };
         self.next_seq += 1;
@@ -397,7 +401,7 @@ mod tests {
     fn parallel_runs_fetch_every_entry_once_through_loss_and_duplicates() {
         let (map, table) = table_with(500);
         let groups = map.groups_of(0);
-        let mut puller = BulkPuller::new(source(), 1, groups.clone(), 4);
+        let mut puller = BulkPuller::new(source(), 1, 1, groups.clone(), 4);
         let mut now = Instant::now();
         let mut applied = std::collections::HashMap::new();
         let mut complete = Vec::new();
@@ -450,7 +454,7 @@ mod tests {
     #[test]
     fn a_run_stops_asking_while_its_answers_wait_for_replay() {
         let (map, table) = table_with(2000);
-        let mut puller = BulkPuller::new(source(), 1, map.groups_of(0), 1);
+        let mut puller = BulkPuller::new(source(), 1, 1, map.groups_of(0), 1);
         let now = Instant::now();
         for _ in 0..QUEUED_PER_RUN {
             let mut out = Vec::new();
@@ -471,7 +475,7 @@ mod tests {
     #[test]
     fn a_spent_budget_answers_retry_later_without_entries() {
         let (map, table) = table_with(10);
-        let mut puller = BulkPuller::new(source(), 1, map.groups_of(0), 1);
+        let mut puller = BulkPuller::new(source(), 1, 1, map.groups_of(0), 1);
         let mut out = Vec::new();
         puller.poll(Instant::now(), &mut out);
         let (status, body) = serve(&mut out[0], &table, false);

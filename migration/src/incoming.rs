@@ -124,7 +124,7 @@ impl Incoming {
             migrated_upto: groups.start,
             groups,
             receiver: StreamReceiver::default(),
-            puller: Puller::new(source, source_shard),
+            puller: Puller::new(source, source_shard, stream_id),
             bulk: None,
             hot: HotKeys::default(),
             stats: IncomingStats::default(),
@@ -261,6 +261,7 @@ impl Incoming {
                     self.bulk = Some(BulkPuller::new(
                         self.source,
                         self.source_shard,
+                        self.stream_id,
                         self.groups.clone(),
                         usize::from(parallel_pulls),
                     ));

@@ -54,16 +54,19 @@ pub struct Answered {
 pub struct Puller {
     source: SocketAddrV4,
     source_shard: u16,
+    /// The migration's stream id, carried in every pull (`stream.rs`).
+    stream_id: u32,
     wanted: HashMap<u64, Wanted>,
     next_seq: u64,
     stats: PullStats,
 }
 
 impl Puller {
-    pub fn new(source: SocketAddrV4, source_shard: u16) -> Self {
+    pub fn new(source: SocketAddrV4, source_shard: u16, stream_id: u32) -> Self {
         Puller {
             source,
             source_shard,
+            stream_id,
             wanted: HashMap::new(),
             next_seq: 0,
             stats: PullStats::default(),
@@ -134,7 +137,8 @@ impl Puller {
                 shard: self.source_shard,
                 seq: self.next_seq,
                 key_hash: 0,
-                client: 0,
+                // Answers echo it: a late answer to an earlier migration is not taken.
+                client: self.stream_id,
                 oldest_gap: 0,
             };
             self.next_seq += 1;
@@ -225,7 +229,7 @@ mod tests {
 
     #[test]
     fn hottest_keys_go_first_and_unanswered_ones_are_asked_again() {
-        let mut puller = Puller::new(source(), 1);
+        let mut puller = Puller::new(source(), 1, 1);
         let now = Instant::now();
         for i in 0..20u64 {
             let key = format!("k{i}");
@@ -265,7 +269,7 @@ mod tests {
         let va = table.put(kv::key_hash(a), a, b"1");
         table.put(kv::key_hash(b), b, b"2");
         let (vb, _) = table.delete(kv::key_hash(b), b);
-        let mut puller = Puller::new(source(), 1);
+        let mut puller = Puller::new(source(), 1, 1);
         for key in [a, b, c] {
             puller.want(kv::key_hash(key), key, true, false);
         }

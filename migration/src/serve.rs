@@ -437,7 +437,7 @@ impl PartitionServer {
             }
             Op::BulkDone => return self.on_bulk_done(src, &header, buf),
             Op::BulkDoneReply => {
-                self.incoming_from(src, header.shard)?
+                self.incoming_from(src, &header)?
                     .1
                     .bulk
                     .as_mut()
@@ -682,7 +682,7 @@ impl PartitionServer {
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
         let batch = PullBatch::parse(&buf[HEADER_LEN..len]).map_err(DropReason::Malformed)?;
-        let (table, agent) = self.incoming_from(src, header.shard)?;
+        let (table, agent) = self.incoming_from(src, header)?;
         agent.puller.received(len);
         let mut released = Vec::new();
         for item in batch.items() {
@@ -737,7 +737,7 @@ impl PartitionServer {
         body: &[u8],
     ) -> Result<(), DropReason> {
         let reply = BulkPullReply::parse(body).map_err(DropReason::Malformed)?;
-        self.incoming_from(src, header.shard)?
+        self.incoming_from(src, header)?
             .1
             .bulk
             .as_mut()
@@ -778,15 +778,20 @@ impl PartitionServer {
     }
 
     /// The incoming migration of `shard` from `source`, with the table it fills.
+    /// The migration in from `source`'s `shard` whose stream id an answer (`reply`) echoes.
     fn incoming_from(
         &mut self,
         source: SocketAddrV4,
-        shard: u16,
+        reply: &HeaderRepr,
     ) -> Result<(&mut Partition, &mut Incoming), DropReason> {
         self.shards
             .iter_mut()
             .find_map(|s| match &mut s.role {
-                Role::Incoming(agent) if agent.source == source && agent.source_shard == shard => {
+                Role::Incoming(agent)
+                    if agent.source == source
+                        && agent.source_shard == reply.shard
+                        && agent.stream_id == reply.client =>
+                {
                     Some((&mut s.table, &mut **agent))
                 }
                 _ => None,
