@@ -512,11 +512,7 @@ impl Outgoing {
         }
         self.stats.aborted = true;
         self.stage = if self.plan.protocol == Protocol::NetMigrate {
-            let control = SwitchControl::Terminate {
-                source_ip: *self.plan.source.ip(),
-                partition: self.partition as u16,
-            };
-            Stage::Unpairing(self.tell_switch(&control))
+            Stage::Unpairing(self.tell_switch(&self.switch_terminate()))
         } else {
             Stage::Aborted
         };
@@ -606,11 +602,7 @@ impl Outgoing {
             }
             Stage::Terminating(seq) => {
                 if self.to_destination.is_acked(seq) {
-                    let control = SwitchControl::Terminate {
-                        source_ip: *self.plan.source.ip(),
-                        partition: self.partition as u16,
-                    };
-                    let seq = self.tell_switch(&control);
+                    let seq = self.tell_switch(&self.switch_terminate());
                     self.stage = Stage::CuttingOver(seq);
                 }
             }
@@ -871,6 +863,14 @@ impl Outgoing {
             self.tell_destination(&message);
         }
         self.stats.dedup_entries += log.len() as u64;
+    }
+
+    /// This partition is done with the pair (cut over, or back after an abort).
+    fn switch_terminate(&self) -> SwitchControl {
+        SwitchControl::Terminate {
+            source_ip: *self.plan.source.ip(),
+            partition: self.partition as u16,
+        }
     }
 
     fn tell_switch(&mut self, control: &SwitchControl) -> u64 {
