@@ -308,6 +308,18 @@ fn rpc_error(addr: SocketAddr, status: Status) -> String {
     format!("server {addr}: {}", status.message())
 }
 
+/// Runs one unary call of a blocking client to its end.
+fn unary<T>(
+    runtime: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, String> {
+    runtime
+        .block_on(call)
+        .map(Response::into_inner)
+        .map_err(|s| rpc_error(addr, s))
+}
+
 impl ControlClient {
     pub fn connect(addr: SocketAddr) -> Result<ControlClient, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -333,38 +345,39 @@ impl ControlClient {
         &mut self,
         request: proto::StartMigrationRequest,
     ) -> Result<proto::StartMigrationReply, String> {
-        let addr = self.addr;
-        self.runtime
-            .block_on(self.client.start_migration(request))
-            .map(Response::into_inner)
-            .map_err(|s| rpc_error(addr, s))
+        unary(
+            &self.runtime,
+            self.addr,
+            self.client.start_migration(request),
+        )
     }
 
     pub fn abort_migration(&mut self, shard: u16) -> Result<(), String> {
-        let addr = self.addr;
         let request = proto::AbortMigrationRequest {
             shard: u32::from(shard),
         };
-        self.runtime
-            .block_on(self.client.abort_migration(request))
-            .map(drop)
-            .map_err(|s| rpc_error(addr, s))
+        unary(
+            &self.runtime,
+            self.addr,
+            self.client.abort_migration(request),
+        )
+        .map(drop)
     }
 
     pub fn status(&mut self) -> Result<proto::MigrationStatus, String> {
-        let addr = self.addr;
-        self.runtime
-            .block_on(self.client.status(proto::StatusRequest {}))
-            .map(Response::into_inner)
-            .map_err(|s| rpc_error(addr, s))
+        unary(
+            &self.runtime,
+            self.addr,
+            self.client.status(proto::StatusRequest {}),
+        )
     }
 
     pub fn counters(&mut self) -> Result<proto::ServerCounters, String> {
-        let addr = self.addr;
-        self.runtime
-            .block_on(self.client.counters(proto::CountersRequest {}))
-            .map(Response::into_inner)
-            .map_err(|s| rpc_error(addr, s))
+        unary(
+            &self.runtime,
+            self.addr,
+            self.client.counters(proto::CountersRequest {}),
+        )
     }
 
     /// Calls `each` with every update of a watch until it returns false or the stream ends.

@@ -285,7 +285,7 @@ impl ServerControl {
         serve_per_s: Option<f64>,
     ) -> Result<(), String> {
         let ticket = Arc::new(MigrationTicket::fresh());
-        let mut shard = 0;
+        let shard = plan(0).shard;
         let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {
             let (started, answer) = crossbeam_channel::bounded(1);
@@ -293,7 +293,6 @@ impl ServerControl {
                 ticket: Arc::clone(&ticket),
                 ..plan(partition as u32)
             };
-            shard = plan.shard;
             commands
                 .send(Command::MigrateOut {
                     plan,

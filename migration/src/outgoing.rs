@@ -224,8 +224,6 @@ pub struct Outgoing {
     plan: OutgoingPlan,
     map: PartitionMap,
     partition: u32,
-    partitions: u32,
-    layout: kv::GroupLayout,
     groups: Range<u32>,
     phases: Vec<GroupPhase>,
     next_group: u32,
@@ -287,8 +285,6 @@ impl Outgoing {
             to_switch: StreamSender::new(plan.switch, plan.pipeline.max(1) * 2, id),
             map: *map,
             partition,
-            partitions: map.partitions(),
-            layout: map.layout(),
             phases: vec![GroupPhase::NotStarted; groups.len()],
             next_group: groups.start,
             groups,
@@ -317,15 +313,15 @@ impl Outgoing {
                 dest_ip: *plan.destination.ip(),
                 dest_shard: plan.destination_shard,
                 size_exp: kv::SIZE_EXP,
-                remain_exp: kv::SIZE_EXP - self.layout.group_bits(),
-                partitions: self.partitions as u16,
+                remain_exp: kv::SIZE_EXP - self.map.layout().group_bits(),
+                partitions: self.map.partitions() as u16,
                 partition: self.partition as u16,
             };
             self.tell_switch(&control)
         });
         let init = StreamMessage::Init {
             source_shard: plan.shard,
-            partitions: self.partitions as u16,
+            partitions: self.map.partitions() as u16,
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
             protocol: plan.protocol,
@@ -564,7 +560,7 @@ impl Outgoing {
             self.stage,
             Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
         );
-        if abortable && self.plan.ticket.is_aborting() {
+        if abortable && self.plan.ticket.abort_requested() {
             self.begin_abort();
         }
         match self.stage {
@@ -627,7 +623,7 @@ impl Outgoing {
     /// small enough (or enough rounds ran), stops serving and ships the last of them.
     fn catch_up(&mut self, round: u32, table: &Partition) {
         let last_round = self.dirty.len() <= STOP_KEYS || round >= MAX_ROUNDS;
-        let layout = self.layout;
+        let layout = self.map.layout();
         let mut dirty: Vec<(u32, Vec<u8>, u64)> = self
             .dirty
             .drain()

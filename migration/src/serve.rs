@@ -777,7 +777,6 @@ impl PartitionServer {
         Ok(Action::Reply(len, None))
     }
 
-    /// The incoming migration of `shard` from `source`, with the table it fills.
     /// The migration in from `source`'s `shard` whose stream id an answer (`reply`) echoes.
     fn incoming_from(
         &mut self,

@@ -82,7 +82,8 @@ impl MigrationTicket {
         }
     }
 
-    pub fn is_aborting(&self) -> bool {
+    /// The migration was called off (each partition turns to it on its next poll).
+    pub fn abort_requested(&self) -> bool {
         self.fate.load(Ordering::Acquire) == ABORTING
     }
 }
@@ -103,13 +104,13 @@ mod tests {
         assert!(ticket.abort().is_ok());
         assert!(ticket.abort().is_ok(), "idempotent");
         assert!(!ticket.commit(), "an aborted migration never cuts over");
-        assert!(ticket.is_aborting());
+        assert!(ticket.abort_requested());
 
         let ticket = MigrationTicket::new(7);
         assert!(ticket.commit());
         assert!(ticket.commit(), "every partition may commit");
         assert_eq!(ticket.abort(), Err(PastCutOver));
-        assert!(!ticket.is_aborting());
+        assert!(!ticket.abort_requested());
     }
 
     #[test]
