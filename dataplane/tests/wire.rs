@@ -217,31 +217,69 @@ proptest! {
     fn multi_key_requests_and_replies_round_trip(
         op in key_op(),
         items in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 1..20),
-                                            proptest::collection::vec(any::<u8>(), 0..40)), 1..=16)) {
+                                            proptest::collection::vec(any::<u8>(), 0..40)), 1..=16),
+        serve_bits: u16, halves_bits: u16, deferred_bits: u16) {
         let multi: Vec<MultiItem> = items.iter().map(|(h, k, v)| MultiItem {
             key_hash: *h, key: k, value: if op == KeyOp::Put { v } else { &[] } }).collect();
         let mut scratch = [0u8; 2048];
         let view = MultiRequestItems::build(op, &multi, &mut scratch).unwrap();
+        prop_assert_eq!(view.serve(), wire::all_items(multi.len()));
+        // Any non-empty selection of the items, with halves among the selected.
+        let serve = (serve_bits & wire::all_items(multi.len())).max(1);
+        let halves = halves_bits & serve;
+        let view = view.select(serve, halves).unwrap();
         let request = Request::Multi(view);
         let h = HeaderRepr { op: op.multi_op(), ..header(Op::Get) };
         let mut buf = [0u8; 2048];
         let len = wire::emit_request(&h, &request, &mut buf).unwrap();
+        prop_assert_eq!(u16::from_be_bytes([buf[wire::MULTI_SERVE_AT], buf[wire::MULTI_SERVE_AT + 1]]), serve);
+        prop_assert_eq!(u16::from_be_bytes([buf[wire::MULTI_HALVES_AT], buf[wire::MULTI_HALVES_AT + 1]]), halves);
         let (parsed_h, body) = wire::parse_header(&buf[..len]).unwrap();
         let Request::Multi(parsed) = Request::parse(&parsed_h, body).unwrap() else { panic!("not multi") };
         prop_assert_eq!(parsed.iter().collect::<Vec<_>>(), multi.clone());
+        prop_assert_eq!((parsed.serve(), parsed.halves()), (serve, halves));
+        let selected: Vec<usize> = parsed.selected().map(|(i, _)| i).collect();
+        prop_assert_eq!(selected.len(), serve.count_ones() as usize);
+        prop_assert!(selected.iter().all(|&i| serve & (1 << i) != 0));
 
+        // The reply answers the selection, in index order.
         let mut reply_body = [0u8; 2048];
         let mut writer = MultiReplyWriter::new(op, &mut reply_body).unwrap();
-        let replies: Vec<ReplyItem> = multi.iter().enumerate().map(|(i, m)| ReplyItem {
+        let replies: Vec<(usize, ReplyItem)> = parsed.selected().map(|(i, m)| (i, ReplyItem {
             status: if i % 2 == 0 { Status::Ok } else { Status::NotFound },
             version: i as u64 * 3,
             value: if op == KeyOp::Get { m.key } else { &[] },
-        }).collect();
-        for r in &replies { writer.push(*r).unwrap(); }
-        let body_len = writer.finish().unwrap();
+        })).collect();
+        for (i, r) in &replies { writer.push(*i, *r).unwrap(); }
+        let body_len = writer.finish(halves, deferred_bits).unwrap();
         let rh = h.reply(Status::Ok);
         let Reply::Multi(parsed) = Reply::parse(&rh, &reply_body[..body_len]).unwrap() else { panic!("not multi") };
         prop_assert_eq!(parsed.iter().collect::<Vec<_>>(), replies);
+        prop_assert_eq!((parsed.answered(), parsed.halves(), parsed.deferred()),
+                        (serve, halves, deferred_bits & halves));
+    }
+
+    /// Masks that select nothing, an item beyond the count, or an unselected half are refused.
+    #[test]
+    fn bad_multi_key_selections_are_refused(count in 1usize..=16, serve: u16, halves: u16) {
+        let keys: Vec<Vec<u8>> = (0..count).map(|i| vec![b'k', i as u8]).collect();
+        let multi: Vec<MultiItem> = keys.iter().map(|k| MultiItem { key_hash: 7, key: k, value: &[] }).collect();
+        let mut scratch = [0u8; 2048];
+        let view = MultiRequestItems::build(KeyOp::Get, &multi, &mut scratch).unwrap();
+        let valid = serve != 0 && serve & !wire::all_items(count) == 0 && halves & !serve == 0;
+        let h = HeaderRepr { op: Op::MultiGet, ..header(Op::Get) };
+        let mut buf = [0u8; 2048];
+        let len = wire::emit_request(&h, &Request::Multi(view), &mut buf).unwrap();
+        buf[wire::MULTI_SERVE_AT..wire::MULTI_SERVE_AT + 2].copy_from_slice(&serve.to_be_bytes());
+        buf[wire::MULTI_HALVES_AT..wire::MULTI_HALVES_AT + 2].copy_from_slice(&halves.to_be_bytes());
+        let (parsed_h, body) = wire::parse_header(&buf[..len]).unwrap();
+        let parsed = Request::parse(&parsed_h, body);
+        prop_assert_eq!(view.select(serve, halves).is_ok(), valid);
+        if valid {
+            prop_assert!(parsed.is_ok());
+        } else {
+            prop_assert_eq!(parsed.unwrap_err(), WireError::BadSelection);
+        }
     }
 
     /// Any byte string either parses or yields a typed error; nothing panics.

@@ -14,10 +14,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(reply) = Reply::parse(&header, body) {
             if let Reply::Multi(items) = reply {
                 assert_eq!(items.iter().count(), items.len());
-            } else {
-                let len = wire::emit_reply(&header, &reply, &mut out).expect("re-emit");
-                assert_eq!(&out[..len], data);
             }
+            let len = wire::emit_reply(&header, &reply, &mut out).expect("re-emit");
+            assert_eq!(&out[..len], data);
         }
     } else if let Ok(request) = Request::parse(&header, body) {
         let len = wire::emit_request(&header, &request, &mut out).expect("re-emit");

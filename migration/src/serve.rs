@@ -135,8 +135,8 @@ pub struct MigrationCounters {
     /// Double-read halves a destination answered NOT_MIGRATED.
     pub not_migrated: u64,
     pub moved_replies: u64,
-    /// Multi-key requests on a migrating shard whose keys the partition could not all
-    /// serve: answered RETRY_LATER.
+    /// Multi-key requests on a migrating shard with at least one key the partition could
+    /// not serve yet (answered RETRY_LATER, for that key or the whole request).
     pub multi_retry_later: u64,
     /// Requests answered RETRY_LATER while ownership moves (single-key).
     pub retry_later: u64,
@@ -180,10 +180,35 @@ const MAX_PARKED: usize = 4096;
 
 /// How a multi-key request is answered.
 enum MultiOutcome {
-    /// The reply is in the scratch buffer, this long.
-    Built(usize),
+    /// The reply is in the scratch buffer, this long; the items in `forward` go to the
+    /// source.
+    Built {
+        len: usize,
+        forward: u16,
+    },
+    /// Every item this server was asked for goes to the source (these).
+    Forward(u16),
     Moved(SocketAddrV4, u16),
     Status(Status),
+    /// Every item was a write the client already has its answer to.
+    Stale,
+}
+
+/// What a partition does with one item of a multi-key request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemFate {
+    Serve,
+    /// A double-read half for a key the destination does not have: the source's half is
+    /// the answer.
+    Defer,
+    /// Not here yet, or ownership is moving: the client asks again.
+    RetryLater,
+    /// The source owns it (a destination steered to by a false positive).
+    Forward,
+    /// Outside the client's dedup window: answered ERROR.
+    Refuse,
+    /// A write older than the client's floor: not answered.
+    Stale,
 }
 
 /// What became of a handled packet.
@@ -412,7 +437,7 @@ impl PartitionServer {
     }
 
     fn handle_payload(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
-        let src = packet.src;
+        let (src, local) = (packet.src, packet.dst);
         let (len, buf) = packet.payload_and_buffer();
         let (header, _) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
         if header.op.is_migration_stream() {
@@ -482,21 +507,42 @@ impl PartitionServer {
             ),
             Request::Delete { key } => (self.checked_hash(&header, key)?, range_of(key), None),
             Request::Multi(items) => {
-                let outcome = self.serve_multi(shard_index, &header, items)?;
-                let len = match outcome {
-                    MultiOutcome::Built(total) => {
-                        buf[..total].copy_from_slice(&self.scratch[..total]);
-                        total
+                return match self.serve_multi(shard_index, &header, items)? {
+                    MultiOutcome::Built {
+                        len: total,
+                        forward,
+                    } => {
+                        if forward == 0 {
+                            buf[..total].copy_from_slice(&self.scratch[..total]);
+                            return Ok(Action::Reply(total, reply_to));
+                        }
+                        // Answered in part here: the answer goes out on its own, the rest
+                        // of the request to the source.
+                        let mut reply = Packet::new_boxed();
+                        reply.buffer_mut()[..total].copy_from_slice(&self.scratch[..total]);
+                        reply.set_len(total);
+                        (reply.src, reply.dst) = (local, requester);
+                        self.extra.push(reply);
+                        self.forward_selection(shard_index, &header, forward, len, buf, requester)
                     }
-                    MultiOutcome::Moved(to, shard) => self.moved_reply(&header, to, shard, buf),
+                    MultiOutcome::Forward(selection) => {
+                        self.forward_selection(shard_index, &header, selection, len, buf, requester)
+                    }
+                    MultiOutcome::Moved(to, shard) => Ok(Action::Reply(
+                        self.moved_reply(&header, to, shard, buf),
+                        reply_to,
+                    )),
                     MultiOutcome::Status(status) => {
                         if status == Status::Error {
                             self.counters.error_replies += 1;
                         }
-                        self.status_reply(&header, status, buf)
+                        Ok(Action::Reply(
+                            self.status_reply(&header, status, buf),
+                            reply_to,
+                        ))
                     }
+                    MultiOutcome::Stale => Err(DropReason::StaleWrite),
                 };
-                return Ok(Action::Reply(len, reply_to));
             }
         };
         match header.op {
@@ -919,6 +965,10 @@ impl PartitionServer {
         ))
     }
 
+    /// Serves the selected items of a multi-key request. Each item is decided on its own,
+    /// like a single-key request: served, deferred (a double-read half the destination does
+    /// not have), retried later, or passed to the source. A write item's identity for
+    /// dedup is `seq + index`, so any split of a request is applied at most once per item.
     fn serve_multi(
         &mut self,
         shard_index: usize,
@@ -926,30 +976,33 @@ impl PartitionServer {
         items: wire::MultiRequestItems<'_>,
     ) -> Result<MultiOutcome, DropReason> {
         self.counters.multi_requests += 1;
-        self.counters.multi_keys += items.len() as u64;
-        for item in items.iter() {
-            if key_hash(item.key) != item.key_hash {
-                return Err(DropReason::HashMismatch);
-            }
+        self.counters.multi_keys += u64::from(items.serve().count_ones());
+        if items.iter().any(|item| key_hash(item.key) != item.key_hash) {
+            return Err(DropReason::HashMismatch);
         }
         let layout = self.map.layout();
         let is_read = items.op == KeyOp::Get;
-        let double_read = header.flags.contains(Flags::DOUBLE_READ);
-        let shard = &self.shards[shard_index];
-        let servable = match &shard.role {
-            Role::Owned => true,
+        let forwarded = header.flags.contains(Flags::FORWARDED);
+        let is_half = |i: usize| items.halves() & (1 << i) != 0;
+        let mut fates = [ItemFate::Serve; wire::MAX_KEYS];
+        let mut reply_flags = Flags::default();
+        let Shard { table, role, .. } = &mut self.shards[shard_index];
+        match role {
+            Role::Owned => {}
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
             // Steered here by the switch: ask again until it forgets the pair.
-            Role::Returning(_) if header.flags.contains(Flags::REDIRECTED) => false,
+            Role::Returning(_) if header.flags.contains(Flags::REDIRECTED) => {
+                self.migration.multi_retry_later += 1;
+                return Ok(MultiOutcome::Status(Status::RetryLater));
+            }
             Role::Returning(agent) => {
                 return Ok(MultiOutcome::Moved(agent.source, agent.source_shard))
             }
-            // Every key must be one this partition serves alone right now.
             Role::Outgoing(agent) => {
-                let mut all_served = true;
-                for item in items.iter() {
-                    match agent.rule(layout.group_of(item.key_hash), is_read, double_read) {
-                        SourceRule::Serve => {}
+                for (i, item) in items.selected() {
+                    let group = layout.group_of(item.key_hash);
+                    fates[i] = match agent.rule(group, is_read, is_half(i)) {
+                        SourceRule::Serve => ItemFate::Serve,
                         SourceRule::Moved => {
                             let plan = agent.plan();
                             return Ok(MultiOutcome::Moved(
@@ -957,63 +1010,138 @@ impl PartitionServer {
                                 plan.destination_shard,
                             ));
                         }
-                        SourceRule::Hold | SourceRule::RetryLater => all_served = false,
+                        // A write for a group handed over is the destination's to apply.
+                        SourceRule::Hold | SourceRule::RetryLater => ItemFate::RetryLater,
+                    };
+                }
+            }
+            Role::Incoming(agent) => {
+                reply_flags = Flags::FROM_DESTINATION;
+                for (i, item) in items.selected() {
+                    let group = layout.group_of(item.key_hash);
+                    let present = || !matches!(table.get(item.key_hash, item.key), Lookup::Absent);
+                    fates[i] = match agent.rule(group, is_read, is_half(i), forwarded, present) {
+                        DestinationRule::Serve => ItemFate::Serve,
+                        DestinationRule::NotMigrated => {
+                            agent.sample_miss(item.key_hash, item.key);
+                            self.migration.not_migrated += 1;
+                            ItemFate::Defer
+                        }
+                        DestinationRule::Pull => {
+                            // Not parked: the pull brings the key, the client asks again.
+                            agent.puller.want(item.key_hash, item.key, false, false);
+                            ItemFate::RetryLater
+                        }
+                        DestinationRule::RetryLater => ItemFate::RetryLater,
+                        DestinationRule::Forward => ItemFate::Forward,
+                    };
+                }
+            }
+        }
+        let mut applied = 0u16;
+        if !is_read {
+            for (i, item) in items.selected() {
+                if fates[i] != ItemFate::Serve {
+                    continue;
+                }
+                let (Some(seq), Some(gap)) = (
+                    header.seq.checked_add(i as u64),
+                    header.oldest_gap.checked_add(i as u32),
+                ) else {
+                    fates[i] = ItemFate::Refuse;
+                    continue;
+                };
+                match self.dedup.admit(header.client, seq, gap) {
+                    DedupVerdict::Apply => {
+                        applied |= 1 << i;
+                        if let Role::Outgoing(agent) = role {
+                            agent.applied_write(header.client, seq);
+                            agent.dirtied(layout.group_of(item.key_hash), item.key_hash, item.key);
+                        }
                     }
-                }
-                all_served
-            }
-            Role::Incoming(agent) => items.iter().all(|item| {
-                let present =
-                    || !matches!(shard.table.get(item.key_hash, item.key), Lookup::Absent);
-                let group = layout.group_of(item.key_hash);
-                agent.rule(group, is_read, double_read, false, present) == DestinationRule::Serve
-            }),
-        };
-        if !servable {
-            self.migration.multi_retry_later += 1;
-            return Ok(MultiOutcome::Status(Status::RetryLater));
-        }
-        let verdict = match items.op {
-            KeyOp::Get => DedupVerdict::Apply,
-            KeyOp::Put | KeyOp::Delete => {
-                self.dedup
-                    .admit(header.client, header.seq, header.oldest_gap)
-            }
-        };
-        let apply = match verdict {
-            DedupVerdict::Apply => true,
-            DedupVerdict::Duplicate => {
-                self.counters.duplicate_writes += 1;
-                false
-            }
-            DedupVerdict::Stale => return Err(DropReason::StaleWrite),
-            DedupVerdict::OutOfWindow => return Ok(MultiOutcome::Status(Status::Error)),
-        };
-        let shard = &mut self.shards[shard_index];
-        if apply && !is_read {
-            if let Role::Outgoing(agent) = &mut shard.role {
-                agent.applied_write(header.client, header.seq);
-                for item in items.iter() {
-                    agent.dirtied(layout.group_of(item.key_hash), item.key_hash, item.key);
+                    DedupVerdict::Duplicate => self.counters.duplicate_writes += 1,
+                    // The client has its answer: nothing to say about this item.
+                    DedupVerdict::Stale => fates[i] = ItemFate::Stale,
+                    DedupVerdict::OutOfWindow => fates[i] = ItemFate::Refuse,
                 }
             }
         }
-        let table = &mut shard.table;
         let mut writer = MultiReplyWriter::new(items.op, &mut self.scratch[HEADER_LEN..])
             .expect("scratch holds a multi-key reply header");
-        for item in items.iter() {
-            let reply = execute_item(table, items.op, item, apply);
-            if writer.push(reply).is_err() {
+        let (mut deferred, mut forward, mut retry_later) = (0u16, 0u16, false);
+        for (i, item) in items.selected() {
+            let answer = |status| ReplyItem {
+                status,
+                version: 0,
+                value: &[],
+            };
+            let reply = match fates[i] {
+                ItemFate::Serve => execute_item(table, items.op, item, applied & (1 << i) != 0),
+                ItemFate::Defer => {
+                    deferred |= 1 << i;
+                    answer(Status::NotFound)
+                }
+                ItemFate::RetryLater => {
+                    retry_later = true;
+                    answer(Status::RetryLater)
+                }
+                ItemFate::Refuse => answer(Status::Error),
+                ItemFate::Forward => {
+                    forward |= 1 << i;
+                    continue;
+                }
+                ItemFate::Stale => continue,
+            };
+            if writer.push(i, reply).is_err() {
                 // The values do not fit one frame: the client must ask for fewer keys.
                 return Ok(MultiOutcome::Status(Status::Error));
             }
         }
-        let body_len = writer.finish().expect("at least one item");
+        if retry_later {
+            self.migration.multi_retry_later += 1;
+        }
+        let Ok(body_len) = writer.finish(items.halves(), deferred) else {
+            // Nothing answered here: every item goes to the source, or was stale.
+            return Ok(if forward != 0 {
+                MultiOutcome::Forward(forward)
+            } else {
+                MultiOutcome::Stale
+            });
+        };
+        let mut reply_header = header.reply(Status::Ok);
+        reply_header.flags = reply_header.flags.with(reply_flags);
         HeaderRepr::emit(
-            &header.reply(Status::Ok),
+            &reply_header,
             &mut wire::Header::new_unchecked(&mut self.scratch[..HEADER_LEN]),
         );
-        Ok(MultiOutcome::Built(HEADER_LEN + body_len))
+        Ok(MultiOutcome::Built {
+            len: HEADER_LEN + body_len,
+            forward,
+        })
+    }
+
+    /// Passes the items in `selection` of a multi-key request to the source of the shard
+    /// migrating in; the reply goes straight to `requester`.
+    fn forward_selection(
+        &mut self,
+        shard_index: usize,
+        header: &HeaderRepr,
+        selection: u16,
+        len: usize,
+        buf: &mut [u8],
+        requester: SocketAddrV4,
+    ) -> Result<Action, DropReason> {
+        let Role::Incoming(agent) = &self.shards[shard_index].role else {
+            unreachable!("only a destination passes items on")
+        };
+        let to = (agent.source, agent.source_shard);
+        let halves =
+            u16::from_be_bytes([buf[wire::MULTI_HALVES_AT], buf[wire::MULTI_HALVES_AT + 1]]);
+        buf[wire::MULTI_SERVE_AT..wire::MULTI_SERVE_AT + 2]
+            .copy_from_slice(&selection.to_be_bytes());
+        buf[wire::MULTI_HALVES_AT..wire::MULTI_HALVES_AT + 2]
+            .copy_from_slice(&(halves & selection).to_be_bytes());
+        self.forward(header, len, buf, requester, to)
     }
 
     /// A migration stream message for a shard migrating in (or, after an abort, coming

@@ -261,16 +261,73 @@ fn multi_key_requests() {
     let Reply::Multi(replies) = Reply::parse(&h, &body).unwrap() else {
         panic!()
     };
-    assert!(replies.iter().all(|r| r.status == Status::Ok));
+    assert!(replies.iter().all(|(_, r)| r.status == Status::Ok));
     let mut scratch = [0u8; 2048];
     let get = Request::Multi(MultiRequestItems::build(KeyOp::Get, &items, &mut scratch).unwrap());
     let (h, body) = call(&mut s, &header(Op::MultiGet, 2, &keys[0]), &get).unwrap();
     let Reply::Multi(replies) = Reply::parse(&h, &body).unwrap() else {
         panic!()
     };
-    let values: Vec<Vec<u8>> = replies.iter().map(|r| r.value.to_vec()).collect();
+    let values: Vec<Vec<u8>> = replies.iter().map(|(_, r)| r.value.to_vec()).collect();
     assert_eq!(values, keys, "each key was stored under itself");
     assert_eq!(s.counters().multi_keys, 16);
+}
+
+/// A server answers only the items a request selects, and a write item is applied at most
+/// once whatever selections its retransmissions carry: its identity is `seq + index`.
+#[test]
+fn multi_key_selections_answer_and_apply_each_item_once() {
+    let (mut s, map) = server(1);
+    let keys: Vec<Vec<u8>> = (0..6).map(|i| key_in_partition_0(&map, i * 50)).collect();
+    let items: Vec<MultiItem> = keys
+        .iter()
+        .map(|k| MultiItem {
+            key_hash: key_hash(k),
+            key: k,
+            value: b"first",
+        })
+        .collect();
+    let mut scratch = [0u8; 2048];
+    let put = MultiRequestItems::build(KeyOp::Put, &items, &mut scratch).unwrap();
+    let answered = |s: &mut PartitionServer, selection: u16, seq: u64| {
+        let request = Request::Multi(put.select(selection, 0).unwrap());
+        let (h, body) = call(s, &header(Op::MultiPut, seq, &keys[0]), &request).unwrap();
+        let Reply::Multi(replies) = Reply::parse(&h, &body).unwrap() else {
+            panic!("a multi-key reply")
+        };
+        assert_eq!(
+            replies.answered(),
+            selection,
+            "only the selection is answered"
+        );
+        replies
+            .iter()
+            .map(|(i, r)| (i, r.status, r.version != 0))
+            .collect::<Vec<_>>()
+    };
+    // Items 0, 2 and 4 first; then a retransmission selecting everything.
+    let first = answered(&mut s, 0b010101, 10);
+    assert!(first
+        .iter()
+        .all(|&(_, status, applied)| status == Status::Ok && applied));
+    let again = answered(&mut s, 0b111111, 10);
+    for (i, status, applied) in again {
+        assert_eq!(status, Status::Ok);
+        assert_eq!(applied, i % 2 == 1, "item {i} applied exactly once");
+    }
+    assert_eq!(s.counters().duplicate_writes, 3);
+    // A newer write of key 1 is not undone by a late copy of the old request.
+    let newer = Request::Put {
+        key: &keys[1],
+        value: b"newer",
+    };
+    let still_awaiting_10 = HeaderRepr {
+        oldest_gap: 20,
+        ..header(Op::Put, 30, &keys[1])
+    };
+    call(&mut s, &still_awaiting_10, &newer).unwrap();
+    assert_eq!(answered(&mut s, 0b000010, 10), [(1, Status::Ok, false)]);
+    assert_eq!(get(&mut s, 31, &keys[1]), (Status::Ok, b"newer".to_vec()));
 }
 
 /// The prefetching burst path answers exactly like one-at-a-time handling, for bursts of

@@ -22,6 +22,8 @@ pub enum WireError {
     BadKeyLength,
     #[error("multi-key count must be 1..=16")]
     BadKeyCount,
+    #[error("multi-key masks select no item, an item beyond the count, or an unselected half")]
+    BadSelection,
     #[error("reserved bytes are not zero")]
     NonZeroReserved,
     #[error("message does not fit one frame")]

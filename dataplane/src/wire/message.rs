@@ -7,8 +7,19 @@ use super::{HeaderRepr, Op, Status, WireError, HEADER_LEN, MAX_PAYLOAD};
 pub const MAX_KEYS: usize = 16;
 /// Bytes of a PUT body before the key: key length (u8) and value length (u16).
 pub(crate) const PUT_FIXED_LEN: usize = 3;
-/// Bytes of a multi-key body before the hashes: count (u8) and 7 reserved bytes.
+/// Bytes of a multi-key body before the hashes or items: count, reserved byte, and three
+/// u16 masks (request: serve, halves, reserved; reply: answered, halves, deferred).
 const MULTI_FIXED_LEN: usize = 8;
+/// Offset in a datagram of a multi-key request's `serve` mask (u16): a switch rewrites it in
+/// place when it splits the request between servers.
+pub const MULTI_SERVE_AT: usize = HEADER_LEN + 2;
+/// Offset in a datagram of a multi-key request's `halves` mask (u16).
+pub const MULTI_HALVES_AT: usize = HEADER_LEN + 4;
+
+/// The mask of the first `count` items.
+pub fn all_items(count: usize) -> u16 {
+    ((1u32 << count.min(MAX_KEYS)) - 1) as u16
+}
 const MAX_BODY: usize = MAX_PAYLOAD - HEADER_LEN;
 
 /// The single-key operation a (multi-key) message performs.
@@ -193,8 +204,10 @@ impl<'a> Request<'a> {
                 writer.put(value)?;
             }
             Request::Multi(items) => {
-                writer.put(&[items.count])?;
-                writer.put(&[0; MULTI_FIXED_LEN - 1])?;
+                writer.put(&[items.count, 0])?;
+                writer.put(&items.serve.to_be_bytes())?;
+                writer.put(&items.halves.to_be_bytes())?;
+                writer.put(&[0; 2])?;
                 writer.put(items.hashes)?;
                 writer.put(items.items)?;
             }
@@ -213,10 +226,16 @@ pub struct MultiItem<'a> {
 }
 
 /// The validated items of a multi-key request; iterating yields them in order.
+///
+/// A request always carries every item; `serve` says which of them the receiving server is
+/// to answer (a switch that splits a request sends each server the same items with its own
+/// mask), and `halves` which of those are one half of a double read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MultiRequestItems<'a> {
     pub op: KeyOp,
     count: u8,
+    serve: u16,
+    halves: u16,
     hashes: &'a [u8],
     items: &'a [u8],
 }
@@ -227,9 +246,14 @@ impl<'a> MultiRequestItems<'a> {
         if count == 0 || count as usize > MAX_KEYS {
             return Err(WireError::BadKeyCount);
         }
-        if cursor.take(MULTI_FIXED_LEN - 1)?.iter().any(|&b| b != 0) {
+        if cursor.u8()? != 0 {
             return Err(WireError::NonZeroReserved);
         }
+        let (serve, halves) = (cursor.u16()?, cursor.u16()?);
+        if cursor.u16()? != 0 {
+            return Err(WireError::NonZeroReserved);
+        }
+        check_selection(count as usize, serve, halves)?;
         let hashes = cursor.take(count as usize * 8)?;
         let items_start = cursor.rest();
         for _ in 0..count {
@@ -251,13 +275,44 @@ impl<'a> MultiRequestItems<'a> {
         Ok(MultiRequestItems {
             op,
             count,
+            serve,
+            halves,
             hashes,
             items,
         })
     }
 
+    /// Every item the request carries, selected or not.
     pub fn len(&self) -> usize {
         self.count as usize
+    }
+
+    /// The items (by index) this server is to answer.
+    pub fn serve(&self) -> u16 {
+        self.serve
+    }
+
+    /// The selected items that are one half of a double read.
+    pub fn halves(&self) -> u16 {
+        self.halves
+    }
+
+    /// The same items with another selection.
+    pub fn select(self, serve: u16, halves: u16) -> Result<Self, WireError> {
+        check_selection(self.len(), serve, halves)?;
+        Ok(MultiRequestItems {
+            serve,
+            halves,
+            ..self
+        })
+    }
+
+    /// The selected items with their index, in order.
+    pub fn selected(&self) -> impl Iterator<Item = (usize, MultiItem<'a>)> {
+        let serve = self.serve;
+        self.iter()
+            .enumerate()
+            .filter(move |(i, _)| serve & (1 << i) != 0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,10 +361,20 @@ impl<'a> MultiRequestItems<'a> {
         Ok(MultiRequestItems {
             op,
             count: items.len() as u8,
+            serve: all_items(items.len()),
+            halves: 0,
             hashes,
             items: &rest[..len - hash_len],
         })
     }
+}
+
+/// A selection names at least one of the `count` items, and only selected items are halves.
+fn check_selection(count: usize, serve: u16, halves: u16) -> Result<(), WireError> {
+    if serve == 0 || serve & !all_items(count) != 0 || halves & !serve != 0 {
+        return Err(WireError::BadSelection);
+    }
+    Ok(())
 }
 
 /// Iterator over the items of a validated multi-key request.
@@ -421,8 +486,10 @@ impl<'a> Reply<'a> {
                 writer.put(&version.to_be_bytes())?
             }
             Reply::Multi(items) => {
-                writer.put(&[items.count])?;
-                writer.put(&[0; MULTI_FIXED_LEN - 1])?;
+                writer.put(&[items.count, 0])?;
+                writer.put(&items.answered.to_be_bytes())?;
+                writer.put(&items.halves.to_be_bytes())?;
+                writer.put(&items.deferred.to_be_bytes())?;
                 writer.put(items.items)?;
             }
             Reply::Moved { to, shard } => {
@@ -435,11 +502,19 @@ impl<'a> Reply<'a> {
     }
 }
 
-/// The validated items of a multi-key reply.
+/// The validated items of a multi-key reply: the items of the request's selection this
+/// server answered, in index order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MultiReplyItems<'a> {
     pub op: KeyOp,
     count: u8,
+    /// The request's items (by index) answered here.
+    answered: u16,
+    /// The answered items that are one half of a double read.
+    halves: u16,
+    /// Halves the destination does not have yet (NOT_MIGRATED per item): the source's half
+    /// is the answer.
+    deferred: u16,
     items: &'a [u8],
 }
 
@@ -449,8 +524,15 @@ impl<'a> MultiReplyItems<'a> {
         if count == 0 || count as usize > MAX_KEYS {
             return Err(WireError::BadKeyCount);
         }
-        if cursor.take(MULTI_FIXED_LEN - 1)?.iter().any(|&b| b != 0) {
+        if cursor.u8()? != 0 {
             return Err(WireError::NonZeroReserved);
+        }
+        let (answered, halves, deferred) = (cursor.u16()?, cursor.u16()?, cursor.u16()?);
+        if answered.count_ones() != u32::from(count) {
+            return Err(WireError::BadKeyCount);
+        }
+        if halves & !answered != 0 || deferred & !halves != 0 {
+            return Err(WireError::BadSelection);
         }
         let start = cursor.rest();
         for _ in 0..count {
@@ -462,7 +544,14 @@ impl<'a> MultiReplyItems<'a> {
             }
         }
         let items = &start[..start.len() - cursor.rest().len()];
-        Ok(MultiReplyItems { op, count, items })
+        Ok(MultiReplyItems {
+            op,
+            count,
+            answered,
+            halves,
+            deferred,
+            items,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -473,10 +562,26 @@ impl<'a> MultiReplyItems<'a> {
         self.count == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = ReplyItem<'a>> {
+    pub fn answered(&self) -> u16 {
+        self.answered
+    }
+
+    pub fn halves(&self) -> u16 {
+        self.halves
+    }
+
+    pub fn deferred(&self) -> u16 {
+        self.deferred
+    }
+
+    /// The answered items with the index of the request item each answers.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, ReplyItem<'a>)> {
         let op = self.op;
         let mut cursor = Cursor::new(self.items);
+        let mut left = self.answered;
         std::iter::from_fn(move || {
+            let index = left.trailing_zeros() as usize;
+            left &= left.checked_sub(1)?;
             let status = Status::from_u8(cursor.u8().ok()?).ok()?;
             let version = cursor.u64().ok()?;
             let value = if op == KeyOp::Get {
@@ -485,20 +590,23 @@ impl<'a> MultiReplyItems<'a> {
             } else {
                 &[]
             };
-            Some(ReplyItem {
-                status,
-                version,
-                value,
-            })
+            Some((
+                index,
+                ReplyItem {
+                    status,
+                    version,
+                    value,
+                },
+            ))
         })
     }
 }
 
-/// Appends the items of a multi-key reply to a body, one at a time.
+/// Appends the items of a multi-key reply to a body, one at a time, in index order.
 pub struct MultiReplyWriter<'b> {
     op: KeyOp,
     writer: Writer<'b>,
-    count: u8,
+    answered: u16,
 }
 
 impl<'b> MultiReplyWriter<'b> {
@@ -508,13 +616,15 @@ impl<'b> MultiReplyWriter<'b> {
         Ok(MultiReplyWriter {
             op,
             writer,
-            count: 0,
+            answered: 0,
         })
     }
 
-    pub fn push(&mut self, item: ReplyItem<'_>) -> Result<(), WireError> {
-        if self.count as usize == MAX_KEYS {
-            return Err(WireError::BadKeyCount);
+    /// Appends the answer to the request's item `index`, which must follow every index
+    /// pushed before.
+    pub fn push(&mut self, index: usize, item: ReplyItem<'_>) -> Result<(), WireError> {
+        if index >= MAX_KEYS || (self.answered >> index) != 0 {
+            return Err(WireError::BadSelection);
         }
         self.writer.put(&[item.status as u8])?;
         self.writer.put(&item.version.to_be_bytes())?;
@@ -522,16 +632,22 @@ impl<'b> MultiReplyWriter<'b> {
             self.writer.put(&Writer::value_len(item.value)?)?;
             self.writer.put(item.value)?;
         }
-        self.count += 1;
+        self.answered |= 1 << index;
         Ok(())
     }
 
-    /// Writes the count and returns the body length.
-    pub fn finish(self) -> Result<usize, WireError> {
-        if self.count == 0 {
+    /// Writes the count and masks and returns the body length. `halves` and `deferred`
+    /// are kept to the answered items.
+    pub fn finish(self, halves: u16, deferred: u16) -> Result<usize, WireError> {
+        if self.answered == 0 {
             return Err(WireError::BadKeyCount);
         }
-        self.writer.bytes[0] = self.count;
+        let halves = halves & self.answered;
+        let deferred = deferred & halves;
+        self.writer.bytes[0] = self.answered.count_ones() as u8;
+        self.writer.bytes[2..4].copy_from_slice(&self.answered.to_be_bytes());
+        self.writer.bytes[4..6].copy_from_slice(&halves.to_be_bytes());
+        self.writer.bytes[6..8].copy_from_slice(&deferred.to_be_bytes());
         Ok(self.writer.at)
     }
 }
