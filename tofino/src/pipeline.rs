@@ -75,6 +75,8 @@ pub struct SwitchCounters {
     pub to_source: u64,
     pub double_reads: u64,
     pub redirects: u64,
+    /// Multi-key requests whose keys went to both servers (not all as a double read).
+    pub multi_splits: u64,
     /// Decisions "in flight" for a group that was not (a counting-filter false positive).
     pub false_in_flight: u64,
     /// Decisions "done" for a group that was not (a Bloom-filter false positive).
@@ -180,6 +182,10 @@ impl Switch {
             out.push(packet);
             return;
         }
+        if header.op.is_multi() {
+            self.steer_multi(packet, &header, out);
+            return;
+        }
         let (decision, pair) =
             self.decide(*packet.dst.ip(), header.shard, header.key_hash, header.op);
         match (decision, pair) {
@@ -209,6 +215,66 @@ impl Switch {
                 out.push(copy);
             }
         }
+    }
+
+    /// A multi-key request is decided key by key: the keys the source serves go to the
+    /// source, the others to the destination, and the keys of a double read to both, each
+    /// copy with its `serve` and `halves` masks. The servers answer their items and the
+    /// client merges the answers.
+    fn steer_multi(
+        &mut self,
+        mut packet: Box<Packet>,
+        header: &HeaderRepr,
+        out: &mut Vec<Box<Packet>>,
+    ) {
+        let dst = *packet.dst.ip();
+        let (Ok(route), Some(pair)) = (
+            wire::MultiRoute::read(packet.payload()),
+            self.lookup(dst, header.shard),
+        ) else {
+            // No pair, or malformed (the server counts and drops it): routed by address.
+            self.counters.forwarded += 1;
+            out.push(packet);
+            return;
+        };
+        let (mut to_source, mut to_dest, mut double) = (0u16, 0u16, 0u16);
+        for (i, key_hash) in route.selected() {
+            match self.decide(dst, header.shard, key_hash, header.op).0 {
+                Decision::Forward | Decision::Source => to_source |= 1 << i,
+                Decision::Redirect => to_dest |= 1 << i,
+                Decision::DoubleRead => double |= 1 << i,
+            }
+        }
+        if to_dest == 0 && double == 0 {
+            self.counters.to_source += 1;
+            out.push(packet);
+            return;
+        }
+        let mut marked = *header;
+        if double != 0 {
+            marked.flags = header.flags.with(Flags::DOUBLE_READ);
+            marked.emit(&mut Header::new_unchecked(
+                &mut packet.buffer_mut()[..HEADER_LEN],
+            ));
+        }
+        let halves = route.halves | double;
+        if to_source == 0 && double == 0 {
+            self.counters.redirects += 1;
+        } else {
+            if to_source == 0 && to_dest == 0 {
+                self.counters.double_reads += 1;
+            } else {
+                self.counters.multi_splits += 1;
+            }
+            let mut copy = packet.duplicate();
+            let serve = to_source | double;
+            wire::MultiRoute::write_selection(copy.buffer_mut(), serve, halves & serve);
+            out.push(copy);
+        }
+        let serve = to_dest | double;
+        wire::MultiRoute::write_selection(packet.buffer_mut(), serve, halves & serve);
+        redirect(&mut packet, &marked, &pair);
+        out.push(packet);
     }
 
     /// The decision for a request to `dst` / `shard` with this key hash (S1–S4).

@@ -176,6 +176,113 @@ fn decision_table_for_every_state_and_op() {
     assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
 }
 
+/// A multi-key request over groups 1 (not started), 2 (in flight) and 3 (done), twice each:
+/// returns (destination, flags, serve, halves) of each packet it becomes.
+fn route_multi(sw: &mut Switch, op: Op, groups: &[u32]) -> Vec<(SocketAddrV4, Flags, u16, u16)> {
+    let keys: Vec<[u8; 1]> = (0..groups.len()).map(|i| [b'a' + i as u8]).collect();
+    let items: Vec<wire::MultiItem> = groups
+        .iter()
+        .zip(&keys)
+        .map(|(&g, k)| wire::MultiItem {
+            key_hash: hash_in(g),
+            key: k,
+            value: if op == Op::MultiPut { b"v" } else { b"" },
+        })
+        .collect();
+    let mut scratch = [0u8; 1024];
+    let key_op = match op {
+        Op::MultiGet => wire::KeyOp::Get,
+        Op::MultiPut => wire::KeyOp::Put,
+        _ => wire::KeyOp::Delete,
+    };
+    let view = wire::MultiRequestItems::build(key_op, &items, &mut scratch).unwrap();
+    let header = HeaderRepr {
+        op,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: SHARD,
+        seq: 9,
+        key_hash: hash_in(groups[0]),
+        client: 1,
+        oldest_gap: 0,
+    };
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_request(&header, &Request::Multi(view), p.buffer_mut()).unwrap();
+    p.set_len(len);
+    (p.src, p.dst) = (CLIENT, SOURCE);
+    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+    sw.process(p, &mut out, &mut dropped);
+    out.iter()
+        .map(|p| {
+            let (h, body) = wire::parse_header(p.payload()).unwrap();
+            let Request::Multi(items) = Request::parse(&h, body).unwrap() else {
+                panic!("still a multi-key request")
+            };
+            assert_eq!(items.len(), groups.len(), "every copy carries every item");
+            (p.dst, h.flags, items.serve(), items.halves())
+        })
+        .collect()
+}
+
+#[test]
+fn multi_key_requests_are_split_per_key() {
+    let mut sw = switch(1024, 256);
+    let groups = [1, 2, 3, 1, 2, 3];
+    let (not_started, in_flight, done) = (0b001001, 0b010010, 0b100100);
+    // No pair: unchanged.
+    let unchanged = vec![(SOURCE, Flags::default(), 0b111111, 0)];
+    assert_eq!(route_multi(&mut sw, Op::MultiGet, &groups), unchanged);
+    assert_eq!(control(&mut sw, 0, init(1, 0)), (Status::Ok, 0));
+    assert_eq!(control(&mut sw, 1, start(2)), (Status::Ok, 1));
+    assert_eq!(control(&mut sw, 2, start(3)), (Status::Ok, 2));
+    assert_eq!(control(&mut sw, 3, complete(3)), (Status::Ok, 3));
+    let double = Flags::DOUBLE_READ;
+    assert_eq!(
+        route_multi(&mut sw, Op::MultiGet, &groups),
+        vec![
+            (SOURCE, double, not_started | in_flight, in_flight),
+            (
+                to_dest(),
+                double.with(Flags::REDIRECTED),
+                in_flight | done,
+                in_flight
+            ),
+        ],
+        "reads: in-flight keys to both as halves"
+    );
+    for op in [Op::MultiPut, Op::MultiDelete] {
+        assert_eq!(
+            route_multi(&mut sw, op, &groups),
+            vec![
+                (SOURCE, Flags::default(), not_started, 0),
+                (to_dest(), Flags::REDIRECTED, in_flight | done, 0),
+            ],
+            "writes: in-flight and done keys to the destination"
+        );
+    }
+    // All keys on one side: one packet, nothing split.
+    assert_eq!(
+        route_multi(&mut sw, Op::MultiPut, &[1, 1]),
+        vec![(SOURCE, Flags::default(), 0b11, 0)]
+    );
+    assert_eq!(
+        route_multi(&mut sw, Op::MultiGet, &[3, 3]),
+        vec![(to_dest(), Flags::REDIRECTED, 0b11, 0)]
+    );
+    assert_eq!(
+        route_multi(&mut sw, Op::MultiGet, &[2, 2]),
+        vec![
+            (SOURCE, double, 0b11, 0b11),
+            (to_dest(), double.with(Flags::REDIRECTED), 0b11, 0b11),
+        ]
+    );
+    let c = sw.counters();
+    assert_eq!(
+        (c.multi_splits, c.double_reads, c.redirects, c.to_source),
+        (3, 1, 1, 1)
+    );
+}
+
 #[test]
 fn control_messages_apply_exactly_once_in_order() {
     let mut sw = switch(1024, 256);

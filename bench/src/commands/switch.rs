@@ -57,13 +57,14 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     let (snapshot, port) = switch.stop();
     let c = &snapshot.counters;
     eprintln!(
-        "switch: forwarded {}, to source {}, double reads {}, redirects {}, false in-flight \
-         {}, false done {}; control applied {} (duplicates {}, gaps {}, errors {}), pairs \
-         installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {}",
+        "switch: forwarded {}, to source {}, double reads {}, redirects {}, multi-key splits {}, \
+         false in-flight {}, false done {}; control applied {} (duplicates {}, gaps {}, errors \
+         {}), pairs installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {}",
         c.forwarded,
         c.to_source,
         c.double_reads,
         c.redirects,
+        c.multi_splits,
         c.false_in_flight,
         c.false_done,
         c.control_applied,

@@ -369,6 +369,54 @@ impl<'a> MultiRequestItems<'a> {
     }
 }
 
+/// What a switch reads and rewrites in a multi-key request, at fixed offsets and without
+/// walking the variable-length items: the selection masks and each item's key hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiRoute {
+    pub count: usize,
+    pub serve: u16,
+    pub halves: u16,
+    hashes: [u64; MAX_KEYS],
+}
+
+impl MultiRoute {
+    /// Reads a whole datagram (header included) of a multi-key request.
+    pub fn read(payload: &[u8]) -> Result<Self, WireError> {
+        let mut cursor = Cursor::new(payload.get(HEADER_LEN..).ok_or(WireError::Truncated)?);
+        let count = cursor.u8()? as usize;
+        if count == 0 || count > MAX_KEYS {
+            return Err(WireError::BadKeyCount);
+        }
+        cursor.u8()?;
+        let (serve, halves) = (cursor.u16()?, cursor.u16()?);
+        check_selection(count, serve, halves)?;
+        cursor.u16()?;
+        let mut hashes = [0; MAX_KEYS];
+        for hash in &mut hashes[..count] {
+            *hash = cursor.u64()?;
+        }
+        Ok(MultiRoute {
+            count,
+            serve,
+            halves,
+            hashes,
+        })
+    }
+
+    /// The selected items' indices and key hashes.
+    pub fn selected(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        (0..self.count)
+            .filter(|i| self.serve & (1 << i) != 0)
+            .map(|i| (i, self.hashes[i]))
+    }
+
+    /// Rewrites the masks of a datagram `read` accepted.
+    pub fn write_selection(payload: &mut [u8], serve: u16, halves: u16) {
+        payload[MULTI_SERVE_AT..MULTI_SERVE_AT + 2].copy_from_slice(&serve.to_be_bytes());
+        payload[MULTI_HALVES_AT..MULTI_HALVES_AT + 2].copy_from_slice(&halves.to_be_bytes());
+    }
+}
+
 /// A selection names at least one of the `count` items, and only selected items are halves.
 fn check_selection(count: usize, serve: u16, halves: u16) -> Result<(), WireError> {
     if serve == 0 || serve & !all_items(count) != 0 || halves & !serve != 0 {

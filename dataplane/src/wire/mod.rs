@@ -24,7 +24,7 @@ pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::{
     all_items, KeyOp, MultiItem, MultiItems, MultiReplyItems, MultiReplyWriter, MultiRequestItems,
-    Reply, ReplyItem, Request, MAX_KEYS, MULTI_HALVES_AT, MULTI_SERVE_AT,
+    MultiRoute, Reply, ReplyItem, Request, MAX_KEYS, MULTI_HALVES_AT, MULTI_SERVE_AT,
 };
 pub use op::{Flags, Op, Status};
 pub use pull::{append_progress, split_progress, Progress, PullBatch, MAX_HOT_KEYS};
