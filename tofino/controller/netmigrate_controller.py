@@ -9,7 +9,8 @@ Implements the control-plane half of docs/switch.md over BF Runtime gRPC:
                   SWITCH_TERMINATE arrive as digests, are applied here, and are
                   acknowledged with a packet written to the CPU port.
   read-registers  pairs, nm_expected_seq and filter cells (optionally of one group).
-  counters        the nm_decisions counters, by the names of docs/switch.md.
+  counters        the nm_decisions counters, by the names of docs/switch.md (and the
+                  software switch's, e.g. multi_splits), plus Tofino-only ones.
   hash            offline: the four filter indices of (dst_ip, dst_shard, group).
   selftest        offline: CRC check values and the ack encoder.
 
@@ -54,12 +55,20 @@ STATUS_ERROR = 4
 # nm_decisions indices (NM_CTR_* in defines.p4): docs/switch.md names first.
 COUNTER_NAMES = [
     "forwarded", "to_source", "double_reads", "redirects",
+    "multi_splits",                           # multi-key requests split between the two servers
     "false_in_flight", "false_done",          # software switch only: always 0 here
     "control_applied", "control_duplicates", "control_gaps", "malformed",
     "control_digests",      # Tofino-only: INIT/TERMINATE handed to this controller
     "control_errors",       # as the software switch's (GROUP_* only; INIT/TERMINATE: Core.stats)
     "arp",                  # Tofino-only: ARP requests answered or dropped
+    "multi_recirculations", # Tofino-only: multi-key passes that went round again (count - 1 each)
 ]
+
+COUNTER_NOTES = {
+    "false_in_flight": "  (software switch only)",
+    "false_done": "  (software switch only)",
+    "multi_recirculations": "  (passes; recirculation-port load)",
+}
 
 # bfrt names (the P4 control instance names of netmigrate.p4).
 T_PAIR = "NmIngress.nm_pair"
@@ -843,7 +852,7 @@ def cmd_counters(args):
     values = b.counters()
     for i, name in enumerate(COUNTER_NAMES):
         pkts, byts = values.get(i, (0, 0))
-        note = "  (software switch only)" if name in ("false_in_flight", "false_done") else ""
+        note = COUNTER_NOTES.get(name, "")
         print("%-20s %14d packets %16d bytes%s" % (name, pkts, byts, note))
     return 0
 

@@ -289,6 +289,7 @@ class ConsistencyTest(unittest.TestCase):
         for i, name in enumerate(nc.COUNTER_NAMES):
             self.assertEqual(d["NM_CTR_" + name.upper()], i, name)
         self.assertLessEqual(len(nc.COUNTER_NAMES), d["NM_CTR_SIZE"])
+        self.assertIn("multi_splits", nc.COUNTER_NAMES)
         docs = read(os.path.join(REPO, "docs", "switch.md"))
         section = docs[docs.index("## Counters"):]
         names = re.findall(r"`(\w+)`", section)
@@ -340,6 +341,602 @@ class ConsistencyTest(unittest.TestCase):
         cfg = nc.PortsConfig.load(os.path.join(HERE, "ports.example.yaml"))
         self.assertTrue(cfg.hosts)
         self.assertEqual(len(set(h.ip for h in cfg.hosts)), len(cfg.hosts))
+
+
+# ---------------------------------------------------------------------------
+# A model of the P4 request path built from the program's own text
+# ---------------------------------------------------------------------------
+#
+# There is no P4 compiler here. These tests read the const tables (keys, entries in
+# order, defaults) and the action bodies of netmigrate.p4 with regular expressions,
+# execute them on a dictionary of fields (sequential P4 semantics, results cut to the
+# field widths of headers.p4), and drive them with a hand-written copy of the ingress
+# control flow. What they check is the decision logic, the table entries and the
+# field rewrites, against the multi-key behaviour of the software switch; they cannot
+# check that bf-p4c accepts or places the program.
+
+
+def strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+class P4Program(object):
+    EXTRA_WIDTHS = {"ig_dprsr_md.mirror_type": 3, "ig_dprsr_md.drop_ctl": 3,
+                    "ig_dprsr_md.digest_type": 3, "ig_tm_md.ucast_egress_port": 9,
+                    "eg_dprsr_md.drop_ctl": 3}
+
+    def __init__(self):
+        self.defines = self._defines()
+        self.p4 = self._expand_group_shift(strip_comments(read(os.path.join(P4_DIR, "netmigrate.p4"))))
+        self.headers = strip_comments(read(os.path.join(P4_DIR, "headers.p4")))
+        self.parsers = strip_comments(read(os.path.join(P4_DIR, "parsers.p4")))
+        self.types = self._types()
+        self._actions, self._tables, self._compiled = {}, {}, {}
+        self.widths = dict(self.EXTRA_WIDTHS)
+        for inst, typ in self.types["headers_t"].items():
+            for field, width in self.types[typ].items():
+                self.widths["hdr.%s.%s" % (inst, field)] = width
+        for prefix, struct in (("ig_md", "ingress_metadata_t"), ("eg_md", "egress_metadata_t")):
+            for field, width in self.types[struct].items():
+                self.widths["%s.%s" % (prefix, field)] = width
+
+    @staticmethod
+    def _defines():
+        """Object-like macros of defines.p4, evaluated; where #if branches define a name
+        twice, the first (Tofino 1) definition."""
+        out = {}
+        text = strip_comments(read(os.path.join(P4_DIR, "defines.p4")))
+        for name, value in re.findall(r"^#define\s+(\w+)[ \t]+([^\n]+)$", text, re.M):
+            if name in out:
+                continue
+            py = re.sub(r"\b0x[0-9A-Fa-f]+|\b\d+|[A-Za-z_]\w*",
+                        lambda m: m.group(0) if m.group(0)[0].isdigit() else str(out[m.group(0)]),
+                        value.strip())
+            out[name] = eval(py, {})
+        return out
+
+    @staticmethod
+    def _expand_group_shift(text):
+        """Expands the one function-like macro that defines actions, NM_GROUP_SHIFT(n)."""
+        m = re.search(r"#define NM_GROUP_SHIFT\(n\)((?:[^\n]*\\\n)*[^\n]*)", text)
+        body = m.group(1).replace("\\\n", "\n")
+        def expand(call):
+            k = call.group(1)
+            return re.sub(r"\bn\b", k, body.replace("##n", k)) + "\n"
+        return text[:m.end()] + re.sub(r"NM_GROUP_SHIFT\((\d+)\)", expand, text[m.end():])
+
+    def num(self, token):
+        token = token.strip()
+        m = re.match(r"^\d+w(.+)$", token)
+        if m:
+            token = m.group(1)
+        if token in self.defines:
+            return self.defines[token]
+        return int(token, 0)
+
+    def _types(self):
+        typedefs = {"mac_addr_t": 48, "ipv4_addr_t": 32, "MirrorId_t": 10, "PortId_t": 9}
+        for m in re.finditer(r"typedef bit<(\w+)>\s+(\w+);", self.headers):
+            typedefs[m.group(2)] = self.num(m.group(1))
+        types = {}
+        for m in re.finditer(r"(?:header|struct) (\w+) \{(.*?)\}", self.headers, re.S):
+            fields = {}
+            for line in m.group(2).splitlines():
+                f = re.match(r"\s*(bit<(\w+)>|\w+)\s+(\w+);", line)
+                if not f:
+                    continue
+                typ, width, name = f.groups()
+                if width is not None:
+                    fields[name] = self.num(width)
+                else:
+                    fields[name] = typedefs.get(typ, typ)    # a width, or a header type
+            types[m.group(1)] = fields
+        return types
+
+    def header_bytes(self, typ):
+        bits = sum(self.types[typ].values())
+        assert bits % 8 == 0, typ
+        return bits // 8
+
+    # -- actions ---------------------------------------------------------------
+
+    def action(self, name):
+        if name not in self._actions:
+            self._actions[name] = self._parse_action(name)
+        return self._actions[name]
+
+    def _parse_action(self, name):
+        m = re.search(r"\baction %s\(([^)]*)\)\s*\{(.*?)\n    \}" % name, self.p4, re.S)
+        if m is None:
+            raise KeyError("action %s not found" % name)
+        params = [p.split()[-1] for p in m.group(1).split(",") if p.strip()]
+        stmts = [st.strip() for st in m.group(2).split(";") if st.strip()]
+        return params, stmts
+
+    def eval(self, expr, env, scope):
+        def token(m):
+            tok = m.group(0)
+            if tok[0].isdigit():
+                return str(self.num(tok))
+            if tok in scope:
+                return str(scope[tok])
+            if tok in self.defines:
+                return str(self.defines[tok])
+            if "." in tok:
+                return "env.get(%r, 0)" % tok
+            raise KeyError("unknown name %s in %r" % (tok, expr))
+        key = (expr, tuple(sorted(scope.items())))
+        if key not in self._compiled:
+            py = re.sub(r"\d+w0x[0-9A-Fa-f]+|\d+w\d+|0x[0-9A-Fa-f]+|\d+|[A-Za-z_][\w.]*", token, expr)
+            self._compiled[key] = compile(py, "<p4 %s>" % expr, "eval")
+        return eval(self._compiled[key], {"env": env})
+
+    def run_action(self, name, env, args=()):
+        params, stmts = self.action(name)
+        scope = dict(zip(params, args))
+        for st in stmts:
+            m = re.match(r"^([\w.]+)\.(setValid|setInvalid)\(\)$", st)
+            if m:
+                env[m.group(1) + ".$valid"] = 1 if m.group(2) == "setValid" else 0
+                continue
+            m = re.match(r"^([\w.]+)\s*=\s*(.+)$", st, re.S)
+            if m is None:
+                raise ValueError("cannot model statement %r of %s" % (st, name))
+            lhs = m.group(1)
+            env[lhs] = self.eval(m.group(2), env, scope) & ((1 << self.widths[lhs]) - 1)
+        return name
+
+    # -- tables ----------------------------------------------------------------
+
+    def table(self, name):
+        if name not in self._tables:
+            self._tables[name] = self._parse_table(name)
+        return self._tables[name]
+
+    def _parse_table(self, name):
+        m = re.search(r"\btable %s \{(.*?)\n    \}" % name, self.p4, re.S)
+        body = m.group(1)
+        keys = re.findall(r"([\w.]+)\s*:\s*(?:exact|ternary|lpm)\b",
+                          re.search(r"key = \{(.*?)\}", body, re.S).group(1))
+        d = re.search(r"default_action = (\w+)\((.*?)\);", body)
+        default = (d.group(1), [self.num(a) for a in d.group(2).split(",") if a.strip()])
+        entries = []
+        block = re.search(r"const entries = \{(.*?)\n        \}", body, re.S)
+        for line in (block.group(1).splitlines() if block else []):
+            e = re.match(r"\s*(\(.*?\)|[^:(]+?)\s*:\s*(\w+)\((.*?)\);\s*$", line)
+            if not e:
+                continue
+            specs = [k.strip() for k in e.group(1).strip().strip("()").split(",")]
+            assert len(specs) == len(keys), (name, line)
+            args = [self.num(a) for a in e.group(3).split(",") if a.strip()]
+            entries.append((specs, e.group(2), args))
+        return keys, entries, default
+
+    def matches(self, spec, value):
+        if spec == "_":
+            return True
+        if "&&&" in spec:
+            v, mask = [self.num(x) for x in spec.split("&&&")]
+            return value & mask == v & mask
+        return value == self.num(spec)
+
+    def apply(self, name, env):
+        """First matching const entry (entries match in the order written), else the default."""
+        keys, entries, default = self.table(name)
+        values = [env.get(k, 0) for k in keys]
+        for specs, action, args in entries:
+            if all(self.matches(sp, v) for sp, v in zip(specs, values)):
+                return self.run_action(action, env, args)
+        return self.run_action(default[0], env, default[1])
+
+
+P4 = None
+
+
+def p4():
+    global P4
+    if P4 is None:
+        P4 = P4Program()
+    return P4
+
+
+SRC_IP, SRC_SHARD, DST_IP, DST_SHARD = ip("10.0.0.1"), 3, ip("10.0.0.2"), 5
+OP_GET, OP_PUT, OP_DELETE, OP_MULTI_GET, OP_MULTI_PUT, OP_MULTI_DELETE = 1, 2, 3, 4, 5, 6
+MULTI_OPS = (OP_MULTI_GET, OP_MULTI_PUT, OP_MULTI_DELETE)
+DOUBLE_READ, REDIRECTED = 0x02, 0x04
+
+
+def filter_bits(state, rng):
+    """(cbf1..4, bf1..4) of a group in state S1 (not started), S2 (in flight) or S3 (done);
+    partial patterns stand for other groups' cells."""
+    def some_not_all():
+        bits = [rng.randint(0, 1) for _ in range(4)]
+        if all(bits):
+            bits[rng.randrange(4)] = 0
+        return bits
+    if state == "S1":
+        return some_not_all() + some_not_all()
+    if state == "S2":
+        return [1, 1, 1, 1] + [rng.randint(0, 1) for _ in range(4)]
+    return some_not_all() + [1, 1, 1, 1]
+
+
+def request(op, hashes, serve=None, halves=0, flags=0, count=None, udp_len=None):
+    env = {"hdr.ipv4.dst_addr": SRC_IP, "hdr.nm.shard": SRC_SHARD, "hdr.nm.op": op,
+           "hdr.nm.flags": flags, "hdr.nm.key_hash_lo": hashes[0] & 0xFFFFFFFF,
+           "hdr.udp.checksum": 0xBEEF}
+    if op in MULTI_OPS:
+        n = len(hashes)
+        env.update({"hdr.nm_multi.$valid": 1,
+                    "hdr.nm_multi.count": n if count is None else count,
+                    "hdr.nm_multi.serve": (1 << n) - 1 if serve is None else serve,
+                    "hdr.nm_multi.halves": halves,
+                    "hdr.udp.len": 8 + 32 + 8 + 8 * n + 6 * n if udp_len is None else udp_len})
+    else:
+        env["hdr.udp.len"] = 8 + 32 + 5 if udp_len is None else udp_len
+    return env
+
+
+def model_pass(prog, packet, hashes, recirc, filters, pair, copy_of):
+    """One ingress pass (and the egress rewrite of a mirror copy). Returns
+    ("recirc", nm_recirc fields, counter) or ("out", [packets], counter)."""
+    d = prog.defines
+    env = dict(packet)
+    op = env["hdr.nm.op"]
+    multi = op in MULTI_OPS
+    # Parser (parsers.p4): kind, key_lo, item_bit / multi, index and masks.
+    env["ig_md.kind"] = d["NM_KIND_READ"] if op in (OP_GET, OP_MULTI_GET) else d["NM_KIND_WRITE"]
+    if not multi:
+        env["ig_md.key_lo"] = env["hdr.nm.key_hash_lo"]
+        env["ig_md.item_bit"] = 1
+    else:
+        env["ig_md.multi"] = 1
+        index = 0
+        if recirc is not None:
+            index = recirc["index"]
+            assert 0 < index < 16, index
+            env["ig_md.multi_index"] = index
+            env["ig_md.mask_source"] = recirc["to_source"]
+            env["ig_md.mask_dest"] = recirc["to_dest"]
+            env["ig_md.mask_dr"] = recirc["dr"]
+            env["ig_md.halves_source"] = recirc["halves_source"]
+            env["ig_md.halves_dest"] = recirc["halves_dest"]
+        env["ig_md.key_lo"] = hashes[index] & 0xFFFFFFFF
+    # Ingress control (netmigrate.p4 apply), request path.
+    env["ig_md.ctr"] = d["NM_CTR_FORWARDED"]
+    if multi:
+        prog.apply("nm_item", env)
+        prog.apply("nm_multi_count", env)
+    steered = env["hdr.udp.len"] >= d["NM_HEADER_LEN"] + 8 and pair
+    if multi and (env.get("ig_md.multi_slack", 0) >> 15 or env["hdr.nm_multi.serve"] == 0 or
+                  env.get("ig_md.multi_outside", 0) or env.get("ig_md.multi_stray", 0)):
+        steered = False
+    if not steered:
+        out = dict((k, v) for k, v in packet.items())
+        return "out", [out], "forwarded"
+    env.update({"ig_md.pair_hit": 1, "ig_md.dst_ip": DST_IP, "ig_md.dst_shard": DST_SHARD,
+                "ig_md.size_exp": 32, "ig_md.remain_exp": 16})
+    prog.apply("nm_group_mask", env)
+    prog.apply("nm_group_shift", env)
+    bits = filters.get(env["ig_md.group"], [0] * 8)
+    for i in range(4):
+        env["ig_md.cbf%d" % (i + 1)] = bits[i]
+        env["ig_md.bf%d" % (i + 1)] = bits[4 + i]
+    prog.apply("nm_decide", env)
+    left = env.get("ig_md.multi_left", 0)
+    counter = lambda: nc.COUNTER_NAMES[env["ig_md.ctr"]]
+    if left != 0 and left >> 4 == 0:
+        prog.run_action("recirculate", env)
+        assert env["hdr.nm_recirc.$valid"] == 1
+        assert env["ig_tm_md.ucast_egress_port"] == d["NM_RECIRC_PORT"]
+        assert env["ig_md.consumed"] == 1
+        fields = ("pkt_type", "index", "to_source", "to_dest", "dr", "halves_source",
+                  "halves_dest")
+        return "recirc", dict((f, env["hdr.nm_recirc." + f]) for f in fields), counter()
+    prog.apply("nm_steer", env)
+    original = dict((k, v) for k, v in env.items() if k.startswith("hdr."))
+    if original["hdr.ipv4.dst_addr"] != packet["hdr.ipv4.dst_addr"]:
+        assert env.get("ig_md.ipv4_csum_update") == 1
+    outs = [original]
+    if env.get("ig_dprsr_md.mirror_type", 0) == d["NM_MIRROR_TYPE_I2E"]:
+        base = original if copy_of == "deparsed" else packet
+        copy = dict((k, v) for k, v in base.items() if k.startswith("hdr."))
+        copy.update({"hdr.mirror.$valid": 1, "hdr.mirror.dst_ip": env["ig_md.dst_ip"],
+                     "hdr.mirror.dst_shard": env["ig_md.dst_shard"],
+                     "hdr.mirror.flags": env.get("ig_md.mirror_flags", 0),
+                     "hdr.mirror.serve": env.get("ig_md.mirror_serve", 0),
+                     "hdr.mirror.halves": env.get("ig_md.mirror_halves", 0)})
+        prog.run_action("redirect_copy", copy)
+        if copy.get("hdr.nm_multi.$valid"):
+            prog.run_action("select_copy_items", copy)
+        assert copy["eg_md.ipv4_csum_update"] == 1
+        outs.append(copy)
+    return "out", outs, counter()
+
+
+def model_request(prog, packet, hashes, filters, pair=lambda n: True, copy_of="deparsed"):
+    """Every pass of one request: (packets out, counter per pass)."""
+    recirc, counters = None, []
+    for n in range(1, 17):
+        kind, result, counter = model_pass(prog, packet, hashes, recirc, filters, pair(n), copy_of)
+        counters.append(counter)
+        if kind == "out":
+            return result, counters
+        recirc = result
+    raise AssertionError("more than 16 passes")
+
+
+def summary(packet):
+    """Where a packet goes and what the servers see of it."""
+    if (packet["hdr.ipv4.dst_addr"], packet["hdr.nm.shard"]) == (SRC_IP, SRC_SHARD):
+        where = "source"
+    elif (packet["hdr.ipv4.dst_addr"], packet["hdr.nm.shard"]) == (DST_IP, DST_SHARD):
+        where = "dest"
+    else:
+        where = "elsewhere"
+    return (where, packet.get("hdr.nm_multi.serve"), packet.get("hdr.nm_multi.halves"),
+            packet["hdr.nm.flags"])
+
+
+def spec_outcome(op, hashes, states, serve, halves, flags):
+    """What the software switch does (tofino/src/pipeline.rs: process for one key,
+    steer_multi for several), from the groups' exact states; None if it does not steer."""
+    multi = op in MULTI_OPS
+    read = op in (OP_GET, OP_MULTI_GET)
+    n = len(states)
+    if multi and (serve == 0 or serve >> n or halves & ~serve):
+        return None                      # MultiRoute::read refuses it: forwarded
+    to_source = to_dest = double = 0
+    for i, state in enumerate(states):
+        if multi and not serve >> i & 1:
+            continue
+        bit = 1 << i if multi else 1
+        if state == "S1":
+            to_source |= bit
+        elif state == "S2" and read:
+            double |= bit
+        else:
+            to_dest |= bit
+    if not multi:
+        if to_source:
+            return [("source", None, None, flags)], "to_source"
+        if to_dest:
+            return [("dest", None, None, flags | REDIRECTED)], "redirects"
+        return [("source", None, None, flags | DOUBLE_READ),
+                ("dest", None, None, flags | DOUBLE_READ | REDIRECTED)], "double_reads"
+    if to_dest == 0 and double == 0:
+        return [("source", serve, halves, flags)], "to_source"
+    marked = flags | (DOUBLE_READ if double else 0)
+    halves |= double
+    if to_source == 0 and double == 0:
+        return [("dest", to_dest, halves & to_dest, marked | REDIRECTED)], "redirects"
+    counter = "double_reads" if to_source == 0 and to_dest == 0 else "multi_splits"
+    s_serve, d_serve = to_source | double, to_dest | double
+    return [("source", s_serve, halves & s_serve, marked),
+            ("dest", d_serve, halves & d_serve, marked | REDIRECTED)], counter
+
+
+class MultiKeyModelTest(unittest.TestCase):
+    """The P4 tables and actions, run by the model above, against the specification."""
+
+    def setUp(self):
+        import random
+        self.prog = p4()
+        self.rng = random.Random(7)
+
+    def case(self, op, states, serve=None, halves=0, flags=0):
+        n = len(states)
+        # One group per item (group = hash[31:16] with size_exp 32, remain_exp 16).
+        hashes = [(0x1234 << 32) | ((100 + i) << 16) | self.rng.randrange(1 << 16) for i in range(n)]
+        filters = dict((100 + i, filter_bits(st, self.rng)) for i, st in enumerate(states))
+        if serve is None:
+            serve = (1 << n) - 1
+        packet = request(op, hashes, serve=serve, halves=halves, flags=flags)
+        outcome = spec_outcome(op, hashes, states, serve, halves, flags)
+        if outcome is None:
+            outs, counters = model_request(self.prog, packet, hashes, filters)
+            self.assertEqual((outs, counters), ([packet], ["forwarded"]), (op, states, serve, halves))
+            return
+        want, want_counter = outcome
+        for copy_of in ("deparsed", "received"):
+            outs, counters = model_request(self.prog, packet, hashes, filters, copy_of=copy_of)
+            what = (op, states, serve, halves, flags, copy_of)
+            self.assertEqual(sorted(summary(p) for p in outs), sorted(want), what)
+            self.assertEqual(counters[-1], want_counter, what)
+            passes = n if op in MULTI_OPS else 1
+            self.assertEqual(counters, ["multi_recirculations"] * (passes - 1) + [want_counter], what)
+            for p in outs:
+                if p == packet or all(p.get(k) == v for k, v in packet.items()):
+                    continue
+                # Anything rewritten leaves with UDP checksum 0 (README: deviations).
+                self.assertEqual(p["hdr.udp.checksum"], 0, what)
+            if want_counter == "to_source":
+                self.assertEqual(len(outs), 1)
+                for k, v in packet.items():
+                    self.assertEqual(outs[0].get(k), v, (what, k))
+
+    def test_single_key_requests_unchanged_by_the_refactor(self):
+        for op in (OP_GET, OP_PUT, OP_DELETE):
+            for state in ("S1", "S2", "S3"):
+                for flags in (0, 0x08):
+                    self.case(op, [state], flags=flags)
+
+    def test_every_combination_of_up_to_three_items(self):
+        import itertools
+        for op in MULTI_OPS:
+            for n in (1, 2, 3):
+                for states in itertools.product(("S1", "S2", "S3"), repeat=n):
+                    self.case(op, list(states))
+
+    def test_serve_selects_items_and_halves_accumulate(self):
+        import itertools
+        for op in (OP_MULTI_GET, OP_MULTI_PUT):
+            for states in itertools.product(("S1", "S2", "S3"), repeat=3):
+                for serve in range(8):
+                    for halves in range(8):
+                        if halves & ~serve == 0:
+                            self.case(op, list(states), serve=serve, halves=halves, flags=0x08)
+
+    def test_selections_the_software_switch_refuses_are_forwarded(self):
+        # serve 0, serve naming an item at or above count, halves outside serve.
+        for serve, halves in ((0, 0), (0b1000, 0), (0b10111, 0), (0b011, 0b100), (0b001, 0b010)):
+            self.case(OP_MULTI_GET, ["S3", "S2", "S1"], serve=serve, halves=halves)
+
+    def test_up_to_sixteen_items(self):
+        for _ in range(300):
+            op = self.rng.choice(MULTI_OPS)
+            n = self.rng.randint(1, 16)
+            states = [self.rng.choice(("S1", "S2", "S3")) for _ in range(n)]
+            serve = self.rng.randrange(1, 1 << n) if self.rng.random() < 0.3 else (1 << n) - 1
+            halves = serve & self.rng.randrange(1 << n) if self.rng.random() < 0.3 else 0
+            self.case(op, states, serve=serve, halves=halves)
+
+    def test_the_software_switch_test_vectors(self):
+        # tofino/tests/pipeline.rs multi_key_requests_are_split_per_key: groups
+        # 1 (not started), 2 (in flight), 3 (done), twice each.
+        states = ["S1", "S2", "S3", "S1", "S2", "S3"]
+        got = self._route(OP_MULTI_GET, states)
+        self.assertEqual(got, sorted([("source", 0b011011, 0b010010, DOUBLE_READ),
+                                      ("dest", 0b110110, 0b010010, DOUBLE_READ | REDIRECTED)]))
+        for op in (OP_MULTI_PUT, OP_MULTI_DELETE):
+            self.assertEqual(self._route(op, states),
+                             sorted([("source", 0b001001, 0, 0), ("dest", 0b110110, 0, REDIRECTED)]))
+        self.assertEqual(self._route(OP_MULTI_PUT, ["S1", "S1"]), [("source", 0b11, 0, 0)])
+        self.assertEqual(self._route(OP_MULTI_GET, ["S3", "S3"]), [("dest", 0b11, 0, REDIRECTED)])
+        self.assertEqual(self._route(OP_MULTI_GET, ["S2", "S2"]),
+                         sorted([("source", 0b11, 0b11, DOUBLE_READ),
+                                 ("dest", 0b11, 0b11, DOUBLE_READ | REDIRECTED)]))
+
+    def _route(self, op, states):
+        hashes = [(100 + i) << 16 for i in range(len(states))]
+        filters = dict((100 + i, filter_bits(st, self.rng)) for i, st in enumerate(states))
+        outs, _ = model_request(self.prog, request(op, hashes), hashes, filters)
+        return sorted(summary(p) for p in outs)
+
+    def test_no_pair_is_one_pass_unchanged(self):
+        hashes = [i << 16 for i in range(1, 17)]
+        packet = request(OP_MULTI_GET, hashes)
+        outs, counters = model_request(self.prog, packet, hashes, {}, pair=lambda n: False)
+        self.assertEqual(counters, ["forwarded"])
+        self.assertEqual(outs, [packet])
+
+    def test_pair_removed_between_passes(self):
+        hashes = [i << 16 for i in range(1, 6)]
+        filters = dict((i, [0, 0, 0, 0, 1, 1, 1, 1]) for i in range(1, 6))
+        packet = request(OP_MULTI_PUT, hashes)
+        outs, counters = model_request(self.prog, packet, hashes, filters, pair=lambda n: n < 3)
+        self.assertEqual(counters, ["multi_recirculations"] * 2 + ["forwarded"])
+        self.assertEqual(outs, [packet])
+
+    def test_malformed_multi_key_bodies_are_not_steered(self):
+        hashes = [i << 16 for i in range(1, 4)]
+        filters = dict((i, [0, 0, 0, 0, 1, 1, 1, 1]) for i in range(1, 4))
+        for count, udp_len in ((0, None), (17, None), (3, 8 + 32 + 8 + 8 * 3 - 1)):
+            packet = request(OP_MULTI_GET, hashes, count=count, udp_len=udp_len)
+            outs, counters = model_request(self.prog, packet, hashes, filters)
+            self.assertEqual((outs, counters), ([packet], ["forwarded"]), (count, udp_len))
+        # Exactly long enough for the hashes: steered (all done: redirected).
+        packet = request(OP_MULTI_GET, hashes, udp_len=8 + 32 + 8 + 8 * 3)
+        outs, counters = model_request(self.prog, packet, hashes, filters)
+        self.assertEqual(counters[-1], "redirects")
+
+
+class MultiKeyLayoutTest(unittest.TestCase):
+    """Header sizes, the recirculation parser's hash selection, and table contents."""
+
+    def setUp(self):
+        self.prog = p4()
+
+    def test_header_sizes(self):
+        sizes = dict((t, self.prog.header_bytes(t)) for t in (
+            "nm_h", "nm_multi_h", "nm_hash_h", "nm_hashes_8_h", "nm_hashes_4_h",
+            "nm_hashes_2_h", "nm_recirc_h", "nm_mirror_h"))
+        self.assertEqual(sizes, {"nm_h": 32, "nm_multi_h": 8, "nm_hash_h": 8,
+                                 "nm_hashes_8_h": 64, "nm_hashes_4_h": 32, "nm_hashes_2_h": 16,
+                                 "nm_recirc_h": 12, "nm_mirror_h": 12})
+        d = self.prog.defines
+        self.assertEqual(d["NM_MULTI_FIXED_LEN"], sizes["nm_multi_h"])
+        self.assertEqual(d["NM_MULTI_HASH_LEN"], sizes["nm_hash_h"])
+        self.assertEqual(d["NM_MULTI_MAX_KEYS"], 16)
+
+    def test_mirror_emit_matches_the_mirror_header(self):
+        m = re.search(r"mirror\.emit<nm_mirror_h>\([^,]+,\s*\{(.*?)\}\);", self.prog.parsers, re.S)
+        emitted = [f.strip() for f in m.group(1).split(",")]
+        self.assertEqual(len(emitted), len(self.prog.types["nm_mirror_h"]))
+        self.assertEqual(emitted[3:], ["ig_md.mirror_flags", "ig_md.mirror_serve",
+                                       "ig_md.mirror_halves"])
+
+    def test_deparse_order_keeps_the_wire_order(self):
+        order = list(self.prog.types["headers_t"])
+        self.assertLess(order.index("bridged"), order.index("nm_recirc"))
+        self.assertEqual(order.index("nm_recirc") + 1, order.index("ethernet"))
+        i = order.index("nm_multi")
+        self.assertEqual(order[i:i + 6], ["nm_multi", "nm_skip_8", "nm_skip_4", "nm_skip_2",
+                                          "nm_skip_1", "nm_key"])
+
+    def test_recirculation_parser_skips_exactly_index_hashes(self):
+        text = self.prog.parsers
+        skips = dict((s, (h, t)) for s, h, t in re.findall(
+            r"state (skip_\w+)\s*\{\s*pkt\.extract\(hdr\.(\w+)\);\s*transition (\w+);\s*\}", text))
+        body = re.search(r"state recirc_multi \{(.*?)\n    \}", text, re.S).group(1)
+        select = re.search(r"transition select\(hdr\.nm_recirc\.index\) \{(.*?)\}", body, re.S).group(1)
+        entries = dict((int(k), v) for k, v in re.findall(r"(\d+)\s*:\s*(\w+);", select))
+        self.assertEqual(sorted(entries), list(range(16)))
+        hdr_types = self.prog.types["headers_t"]
+        for index in range(16):
+            state, skipped, last = entries[index], 0, None
+            while state != "parse_nm_key":
+                h, state = skips[state]
+                size = self.prog.header_bytes(hdr_types[h])
+                # Runs in decreasing size: the deparser's order (8, 4, 2, 1) is the wire order.
+                self.assertTrue(last is None or size < last, (index, h))
+                skipped, last = skipped + size, size
+            self.assertEqual(skipped, 8 * index, index)
+
+    def test_item_and_count_tables(self):
+        keys, entries, default = self.prog.table("nm_item")
+        self.assertEqual(keys, ["ig_md.multi_index"])
+        self.assertEqual([(int(sp[0]), args) for sp, _, args in entries],
+                         [(k, [1 << k, k + 1]) for k in range(16)])
+        self.assertEqual(default[0], "NoAction")
+        keys, entries, default = self.prog.table("nm_multi_count")
+        d = self.prog.defines
+        base = 8 + d["NM_HEADER_LEN"] + d["NM_MULTI_FIXED_LEN"]
+        self.assertEqual([(int(sp[0]), args) for sp, _, args in entries],
+                         [(k, [base + d["NM_MULTI_HASH_LEN"] * k, 0xFFFF & ~((1 << k) - 1)])
+                          for k in range(1, 17)])
+        self.assertEqual(default[0], "multi_bad_count")
+
+    def test_decide_table_is_the_single_key_decision(self):
+        d = self.prog.defines
+        import itertools
+        for kind in (d["NM_KIND_READ"], d["NM_KIND_WRITE"]):
+            for bits in itertools.product((0, 1), repeat=8):
+                env = {"ig_md.kind": kind, "ig_md.item_bit": 1}
+                for i in range(4):
+                    env["ig_md.cbf%d" % (i + 1)], env["ig_md.bf%d" % (i + 1)] = bits[i], bits[4 + i]
+                action = self.prog.apply("nm_decide", env)
+                in_flight, done = all(bits[:4]), all(bits[4:])
+                if in_flight and kind == d["NM_KIND_READ"]:
+                    want = "decide_double_read"
+                elif in_flight or done:
+                    want = "decide_redirect"
+                else:
+                    want = "decide_source"
+                self.assertEqual(action, want, (kind, bits))
+
+    def test_client_requests_only_read_the_filters(self):
+        # Counting-filter and Bloom-filter updates stay on the GROUP_* path.
+        apply = self.prog.p4[self.prog.p4.index("apply {"):]
+        read_branch = apply[apply.index("if (ig_md.filter_op == NM_FOP_READ)"):
+                            apply.index("else if (ig_md.filter_op == NM_FOP_START)")]
+        executed = re.findall(r"(nm_\w+?)\.execute", read_branch)
+        self.assertEqual(len(executed), 8)
+        self.assertTrue(all(e.endswith("_read") for e in executed), executed)
+        self.assertEqual(read_branch.count("nm_decide.apply()"), 1)
+        self.assertEqual(self.prog.p4.count("table nm_decide"), 1)
+
 
 
 if __name__ == "__main__":

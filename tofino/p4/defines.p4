@@ -98,6 +98,19 @@
 #define NM_UDP_LEN_REPLY             (8 + NM_HEADER_LEN)
 #define NM_IPV4_LEN_REPLY            (20 + NM_UDP_LEN_REPLY)
 
+/* Multi-key requests (MULTI_GET/PUT/DELETE): after the common header, count u8,
+ * reserved u8, serve u16, halves u16, reserved u16 (NM_MULTI_FIXED_LEN bytes), then
+ * count key hashes of 8 bytes (item i's at byte 40 + 8 i of the payload), then the
+ * items. The switch reads one hash per pass (see "Multi-key requests" in README.md)
+ * and rewrites serve and halves only. */
+#define NM_MULTI_MAX_KEYS            16
+#define NM_MULTI_FIXED_LEN           8
+#define NM_MULTI_HASH_LEN            8
+/* The UDP length a request of count items needs to hold its hashes:
+ * 8 + NM_HEADER_LEN + NM_MULTI_FIXED_LEN + 8 * count, i.e. 56 (count 1) .. 176 (count 16);
+ * the const entries of nm_multi_count spell these values out. */
+#define NM_UDP_LEN_MULTI_BASE        (8 + NM_HEADER_LEN + NM_MULTI_FIXED_LEN)
+
 /* ---------------------------------------------------------------- packet classes */
 
 /* What the ingress parser recognised (ig_md.kind). Requests whose FORWARDED flag
@@ -119,24 +132,31 @@
 
 /* ---------------------------------------------------------------- counters */
 
-/* Index into the nm_decisions counter array. Indices 0..9 are the names of
+/* Index into the nm_decisions counter array. Indices 0..10 are the names of
  * docs/switch.md in its order (false_in_flight and false_done stay 0: only the
- * software switch, which keeps exact group states, can tell); 11 is the software
+ * software switch, which keeps exact group states, can tell); 12 is the software
  * switch's control_errors (GROUP_* only here: INIT/TERMINATE errors are counted by
- * the controller); 10 and 12 are Tofino-only. The controller prints them by these names. */
+ * the controller); 11, 13 and 14 are Tofino-only. The controller prints them by these
+ * names.
+ *
+ * One count per packet and pass: a multi-key request that hits a pair is counted once
+ * as multi_recirculations for each of its count - 1 recirculating passes, then once
+ * by its outcome (to_source, redirects, double_reads or multi_splits). */
 #define NM_CTR_FORWARDED             0
 #define NM_CTR_TO_SOURCE             1
 #define NM_CTR_DOUBLE_READS          2
 #define NM_CTR_REDIRECTS             3
-#define NM_CTR_FALSE_IN_FLIGHT       4
-#define NM_CTR_FALSE_DONE            5
-#define NM_CTR_CONTROL_APPLIED       6
-#define NM_CTR_CONTROL_DUPLICATES    7
-#define NM_CTR_CONTROL_GAPS          8
-#define NM_CTR_MALFORMED             9
-#define NM_CTR_CONTROL_DIGESTS       10 /* INIT/TERMINATE handed to the controller */
-#define NM_CTR_CONTROL_ERRORS        11 /* GROUP_* answered Error: no pair, partition not joined */
-#define NM_CTR_ARP                   12 /* ARP requests answered (or dropped) */
+#define NM_CTR_MULTI_SPLITS          4  /* multi-key requests split between source and destination */
+#define NM_CTR_FALSE_IN_FLIGHT       5
+#define NM_CTR_FALSE_DONE            6
+#define NM_CTR_CONTROL_APPLIED       7
+#define NM_CTR_CONTROL_DUPLICATES    8
+#define NM_CTR_CONTROL_GAPS          9
+#define NM_CTR_MALFORMED             10
+#define NM_CTR_CONTROL_DIGESTS       11 /* INIT/TERMINATE handed to the controller */
+#define NM_CTR_CONTROL_ERRORS        12 /* GROUP_* answered Error: no pair, partition not joined */
+#define NM_CTR_ARP                   13 /* ARP requests answered (or dropped) */
+#define NM_CTR_MULTI_RECIRCULATIONS  14 /* Tofino-only: passes of a multi-key request that recirculate */
 #define NM_CTR_SIZE                  16
 
 /* ---------------------------------------------------------------- internal */
@@ -145,9 +165,25 @@
 #define NM_DIGEST_INIT               1
 #define NM_DIGEST_TERMINATE          2
 
-/* First byte of what egress sees in front of the packet. */
+/* First byte of what egress sees in front of the packet, and of the recirculation
+ * header in front of a recirculated request. Unicast MAC addresses have an even first
+ * byte, so NORMAL and RECIRC (odd) are never taken for the start of an Ethernet frame. */
 #define NM_PKT_TYPE_NORMAL           1  /* bridged metadata */
-#define NM_PKT_TYPE_MIRROR           2  /* ingress-to-egress mirror (double read copy) */
+#define NM_PKT_TYPE_MIRROR           2  /* ingress-to-egress mirror (double read / split copy) */
+#define NM_PKT_TYPE_RECIRC           3  /* nm_recirc_h: a multi-key request between passes */
+
+/* Where a multi-key request recirculates between passes: a recirculation port of the
+ * pipe the hosts are on (registers are per pipe). Tofino 1: pipe-local port 68 of
+ * pipe 0 (196, 324, 452 for pipes 1..3). Tofino 2: port 6 of pipe 0, as in public
+ * TNA programs; not checked against a Tofino 2 here. Override with
+ * -DNM_RECIRC_PORT=<dev_port>. */
+#ifndef NM_RECIRC_PORT
+#if __TARGET_TOFINO__ == 1
+#define NM_RECIRC_PORT               68
+#else
+#define NM_RECIRC_PORT               6
+#endif
+#endif
 
 /* Mirror session of pair slot s: NM_MIRROR_SESSION_BASE + s (Tofino 1 normal
  * sessions are 1..1015). The controller points session s at the destination's port. */

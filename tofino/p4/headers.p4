@@ -20,13 +20,35 @@ header nm_bridged_h {
     bit<8> pkt_type;                    /* NM_PKT_TYPE_NORMAL */
 }
 
-/* Prepended to the double-read copy by the mirror engine: where the copy goes.
- * dst_ip/dst_shard come from the nm_pair hit of the original, so the copy
- * cannot disagree with the pair the controller installed. */
+/* Prepended to the destination's copy (double read, multi-key split) by the mirror
+ * engine: where the copy goes and what egress writes into it. dst_ip/dst_shard come
+ * from the nm_pair hit of the original, so the copy cannot disagree with the pair the
+ * controller installed. Every field is written absolutely or OR-ed, so the copy comes
+ * out right whether the mirror engine took the packet before or after the ingress
+ * rewrite. */
 header nm_mirror_h {
     bit<8>      pkt_type;               /* NM_PKT_TYPE_MIRROR */
     ipv4_addr_t dst_ip;
     bit<16>     dst_shard;
+    bit<8>      flags;                  /* OR-ed into the copy's flags: REDIRECTED, maybe DOUBLE_READ */
+    bit<16>     serve;                  /* multi-key copy: its serve mask (to_dest) */
+    bit<16>     halves;                 /* multi-key copy: its halves mask (halves | dr) */
+}
+
+/* In front of the Ethernet header of a multi-key request between two passes (it goes
+ * out of the ingress deparser after the bridged header, stays in the packet through
+ * egress as payload, and is parsed again on the recirculation port). 12 bytes.
+ * The three decision masks are disjoint, as in tofino/src/pipeline.rs (steer_multi:
+ * to_source, to_dest, double); the two halves masks are what each copy's halves
+ * field becomes, accumulated item by item so that the last pass only copies them. */
+header nm_recirc_h {
+    bit<8>  pkt_type;                   /* NM_PKT_TYPE_RECIRC */
+    bit<8>  index;                      /* the item the next pass examines, 1..15 */
+    bit<16> to_source;                  /* selected items decided Source so far */
+    bit<16> to_dest;                    /* selected items decided Redirect so far */
+    bit<16> dr;                         /* selected items decided DoubleRead so far */
+    bit<16> halves_source;              /* (halves | dr) & (to_source | dr) so far */
+    bit<16> halves_dest;                /* (halves | dr) & (to_dest | dr) so far */
 }
 
 /* ---------------------------------------------------------------- packet headers */
@@ -114,11 +136,52 @@ header nm_terminate_h {                 /* SWITCH_TERMINATE, 8 bytes */
     bit<16>     reserved;               /* 0 */
 }
 
+/* The fixed part of a multi-key request body (docs/wire.md), 8 bytes. Bit i of serve
+ * and halves is item i (bit 0 = least significant bit of the big-endian u16). */
+header nm_multi_h {
+    bit<8>  count;                      /* 1..16 */
+    bit<8>  reserved;                   /* 0 */
+    bit<16> serve;                      /* items the receiving server answers */
+    bit<16> halves;                     /* of those, halves of a double read */
+    bit<16> reserved2;                  /* 0 */
+}
+
+/* One key hash of a multi-key request (CRC-64/Jones, like the header's). */
+header nm_hash_h {
+    bit<32> hi;
+    bit<32> lo;
+}
+
+/* Runs of 8, 4 and 2 hashes a pass only carries over (never read or written by the
+ * MAU), in 128-bit fields like IPv6 addresses. */
+header nm_hashes_8_h {
+    bit<128> h01;
+    bit<128> h23;
+    bit<128> h45;
+    bit<128> h67;
+}
+
+header nm_hashes_4_h {
+    bit<128> h01;
+    bit<128> h23;
+}
+
+header nm_hashes_2_h {
+    bit<128> h01;
+}
+
 /* One struct for ingress and egress; the deparsers emit in this order and skip
- * invalid headers. bridged/mirror are never valid on the wire. */
+ * invalid headers. bridged/mirror are never valid on the wire; nm_recirc only on the
+ * way to the recirculation port.
+ *
+ * A multi-key request's hashes before the one a pass examines (item index) are parsed
+ * into nm_skip_8/4/2/1 by the binary digits of index (8 + 4 + 2 + 1 = 15 at most), so
+ * that they are emitted again in place; the examined one goes to nm_key. The rest of
+ * the hashes and the items stay payload. */
 struct headers_t {
     nm_bridged_h   bridged;
     nm_mirror_h    mirror;
+    nm_recirc_h    nm_recirc;
     ethernet_h     ethernet;
     arp_h          arp;
     ipv4_h         ipv4;
@@ -127,6 +190,12 @@ struct headers_t {
     nm_init_h      nm_init;
     nm_group_h     nm_group;
     nm_terminate_h nm_terminate;
+    nm_multi_h     nm_multi;
+    nm_hashes_8_h  nm_skip_8;
+    nm_hashes_4_h  nm_skip_4;
+    nm_hashes_2_h  nm_skip_2;
+    nm_hash_h      nm_skip_1;
+    nm_hash_h      nm_key;
 }
 
 /* ---------------------------------------------------------------- metadata */
@@ -138,6 +207,21 @@ struct ingress_metadata_t {
     ipv4_addr_t pair_ip;                /* nm_pair key: ipv4.dst (request) or body src_ip (control) */
     bit<16>     pair_shard;             /* nm_pair key: hdr.shard */
     bit<32>     group;                  /* body group (control); computed for requests */
+    bit<32>     key_lo;                 /* request: low half of the key hash this pass decides on
+                                         * (hdr.nm's for a single key, item index's for multi) */
+    bit<1>      multi;                  /* a multi-key request */
+    bit<8>      multi_index;            /* the item this pass examines (nm_recirc.index; 0 on the first pass) */
+    bit<16>     item_bit;               /* the decided item's bit: 1 for a single key; for multi,
+                                         * 1 << multi_index if serve selects it, else 0 (set by nm_item) */
+    bit<16>     item_half;              /* multi: item_bit if halves has it, else 0 (nm_item) */
+
+    /* Per-item decisions accumulated over the passes (nm_recirc_h). From nm_recirc on
+     * later passes, 0 on the first; nm_decide ORs item_bit (and item_half) in. */
+    bit<16>     mask_source;
+    bit<16>     mask_dest;
+    bit<16>     mask_dr;
+    bit<16>     halves_source;
+    bit<16>     halves_dest;
 
     /* nm_switch_addr / nm_pair results. */
     bit<1>      to_switch;
@@ -170,9 +254,19 @@ struct ingress_metadata_t {
     bit<32>     seq_old;                /* nm_expected_seq before this message */
     bit<32>     seq_diff;               /* ctl_seq - seq_old */
 
-    bit<1>      consumed;               /* answered or dropped here: skip ipv4_route */
+    /* Multi-key bookkeeping (nm_item, nm_multi_count). */
+    bit<8>      multi_next;             /* multi_index + 1 */
+    bit<8>      multi_left;             /* count - multi_next: items after this one */
+    bit<16>     multi_slack;            /* udp.len - length the hashes need; bit 15 set = too short or bad count */
+    bit<16>     multi_outside;          /* serve bits at or above count (must be 0) */
+    bit<16>     multi_stray;            /* halves bits outside serve (must be 0) */
+
+    bit<1>      consumed;               /* answered, dropped or recirculated here: skip ipv4_route */
     bit<1>      ipv4_csum_update;
     bit<8>      mirror_pkt_type;
+    bit<8>      mirror_flags;           /* nm_mirror_h.flags */
+    bit<16>     mirror_serve;           /* nm_mirror_h.serve */
+    bit<16>     mirror_halves;          /* nm_mirror_h.halves */
     nm_ctr_index_t ctr;
 }
 

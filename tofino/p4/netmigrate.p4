@@ -3,13 +3,18 @@
  * Ingress, per packet:
  *   ARP request          -> answered from nm_arp (hosts and the switch's own address)
  *   request (op 1..6)    -> nm_pair on (ipv4.dst, shard); hit: group id, four CRC-32
- *                           indices, read 4 BF + 4 CBF cells, nm_decide picks S1/S2/S3;
+ *                           indices, read 4 BF + 4 CBF cells, nm_decide picks S1/S2/S3
+ *                           for one item, nm_steer acts on the items decided so far;
  *                           miss: S4, forwarded by IPv4
+ *   multi-key (op 4..6)  -> one item per pass: passes 1..count-1 recirculate with the
+ *                           decisions so far in nm_recirc; the last one steers (source,
+ *                           destination, or split in two by mirroring); see README.md
  *   GROUP_START/COMPLETE -> nm_pair on (body src_ip, shard); nm_expected_seq applies it at
  *                           most once; the filters are updated; the packet is turned around
  *   INIT/TERMINATE       -> digest to the controller (tofino/controller), packet dropped
  *   anything else        -> ipv4_route
- * Egress rewrites the double-read copy (ingress-to-egress mirror, one session per slot).
+ * Egress rewrites the destination's copy of a double read or of a split multi-key
+ * request (ingress-to-egress mirror, one session per slot).
  *
  * UDP checksum: every packet whose netmigrate header the switch changes leaves with UDP
  * checksum 0 ("no checksum", RFC 768, accepted by Linux and by our DPDK path, which checks
@@ -29,8 +34,8 @@
 #include "headers.p4"
 #include "parsers.p4"
 
-/* Metadata the parser writes on some paths only (kind, pair key, group) must read
- * as 0 on the others. */
+/* Metadata the parser writes on some paths only (kind, pair key, group, key_lo,
+ * multi, multi_index, item_bit, the masks) must read as 0 on the others. */
 @pa_auto_init_metadata
 
 /* Filter cell of slot s: s * CELLS + (h & (CELLS - 1)), i.e. the slot above the low bits. */
@@ -184,9 +189,10 @@ control NmIngress(
     /* ------------------------------------------------------------ group id */
 
     // group = ((key_hash & 0xFFFFFFFF) & (2^size_exp - 1)) >> remain_exp, in two tables
-    // like the artifact: Tofino has no variable-width mask or shift.
+    // like the artifact: Tofino has no variable-width mask or shift. key_lo is the
+    // header's key hash for a single key, the examined item's for a multi-key request.
     action group_mask(bit<32> mask) {
-        ig_md.group = hdr.nm.key_hash_lo & mask;
+        ig_md.group = ig_md.key_lo & mask;
     }
 
     table nm_group_mask {
@@ -342,7 +348,147 @@ control NmIngress(
         }
     };
 
+    /* ------------------------------------------------------------ multi-key items */
+
+    // The item a pass examines (pass k examines item k, so a request of count items
+    // takes count passes): its bit if serve selects it, else 0 (the filters are read,
+    // the decision is not recorded: only selected items are decided), its bit in
+    // halves, the next index, and how many items follow. An index without an entry
+    // (never sent) leaves multi_left 0: no further pass.
+    action set_item(bit<16> mask, bit<8> next_index) {
+        ig_md.item_bit = hdr.nm_multi.serve & mask;
+        ig_md.item_half = hdr.nm_multi.halves & mask;
+        ig_md.multi_next = next_index;
+        ig_md.multi_left = hdr.nm_multi.count - next_index;
+    }
+
+    table nm_item {
+        key = { ig_md.multi_index : exact; }
+        actions = { set_item; NoAction; }
+        const default_action = NoAction();
+        size = NM_MULTI_MAX_KEYS;
+        const entries = {
+             0 : set_item(16w0x0001,  1);
+             1 : set_item(16w0x0002,  2);
+             2 : set_item(16w0x0004,  3);
+             3 : set_item(16w0x0008,  4);
+             4 : set_item(16w0x0010,  5);
+             5 : set_item(16w0x0020,  6);
+             6 : set_item(16w0x0040,  7);
+             7 : set_item(16w0x0080,  8);
+             8 : set_item(16w0x0100,  9);
+             9 : set_item(16w0x0200, 10);
+            10 : set_item(16w0x0400, 11);
+            11 : set_item(16w0x0800, 12);
+            12 : set_item(16w0x1000, 13);
+            13 : set_item(16w0x2000, 14);
+            14 : set_item(16w0x4000, 15);
+            15 : set_item(16w0x8000, 16);
+        }
+    }
+
+    // What tofino/src/pipeline.rs (wire::MultiRoute::read) refuses to steer: count
+    // outside 1..16, a datagram shorter than its hashes (NM_UDP_LEN_MULTI_BASE +
+    // 8 * count UDP bytes), serve 0 or naming an item at or above count, halves
+    // outside serve. Such a request is forwarded unchanged; its server rejects it.
+    action multi_min_len(bit<16> udp_len, bit<16> outside) {
+        ig_md.multi_slack = hdr.udp.len - udp_len;
+        ig_md.multi_outside = hdr.nm_multi.serve & outside;
+        ig_md.multi_stray = hdr.nm_multi.halves & ~hdr.nm_multi.serve;
+    }
+
+    action multi_bad_count() {
+        ig_md.multi_slack = 16w0x8000;
+    }
+
+    table nm_multi_count {
+        key = { hdr.nm_multi.count : exact; }
+        actions = { multi_min_len; multi_bad_count; }
+        const default_action = multi_bad_count();
+        size = NM_MULTI_MAX_KEYS;
+        const entries = {
+             1 : multi_min_len(56, 16w0xFFFE);
+             2 : multi_min_len(64, 16w0xFFFC);
+             3 : multi_min_len(72, 16w0xFFF8);
+             4 : multi_min_len(80, 16w0xFFF0);
+             5 : multi_min_len(88, 16w0xFFE0);
+             6 : multi_min_len(96, 16w0xFFC0);
+             7 : multi_min_len(104, 16w0xFF80);
+             8 : multi_min_len(112, 16w0xFF00);
+             9 : multi_min_len(120, 16w0xFE00);
+            10 : multi_min_len(128, 16w0xFC00);
+            11 : multi_min_len(136, 16w0xF800);
+            12 : multi_min_len(144, 16w0xF000);
+            13 : multi_min_len(152, 16w0xE000);
+            14 : multi_min_len(160, 16w0xC000);
+            15 : multi_min_len(168, 16w0x8000);
+            16 : multi_min_len(176, 16w0x0000);
+        }
+    }
+
     /* ------------------------------------------------------------ decisions */
+
+    // The decision for one key (tofino/src/pipeline.rs Switch::decide), for single-key
+    // and multi-key requests alike: the key's bit goes into the mask of its decision
+    // (to_source, to_dest, dr: disjoint, as steer_multi keeps them), and its halves bit
+    // (a double read: its own bit) into the halves of the copies that will carry it.
+    // item_bit is 1 and item_half 0 for a single key, so its masks end up 0 or 1; a
+    // multi-key request's accumulate over its passes. Nothing else is written here:
+    // nm_steer acts once every item is decided.
+    action decide_source() {
+        ig_md.mask_source = ig_md.mask_source | ig_md.item_bit;
+        ig_md.halves_source = ig_md.halves_source | ig_md.item_half;
+    }
+
+    action decide_redirect() {
+        ig_md.mask_dest = ig_md.mask_dest | ig_md.item_bit;
+        ig_md.halves_dest = ig_md.halves_dest | ig_md.item_half;
+    }
+
+    action decide_double_read() {
+        ig_md.mask_dr = ig_md.mask_dr | ig_md.item_bit;
+        ig_md.halves_source = ig_md.halves_source | ig_md.item_bit;
+        ig_md.halves_dest = ig_md.halves_dest | ig_md.item_bit;
+    }
+
+    // docs/switch.md "Decision": in_flight = all four counters non-zero (S2),
+    // done = all four bits set (S3); neither: S1, the source. A read (GET, MULTI_GET)
+    // in flight is read twice; a write in flight, or any op on a done group, goes to
+    // the destination. Ternary entries match in the order written.
+    table nm_decide {
+        key = {
+            ig_md.kind : ternary;
+            ig_md.cbf1 : ternary;
+            ig_md.cbf2 : ternary;
+            ig_md.cbf3 : ternary;
+            ig_md.cbf4 : ternary;
+            ig_md.bf1  : ternary;
+            ig_md.bf2  : ternary;
+            ig_md.bf3  : ternary;
+            ig_md.bf4  : ternary;
+        }
+        actions = { decide_double_read; decide_redirect; decide_source; }
+        const default_action = decide_source();
+        size = 4;
+        const entries = {
+            (NM_KIND_READ,  1, 1, 1, 1, _, _, _, _) : decide_double_read();
+            (NM_KIND_WRITE, 1, 1, 1, 1, _, _, _, _) : decide_redirect();
+            (_,             _, _, _, _, 1, 1, 1, 1) : decide_redirect();
+        }
+    }
+
+    /* ------------------------------------------------------------ steering */
+
+    // Once every item is decided (one pass for a single key, count passes for a
+    // multi-key request), nm_steer acts on the masks like steer_multi:
+    //   to_dest, dr both 0      the source, unchanged            to_source
+    //   to_source, dr both 0    the destination                  redirect, multi_redirect
+    //   otherwise               original to the source, mirror   double_read,
+    //                           copy redirected to the           multi_double_read,
+    //                           destination                      multi_split(_double_read)
+    // The source's copy serves to_source | dr, the destination's to_dest | dr; both get
+    // halves |= dr (cut to their own serve) and, if dr is not empty, DOUBLE_READ. Counted
+    // double_reads when every selected key is a double read, else multi_splits.
 
     action to_source() {
         ig_md.ctr = NM_CTR_TO_SOURCE;
@@ -366,32 +512,107 @@ control NmIngress(
         hdr.udp.checksum = 0;
         ig_dprsr_md.mirror_type = NM_MIRROR_TYPE_I2E;
         ig_md.mirror_pkt_type = NM_PKT_TYPE_MIRROR;
+        ig_md.mirror_flags = NM_FLAG_DOUBLE_READ | NM_FLAG_REDIRECTED;
         ig_md.ctr = NM_CTR_DOUBLE_READS;
     }
 
-    // docs/switch.md "Decision": in_flight = all four counters non-zero (S2),
-    // done = all four bits set (S3); neither: S1, unchanged to the source.
-    // Ternary entries match in the order written.
-    table nm_decide {
+    // Multi-key, every selected item to the destination: a redirect with
+    // serve = to_dest, halves = halves & to_dest.
+    action multi_redirect() {
+        hdr.ipv4.dst_addr = ig_md.dst_ip;
+        hdr.nm.shard = ig_md.dst_shard;
+        hdr.nm.flags = hdr.nm.flags | NM_FLAG_REDIRECTED;
+        hdr.nm_multi.serve = ig_md.mask_dest;
+        hdr.nm_multi.halves = ig_md.halves_dest;
+        hdr.udp.checksum = 0;
+        ig_md.ipv4_csum_update = 1;
+        ig_md.ctr = NM_CTR_REDIRECTS;
+    }
+
+    // Multi-key, both servers: the original keeps the items for the source, a mirror
+    // copy (egress: redirect_copy, select_copy_items) takes those for the destination.
+    action multi_split() {
+        hdr.nm_multi.serve = ig_md.mask_source;
+        hdr.nm_multi.halves = ig_md.halves_source;
+        hdr.udp.checksum = 0;
+        ig_dprsr_md.mirror_type = NM_MIRROR_TYPE_I2E;
+        ig_md.mirror_pkt_type = NM_PKT_TYPE_MIRROR;
+        ig_md.mirror_flags = NM_FLAG_REDIRECTED;
+        ig_md.mirror_serve = ig_md.mask_dest;
+        ig_md.mirror_halves = ig_md.halves_dest;
+        ig_md.ctr = NM_CTR_MULTI_SPLITS;
+    }
+
+    // ... with double reads: dr goes to both, both carry DOUBLE_READ.
+    action multi_split_double_read() {
+        hdr.nm_multi.serve = ig_md.mask_source | ig_md.mask_dr;
+        hdr.nm_multi.halves = ig_md.halves_source;
+        hdr.nm.flags = hdr.nm.flags | NM_FLAG_DOUBLE_READ;
+        hdr.udp.checksum = 0;
+        ig_dprsr_md.mirror_type = NM_MIRROR_TYPE_I2E;
+        ig_md.mirror_pkt_type = NM_PKT_TYPE_MIRROR;
+        ig_md.mirror_flags = NM_FLAG_DOUBLE_READ | NM_FLAG_REDIRECTED;
+        ig_md.mirror_serve = ig_md.mask_dest | ig_md.mask_dr;
+        ig_md.mirror_halves = ig_md.halves_dest;
+        ig_md.ctr = NM_CTR_MULTI_SPLITS;
+    }
+
+    // ... every selected item a double read: the same packets, counted as a double read.
+    action multi_double_read() {
+        hdr.nm_multi.serve = ig_md.mask_dr;
+        hdr.nm_multi.halves = ig_md.halves_source;
+        hdr.nm.flags = hdr.nm.flags | NM_FLAG_DOUBLE_READ;
+        hdr.udp.checksum = 0;
+        ig_dprsr_md.mirror_type = NM_MIRROR_TYPE_I2E;
+        ig_md.mirror_pkt_type = NM_PKT_TYPE_MIRROR;
+        ig_md.mirror_flags = NM_FLAG_DOUBLE_READ | NM_FLAG_REDIRECTED;
+        ig_md.mirror_serve = ig_md.mask_dr;
+        ig_md.mirror_halves = ig_md.halves_dest;
+        ig_md.ctr = NM_CTR_DOUBLE_READS;
+    }
+
+    // Ternary entries match in the order written; a value without a mask is exact.
+    // A single key has exactly one of its three masks set to 1.
+    table nm_steer {
         key = {
-            ig_md.kind : ternary;
-            ig_md.cbf1 : ternary;
-            ig_md.cbf2 : ternary;
-            ig_md.cbf3 : ternary;
-            ig_md.cbf4 : ternary;
-            ig_md.bf1  : ternary;
-            ig_md.bf2  : ternary;
-            ig_md.bf3  : ternary;
-            ig_md.bf4  : ternary;
+            ig_md.multi       : ternary;
+            ig_md.mask_source : ternary;
+            ig_md.mask_dest   : ternary;
+            ig_md.mask_dr     : ternary;
         }
-        actions = { double_read; redirect; to_source; }
+        actions = {
+            to_source; redirect; double_read;
+            multi_redirect; multi_split; multi_split_double_read; multi_double_read;
+        }
         const default_action = to_source();
-        size = 4;
+        size = 8;
         const entries = {
-            (NM_KIND_READ,  1, 1, 1, 1, _, _, _, _) : double_read();
-            (NM_KIND_WRITE, 1, 1, 1, 1, _, _, _, _) : redirect();
-            (_,             _, _, _, _, 1, 1, 1, 1) : redirect();
+            (_, _, 0, 0) : to_source();
+            (0, 0, _, 0) : redirect();
+            (1, 0, _, 0) : multi_redirect();
+            (0, _, _, _) : double_read();
+            (1, 0, 0, _) : multi_double_read();
+            (1, _, _, 0) : multi_split();
+            (1, _, _, _) : multi_split_double_read();
         }
+    }
+
+    /* ------------------------------------------------------------ recirculation */
+
+    // Items remain: the packet goes round again, unchanged, with the next index and the
+    // decisions so far in nm_recirc in front of its Ethernet header.
+    action recirculate() {
+        hdr.nm_recirc.setValid();
+        hdr.nm_recirc.pkt_type = NM_PKT_TYPE_RECIRC;
+        hdr.nm_recirc.index = ig_md.multi_next;
+        hdr.nm_recirc.to_source = ig_md.mask_source;
+        hdr.nm_recirc.to_dest = ig_md.mask_dest;
+        hdr.nm_recirc.dr = ig_md.mask_dr;
+        hdr.nm_recirc.halves_source = ig_md.halves_source;
+        hdr.nm_recirc.halves_dest = ig_md.halves_dest;
+        ig_tm_md.ucast_egress_port = NM_RECIRC_PORT;
+        ig_md.consumed = 1;
+        ig_md.ctr = NM_CTR_MULTI_RECIRCULATIONS;
     }
 
     /* ------------------------------------------------------------ control replies */
@@ -437,6 +658,9 @@ control NmIngress(
         // copy from a normal packet by its first byte.
         hdr.bridged.setValid();
         hdr.bridged.pkt_type = NM_PKT_TYPE_NORMAL;
+        // A recirculated request's nm_recirc is in ig_md now (parser); it goes out
+        // again only if recirculate() runs, so every other outcome strips it.
+        hdr.nm_recirc.setInvalid();
         ig_md.ctr = NM_CTR_FORWARDED;
         ig_md.filter_op = NM_FOP_NONE;
         ig_md.consumed = 0;
@@ -460,6 +684,10 @@ control NmIngress(
             nm_switch_addr.apply();
             if (ig_md.kind != NM_KIND_NONE) {
                 nm_pair.apply();
+            }
+            if (ig_md.multi == 1) {
+                nm_item.apply();
+                nm_multi_count.apply();
             }
             // Control sequence numbers are u64 on the wire and u32 in nm_expected_seq;
             // one that does not fit can never be the expected one.
@@ -536,12 +764,21 @@ control NmIngress(
                 if (hdr.udp.len < NM_UDP_LEN_MIN_REQUEST) {
                     // Shorter than its header: not steered, forwarded like the software
                     // switch does with anything it cannot parse.
+                } else if (ig_md.multi == 1 &&
+                           (ig_md.multi_slack[15:15] == 1 || hdr.nm_multi.serve == 0 ||
+                            ig_md.multi_outside != 0 || ig_md.multi_stray != 0)) {
+                    // A multi-key request the software switch cannot read (nm_multi_count):
+                    // not steered either.
                 } else if (ig_md.pair_hit == 1) {
                     nm_group_mask.apply();
                     nm_group_shift.apply();
                     ig_md.filter_op = NM_FOP_READ;
                 }
-                // else S4: no pair, forwarded by IPv4.
+                // else S4: no pair, forwarded by IPv4, single-key and multi-key alike
+                // (a multi-key request without a pair never recirculates; the
+                // artifact's recirculated forever, REFERENCE-ARTIFACT §9.14).
+                // A recirculated request whose pair was removed between its passes
+                // also ends here: forwarded unchanged to the source.
             }
             // Everything else (replies, migration traffic, control messages addressed
             // elsewhere, forwarded requests) is forwarded by IPv4.
@@ -560,6 +797,14 @@ control NmIngress(
                 ig_md.bf3 = nm_bloom_3_read.execute(NM_BF_INDEX(ig_md.h3));
                 ig_md.bf4 = nm_bloom_4_read.execute(NM_BF_INDEX(ig_md.h4));
                 nm_decide.apply();
+                // multi_left is 0 for a single key and on a multi-key request's last
+                // pass; it is at most 15 (count <= 16, checked above), so the high
+                // bits only guard against an index the parser could not have produced.
+                if (ig_md.multi_left != 0 && ig_md.multi_left[7:4] == 0) {
+                    recirculate();
+                } else {
+                    nm_steer.apply();
+                }
             } else if (ig_md.filter_op == NM_FOP_START) {
                 nm_counting_bloom_1_inc.execute(NM_CBF_INDEX(ig_md.h1));
                 nm_counting_bloom_2_inc.execute(NM_CBF_INDEX(ig_md.h2));
@@ -577,7 +822,8 @@ control NmIngress(
             }
         }
 
-        // Requests (possibly redirected), control replies and everything else.
+        // Requests (possibly redirected), control replies and everything else; not
+        // ARP answers, dropped control messages or requests going round again.
         if (ig_md.consumed == 0 && hdr.ipv4.isValid()) {
             ipv4_route.apply();
         }
@@ -606,15 +852,22 @@ control NmEgress(
         size = NM_HOSTS_SIZE;
     }
 
-    // The double-read copy becomes a redirect to the pair's destination. All its
-    // fields are set here, so the copy is right whether the mirror engine took the
-    // packet before or after the ingress rewrite.
+    // The destination's copy (double read, multi-key split) becomes a redirect to the
+    // pair's destination. All its fields are set here (flags OR-ed, serve and halves
+    // absolutely), so the copy is right whether the mirror engine took the packet
+    // before or after the ingress rewrite.
     action redirect_copy() {
         hdr.ipv4.dst_addr = hdr.mirror.dst_ip;
         hdr.nm.shard = hdr.mirror.dst_shard;
-        hdr.nm.flags = hdr.nm.flags | (NM_FLAG_DOUBLE_READ | NM_FLAG_REDIRECTED);
+        hdr.nm.flags = hdr.nm.flags | hdr.mirror.flags;
         hdr.udp.checksum = 0;
         eg_md.ipv4_csum_update = 1;
+    }
+
+    // A multi-key copy answers the items decided for the destination.
+    action select_copy_items() {
+        hdr.nm_multi.serve = hdr.mirror.serve;
+        hdr.nm_multi.halves = hdr.mirror.halves;
     }
 
     apply {
@@ -622,6 +875,9 @@ control NmEgress(
         if (hdr.mirror.isValid()) {
             if (hdr.nm.isValid()) {
                 redirect_copy();
+                if (hdr.nm_multi.isValid()) {
+                    select_copy_items();
+                }
                 nm_neighbor.apply();
             } else {
                 eg_dprsr_md.drop_ctl = 1;
@@ -629,6 +885,9 @@ control NmEgress(
             hdr.mirror.setInvalid();
         }
         hdr.bridged.setInvalid();
+        // Only a mirror copy has it parsed (a copy of the packet as received on the
+        // recirculation port); a packet going round keeps it as unparsed payload.
+        hdr.nm_recirc.setInvalid();
     }
 }
 
