@@ -42,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// What a client observed for one operation on one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
     /// A read that returned the value tagged `Some(tag)`, or `None` = key not found.
     Read(Option<u64>),

@@ -149,6 +149,42 @@ fn migration_under_loss_duplication_and_reordering_is_linearizable() {
     );
 }
 
+/// Multi-key reads and writes (8 keys per request) under loss, duplication and reordering:
+/// the switch splits requests whose keys sit on both servers, the servers answer their keys
+/// and pass on what is not theirs, the client merges the answers, and the history is
+/// linearizable key by key.
+fn multi_key_lossy_run(protocol: &str) -> Report {
+    let mut args = vec!["--protocol", protocol, "-p", "keysperrequest=8"];
+    args.extend_from_slice(LOSSY);
+    let report = run(&args);
+    assert_finished_linearizable(&report, 3000);
+    let client = &report.client;
+    let (requests, keys) = (
+        client["multi_key_requests"].as_u64().unwrap(),
+        client["multi_key_keys"].as_u64().unwrap(),
+    );
+    assert!(requests > 0 && keys > 2 * requests, "{client}");
+    report
+}
+
+#[test]
+fn netmigrate_multi_key_requests_split_and_merge_linearizably() {
+    let report = multi_key_lossy_run("netmigrate");
+    assert_migrated_cleanly(&report, 3000);
+    let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
+    assert!(switch["multi_splits"].as_u64().unwrap() > 0, "{switch}");
+}
+
+#[test]
+fn rocksteady_multi_key_requests_pull_and_retry_linearizably() {
+    let report = multi_key_lossy_run("rocksteady");
+    let overhead = report.overhead.as_ref().unwrap();
+    assert!(
+        overhead["priority_pulls"].as_u64().unwrap() > 0,
+        "{overhead}"
+    );
+}
+
 /// An abort half-way under loss, duplication and reordering: the destination sends back
 /// what it holds (also what clients wrote there), both partitions end back at the source,
 /// and the history is linearizable.

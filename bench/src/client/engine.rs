@@ -2,7 +2,7 @@
 //! retransmits on timeout, records latency and (optionally) the history for the
 //! linearizability check.
 
-use super::source::{InsertCounter, OpSource, Planned};
+use super::source::{InsertCounter, OpSource, Planned, Records};
 use super::timers::Timers;
 use super::{Cluster, Progress, Settings, ThreadResult};
 use crate::linearizability::{Op as HistoryOp, OpKind};
@@ -11,7 +11,10 @@ use crate::value;
 use crate::workload::WorkloadSpec;
 use dataplane::port::BURST;
 use dataplane::runner::Backoff;
-use dataplane::wire::{self, Flags, HeaderRepr, Op, Reply, Request, Status};
+use dataplane::wire::{
+    self, Flags, HeaderRepr, KeyOp, MultiItem, MultiReplyItems, MultiRequestItems, Op, Reply,
+    Request, Status, MAX_KEYS,
+};
 use dataplane::{Packet, Port};
 use migration::dedup::WINDOW;
 use std::collections::HashSet;
@@ -60,6 +63,65 @@ struct Pending {
     attempts: u32,
     /// What one half of a double read said while the other is awaited.
     half: Option<Half>,
+    /// A multi-key request: its records and what each item got.
+    multi: Option<Box<MultiPending>>,
+}
+
+/// The items of a multi-key request. Item `i` is the write `seq + i` (its tag and its
+/// identity at the servers' dedup).
+struct MultiPending {
+    records: Records,
+    /// Items answered for good (failed ones included).
+    done: u16,
+    /// Items answered ERROR.
+    failed: u16,
+    /// Per item: the tag read (None: not found); for a source half still waiting for the
+    /// destination's, what the source said.
+    observed: [Option<u64>; MAX_KEYS],
+    /// Double-read items whose source half arrived first.
+    source_halves: u16,
+    /// Double-read items the destination said it does not have yet.
+    deferred: u16,
+}
+
+impl MultiPending {
+    fn all(&self) -> u16 {
+        wire::all_items(self.records.as_slice().len())
+    }
+
+    /// Takes one item's answer. A double-read half decides only with the other half (the
+    /// destination's answer wins unless it defers), exactly as for single-key reads.
+    /// Returns whether the item now has its answer.
+    fn take(
+        &mut self,
+        i: usize,
+        observed: Option<u64>,
+        half: bool,
+        from_dest: bool,
+        deferred: bool,
+    ) -> bool {
+        let bit = 1 << i;
+        let decided = match (half, from_dest) {
+            (false, _) => Some(observed),
+            (true, true) if !deferred => Some(observed),
+            (true, true) if self.source_halves & bit != 0 => Some(self.observed[i]),
+            (true, true) => {
+                self.deferred |= bit;
+                None
+            }
+            (true, false) if self.deferred & bit != 0 => Some(observed),
+            (true, false) => {
+                self.source_halves |= bit;
+                self.observed[i] = observed;
+                None
+            }
+        };
+        if let Some(answer) = decided {
+            self.observed[i] = answer;
+            self.done |= bit;
+        }
+        decided.is_some()
+    }
 }
 
 /// The half of a double read that arrived first.
@@ -74,6 +136,17 @@ enum Half {
 impl Pending {
     fn is_write(&self) -> bool {
         !matches!(self.purpose, Purpose::Read | Purpose::RmwRead)
+    }
+
+    /// Whether a reply with this op answers the request. A whole multi-key request
+    /// answered with a status only (MOVED, RETRY_LATER, ERROR) has a PUT reply's shape.
+    fn answered_by(&self, op: Op) -> bool {
+        match (self.multi.is_some(), self.is_write()) {
+            (false, false) => op == Op::GetReply,
+            (false, true) => op == Op::PutReply,
+            (true, false) => op == Op::MultiGetReply || op == Op::PutReply,
+            (true, true) => op == Op::MultiPutReply || op == Op::PutReply,
+        }
     }
 }
 
@@ -99,6 +172,9 @@ pub struct Counters {
     pub extra_bytes: u64,
     /// Bytes of requests and replies (the denominator of the extra share).
     pub bytes: u64,
+    /// Multi-key requests completed, and the keys they carried.
+    pub multi_requests: u64,
+    pub multi_keys: u64,
 }
 
 impl Counters {
@@ -117,6 +193,8 @@ impl Counters {
         self.moved += other.moved;
         self.extra_bytes += other.extra_bytes;
         self.bytes += other.bytes;
+        self.multi_requests += other.multi_requests;
+        self.multi_keys += other.multi_keys;
     }
 }
 
@@ -146,6 +224,10 @@ pub struct Engine {
     published: Counters,
     key: Vec<u8>,
     value: Vec<u8>,
+    /// Keys, values and encoded body of the multi-key request being sent.
+    multi_keys: Vec<u8>,
+    multi_values: Vec<u8>,
+    multi_body: Vec<u8>,
 }
 
 impl Engine {
@@ -170,6 +252,9 @@ impl Engine {
             cluster,
             key: vec![0; spec.key_bytes],
             value: vec![0; spec.value_bytes],
+            multi_keys: vec![0; MAX_KEYS * spec.key_bytes],
+            multi_values: vec![0; MAX_KEYS * spec.value_bytes],
+            multi_body: vec![0; dataplane::port::BUFFER_CAPACITY],
             spec,
             settings,
             client_id,
@@ -259,11 +344,12 @@ impl Engine {
     }
 
     /// Room for one more logical operation. The sequence span keeps `window` numbers spare
-    /// so that every outstanding read-modify-write can still send its write half without
-    /// reaching the slot of the oldest unanswered request.
+    /// so that every outstanding read-modify-write can still send its write half, and room
+    /// for the numbers of one multi-key request, without reaching the slot of the oldest
+    /// unanswered request.
     fn can_issue(&self) -> bool {
         self.outstanding < self.settings.window
-            && self.next_seq - self.floor < RING - 1 - self.settings.window as u64
+            && self.next_seq - self.floor < RING - 1 - self.settings.window as u64 - MAX_KEYS as u64
     }
 
     fn publish(&mut self, progress: &Progress) {
@@ -291,13 +377,57 @@ impl Engine {
             Planned::Update(r) => (Purpose::Update, r),
             Planned::Insert(r) => (Purpose::Insert, r),
             Planned::ReadModifyWrite(r) => (Purpose::RmwRead, r),
+            Planned::MultiRead(records) => return self.start_multi(Purpose::Read, records, now),
+            Planned::MultiUpdate(records) => {
+                return self.start_multi(Purpose::Update, records, now)
+            }
         };
         self.issue(purpose, record, now, now);
     }
 
+    /// A multi-key request takes the records of the first one's partition (one server
+    /// core serves it); a single record left is an ordinary request.
+    fn start_multi(&mut self, purpose: Purpose, mut records: Records, now: Instant) {
+        let (spec, map) = (&self.spec, &self.cluster.map);
+        let partition_of = |record: u64| {
+            let mut key = [0u8; wire::MAX_KEY_LEN];
+            let len = spec.key_of(record, &mut key);
+            map.partition_of(kv::key_hash(&key[..len]))
+        };
+        let first = partition_of(records.as_slice()[0]);
+        records.retain(|record| partition_of(record) == first);
+        let first_record = records.as_slice()[0];
+        if records.as_slice().len() == 1 {
+            return self.issue(purpose, first_record, now, now);
+        }
+        let multi = MultiPending {
+            records,
+            done: 0,
+            failed: 0,
+            observed: [None; MAX_KEYS],
+            source_halves: 0,
+            deferred: 0,
+        };
+        self.issue_with(purpose, first_record, Some(Box::new(multi)), now, now);
+    }
+
     fn issue(&mut self, purpose: Purpose, record: u64, op_start: Instant, now: Instant) {
+        self.issue_with(purpose, record, None, op_start, now);
+    }
+
+    fn issue_with(
+        &mut self,
+        purpose: Purpose,
+        record: u64,
+        multi: Option<Box<MultiPending>>,
+        op_start: Instant,
+        now: Instant,
+    ) {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        // A multi-key request spends a sequence number per item (`seq + i`).
+        self.next_seq += multi
+            .as_ref()
+            .map_or(1, |m| m.records.as_slice().len() as u64);
         let pending = Pending {
             seq,
             purpose,
@@ -307,6 +437,7 @@ impl Engine {
             first_sent: now,
             attempts: 0,
             half: None,
+            multi,
         };
         let slot = &mut self.slots[(seq % RING) as usize];
         assert!(slot.is_none(), "sequence window overrun at seq {seq}");
@@ -323,18 +454,54 @@ impl Engine {
         pending.attempts += 1;
         let attempt = pending.attempts;
         let (purpose, record, tag) = (pending.purpose, pending.record, pending.tag);
-        let key_len = self.spec.key_of(record, &mut self.key);
-        let key = &self.key[..key_len];
-        let hash = kv::key_hash(key);
         let is_write = !matches!(purpose, Purpose::Read | Purpose::RmwRead);
-        let request = if is_write {
-            value::encode(tag, &mut self.value);
-            Request::Put {
-                key,
-                value: &self.value,
+        let unanswered = pending
+            .multi
+            .as_ref()
+            .map(|m| (m.records, m.all() & !m.done));
+        let (request, hash) = if let Some((records, serve)) = unanswered {
+            let (kb, vb) = (self.spec.key_bytes, self.spec.value_bytes);
+            for (i, &record) in records.as_slice().iter().enumerate() {
+                self.spec
+                    .key_of(record, &mut self.multi_keys[i * kb..(i + 1) * kb]);
+                if is_write {
+                    let tag = value::tag(self.writer, seq + i as u64);
+                    value::encode(tag, &mut self.multi_values[i * vb..(i + 1) * vb]);
+                }
             }
+            let items: Vec<MultiItem> = (0..records.as_slice().len())
+                .map(|i| {
+                    let key = &self.multi_keys[i * kb..(i + 1) * kb];
+                    MultiItem {
+                        key_hash: kv::key_hash(key),
+                        key,
+                        value: if is_write {
+                            &self.multi_values[i * vb..(i + 1) * vb]
+                        } else {
+                            &[]
+                        },
+                    }
+                })
+                .collect();
+            let op = if is_write { KeyOp::Put } else { KeyOp::Get };
+            // Only the items still unanswered: the others have their answer.
+            let view = MultiRequestItems::build(op, &items, &mut self.multi_body)
+                .and_then(|view| view.select(serve, 0))
+                .expect("keysperrequest was checked to fit one frame");
+            (Request::Multi(view), items[0].key_hash)
         } else {
-            Request::Get { key }
+            let key_len = self.spec.key_of(record, &mut self.key);
+            let key = &self.key[..key_len];
+            let request = if is_write {
+                value::encode(tag, &mut self.value);
+                Request::Put {
+                    key,
+                    value: &self.value,
+                }
+            } else {
+                Request::Get { key }
+            };
+            (request, kv::key_hash(key))
         };
         let partition = self.cluster.map.partition_of(hash) as usize;
         let (server, shard) = self.routes[partition];
@@ -356,6 +523,7 @@ impl Engine {
         let group = self.cluster.map.layout().group_of(hash);
         let double_from = self.tracking[partition]
             .as_ref()
+            .filter(|_| unanswered.is_none())
             .filter(|t| !is_write && group >= t.migrated_upto && !t.hot.contains(&hash))
             .map(|t| t.source);
         let copies = match double_from {
@@ -448,15 +616,9 @@ impl Engine {
         }
         let slot = (header.seq % RING) as usize;
         let matches = header.client == self.client_id
-            && self.slots[slot].as_ref().is_some_and(|p| {
-                p.seq == header.seq
-                    && header.op
-                        == if p.is_write() {
-                            Op::PutReply
-                        } else {
-                            Op::GetReply
-                        }
-            });
+            && self.slots[slot]
+                .as_ref()
+                .is_some_and(|p| p.seq == header.seq && p.answered_by(header.op));
         if !matches {
             // A duplicate, a late answer to a retransmitted request, or not ours (or the
             // half of a double read that arrived after the other one decided).
@@ -470,6 +632,26 @@ impl Engine {
             self.counters.redirected += 1;
         }
         match header.status {
+            Status::Ok if matches!(reply, Reply::Multi(_)) => {
+                let Reply::Multi(items) = reply else {
+                    unreachable!("matched above")
+                };
+                let (complete, retry) = self.merge_multi(slot, header.flags, &items, payload.len());
+                if complete {
+                    self.complete(header.seq, now, Outcome::Done(None), inserts);
+                } else if retry {
+                    self.counters.retry_later += 1;
+                    let attempt = self.slots[slot].as_ref().map_or(0, |p| p.attempts);
+                    self.timers
+                        .push(now + RETRY_LATER_PAUSE, header.seq, attempt, false);
+                }
+            }
+            Status::Ok | Status::NotFound
+                if self.slots[slot].as_ref().is_some_and(|p| p.multi.is_some()) =>
+            {
+                // A multi-key request's answer always carries its items.
+                self.counters.malformed_replies += 1;
+            }
             Status::Ok | Status::NotFound => {
                 let observed = match reply {
                     Reply::Get { value, .. } if header.status == Status::Ok => {
@@ -587,6 +769,56 @@ impl Engine {
         decided
     }
 
+    /// Takes the items a multi-key reply answers. Returns whether every item now has its
+    /// answer, and whether some item is to be asked for again (RETRY_LATER).
+    fn merge_multi(
+        &mut self,
+        slot: usize,
+        flags: Flags,
+        items: &MultiReplyItems<'_>,
+        bytes: usize,
+    ) -> (bool, bool) {
+        let Some(multi) = self.slots[slot]
+            .as_mut()
+            .and_then(|p| p.multi.as_deref_mut())
+        else {
+            return (false, false);
+        };
+        let from_dest = flags.contains(Flags::REDIRECTED);
+        let (mut retry, mut news) = (false, false);
+        for (i, item) in items.iter() {
+            let bit = 1u16 << i;
+            if multi.all() & !multi.done & bit == 0 {
+                continue; // Answered already (or not an item of ours).
+            }
+            news = true;
+            let observed = match item.status {
+                Status::Ok if items.op == KeyOp::Get => {
+                    Some(value::decode(item.value).unwrap_or(u64::MAX))
+                }
+                Status::Ok | Status::NotFound => None,
+                Status::RetryLater => {
+                    retry = true;
+                    continue;
+                }
+                Status::Moved | Status::Error => {
+                    self.counters.error_replies += 1;
+                    multi.failed |= bit;
+                    multi.done |= bit;
+                    continue;
+                }
+            };
+            let half = items.halves() & bit != 0;
+            if multi.take(i, observed, half, from_dest, items.deferred() & bit != 0) && half {
+                self.counters.double_reads += 1;
+            }
+        }
+        if !news || retry {
+            self.counters.extra_bytes += bytes as u64;
+        }
+        (multi.done == multi.all(), retry)
+    }
+
     fn expire_timers(&mut self, now: Instant, inserts: &InsertCounter) {
         while let Some((seq, attempt)) = self.timers.pop_due(now) {
             let Some(pending) = self.slots[(seq % RING) as usize].as_ref() else {
@@ -618,44 +850,26 @@ impl Engine {
             self.floor += 1;
         }
         if self.settings.record_history {
-            let kind = if pending.is_write() {
-                Some(OpKind::Write(pending.tag))
-            } else {
-                match outcome {
-                    Outcome::Done(observed) => Some(OpKind::Read(observed)),
-                    Outcome::Failed => None, // A read without an answer tells nothing.
-                }
-            };
-            if let Some(kind) = kind {
-                let op = HistoryOp {
-                    key: pending.record,
-                    call_ns: self.since_epoch(pending.first_sent),
-                    return_ns: match outcome {
-                        Outcome::Done(_) => Some(self.since_epoch(now)),
-                        Outcome::Failed => None,
-                    },
-                    kind,
-                };
-                if self
-                    .history
-                    .last()
-                    .is_none_or(|chunk| chunk.len() == HISTORY_CHUNK)
-                {
-                    self.history.push(Vec::with_capacity(HISTORY_CHUNK));
-                }
-                self.history
-                    .last_mut()
-                    .expect("a chunk was just ensured")
-                    .push(op);
-            }
+            self.record_history(&pending, &outcome, now);
         }
+        let failed_items = pending.multi.as_ref().map_or(0, |m| m.failed);
         match outcome {
             Outcome::Failed => {
                 self.counters.failed += 1;
                 return;
             }
-            Outcome::Done(None) if !pending.is_write() => self.counters.not_found += 1,
+            _ if failed_items != 0 => {
+                self.counters.failed += 1;
+                return;
+            }
+            Outcome::Done(None) if !pending.is_write() && pending.multi.is_none() => {
+                self.counters.not_found += 1
+            }
             Outcome::Done(_) => {}
+        }
+        if let Some(multi) = &pending.multi {
+            self.counters.multi_requests += 1;
+            self.counters.multi_keys += multi.records.as_slice().len() as u64;
         }
         match pending.purpose {
             Purpose::RmwRead => {
@@ -670,6 +884,56 @@ impl Engine {
         let latency = now.duration_since(pending.op_start).as_nanos() as u64;
         self.recorder
             .record(now.saturating_duration_since(self.epoch), latency);
+    }
+
+    /// Adds the operation to the history: one entry per key, each with the request's
+    /// interval. A write without an answer may or may not have happened (no return); a
+    /// read without one tells nothing and is left out.
+    fn record_history(&mut self, pending: &Pending, outcome: &Outcome, now: Instant) {
+        let call_ns = self.since_epoch(pending.first_sent);
+        let return_ns = Some(self.since_epoch(now));
+        let mut entries = [None; MAX_KEYS];
+        match (&pending.multi, outcome) {
+            (Some(multi), _) => {
+                for (i, &key) in multi.records.as_slice().iter().enumerate() {
+                    let answered =
+                        matches!(outcome, Outcome::Done(_)) && multi.failed & (1 << i) == 0;
+                    entries[i] = if pending.is_write() {
+                        let tag = value::tag(self.writer, pending.seq + i as u64);
+                        Some((key, OpKind::Write(tag), answered))
+                    } else {
+                        answered.then_some((key, OpKind::Read(multi.observed[i]), true))
+                    };
+                }
+            }
+            (None, _) if pending.is_write() => {
+                let answered = matches!(outcome, Outcome::Done(_));
+                entries[0] = Some((pending.record, OpKind::Write(pending.tag), answered));
+            }
+            (None, Outcome::Done(observed)) => {
+                entries[0] = Some((pending.record, OpKind::Read(*observed), true));
+            }
+            (None, Outcome::Failed) => {}
+        }
+        for (key, kind, answered) in entries.into_iter().flatten() {
+            let op = HistoryOp {
+                key,
+                call_ns,
+                return_ns: if answered { return_ns } else { None },
+                kind,
+            };
+            if self
+                .history
+                .last()
+                .is_none_or(|chunk| chunk.len() == HISTORY_CHUNK)
+            {
+                self.history.push(Vec::with_capacity(HISTORY_CHUNK));
+            }
+            self.history
+                .last_mut()
+                .expect("a chunk was just ensured")
+                .push(op);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the run phase draws operations and keys from the workload's generators.
 
 use crate::workload::{KeyChooser, Operation, OperationChooser, WorkloadSpec};
+use dataplane::wire::MAX_KEYS;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -13,6 +14,54 @@ pub enum Planned {
     Update(u64),
     Insert(u64),
     ReadModifyWrite(u64),
+    /// A multi-key GET or PUT (`keysperrequest` > 1) of distinct records.
+    MultiRead(Records),
+    MultiUpdate(Records),
+}
+
+/// Up to `MAX_KEYS` distinct record numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Records {
+    numbers: [u64; MAX_KEYS],
+    len: u8,
+}
+
+impl Records {
+    /// Draws `count` distinct records (fewer if the generator keeps repeating itself, as
+    /// a skewed one over few records does).
+    fn draw(count: usize, mut next: impl FnMut() -> u64) -> Self {
+        let mut records = Records {
+            numbers: [0; MAX_KEYS],
+            len: 0,
+        };
+        for _ in 0..count * 4 {
+            if records.len as usize == count.min(MAX_KEYS) {
+                break;
+            }
+            let record = next();
+            if !records.as_slice().contains(&record) {
+                records.numbers[records.len as usize] = record;
+                records.len += 1;
+            }
+        }
+        records
+    }
+
+    pub fn as_slice(&self) -> &[u64] {
+        &self.numbers[..self.len as usize]
+    }
+
+    /// Keeps the records `keep` accepts, in order.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len as usize {
+            if keep(self.numbers[i]) {
+                self.numbers[kept] = self.numbers[i];
+                kept += 1;
+            }
+        }
+        self.len = kept as u8;
+    }
 }
 
 /// Records that exist: the loaded ones plus inserts acknowledged without gaps, so readers
@@ -63,6 +112,7 @@ pub enum OpSource {
         keys: KeyChooser,
         /// Operations this thread may still start (None: until the deadline).
         remaining: Option<u64>,
+        keys_per_request: usize,
     },
 }
 
@@ -79,6 +129,7 @@ impl OpSource {
             operations: OperationChooser::new(spec, seed),
             keys: KeyChooser::new(spec, seed ^ 0x5EED),
             remaining: operations,
+            keys_per_request: spec.keys_per_request,
         }
     }
 
@@ -96,6 +147,7 @@ impl OpSource {
                 operations,
                 keys,
                 remaining,
+                keys_per_request,
             } => {
                 if let Some(left) = remaining {
                     if *left == 0 {
@@ -103,7 +155,11 @@ impl OpSource {
                     }
                     *left -= 1;
                 }
+                let limit = inserts.limit();
+                let mut batch = || Records::draw(*keys_per_request, || keys.next_record(limit));
                 Some(match operations.next() {
+                    Operation::Read if *keys_per_request > 1 => Planned::MultiRead(batch()),
+                    Operation::Update if *keys_per_request > 1 => Planned::MultiUpdate(batch()),
                     Operation::Read => Planned::Read(keys.next_record(inserts.limit())),
                     Operation::Update => Planned::Update(keys.next_record(inserts.limit())),
                     Operation::Insert => Planned::Insert(inserts.claim()),
@@ -119,6 +175,21 @@ impl OpSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_distinct_and_filtered_in_order() {
+        let mut draws = [5u64, 5, 7, 5, 9, 11].into_iter();
+        let mut records = Records::draw(4, || draws.next().unwrap_or(3));
+        assert_eq!(records.as_slice(), [5, 7, 9, 11]);
+        records.retain(|r| r != 7);
+        assert_eq!(records.as_slice(), [5, 9, 11]);
+        let stuck = Records::draw(3, || 1);
+        assert_eq!(
+            stuck.as_slice(),
+            [1],
+            "a generator that repeats itself gives fewer"
+        );
+    }
 
     #[test]
     fn insert_limit_waits_for_gaps() {

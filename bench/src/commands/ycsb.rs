@@ -379,6 +379,8 @@ pub(crate) fn build_report(
             "not_found": c.not_found,
             "error_replies": c.error_replies,
             "retry_later": c.retry_later,
+            "multi_key_requests": c.multi_requests,
+            "multi_key_keys": c.multi_keys,
             "ignored_replies": c.ignored_replies,
             "malformed_replies": c.malformed_replies,
             "tx_packets": run.port.tx_packets,
@@ -429,4 +431,12 @@ pub(crate) fn print_summary(run: &PhaseResult, report: &Report) {
         "ops: completed {}, failed {}, timeouts {}, retries {}, not found {}, ignored replies {}",
         c.completed, c.failed, c.timeouts, c.retries, c.not_found, c.ignored_replies
     );
+    if c.multi_requests > 0 {
+        eprintln!(
+            "multi-key: {} requests, {} keys ({:.1} keys per request)",
+            c.multi_requests,
+            c.multi_keys,
+            c.multi_keys as f64 / c.multi_requests as f64
+        );
+    }
 }

@@ -96,6 +96,7 @@ const KNOWN_KEYS: &[&str] = &[
     "valuebytes",
     "fieldcount",
     "fieldlength",
+    "keysperrequest",
     // The Java workload class name in stock YCSB files; meaningless here.
     "workload",
 ];
@@ -129,6 +130,10 @@ pub struct WorkloadSpec {
     /// YCSB `insertorder=hashed`: keys are a scramble of the record number,
     /// so consecutive inserts do not produce consecutive keys.
     pub insert_order_hashed: bool,
+    /// Keys per read and update request (netmigrate's `keysperrequest`, not in YCSB): above
+    /// 1, reads and updates become multi-key GETs and PUTs of that many distinct records
+    /// of one partition.
+    pub keys_per_request: usize,
 }
 
 impl Default for WorkloadSpec {
@@ -148,6 +153,7 @@ impl Default for WorkloadSpec {
             key_bytes: 8,
             value_bytes: 64,
             insert_order_hashed: true,
+            keys_per_request: 1,
         }
     }
 }
@@ -250,6 +256,9 @@ impl WorkloadSpec {
                     ))
                 }
             };
+        }
+        if let Some(v) = props.get_u64("keysperrequest")? {
+            self.keys_per_request = to_usize(props, "keysperrequest", v)?;
         }
         if let Some(v) = props.get_u64("keybytes")? {
             self.key_bytes = to_usize(props, "keybytes", v)?;
@@ -403,6 +412,32 @@ impl WorkloadSpec {
                 self.key_bytes,
                 self.value_bytes
             ));
+        }
+        self.validate_keys_per_request()
+    }
+
+    /// A multi-key PUT and a multi-key GET's reply must each fit one datagram.
+    fn validate_keys_per_request(&self) -> Result<(), SpecError> {
+        use dataplane::wire::{HEADER_LEN, MAX_KEYS, MAX_PAYLOAD};
+        let n = self.keys_per_request;
+        if !(1..=MAX_KEYS).contains(&n) {
+            return Err(SpecError::Invalid(format!(
+                "keysperrequest must be in 1..={MAX_KEYS}, got {n}"
+            )));
+        }
+        // Fixed part, then per key: hash and PUT item; per GET reply item: status,
+        // version, length and value.
+        let put = HEADER_LEN + 8 + n * (8 + 3 + self.key_bytes + self.value_bytes);
+        let reply = HEADER_LEN + 8 + n * (11 + self.value_bytes);
+        if n > 1 && put.max(reply) > MAX_PAYLOAD {
+            return Err(SpecError::Invalid(format!(
+                "keysperrequest={n} with keybytes={} and valuebytes={} needs {} bytes per \
+                 request, more than one {MAX_PAYLOAD}-byte datagram: use fewer keys or \
+                 smaller values",
+                self.key_bytes,
+                self.value_bytes,
+                put.max(reply)
+            )));
         }
         Ok(())
     }
