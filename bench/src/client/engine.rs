@@ -101,6 +101,9 @@ impl MultiPending {
         deferred: bool,
     ) -> bool {
         let bit = 1 << i;
+        if self.done & bit != 0 {
+            return false; // A late half: the item has its answer.
+        }
         let decided = match (half, from_dest) {
             (false, _) => Some(observed),
             (true, true) if !deferred => Some(observed),
@@ -942,4 +945,60 @@ enum Outcome {
     /// Answered; for reads, the tag of the value read (None: not found).
     Done(Option<u64>),
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(records: usize) -> MultiPending {
+        let mut draws = 0..;
+        let records = Records::draw(records, || draws.next().unwrap());
+        MultiPending {
+            records,
+            done: 0,
+            failed: 0,
+            observed: [None; MAX_KEYS],
+            source_halves: 0,
+            deferred: 0,
+        }
+    }
+
+    /// Item 0 plain, item 1 a double read where the destination has the key, item 2 one
+    /// where it defers, each half arriving in either order.
+    #[test]
+    fn multi_key_answers_merge_item_by_item() {
+        for source_first in [true, false] {
+            let mut m = pending(3);
+            assert!(
+                m.take(0, Some(7), false, true, false),
+                "a plain answer decides"
+            );
+            let source = |m: &mut MultiPending| {
+                (
+                    m.take(1, Some(10), true, false, false),
+                    m.take(2, Some(20), true, false, false),
+                )
+            };
+            let dest = |m: &mut MultiPending| {
+                (
+                    m.take(1, Some(11), true, true, false),
+                    m.take(2, None, true, true, true),
+                )
+            };
+            let (first, second) = if source_first {
+                (source(&mut m), dest(&mut m))
+            } else {
+                (dest(&mut m), source(&mut m))
+            };
+            // The destination's answer decides at once; a deferral waits for the source.
+            if source_first {
+                assert_eq!((first, second), ((false, false), (true, true)));
+            } else {
+                assert_eq!((first, second), ((true, false), (false, true)));
+            }
+            assert_eq!(m.done, m.all());
+            assert_eq!(m.observed[..3], [Some(7), Some(11), Some(20)]);
+        }
+    }
 }

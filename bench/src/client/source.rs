@@ -29,7 +29,7 @@ pub struct Records {
 impl Records {
     /// Draws `count` distinct records (fewer if the generator keeps repeating itself, as
     /// a skewed one over few records does).
-    fn draw(count: usize, mut next: impl FnMut() -> u64) -> Self {
+    pub(crate) fn draw(count: usize, mut next: impl FnMut() -> u64) -> Self {
         let mut records = Records {
             numbers: [0; MAX_KEYS],
             len: 0,
