@@ -531,6 +531,20 @@ mod tests {
     }
 
     #[test]
+    fn keys_per_request_is_read_and_must_fit_one_datagram() {
+        let mut s = WorkloadSpec::builtin("a").unwrap();
+        assert_eq!(s.keys_per_request, 1);
+        s.apply(&props("keysperrequest=16")).unwrap();
+        assert_eq!(s.keys_per_request, 16);
+        assert!(s.validate().is_ok(), "16 keys of 8 + 64 bytes fit");
+        s.apply(&props("valuebytes=200")).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("more than one 1472-byte datagram"), "{err}");
+        s.apply(&props("keysperrequest=0")).unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("1..=16"));
+    }
+
+    #[test]
     fn builtin_proportions() {
         let expect = [
             ("a", 0.5, 0.5, 0.0, 0.0, Distribution::Zipfian),
