@@ -160,7 +160,7 @@ impl KeyOp {
             id,
             call,
             ret,
-            kind: op.kind.clone(),
+            kind: op.kind,
         }
     }
 
