@@ -227,6 +227,12 @@ pub struct SwitchArgs {
     /// 127.0.0.1:50050.
     #[arg(long, value_name = "ADDR")]
     pub control: Option<std::net::SocketAddr>,
+    /// EAL arguments for `--transport dpdk`: one device per link to a host, e.g.
+    /// `-l 0 --no-pci --no-huge -m 512 --vdev=net_memif0,role=server,socket=/tmp/client.sock
+    /// --vdev=net_memif1,role=server,socket=/tmp/source.sock …`. The switch learns which
+    /// host is behind which device from the traffic (and floods until it knows).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub eal: Option<String>,
 }
 
 #[derive(Args, Debug)]

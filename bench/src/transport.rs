@@ -90,6 +90,21 @@ impl Fabric {
         }
     }
 
+    /// The port of a switch host at `addr`: every device of the fabric, each a link to one
+    /// host (DPDK only; over kernel UDP the switch is the overlay's gateway).
+    pub fn bind_switch(&self, addr: SocketAddrV4) -> io::Result<Box<dyn Port>> {
+        match self {
+            #[cfg(feature = "dpdk")]
+            Fabric::Dpdk(fabric) => Ok(Box::new(dpdk::DpdkFabric::lease_all(fabric, addr)?)),
+            _ => {
+                let _ = addr;
+                Err(io::Error::other(
+                    "a switch host with devices needs --transport dpdk",
+                ))
+            }
+        }
+    }
+
     pub fn bind(&self, addr: SocketAddrV4) -> io::Result<Box<dyn Port>> {
         Ok(match self {
             Fabric::Memory(network) => Box::new(network.bind(addr)?),
@@ -105,7 +120,7 @@ impl Fabric {
 
 #[cfg(feature = "dpdk")]
 mod dpdk {
-    use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort};
+    use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort, DpdkSwitchPort};
     use dataplane::port::PortStats;
     use dataplane::{Packet, Port};
     use std::io;
@@ -189,6 +204,26 @@ mod dpdk {
                 fabric: Arc::clone(fabric),
                 index,
             })
+        }
+    }
+
+    impl DpdkFabric {
+        /// Every device as one link of a switch host at `addr`.
+        pub fn lease_all(
+            fabric: &Arc<DpdkFabric>,
+            addr: SocketAddrV4,
+        ) -> io::Result<DpdkSwitchPort> {
+            let mut leased = fabric.leased.lock().expect("lease lock");
+            if leased.iter().any(|&used| used) {
+                return Err(io::Error::other("a DPDK device is already in use"));
+            }
+            leased.iter_mut().for_each(|used| *used = true);
+            let links = fabric
+                .devices
+                .iter()
+                .map(|device| DpdkPort::gateway(Arc::clone(device), 0, addr))
+                .collect();
+            DpdkSwitchPort::new(links)
         }
     }
 

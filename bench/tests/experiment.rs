@@ -188,7 +188,7 @@ fn rocksteady_multi_key_requests_pull_and_retry_linearizably() {
 /// An abort half-way under loss, duplication and reordering: the destination sends back
 /// what it holds (also what clients wrote there), both partitions end back at the source,
 /// and the history is linearizable.
-fn aborted_lossy_run(protocol: &str) -> Report {
+fn aborted_lossy_run(protocol: &str, extra: &[&str]) -> Report {
     let mut args = vec![
         "--protocol",
         protocol,
@@ -197,6 +197,7 @@ fn aborted_lossy_run(protocol: &str) -> Report {
         "--abort-after",
         "0.3",
     ];
+    args.extend_from_slice(extra);
     args.extend_from_slice(LOSSY);
     let report = run(&args);
     assert_eq!(report.ops.failed, 0, "{protocol}: failed operations");
@@ -221,17 +222,25 @@ fn aborted_lossy_run(protocol: &str) -> Report {
 /// NetMigrate: the switch also forgets the pair.
 #[test]
 fn netmigrate_abort_under_loss_gives_the_shard_back_linearizably() {
-    let report = aborted_lossy_run("netmigrate");
+    let report = aborted_lossy_run("netmigrate", &[]);
     let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     assert_eq!(switch["pairs_installed"], 1);
     assert_eq!(switch["pairs_removed"], 1, "the switch forgot the pair");
+}
+
+/// The same with multi-key requests: keys the switch still steers to the destination while
+/// it hands the shard back are passed to the source.
+#[test]
+fn netmigrate_abort_with_multi_key_requests_is_linearizable() {
+    let report = aborted_lossy_run("netmigrate", &["-p", "keysperrequest=8"]);
+    assert!(report.client["multi_key_requests"].as_u64().unwrap() > 0);
 }
 
 /// Fulva: clients that followed MOVED to the destination (and double-read both sides)
 /// are sent back to the source.
 #[test]
 fn fulva_abort_under_loss_gives_the_shard_back_linearizably() {
-    let report = aborted_lossy_run("fulva");
+    let report = aborted_lossy_run("fulva", &[]);
     let overhead = report.overhead.as_ref().expect("overhead");
     assert!(
         overhead["moved_replies"].as_u64().unwrap() >= 2,
@@ -241,9 +250,8 @@ fn fulva_abort_under_loss_gives_the_shard_back_linearizably() {
 
 /// Tiny switch filters make false positives of both filters common: the destination
 /// passes what it does not own back to the source, and the run stays correct.
-#[test]
-fn switch_false_positives_stay_correct() {
-    let report = run(&[
+fn false_positive_run(extra: &[&str]) -> Report {
+    let mut args = vec![
         "--workload",
         "a",
         "--records",
@@ -266,7 +274,9 @@ fn switch_false_positives_stay_correct() {
         "4000",
         "--capacity",
         "0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let report = run(&args);
     assert_migrated_cleanly(&report, 2000);
     let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     let false_positives =
@@ -274,6 +284,24 @@ fn switch_false_positives_stay_correct() {
     assert!(
         false_positives > 0,
         "the tiny filters produced false positives"
+    );
+    report
+}
+
+#[test]
+fn switch_false_positives_stay_correct() {
+    false_positive_run(&[]);
+}
+
+/// With multi-key requests, the destination answers the keys it holds and passes the
+/// others (false positives) to the source in a copy of the request.
+#[test]
+fn switch_false_positives_with_multi_key_requests_stay_correct() {
+    let report = false_positive_run(&["-p", "keysperrequest=8"]);
+    let overhead = report.overhead.as_ref().unwrap();
+    assert!(
+        overhead["forwarded_by_destination"].as_u64().unwrap() > 0,
+        "{overhead}"
     );
 }
 
@@ -284,5 +312,5 @@ fn unimplemented_transports_are_refused_clearly() {
         panic!("not an experiment");
     };
     let error = experiment::execute(*parsed).expect_err("refused");
-    assert!(error.0.contains("--transport dpdk"), "{}", error.0);
+    assert!(error.0.contains("built without DPDK"), "{}", error.0);
 }

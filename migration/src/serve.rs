@@ -205,7 +205,8 @@ enum ItemFate {
     RetryLater,
     /// The source owns it (a destination steered to by a false positive).
     Forward,
-    /// Outside the client's dedup window: answered ERROR.
+    /// Answered ERROR: a key of another partition, outside the client's dedup window, or
+    /// to be passed on in a request too long to carry the reply-to trailer.
     Refuse,
     /// A write older than the client's floor: not answered.
     Stale,
@@ -507,7 +508,7 @@ impl PartitionServer {
             ),
             Request::Delete { key } => (self.checked_hash(&header, key)?, range_of(key), None),
             Request::Multi(items) => {
-                return match self.serve_multi(shard_index, &header, items)? {
+                return match self.serve_multi(shard_index, &header, items, request_len)? {
                     MultiOutcome::Built {
                         len: total,
                         forward,
@@ -974,6 +975,7 @@ impl PartitionServer {
         shard_index: usize,
         header: &HeaderRepr,
         items: wire::MultiRequestItems<'_>,
+        request_len: usize,
     ) -> Result<MultiOutcome, DropReason> {
         self.counters.multi_requests += 1;
         self.counters.multi_keys += u64::from(items.serve().count_ones());
@@ -990,14 +992,17 @@ impl PartitionServer {
         match role {
             Role::Owned => {}
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
-            // Steered here by the switch: ask again until it forgets the pair.
-            Role::Returning(_) if header.flags.contains(Flags::REDIRECTED) => {
+            // As for single keys: passed here by someone else, never passed on twice.
+            Role::Returning(_) if forwarded => {
                 self.migration.multi_retry_later += 1;
                 return Ok(MultiOutcome::Status(Status::RetryLater));
             }
-            Role::Returning(agent) => {
+            // A client that followed MOVED here: send it back to the source.
+            Role::Returning(agent) if !header.flags.contains(Flags::REDIRECTED) => {
                 return Ok(MultiOutcome::Moved(agent.source, agent.source_shard))
             }
+            // Steered here: the source decides (it asks to retry what is not back yet).
+            Role::Returning(_) => fates = [ItemFate::Forward; wire::MAX_KEYS],
             Role::Outgoing(agent) => {
                 for (i, item) in items.selected() {
                     let group = layout.group_of(item.key_hash);
@@ -1036,6 +1041,13 @@ impl PartitionServer {
                         DestinationRule::Forward => ItemFate::Forward,
                     };
                 }
+            }
+        }
+        // A copy passed on carries the reply-to trailer, and must still fit one frame.
+        let can_forward = request_len + wire::TRAILER_LEN <= wire::MAX_PAYLOAD;
+        for (i, item) in items.selected() {
+            if !table.owns(item.key_hash) || (fates[i] == ItemFate::Forward && !can_forward) {
+                fates[i] = ItemFate::Refuse;
             }
         }
         let mut applied = 0u16;
@@ -1085,7 +1097,10 @@ impl PartitionServer {
                     retry_later = true;
                     answer(Status::RetryLater)
                 }
-                ItemFate::Refuse => answer(Status::Error),
+                ItemFate::Refuse => {
+                    self.counters.error_replies += 1;
+                    answer(Status::Error)
+                }
                 ItemFate::Forward => {
                     forward |= 1 << i;
                     continue;
@@ -1131,10 +1146,11 @@ impl PartitionServer {
         buf: &mut [u8],
         requester: SocketAddrV4,
     ) -> Result<Action, DropReason> {
-        let Role::Incoming(agent) = &self.shards[shard_index].role else {
-            unreachable!("only a destination passes items on")
+        let to = match &self.shards[shard_index].role {
+            Role::Incoming(agent) => (agent.source, agent.source_shard),
+            Role::Returning(agent) => (agent.source, agent.source_shard),
+            _ => return Err(DropReason::NotARequest),
         };
-        let to = (agent.source, agent.source_shard);
         let halves =
             u16::from_be_bytes([buf[wire::MULTI_HALVES_AT], buf[wire::MULTI_HALVES_AT + 1]]);
         buf[wire::MULTI_SERVE_AT..wire::MULTI_SERVE_AT + 2]

@@ -899,8 +899,8 @@ impl Engine {
         match (&pending.multi, outcome) {
             (Some(multi), _) => {
                 for (i, &key) in multi.records.as_slice().iter().enumerate() {
-                    let answered =
-                        matches!(outcome, Outcome::Done(_)) && multi.failed & (1 << i) == 0;
+                    // Items answered before a time-out still have their answer.
+                    let answered = (multi.done & !multi.failed) & (1 << i) != 0;
                     entries[i] = if pending.is_write() {
                         let tag = value::tag(self.writer, pending.seq + i as u64);
                         Some((key, OpKind::Write(tag), answered))

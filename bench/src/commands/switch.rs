@@ -3,36 +3,33 @@
 
 use super::{fail, CommandError};
 use crate::cli::SwitchArgs;
-use crate::transport::Transport;
-use dataplane::port::{UdpOverlay, UdpPort};
+use crate::transport::{Fabric, Transport};
+use dataplane::port::{FaultConfig, UdpOverlay, UdpPort};
 use dataplane::runner::{shutdown_on_signals, Placement};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
-    match args.transport {
-        Transport::Udp => {}
-        Transport::Memory => {
-            return fail(
-                "the memory transport connects threads of one process only; `netmigrate \
-                 experiment` runs its own in-process switch. Use --transport udp",
-            )
-        }
-        Transport::Dpdk => {
-            return fail(
-                "the software switch runs over kernel UDP so far (--transport udp); a DPDK \
-                 switch host (L2 forwarding between its devices) is not built yet",
-            )
-        }
+    if args.transport == Transport::Memory {
+        return fail(
+            "the memory transport connects threads of one process only; `netmigrate \
+             experiment` runs its own in-process switch. Use --transport udp or dpdk",
+        );
     }
     let config = args
         .filters
         .switch_config(args.listen, args.group_bits)
         .map_err(CommandError)?;
     let signals = shutdown_on_signals()?;
-    let port = UdpPort::bind_with(args.listen, UdpOverlay::Gateway)
-        .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?;
-    let switch = tofino::run::start(Box::new(port), config, Placement::Floating)?;
+    let fabric = Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?;
+    let port = match args.transport {
+        Transport::Dpdk => fabric.bind_switch(args.listen)?,
+        _ => Box::new(
+            UdpPort::bind_with(args.listen, UdpOverlay::Gateway)
+                .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?,
+        ),
+    };
+    let switch = tofino::run::start(port, config, Placement::Floating)?;
     let control = args
         .control
         .map(|addr| {
@@ -40,10 +37,14 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
             crate::control::spawn_grpc(addr, routes)
         })
         .transpose()?;
+    let attached = match args.transport {
+        Transport::Dpdk => "DPDK: one link per device".to_string(),
+        _ => format!("kernel-UDP overlay: start hosts with --via {}", args.listen),
+    };
     eprintln!(
-        "netmigrate switch: on {} (kernel-UDP overlay: start hosts with --via {}), Bloom \
-         filter {} cells x4, counting filter {} cells x4; Ctrl-C stops",
-        args.listen, args.listen, config.bf_cells, config.cbf_cells
+        "netmigrate switch: on {} ({attached}), Bloom filter {} cells x4, counting filter {} \
+         cells x4; Ctrl-C stops",
+        args.listen, config.bf_cells, config.cbf_cells
     );
     if let Some(control) = &control {
         eprintln!("control API (gRPC) on {}", control.addr());
@@ -79,5 +80,9 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
         port.tx_dropped,
         port.rx_rejected,
     );
+    if let Some(devices) = fabric.device_report() {
+        eprint!("{devices}");
+    }
+    fabric.shutdown();
     Ok(())
 }

@@ -425,9 +425,13 @@ impl WorkloadSpec {
                 "keysperrequest must be in 1..={MAX_KEYS}, got {n}"
             )));
         }
-        // Fixed part, then per key: hash and PUT item; per GET reply item: status,
-        // version, length and value.
-        let put = HEADER_LEN + 8 + n * (8 + 3 + self.key_bytes + self.value_bytes);
+        // Fixed part, then per key: hash and PUT item, and room for the reply-to trailer a
+        // server adds when it passes a request on; per GET reply item: status, version,
+        // length and value.
+        let put = HEADER_LEN
+            + 8
+            + n * (8 + 3 + self.key_bytes + self.value_bytes)
+            + dataplane::wire::TRAILER_LEN;
         let reply = HEADER_LEN + 8 + n * (11 + self.value_bytes);
         if n > 1 && put.max(reply) > MAX_PAYLOAD {
             return Err(SpecError::Invalid(format!(

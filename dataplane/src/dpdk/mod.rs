@@ -4,9 +4,11 @@
 
 mod device;
 mod port;
+mod switch_port;
 
 pub use device::{DeviceStats, DpdkDevice};
 pub use port::DpdkPort;
+pub use switch_port::DpdkSwitchPort;
 
 use std::ffi::{CStr, CString};
 use std::sync::OnceLock;

@@ -29,6 +29,9 @@ pub struct DpdkPort {
     /// Frames not for this port (other address, other protocol, malformed).
     pub rx_ignored: u64,
     warned_unregistered: bool,
+    /// A switch host's port: takes every UDP datagram whatever its destination, answers
+    /// ARP for every address but the asker's, and sends with each packet's own source.
+    gateway: bool,
 }
 
 // SAFETY: one thread drives a port (its queue pair) at a time; mbuf pointers are owned.
@@ -47,6 +50,16 @@ impl DpdkPort {
             stats: PortStats::default(),
             rx_ignored: 0,
             warned_unregistered: false,
+            gateway: false,
+        }
+    }
+
+    /// A switch host's port on queue `queue` of `device` (see `gateway`); `addr` is the
+    /// switch's own address.
+    pub fn gateway(device: Arc<DpdkDevice>, queue: u16, addr: SocketAddrV4) -> DpdkPort {
+        DpdkPort {
+            gateway: true,
+            ..DpdkPort::new(device, queue, addr)
         }
     }
 
@@ -75,11 +88,16 @@ impl DpdkPort {
                 Ok(request) => {
                     self.neighbours
                         .insert(request.sender_ip, request.sender_mac);
-                    if request.operation == arp::REQUEST && request.target_ip == *self.addr.ip() {
+                    let ours = if self.gateway {
+                        request.target_ip != request.sender_ip
+                    } else {
+                        request.target_ip == *self.addr.ip()
+                    };
+                    if request.operation == arp::REQUEST && ours {
                         arp_replies.push(ArpRepr {
                             operation: arp::REPLY,
                             sender_mac: self.device.mac,
-                            sender_ip: *self.addr.ip(),
+                            sender_ip: request.target_ip,
                             target_mac: request.sender_mac,
                             target_ip: request.sender_ip,
                         });
@@ -88,9 +106,9 @@ impl DpdkPort {
                 Err(_) => self.rx_ignored += 1,
             },
             ETHERTYPE_IPV4 => {
-                let datagram = Ipv4Repr::parse(payload)
-                    .ok()
-                    .filter(|(ip, _)| ip.protocol == PROTOCOL_UDP && ip.dst == *self.addr.ip());
+                let datagram = Ipv4Repr::parse(payload).ok().filter(|(ip, _)| {
+                    ip.protocol == PROTOCOL_UDP && (self.gateway || ip.dst == *self.addr.ip())
+                });
                 let Some((ip, datagram)) = datagram else {
                     self.rx_ignored += 1;
                     return;
@@ -99,7 +117,8 @@ impl DpdkPort {
                     self.rx_ignored += 1;
                     return;
                 };
-                if udp.dst_port != self.addr.port() || body.len() > crate::port::BUFFER_CAPACITY {
+                let for_us = self.gateway || udp.dst_port == self.addr.port();
+                if !for_us || body.len() > crate::port::BUFFER_CAPACITY {
                     self.rx_ignored += 1;
                     return;
                 }
@@ -110,7 +129,7 @@ impl DpdkPort {
                 packet.buffer_mut()[..body.len()].copy_from_slice(body);
                 packet.set_len(body.len());
                 packet.src = SocketAddrV4::new(ip.src, udp.src_port);
-                packet.dst = self.addr;
+                packet.dst = SocketAddrV4::new(ip.dst, udp.dst_port);
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += body.len() as u64;
                 rx.push(packet);
@@ -250,9 +269,10 @@ impl Port for DpdkPort {
                     continue;
                 }
                 frame[FRAME_OVERHEAD..total].copy_from_slice(payload);
-                let (src, dst) = (*self.addr.ip(), *packet.dst.ip());
+                let from = if self.gateway { packet.src } else { self.addr };
+                let (src, dst) = (*from.ip(), *packet.dst.ip());
                 let udp = UdpRepr {
-                    src_port: self.addr.port(),
+                    src_port: from.port(),
                     dst_port: packet.dst.port(),
                 };
                 let ip = Ipv4Repr {

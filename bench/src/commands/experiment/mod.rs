@@ -19,7 +19,7 @@ use dataplane::port::FaultConfig;
 use dataplane::runner::{shutdown_on_signals, Placement};
 use migration::control::{self, proto};
 use migration::{MigrationBudget, MigrationCounters, OutgoingPlan};
-use processes::{Addresses, Processes, ServerSettings};
+use processes::{Addresses, Links, Processes, ServerSettings};
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -66,21 +66,16 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     }
     let ycsb = &args.ycsb;
     let transport = ycsb.transport.unwrap_or(Transport::Memory);
+    if transport == Transport::Dpdk && !cfg!(feature = "dpdk") {
+        return fail(
+            "--transport dpdk: this netmigrate was built without DPDK; rebuild with `cargo \
+             build --release --features dpdk` (scripts/setup.sh installs DPDK)",
+        );
+    }
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let addrs = match transport {
-        Transport::Memory => Addresses {
-            client: CLIENT,
-            switch: SWITCH,
-            source: SOURCE,
-            destination: DESTINATION,
-        },
-        Transport::Udp => Addresses::for_run(RUNS.fetch_add(1, Ordering::Relaxed)),
-        Transport::Dpdk => {
-            return fail(
-                "--transport dpdk: the experiment runs in-process (default) or as separate \
-                 processes over kernel UDP (--transport udp); a DPDK switch host is not built \
-                 yet",
-            )
-        }
+        Transport::Memory => Addresses::in_process(CLIENT, SWITCH, SOURCE, DESTINATION),
+        _ => Addresses::for_run(run, transport),
     };
     if args.run.migrate_at < 0.0 || !args.run.migrate_at.is_finite() {
         return fail("--migrate-at must be a number of seconds ≥ 0");
@@ -149,16 +144,33 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             .iter()
             .flat_map(|(flag, cells)| [flag.to_string(), cells.to_string()])
             .collect::<Vec<_>>();
-            let processes = Processes::start(&addrs, &settings, table_capacity, &switch_args)?;
+            let links = match transport {
+                Transport::Dpdk => Links::Dpdk {
+                    client_threads: ycsb.threads,
+                },
+                _ => Links::Udp,
+            };
+            let processes =
+                Processes::start(&addrs, &links, &settings, table_capacity, &switch_args)?;
+            let joined = match links {
+                Links::Udp => "kernel UDP",
+                Links::Dpdk { .. } => "DPDK memif links to the switch",
+            };
             eprintln!(
-                "roles: switch {}, source {}, destination {} (separate processes over kernel \
-                 UDP; their logs, kept if the run fails: {})",
+                "roles: switch {}, source {}, destination {} (separate processes over \
+                 {joined}; their logs, kept if the run fails: {})",
                 addrs.switch,
                 addrs.source,
                 addrs.destination,
                 processes.logs.display()
             );
-            let fabric = Fabric::new(transport, faults, None)?.via(Some(addrs.switch))?;
+            let fabric = match &links {
+                Links::Udp => Fabric::new(transport, faults, None)?.via(Some(addrs.switch))?,
+                Links::Dpdk { .. } => {
+                    let eal = links.host_eal(&processes.logs, "client", ycsb.threads);
+                    Fabric::new(transport, faults, eal.as_deref())?
+                }
+            };
             (fabric, Roles::Processes(processes))
         }
     };
@@ -619,9 +631,8 @@ impl Roles {
                 serve_per_s,
             }),
             Roles::Processes(_) => {
-                let connect = |data| {
-                    ControlClient::connect(Addresses::control_of(data)).map_err(CommandError)
-                };
+                let connect =
+                    |data| ControlClient::connect(addrs.control_of(data)).map_err(CommandError);
                 Box::new(RemoteDriver {
                     source: connect(addrs.source)?,
                     destination: connect(addrs.destination)?,
@@ -667,14 +678,14 @@ impl Roles {
                 // Partition loops publish every 10 ms: let the last turn's counters land.
                 std::thread::sleep(Duration::from_millis(30));
                 let reports = |data| {
-                    ControlClient::connect(Addresses::control_of(data))
+                    ControlClient::connect(addrs.control_of(data))
                         .and_then(|mut client| client.reports())
                         .map_err(CommandError)
                 };
                 let finished = Finished {
                     source: reports(addrs.source)?,
                     destination: reports(addrs.destination)?,
-                    switch: crate::control::switch_state(Addresses::control_of(addrs.switch))
+                    switch: crate::control::switch_state(addrs.control_of(addrs.switch))
                         .map(|state| serde_json::to_value(state).unwrap_or_default())
                         .map_err(CommandError)?,
                 };

@@ -1,7 +1,10 @@
-//! The experiment's roles as separate processes (`--transport udp`): a `netmigrate switch`
-//! and two `netmigrate server`s on loopback, reached through the kernel-UDP overlay and
-//! driven over their control APIs. Each run takes its own 127.x.y.0/24, so runs (and
-//! tests) side by side do not collide.
+//! The experiment's roles as separate processes: a `netmigrate switch` and two `netmigrate
+//! server`s, driven over their control APIs. Over kernel UDP (`--transport udp`) they live on
+//! loopback and are reached through the overlay; over DPDK (`--transport dpdk`) each host is
+//! joined to the switch by memif links (one per partition or client thread), the switch
+//! process owning every link's other end. Each run takes its own 127.x.y.0/24 (data over
+//! UDP, control APIs always) and its own socket directory, so runs side by side do not
+//! collide.
 
 use super::super::CommandError;
 use crate::control::ControlClient;
@@ -12,11 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::transport::Transport;
+
 const DATA_PORT: u16 = 7100;
 const SWITCH_PORT: u16 = 9000;
 const CONTROL_PORT: u16 = 50051;
 const READY_WITHIN: Duration = Duration::from_secs(20);
 const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// The first UDP port of the client's threads over DPDK (thread t uses this + t).
+const DPDK_CLIENT_PORT: u16 = 20000;
 
 /// Where each role of one run lives.
 #[derive(Debug, Clone, Copy)]
@@ -25,24 +33,109 @@ pub struct Addresses {
     pub switch: SocketAddrV4,
     pub source: SocketAddrV4,
     pub destination: SocketAddrV4,
+    /// The loopback /24 of the control APIs: a role's is at the last byte of its data
+    /// address.
+    control_net: [u8; 3],
 }
 
 impl Addresses {
-    /// A /24 of its own inside 127/8 for this process's run number `run`.
-    pub fn for_run(run: u32) -> Addresses {
-        let id = std::process::id().wrapping_mul(31).wrapping_add(run);
-        let (a, b) = (1 + (id % 250) as u8, ((id / 250) % 250) as u8);
-        let host = |last| Ipv4Addr::new(127, a, b, last);
+    /// The roles of the in-process run (no control APIs).
+    pub fn in_process(
+        client: SocketAddrV4,
+        switch: SocketAddrV4,
+        source: SocketAddrV4,
+        destination: SocketAddrV4,
+    ) -> Addresses {
         Addresses {
-            client: SocketAddrV4::new(host(1), 0),
-            switch: SocketAddrV4::new(host(254), SWITCH_PORT),
-            source: SocketAddrV4::new(host(2), DATA_PORT),
-            destination: SocketAddrV4::new(host(3), DATA_PORT),
+            client,
+            switch,
+            source,
+            destination,
+            control_net: [127, 0, 0],
         }
     }
 
-    pub fn control_of(data: SocketAddrV4) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(*data.ip(), CONTROL_PORT))
+    /// A /24 of its own inside 127/8 for this process's run number `run`; over kernel UDP
+    /// the data addresses are in it too, over DPDK they are 10.0.0.x on the memif links.
+    pub fn for_run(run: u32, transport: Transport) -> Addresses {
+        let id = std::process::id().wrapping_mul(31).wrapping_add(run);
+        let control_net = [127, 1 + (id % 250) as u8, ((id / 250) % 250) as u8];
+        let (net, client_port) = match transport {
+            Transport::Dpdk => ([10, 0, 0], DPDK_CLIENT_PORT),
+            _ => (control_net, 0),
+        };
+        let host = |last| Ipv4Addr::new(net[0], net[1], net[2], last);
+        Addresses {
+            client: SocketAddrV4::new(host(1), client_port),
+            switch: SocketAddrV4::new(host(254), SWITCH_PORT),
+            source: SocketAddrV4::new(host(2), DATA_PORT),
+            destination: SocketAddrV4::new(host(3), DATA_PORT),
+            control_net,
+        }
+    }
+
+    /// The control API of the role whose data address is `data`.
+    pub fn control_of(&self, data: SocketAddrV4) -> SocketAddr {
+        let [a, b, c] = self.control_net;
+        let ip = Ipv4Addr::new(a, b, c, data.ip().octets()[3]);
+        SocketAddr::V4(SocketAddrV4::new(ip, CONTROL_PORT))
+    }
+}
+
+/// How the roles are joined: the kernel-UDP overlay, or memif links to the switch process.
+#[derive(Debug, Clone)]
+pub enum Links {
+    Udp,
+    /// The client process has `client_threads` links; the memif sockets live in the run's
+    /// log directory.
+    Dpdk {
+        client_threads: usize,
+    },
+}
+
+impl Links {
+    /// EAL arguments of one process of the run: no core pinning (the EAL's lcore 0 may run
+    /// on either core), no hugepages, and its memif devices.
+    fn eal(&self, process: &str, vdevs: &[String]) -> String {
+        let mut eal = format!(
+            "--lcores=0@(0-1) --no-pci --no-huge -m 256 --file-prefix nm{}{process}",
+            std::process::id()
+        );
+        for (i, vdev) in vdevs.iter().enumerate() {
+            eal.push_str(&format!(" --vdev=net_memif{i},{vdev}"));
+        }
+        eal
+    }
+
+    fn socket(dir: &Path, name: &str, index: usize) -> String {
+        dir.join(format!("{name}{index}.sock"))
+            .display()
+            .to_string()
+    }
+
+    /// The switch's end of every link (memif servers), in the order hosts attach.
+    fn switch_eal(&self, dir: &Path, partitions: u32) -> Option<String> {
+        let Links::Dpdk { client_threads } = self else {
+            return None;
+        };
+        let ends = (0..*client_threads)
+            .map(|t| ("client", t))
+            .chain((0..partitions as usize).map(|p| ("source", p)))
+            .chain((0..partitions as usize).map(|p| ("destination", p)))
+            .map(|(name, i)| format!("role=server,socket={}", Self::socket(dir, name, i)))
+            .collect::<Vec<_>>();
+        Some(self.eal("switch", &ends))
+    }
+
+    /// A host's ends of its links (memif clients): `count` devices named `name`.
+    pub fn host_eal(&self, dir: &Path, name: &str, count: usize) -> Option<String> {
+        let Links::Dpdk { .. } = self else {
+            return None;
+        };
+        let ends = (0..count)
+            .map(|i| format!("role=client,socket={}", Self::socket(dir, name, i)))
+            .collect::<Vec<_>>();
+        Some(self.eal(name, &ends))
     }
 }
 
@@ -151,6 +244,7 @@ impl Processes {
     /// Starts the roles and waits until each control API answers.
     pub fn start(
         addrs: &Addresses,
+        links: &Links,
         settings: &ServerSettings,
         source_table_capacity: usize,
         switch_args: &[String],
@@ -164,11 +258,15 @@ impl Processes {
         ));
         std::fs::create_dir_all(&logs)
             .map_err(|e| CommandError(format!("cannot create {}: {e}", logs.display())))?;
-        let switch_control = Addresses::control_of(addrs.switch);
+        let switch_control = addrs.control_of(addrs.switch);
+        let transport = match links {
+            Links::Udp => "udp",
+            Links::Dpdk { .. } => "dpdk",
+        };
         let mut switch: Vec<String> = [
             "switch",
             "--transport",
-            "udp",
+            transport,
             "--listen",
             &addrs.switch.to_string(),
             "--control",
@@ -179,17 +277,19 @@ impl Processes {
         .map(String::from)
         .to_vec();
         switch.extend_from_slice(switch_args);
-        let server = |listen: SocketAddrV4, table: usize| {
+        if let Some(eal) = links.switch_eal(&logs, settings.partitions) {
+            switch.extend(["--eal".into(), eal]);
+        }
+        let memif_dir = logs.clone();
+        let server = |name: &str, listen: SocketAddrV4, table: usize| {
             let mut args: Vec<String> = [
                 "server",
                 "--transport",
-                "udp",
+                transport,
                 "--listen",
                 &listen.to_string(),
-                "--via",
-                &addrs.switch.to_string(),
                 "--control",
-                &Addresses::control_of(listen).to_string(),
+                &addrs.control_of(listen).to_string(),
                 "--partitions",
                 &settings.partitions.to_string(),
                 "--group-bits",
@@ -206,6 +306,10 @@ impl Processes {
             }
             if let Some(cores) = &settings.cores {
                 args.extend(["--cores".into(), cores.clone()]);
+            }
+            match links.host_eal(&memif_dir, name, settings.partitions as usize) {
+                Some(eal) => args.extend(["--eal".into(), eal]),
+                None => args.extend(["--via".into(), addrs.switch.to_string()]),
             }
             args
         };
@@ -224,9 +328,9 @@ impl Processes {
             ("source", addrs.source, source_table_capacity),
             ("destination", addrs.destination, 1024),
         ] {
-            let role = Role::spawn(name, &binary, &server(listen, table), &processes.logs)?;
+            let role = Role::spawn(name, &binary, &server(name, listen, table), &processes.logs)?;
             processes.roles.push(role);
-            processes.wait_until_ready(Addresses::control_of(listen), |addr| {
+            processes.wait_until_ready(addrs.control_of(listen), |addr| {
                 ControlClient::connect(addr).map(|_| ())
             })?;
         }
