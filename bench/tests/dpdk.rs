@@ -1,6 +1,7 @@
 //! The DPDK backend between real processes (needs `--features dpdk`, DPDK 22.11 and root):
 //! a DPDK server and a DPDK YCSB client over memif, and a kernel-UDP client reaching a DPDK
-//! server on af_packet across a veth pair between two network namespaces this test creates.
+//! server on af_packet across a veth pair between two network namespaces this test creates,
+//! and the whole experiment with the switch host on DPDK.
 //! Every child process has a time limit; namespaces and sockets are removed at the end.
 #![cfg(feature = "dpdk")]
 
@@ -265,4 +266,48 @@ fn kernel_udp_client_reaches_dpdk_server_on_af_packet_over_veth() {
         Duration::from_secs(60),
     );
     server.stop_and_check(&report, &client);
+}
+
+/// The whole experiment over DPDK: the switch, the source and the destination as separate
+/// processes joined to the switch by memif links (two partitions each, two client threads),
+/// multi-key requests split by the switch, and the linearizability check.
+#[test]
+fn netmigrate_experiment_over_dpdk_memif_links() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("experiment");
+    let report = dir.0.join("report.json");
+    let run = run_with_timeout(
+        Command::new(BIN).args([
+            "experiment",
+            "--transport",
+            "dpdk",
+            "--records",
+            "10000",
+            "--duration",
+            "4",
+            "--migrate-at",
+            "1",
+            "--partitions",
+            "2",
+            "--threads",
+            "2",
+            "-p",
+            "keysperrequest=4",
+            "--check",
+            "--quiet",
+            "--json",
+            report.to_str().unwrap(),
+        ]),
+        Duration::from_secs(120),
+    );
+    check_report(&report, &run);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let migration = &report["migration"];
+    assert!(migration["finished_at_s"].is_number(), "{migration}");
+    assert_eq!(migration["keys_moved"], 10000, "{migration}");
+    let switch = &report["server"]["switch"]["counters"];
+    assert_eq!(switch["pairs_installed"], 1, "{switch}");
+    assert_eq!(switch["pairs_removed"], 1, "{switch}");
+    assert!(switch["multi_splits"].as_u64().unwrap() > 0, "{switch}");
 }
