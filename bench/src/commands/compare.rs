@@ -46,8 +46,10 @@ fn runs(baseline_preset: PresetArg) -> Vec<Run> {
 pub fn run(args: CompareArgs) -> Result<(), CommandError> {
     if args.ycsb.transport == Some(crate::transport::Transport::Dpdk) {
         return super::fail(
-            "--transport dpdk: compare runs in-process (default) or as separate processes \
-             over kernel UDP (--transport udp); a DPDK switch host is not built yet",
+            "--transport dpdk: compare runs every protocol in this one process, and DPDK's EAL \
+             starts only once per process; run `netmigrate experiment --transport dpdk \
+             --protocol P` for each protocol instead, or compare in-process (default) or over \
+             kernel UDP (--transport udp)",
         );
     }
     let plan = runs(args.baseline_preset);
