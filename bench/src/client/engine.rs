@@ -85,6 +85,17 @@ struct MultiPending {
 }
 
 impl MultiPending {
+    fn new(records: Records) -> Self {
+        MultiPending {
+            records,
+            done: 0,
+            failed: 0,
+            observed: [None; MAX_KEYS],
+            source_halves: 0,
+            deferred: 0,
+        }
+    }
+
     fn all(&self) -> u16 {
         wire::all_items(self.records.as_slice().len())
     }
@@ -403,14 +414,7 @@ impl Engine {
         if records.as_slice().len() == 1 {
             return self.issue(purpose, first_record, now, now);
         }
-        let multi = MultiPending {
-            records,
-            done: 0,
-            failed: 0,
-            observed: [None; MAX_KEYS],
-            source_halves: 0,
-            deferred: 0,
-        };
+        let multi = MultiPending::new(records);
         self.issue_with(purpose, first_record, Some(Box::new(multi)), now, now);
     }
 
@@ -953,15 +957,7 @@ mod tests {
 
     fn pending(records: usize) -> MultiPending {
         let mut draws = 0..;
-        let records = Records::draw(records, || draws.next().unwrap());
-        MultiPending {
-            records,
-            done: 0,
-            failed: 0,
-            observed: [None; MAX_KEYS],
-            source_halves: 0,
-            deferred: 0,
-        }
+        MultiPending::new(Records::draw(records, || draws.next().unwrap()))
     }
 
     /// Item 0 plain, item 1 a double read where the destination has the key, item 2 one
