@@ -16,6 +16,15 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
              experiment` runs its own in-process switch. Use --transport udp or dpdk",
         );
     }
+    if args.transport == Transport::Udp && args.eal.is_some() {
+        return fail("--eal is for --transport dpdk; over kernel UDP the switch has no devices");
+    }
+    if args.listen.ip().is_unspecified() {
+        return fail(
+            "--listen needs the switch's own address (hosts send migration control messages \
+             to it), not 0.0.0.0",
+        );
+    }
     let config = args
         .filters
         .switch_config(args.listen, args.group_bits)

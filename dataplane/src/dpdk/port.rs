@@ -32,6 +32,9 @@ pub struct DpdkPort {
     /// A switch host's port: takes every UDP datagram whatever its destination, answers
     /// ARP for every address but the asker's, and sends with each packet's own source.
     gateway: bool,
+    /// A gateway's own MAC addresses (all the switch's links): frames from them are its
+    /// own, come back over a shared segment, and are dropped.
+    own_macs: Vec<[u8; 6]>,
 }
 
 // SAFETY: one thread drives a port (its queue pair) at a time; mbuf pointers are owned.
@@ -51,7 +54,17 @@ impl DpdkPort {
             rx_ignored: 0,
             warned_unregistered: false,
             gateway: false,
+            own_macs: Vec::new(),
         }
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.device.mac
+    }
+
+    /// Frames from these MAC addresses (the switch's own links) are dropped.
+    pub fn ignore_frames_from(&mut self, macs: Vec<[u8; 6]>) {
+        self.own_macs = macs;
     }
 
     /// A switch host's port on queue `queue` of `device` (see `gateway`); `addr` is the
@@ -83,13 +96,20 @@ impl DpdkPort {
             self.rx_ignored += 1;
             return;
         };
+        if self.own_macs.contains(&eth.src) {
+            self.rx_ignored += 1;
+            return;
+        }
         match eth.ethertype {
             ETHERTYPE_ARP => match ArpRepr::parse(payload) {
                 Ok(request) => {
                     self.neighbours
                         .insert(request.sender_ip, request.sender_mac);
+                    // A gateway stands for every other host, but not for a probe (an asker
+                    // without an address yet) nor an announcement of the asker's own.
                     let ours = if self.gateway {
                         request.target_ip != request.sender_ip
+                            && !request.sender_ip.is_unspecified()
                     } else {
                         request.target_ip == *self.addr.ip()
                     };
@@ -107,7 +127,9 @@ impl DpdkPort {
             },
             ETHERTYPE_IPV4 => {
                 let datagram = Ipv4Repr::parse(payload).ok().filter(|(ip, _)| {
-                    ip.protocol == PROTOCOL_UDP && (self.gateway || ip.dst == *self.addr.ip())
+                    let steerable = !ip.dst.is_broadcast() && !ip.dst.is_multicast();
+                    ip.protocol == PROTOCOL_UDP
+                        && (ip.dst == *self.addr.ip() || (self.gateway && steerable))
                 });
                 let Some((ip, datagram)) = datagram else {
                     self.rx_ignored += 1;

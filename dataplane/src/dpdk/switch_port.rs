@@ -2,7 +2,9 @@
 //! any device receives is the switch's to steer; what the switch sends leaves by the device
 //! behind which its destination (address and UDP port: the partitions of one server share
 //! its address, each on its own device) was last seen as a source, or by every device while
-//! that destination is unknown (hosts drop datagrams that are not theirs).
+//! that destination is unknown (hosts drop datagrams that are not theirs), except the one it
+//! came in by. Links must be point-to-point (memif, or a veth or cable to one host): the
+//! gateway ports answer ARP for every other address.
 
 use super::port::DpdkPort;
 use crate::port::{Packet, PortStats};
@@ -10,6 +12,9 @@ use crate::Port;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddrV4;
+
+/// Endpoints the switch remembers; a table this full is started over.
+const MAX_ROUTES: usize = 1 << 16;
 
 pub struct DpdkSwitchPort {
     links: Vec<DpdkPort>,
@@ -24,11 +29,15 @@ pub struct DpdkSwitchPort {
 
 impl DpdkSwitchPort {
     /// One link per gateway port (`DpdkPort::gateway`), in device order.
-    pub fn new(links: Vec<DpdkPort>) -> io::Result<DpdkSwitchPort> {
+    pub fn new(mut links: Vec<DpdkPort>) -> io::Result<DpdkSwitchPort> {
         if links.is_empty() {
             return Err(io::Error::other(
                 "a switch host needs at least one DPDK device",
             ));
+        }
+        let macs: Vec<[u8; 6]> = links.iter().map(DpdkPort::mac).collect();
+        for link in &mut links {
+            link.ignore_frames_from(macs.clone());
         }
         Ok(DpdkSwitchPort {
             outgoing: links.iter().map(|_| Vec::new()).collect(),
@@ -58,6 +67,10 @@ impl Port for DpdkSwitchPort {
             let start = rx.len();
             self.links[link].recv(rx, room)?;
             for packet in &rx[start..] {
+                if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&packet.src) {
+                    // Invented sources cannot grow the table without bound: start over.
+                    self.routes.clear();
+                }
                 self.routes.insert(packet.src, link);
             }
         }
@@ -72,10 +85,16 @@ impl Port for DpdkSwitchPort {
                 continue;
             }
             self.flooded += 1;
-            for link in 1..self.links.len() {
+            let ingress = self.routes.get(&packet.src).copied();
+            let mut targets = (0..self.links.len()).filter(|&link| Some(link) != ingress);
+            let Some(first) = targets.next() else {
+                self.links[0].release(packet);
+                continue;
+            };
+            for link in targets {
                 self.outgoing[link].push(packet.duplicate());
             }
-            self.outgoing[0].push(packet);
+            self.outgoing[first].push(packet);
         }
         let mut sent = 0;
         for (link, outgoing) in self.links.iter_mut().zip(&mut self.outgoing) {

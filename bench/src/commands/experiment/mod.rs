@@ -72,6 +72,12 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
              build --release --features dpdk` (scripts/setup.sh installs DPDK)",
         );
     }
+    if ycsb.eal.is_some() {
+        return fail(
+            "experiment builds every process's EAL arguments itself (--transport dpdk: memif \
+             links to the switch); --eal is for `netmigrate server`, `ycsb` and `switch`",
+        );
+    }
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let addrs = match transport {
         Transport::Memory => Addresses::in_process(CLIENT, SWITCH, SOURCE, DESTINATION),
@@ -150,6 +156,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
                 },
                 _ => Links::Udp,
             };
+            links.check(settings.partitions)?;
             let processes =
                 Processes::start(&addrs, &links, &settings, table_capacity, &switch_args)?;
             let joined = match links {

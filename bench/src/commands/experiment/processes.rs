@@ -25,6 +25,27 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 /// The first UDP port of the client's threads over DPDK (thread t uses this + t).
 const DPDK_CLIENT_PORT: u16 = 20000;
+/// Ethernet devices one DPDK process can have (`RTE_MAX_ETHPORTS` of Debian's build).
+const MAX_LINKS: usize = 32;
+
+/// The CPUs this process may run on, as an EAL CPU set (`0-1`, or `0,2,5`).
+fn allowed_cpus() -> String {
+    // SAFETY: a zeroed cpu_set_t filled by sched_getaffinity for this process.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return "0".to_string();
+    }
+    let cpus: Vec<String> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .map(|cpu| cpu.to_string())
+        .collect();
+    if cpus.is_empty() {
+        "0".to_string()
+    } else {
+        cpus.join(",")
+    }
+}
 
 /// Where each role of one run lives.
 #[derive(Debug, Clone, Copy)]
@@ -95,16 +116,34 @@ pub enum Links {
 
 impl Links {
     /// EAL arguments of one process of the run: no core pinning (the EAL's lcore 0 may run
-    /// on either core), no hugepages, and its memif devices.
+    /// on any CPU this process may use), no hugepages, memory for each device's mbuf pool
+    /// (about 20 MB), and its memif devices.
     fn eal(&self, process: &str, vdevs: &[String]) -> String {
         let mut eal = format!(
-            "--lcores=0@(0-1) --no-pci --no-huge -m 256 --file-prefix nm{}{process}",
+            "--lcores=0@({}) --no-pci --no-huge -m {} --file-prefix nm{}{process}",
+            allowed_cpus(),
+            64 + 24 * vdevs.len(),
             std::process::id()
         );
         for (i, vdev) in vdevs.iter().enumerate() {
             eal.push_str(&format!(" --vdev=net_memif{i},{vdev}"));
         }
         eal
+    }
+
+    /// Refuses what the switch process could not open: DPDK has room for 32 devices.
+    pub fn check(&self, partitions: u32) -> Result<(), CommandError> {
+        if let Links::Dpdk { client_threads } = self {
+            let links = client_threads + 2 * partitions as usize;
+            if links > MAX_LINKS {
+                return Err(CommandError(format!(
+                    "--transport dpdk joins every client thread and every partition of both \
+                     servers to the switch by its own link: {links} links, more than DPDK's \
+                     {MAX_LINKS} devices per process; use fewer --threads or --partitions"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn socket(dir: &Path, name: &str, index: usize) -> String {
@@ -254,7 +293,7 @@ impl Processes {
         let logs = std::env::temp_dir().join(format!(
             "netmigrate-experiment-{}-{}",
             std::process::id(),
-            addrs.switch.ip()
+            addrs.control_of(addrs.switch).ip()
         ));
         std::fs::create_dir_all(&logs)
             .map_err(|e| CommandError(format!("cannot create {}: {e}", logs.display())))?;
