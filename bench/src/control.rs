@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 /// Groups each source core hands over at once when a request leaves it open.
 pub const DEFAULT_PIPELINE: usize = 64;
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a watch waits for a migration started just before it to show in the status.
+const STATUS_SETTLES: Duration = Duration::from_millis(200);
 
 /// A gRPC server on a thread of its own; stops when dropped.
 pub struct ControlServer {
@@ -264,13 +266,20 @@ impl ControlService for Service {
         let server = self.server.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            let status = || proto::MigrationStatus::from(&server.migration_counters());
+            let idle = |s: &proto::MigrationStatus| {
+                s.outgoing_active == 0 && s.incoming_active == 0 && s.returning_active == 0
+            };
+            // Partitions publish every 10 ms: a migration started just now may not show yet.
+            let settled = tokio::time::Instant::now() + STATUS_SETTLES;
+            while idle(&status()) && tokio::time::Instant::now() < settled {
+                tokio::time::sleep(MIN_WATCH_INTERVAL).await;
+            }
             let mut ticks = tokio::time::interval(interval);
             loop {
                 ticks.tick().await;
-                let status: proto::MigrationStatus = (&server.migration_counters()).into();
-                let idle = status.outgoing_active == 0
-                    && status.incoming_active == 0
-                    && status.returning_active == 0;
+                let status = status();
+                let idle = idle(&status);
                 if tx.send(Ok(status)).await.is_err() || (request.until_finished && idle) {
                     break; // The client hung up, or there is nothing left to watch.
                 }
