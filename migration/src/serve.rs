@@ -175,6 +175,9 @@ pub struct PartitionServer {
     parked: Vec<(u64, Box<Packet>)>,
 }
 
+/// Ended incoming streams a partition still re-acknowledges (one or two per migration).
+const MAX_FINISHED_STREAMS: usize = 64;
+
 /// Most reads parked at once; beyond, the client is asked to retry.
 const MAX_PARKED: usize = 4096;
 
@@ -1265,6 +1268,10 @@ impl PartitionServer {
                 incoming.receiver().applied();
                 let last = header.seq;
                 if applied != Applied::Continue {
+                    if self.finished_streams.len() == MAX_FINISHED_STREAMS {
+                        // Their sources were answered long ago; re-acks are for recent ones.
+                        self.finished_streams.remove(0);
+                    }
                     self.finished_streams.push(FinishedStream {
                         source: src,
                         shard: header.shard,
