@@ -239,7 +239,7 @@ impl Switch {
         };
         let (mut to_source, mut to_dest, mut double) = (0u16, 0u16, 0u16);
         for (i, key_hash) in route.selected() {
-            match self.decide(dst, header.shard, key_hash, header.op).0 {
+            match self.decide_for(&pair, key_hash, header.op) {
                 Decision::Forward | Decision::Source => to_source |= 1 << i,
                 Decision::Redirect => to_dest |= 1 << i,
                 Decision::DoubleRead => double |= 1 << i,
@@ -285,11 +285,16 @@ impl Switch {
         key_hash: u64,
         op: Op,
     ) -> (Decision, Option<Pair>) {
-        let Some(pair) = self.lookup(dst, shard) else {
-            return (Decision::Forward, None);
-        };
+        match self.lookup(dst, shard) {
+            Some(pair) => (self.decide_for(&pair, key_hash, op), Some(pair)),
+            None => (Decision::Forward, None),
+        }
+    }
+
+    /// The decision for a key of `pair` (S1–S3).
+    fn decide_for(&mut self, pair: &Pair, key_hash: u64, op: Op) -> Decision {
         let group = spec::group_of(key_hash, pair.size_exp, pair.remain_exp);
-        let cells = self.cells(&pair, group);
+        let cells = self.cells(pair, group);
         let in_flight = (0..HASHES).all(|i| self.counting[i][cells.counting[i]] != 0);
         let done = (0..HASHES).all(|i| self.bloom[i][cells.bloom[i]] != 0);
         if in_flight || done {
@@ -307,12 +312,11 @@ impl Switch {
             }
         }
         let is_read = matches!(op, Op::Get | Op::MultiGet);
-        let decision = match (in_flight, done) {
+        match (in_flight, done) {
             (true, _) if is_read => Decision::DoubleRead,
             (true, _) | (false, true) => Decision::Redirect,
             (false, false) => Decision::Source,
-        };
-        (decision, Some(pair))
+        }
     }
 
     fn lookup(&self, ip: Ipv4Addr, shard: u16) -> Option<Pair> {
