@@ -242,18 +242,11 @@ pub struct MultiRequestItems<'a> {
 
 impl<'a> MultiRequestItems<'a> {
     fn parse(op: KeyOp, cursor: &mut Cursor<'a>) -> Result<Self, WireError> {
-        let count = cursor.u8()?;
-        if count == 0 || count as usize > MAX_KEYS {
-            return Err(WireError::BadKeyCount);
-        }
-        if cursor.u8()? != 0 {
+        let (count, serve, halves, reserved_clear) = request_head(cursor)?;
+        if !reserved_clear {
             return Err(WireError::NonZeroReserved);
         }
-        let (serve, halves) = (cursor.u16()?, cursor.u16()?);
-        if cursor.u16()? != 0 {
-            return Err(WireError::NonZeroReserved);
-        }
-        check_selection(count as usize, serve, halves)?;
+        let count = count as u8;
         let hashes = cursor.take(count as usize * 8)?;
         let items_start = cursor.rest();
         for _ in 0..count {
@@ -383,14 +376,8 @@ impl MultiRoute {
     /// Reads a whole datagram (header included) of a multi-key request.
     pub fn read(payload: &[u8]) -> Result<Self, WireError> {
         let mut cursor = Cursor::new(payload.get(HEADER_LEN..).ok_or(WireError::Truncated)?);
-        let count = cursor.u8()? as usize;
-        if count == 0 || count > MAX_KEYS {
-            return Err(WireError::BadKeyCount);
-        }
-        cursor.u8()?;
-        let (serve, halves) = (cursor.u16()?, cursor.u16()?);
-        check_selection(count, serve, halves)?;
-        cursor.u16()?;
+        // A switch steers on the masks and hashes alone; servers check the reserved bytes.
+        let (count, serve, halves, _) = request_head(&mut cursor)?;
         let mut hashes = [0; MAX_KEYS];
         for hash in &mut hashes[..count] {
             *hash = cursor.u64()?;
@@ -415,6 +402,19 @@ impl MultiRoute {
         payload[MULTI_SERVE_AT..MULTI_SERVE_AT + 2].copy_from_slice(&serve.to_be_bytes());
         payload[MULTI_HALVES_AT..MULTI_HALVES_AT + 2].copy_from_slice(&halves.to_be_bytes());
     }
+}
+
+/// The fixed part of a multi-key request body: the item count and the checked selection,
+/// and whether the reserved bytes are zero.
+fn request_head(cursor: &mut Cursor<'_>) -> Result<(usize, u16, u16, bool), WireError> {
+    let count = cursor.u8()? as usize;
+    if count == 0 || count > MAX_KEYS {
+        return Err(WireError::BadKeyCount);
+    }
+    let reserved = cursor.u8()?;
+    let (serve, halves, reserved_tail) = (cursor.u16()?, cursor.u16()?, cursor.u16()?);
+    check_selection(count, serve, halves)?;
+    Ok((count, serve, halves, reserved == 0 && reserved_tail == 0))
 }
 
 /// A selection names at least one of the `count` items, and only selected items are halves.
