@@ -1459,14 +1459,8 @@ fn execute_item<'t>(
     item: wire::MultiItem<'_>,
     apply: bool,
 ) -> ReplyItem<'t> {
+    // Keys of another partition were refused before (`ItemFate::Refuse`).
     let hash = item.key_hash;
-    if !table.owns(hash) {
-        return ReplyItem {
-            status: Status::Error,
-            version: 0,
-            value: &[],
-        };
-    }
     let (status, version) = match (op, apply) {
         (KeyOp::Get, _) => {
             return match table.get(hash, item.key) {

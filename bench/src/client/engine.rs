@@ -476,23 +476,24 @@ impl Engine {
                     value::encode(tag, &mut self.multi_values[i * vb..(i + 1) * vb]);
                 }
             }
-            let items: Vec<MultiItem> = (0..records.as_slice().len())
-                .map(|i| {
-                    let key = &self.multi_keys[i * kb..(i + 1) * kb];
-                    MultiItem {
-                        key_hash: kv::key_hash(key),
-                        key,
-                        value: if is_write {
-                            &self.multi_values[i * vb..(i + 1) * vb]
-                        } else {
-                            &[]
-                        },
-                    }
-                })
-                .collect();
+            // On the stack: a multi-key request is built on every send.
+            let count = records.as_slice().len();
+            let items: [MultiItem; MAX_KEYS] = std::array::from_fn(|i| {
+                let key = &self.multi_keys[i * kb..(i + 1) * kb];
+                MultiItem {
+                    key_hash: if i < count { kv::key_hash(key) } else { 0 },
+                    key,
+                    value: if is_write {
+                        &self.multi_values[i * vb..(i + 1) * vb]
+                    } else {
+                        &[]
+                    },
+                }
+            });
+            let items = &items[..count];
             let op = if is_write { KeyOp::Put } else { KeyOp::Get };
             // Only the items still unanswered: the others have their answer.
-            let view = MultiRequestItems::build(op, &items, &mut self.multi_body)
+            let view = MultiRequestItems::build(op, items, &mut self.multi_body)
                 .and_then(|view| view.select(serve, 0))
                 .expect("keysperrequest was checked to fit one frame");
             (Request::Multi(view), items[0].key_hash)
