@@ -85,6 +85,15 @@ where
     })
 }
 
+/// The cores this process may run on (its affinity mask), in order.
+pub fn allowed_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect()
+}
+
 /// Parses a core list such as `0-3,6` into core ids.
 pub fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
     let mut cores = Vec::new();

@@ -28,23 +28,14 @@ const DPDK_CLIENT_PORT: u16 = 20000;
 /// Ethernet devices one DPDK process can have (`RTE_MAX_ETHPORTS` of Debian's build).
 const MAX_LINKS: usize = 32;
 
-/// The CPUs this process may run on, as an EAL CPU set (`0-1`, or `0,2,5`).
+/// The CPUs this process may run on, as an EAL CPU set (`0,1`).
 fn allowed_cpus() -> String {
-    // SAFETY: a zeroed cpu_set_t filled by sched_getaffinity for this process.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+    let cores = dataplane::runner::allowed_cores();
+    if cores.is_empty() {
         return "0".to_string();
     }
-    let cpus: Vec<String> = (0..libc::CPU_SETSIZE as usize)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .map(|cpu| cpu.to_string())
-        .collect();
-    if cpus.is_empty() {
-        "0".to_string()
-    } else {
-        cpus.join(",")
-    }
+    let cores: Vec<String> = cores.iter().map(usize::to_string).collect();
+    cores.join(",")
 }
 
 /// Where each role of one run lives.
