@@ -47,11 +47,6 @@ impl DpdkSwitchPort {
             flooded: 0,
         })
     }
-
-    /// The link `endpoint` was last seen behind.
-    pub fn route(&self, endpoint: SocketAddrV4) -> Option<usize> {
-        self.routes.get(&endpoint).copied()
-    }
 }
 
 impl Port for DpdkSwitchPort {
