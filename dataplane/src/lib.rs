@@ -3,6 +3,7 @@
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod neighbours;
 pub mod port;
 pub mod runner;
 pub mod wire;

@@ -4,13 +4,13 @@
 
 use super::device::DpdkDevice;
 use super::sys;
+use crate::neighbours::Neighbours;
 use crate::port::{Packet, Pool, PortStats, BURST};
 use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::ipv4::{self, Ipv4Repr, PROTOCOL_UDP};
 use crate::wire::udp::{self, UdpRepr};
 use crate::Port;
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub struct DpdkPort {
     queue: u16,
     addr: SocketAddrV4,
     /// MAC addresses learned from ARP and from received datagrams.
-    neighbours: HashMap<Ipv4Addr, [u8; 6]>,
+    neighbours: Neighbours,
     pool: Pool,
     mbufs: [*mut sys::rte_mbuf; BURST],
     stats: PortStats,
@@ -47,7 +47,7 @@ impl DpdkPort {
             device,
             queue,
             addr,
-            neighbours: HashMap::new(),
+            neighbours: Neighbours::default(),
             pool: Pool::default(),
             mbufs: [std::ptr::null_mut(); BURST],
             stats: PortStats::default(),
@@ -78,7 +78,7 @@ impl DpdkPort {
 
     /// Teaches the port a neighbour's MAC address (otherwise learned from its traffic).
     pub fn add_neighbour(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
-        self.neighbours.insert(ip, mac);
+        self.neighbours.learn(ip, mac);
     }
 
     fn frame<'m>(mbuf: *mut sys::rte_mbuf) -> &'m mut [u8] {
@@ -103,8 +103,7 @@ impl DpdkPort {
         match eth.ethertype {
             ETHERTYPE_ARP => match ArpRepr::parse(payload) {
                 Ok(request) => {
-                    self.neighbours
-                        .insert(request.sender_ip, request.sender_mac);
+                    self.neighbours.learn(request.sender_ip, request.sender_mac);
                     // A gateway stands for every other host, but not for a probe (an asker
                     // without an address yet) nor an announcement of the asker's own.
                     let ours = if self.gateway {
@@ -144,9 +143,7 @@ impl DpdkPort {
                     self.rx_ignored += 1;
                     return;
                 }
-                if self.neighbours.get(&ip.src) != Some(&eth.src) {
-                    self.neighbours.insert(ip.src, eth.src);
-                }
+                self.neighbours.learn(ip.src, eth.src);
                 let mut packet = self.pool.take();
                 packet.buffer_mut()[..body.len()].copy_from_slice(body);
                 packet.set_len(body.len());
@@ -304,7 +301,7 @@ impl Port for DpdkPort {
                     payload_len: udp::HEADER_LEN + payload.len(),
                 };
                 let eth = EthernetRepr {
-                    dst: self.neighbours.get(&dst).copied().unwrap_or(BROADCAST),
+                    dst: self.neighbours.get(dst).unwrap_or(BROADCAST),
                     src: self.device.mac,
                     ethertype: ETHERTYPE_IPV4,
                 };
