@@ -359,7 +359,8 @@ pub struct ServerArgs {
     pub work_capacity: Option<f64>,
     /// EAL arguments for `--transport dpdk`, e.g.
     /// `-l 0-1 --no-pci --in-memory --vdev=net_memif0,role=server,socket=/tmp/nm.sock`.
-    /// Partition p serves on DPDK device p, at the --listen address.
+    /// Partition p serves on DPDK device p, at the --listen address; or, with a single device
+    /// (a NIC port), on its queue p, steered to by a flow rule on the partition's UDP port.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
 }
@@ -437,7 +438,8 @@ pub struct YcsbArgs {
     /// Embedded server: cores to pin its partitions to.
     #[arg(long)]
     pub server_cores: Option<String>,
-    /// EAL arguments for `--transport dpdk` (client thread t uses DPDK device t).
+    /// EAL arguments for `--transport dpdk` (client thread t uses DPDK device t, or, with a
+    /// single device, its queue t, steered to by a flow rule on the thread's UDP port).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
     /// The client's own IPv4 address on the DPDK devices.

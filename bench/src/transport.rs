@@ -39,17 +39,24 @@ pub enum Fabric {
 }
 
 impl Fabric {
-    /// The fabric of `transport`. For DPDK, `eal` holds the EAL arguments; the EAL starts
-    /// here and every Ethernet device it found is opened with one queue pair.
-    pub fn new(transport: Transport, faults: FaultConfig, eal: Option<&str>) -> io::Result<Fabric> {
+    /// The fabric of `transport`. For DPDK, `eal` holds the EAL arguments and `lanes` how many
+    /// ports this process will bind (its partitions or client threads): the EAL starts here,
+    /// and either every device it found gets one queue pair and one lane, or a single device
+    /// gets a queue pair per lane with flow rules steering each lane's UDP port to its queue.
+    pub fn new(
+        transport: Transport,
+        faults: FaultConfig,
+        eal: Option<&str>,
+        lanes: usize,
+    ) -> io::Result<Fabric> {
         Ok(match transport {
             Transport::Memory => Fabric::Memory(MemoryNetwork::with_faults(faults)),
             Transport::Udp => Fabric::Udp { via: None },
             #[cfg(feature = "dpdk")]
-            Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(eal)?),
+            Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(eal, lanes)?),
             #[cfg(not(feature = "dpdk"))]
             Transport::Dpdk => {
-                let _ = eal;
+                let _ = (eal, lanes);
                 return Err(io::Error::other(
                     "this netmigrate was built without DPDK: rebuild with \
                      `cargo build --release --features dpdk` (scripts/setup.sh installs DPDK)",
@@ -127,15 +134,19 @@ mod dpdk {
     use std::net::SocketAddrV4;
     use std::sync::{Arc, Mutex};
 
-    /// The devices of this process's EAL; each bound port leases one whole device (one
-    /// queue pair), in device order.
+    /// The devices of this process's EAL and how ports are placed on them: either each bound
+    /// port leases one whole device (one queue pair), in device order, or, with one device
+    /// and several lanes, each leases one queue of it, steered to by a flow rule on its UDP
+    /// port.
     pub struct DpdkFabric {
         devices: Vec<Arc<DpdkDevice>>,
+        /// Per device (or, when steered, per queue of device 0): whether it is leased.
         leased: Mutex<Vec<bool>>,
+        steered: bool,
     }
 
     impl DpdkFabric {
-        pub fn start(eal: Option<&str>) -> io::Result<Arc<DpdkFabric>> {
+        pub fn start(eal: Option<&str>, lanes: usize) -> io::Result<Arc<DpdkFabric>> {
             let Some(eal) = eal else {
                 return Err(io::Error::other(
                     "--transport dpdk needs --eal, e.g. --eal \"-l 0-1 --no-pci --in-memory \
@@ -150,20 +161,32 @@ mod dpdk {
                      af_packet, af_xdp, tap) or bind a NIC with scripts/bind-nic.sh",
                 ));
             }
+            let steered = count == 1 && lanes > 1;
+            let queues = if steered {
+                u16::try_from(lanes)
+                    .map_err(|_| io::Error::other(format!("{lanes} lanes on one device")))?
+            } else {
+                1
+            };
             let devices = (0..count)
                 .map(|port| {
-                    DpdkDevice::open(port, 1)
+                    DpdkDevice::open(port, queues)
                         .map(Arc::new)
                         .map_err(io::Error::other)
                 })
                 .collect::<io::Result<Vec<_>>>()?;
             for (port, device) in devices.iter().enumerate() {
                 let mac = device.mac().map(|b| format!("{b:02x}")).join(":");
-                eprintln!("dpdk: port {port} = {} ({mac})", device.name());
+                eprintln!(
+                    "dpdk: port {port} = {} ({mac}), {} queue pair(s)",
+                    device.name(),
+                    device.queues()
+                );
             }
             Ok(Arc::new(DpdkFabric {
-                leased: Mutex::new(vec![false; devices.len()]),
+                leased: Mutex::new(vec![false; if steered { lanes } else { devices.len() }]),
                 devices,
+                steered,
             }))
         }
 
@@ -193,14 +216,25 @@ mod dpdk {
             let mut leased = fabric.leased.lock().expect("lease lock");
             let Some(index) = leased.iter().position(|used| !used) else {
                 return Err(io::Error::other(format!(
-                    "all {} DPDK device(s) are in use: each partition or client thread needs \
-                     its own device (add a --vdev per partition)",
-                    fabric.devices.len()
+                    "all {} DPDK lane(s) are in use: give each partition or client thread its \
+                     own device (a --vdev each), or use a single device, whose queues are \
+                     then shared out by flow rules",
+                    leased.len()
                 )));
+            };
+            let port = if fabric.steered {
+                let device = &fabric.devices[0];
+                let queue = index as u16;
+                device
+                    .steer_udp_port(addr.port(), queue)
+                    .map_err(io::Error::other)?;
+                DpdkPort::new(Arc::clone(device), queue, addr)
+            } else {
+                DpdkPort::new(Arc::clone(&fabric.devices[index]), 0, addr)
             };
             leased[index] = true;
             Ok(LeasedPort {
-                port: DpdkPort::new(Arc::clone(&fabric.devices[index]), 0, addr),
+                port,
                 fabric: Arc::clone(fabric),
                 index,
             })
@@ -214,7 +248,7 @@ mod dpdk {
             addr: SocketAddrV4,
         ) -> io::Result<DpdkSwitchPort> {
             let mut leased = fabric.leased.lock().expect("lease lock");
-            if leased.iter().any(|&used| used) {
+            if fabric.steered || leased.iter().any(|&used| used) {
                 return Err(io::Error::other("a DPDK device is already in use"));
             }
             leased.iter_mut().for_each(|used| *used = true);

@@ -31,7 +31,7 @@ fn request(protocol: Protocol) -> proto::StartMigrationRequest {
 
 #[test]
 fn the_control_api_validates_starts_once_and_reports() {
-    let fabric = Fabric::new(Transport::Memory, FaultConfig::default(), None).unwrap();
+    let fabric = Fabric::new(Transport::Memory, FaultConfig::default(), None, 1).unwrap();
     let mut server_spec = spec("10.0.0.2:7100".parse().unwrap(), &layout(), 1024, None).unwrap();
     server_spec.capacity = Some(100_000.0);
     let server = bench::server::start(&fabric, &server_spec).unwrap();

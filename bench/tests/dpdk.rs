@@ -168,6 +168,43 @@ fn dpdk_client_and_server_over_memif() {
     server.stop_and_check(&report, &client);
 }
 
+/// Two partitions on one device need flow rules steering each partition's UDP port to its
+/// queue; memif has none, so the server must say so and exit, not serve one partition.
+#[test]
+fn two_partitions_on_one_device_without_flow_rules_are_refused() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("steer");
+    let socket = dir.0.join("memif.sock");
+    let server = run_with_timeout(
+        Command::new(BIN).args([
+            "server",
+            "--transport",
+            "dpdk",
+            "--listen",
+            "10.0.0.2:7100",
+            "--partitions",
+            "2",
+            "--duration",
+            "20",
+            "--eal",
+            &eal(
+                0,
+                "nmtsteer",
+                &format!("net_memif0,role=server,socket={}", socket.display()),
+            ),
+        ]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&server.stderr);
+    assert!(!server.status.success(), "{stderr}");
+    assert!(stderr.contains("2 queue pair(s)"), "{stderr}");
+    assert!(
+        stderr.contains("cannot steer UDP port 7100 to queue 0 with a flow rule"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("its own device"), "{stderr}");
+}
+
 /// Two network namespaces joined by a veth pair, deleted when dropped.
 struct Namespaces {
     server: String,

@@ -66,8 +66,14 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         spec.capacity = Some(capacity);
     }
     let signals = shutdown_on_signals()?;
-    let fabric =
-        Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?.via(args.via)?;
+    let lanes = spec.map.partitions() as usize;
+    let fabric = Fabric::new(
+        args.transport,
+        FaultConfig::default(),
+        args.eal.as_deref(),
+        lanes,
+    )?
+    .via(args.via)?;
     let running = server::start(&fabric, &spec)?;
     let control = args
         .control

@@ -30,7 +30,12 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
         .switch_config(args.listen, args.group_bits)
         .map_err(CommandError)?;
     let signals = shutdown_on_signals()?;
-    let fabric = Fabric::new(args.transport, FaultConfig::default(), args.eal.as_deref())?;
+    let fabric = Fabric::new(
+        args.transport,
+        FaultConfig::default(),
+        args.eal.as_deref(),
+        1,
+    )?;
     let port = match args.transport {
         Transport::Dpdk => fabric.bind_switch(args.listen)?,
         _ => Box::new(

@@ -132,8 +132,9 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     if transport == Transport::Memory && !args.embedded {
         return fail("the memory transport only reaches a server in this process: add --embedded");
     }
+    let fault_config = faults(&args, transport)?;
     let fabric =
-        Fabric::new(transport, faults(&args, transport)?, args.eal.as_deref())?.via(args.via)?;
+        Fabric::new(transport, fault_config, args.eal.as_deref(), args.threads)?.via(args.via)?;
     let (server_base, client_base) = match transport {
         Transport::Memory => (args.server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
         Transport::Udp => (args.server.unwrap_or(UDP_SERVER), UDP_CLIENT),

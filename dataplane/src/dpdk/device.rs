@@ -142,6 +142,29 @@ impl DpdkDevice {
         self.queues
     }
 
+    /// Steers IPv4/UDP datagrams for `udp_port` to rx queue `queue` with an rte_flow rule:
+    /// how one NIC feeds several partitions, each owning a UDP port and a queue (MICA's
+    /// layout). Fails, with the PMD's reason, on devices without flow rules (memif,
+    /// af_packet, and tap without the kernel's multiq qdisc, among others).
+    pub fn steer_udp_port(&self, udp_port: u16, queue: u16) -> Result<(), DpdkError> {
+        let mut why = [0 as libc::c_char; 256];
+        // SAFETY: a started port; `why` has the room we pass.
+        let rc = unsafe {
+            sys::nm_flow_steer_udp_port(self.port_id, udp_port, queue, why.as_mut_ptr(), why.len())
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        // SAFETY: NUL-terminated by snprintf.
+        let why = unsafe { CStr::from_ptr(why.as_ptr()) }.to_string_lossy();
+        Err(DpdkError(format!(
+            "DPDK device {} cannot steer UDP port {udp_port} to queue {queue} with a flow rule \
+             ({why}): give each partition or client thread its own device instead (a VF or a \
+             --vdev each)",
+            self.name
+        )))
+    }
+
     pub fn stats(&self) -> DeviceStats {
         let mut raw = sys::rte_eth_stats::default();
         // SAFETY: a valid port; fills raw.
@@ -164,6 +187,8 @@ impl Drop for DpdkDevice {
     fn drop(&mut self) {
         // SAFETY: no queue of this device is used any more (ports borrow the device).
         unsafe {
+            // Fails harmlessly on devices without flow rules.
+            sys::nm_flow_flush(self.port_id);
             sys::rte_eth_dev_stop(self.port_id);
             sys::rte_eth_dev_close(self.port_id);
             sys::rte_mempool_free(self.pool);

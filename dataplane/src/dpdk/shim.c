@@ -1,5 +1,8 @@
 #include "shim.h"
 
+#include <errno.h>
+#include <stdio.h>
+
 uint16_t nm_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
     return rte_eth_rx_burst(port, queue, pkts, n);
 }
@@ -31,3 +34,34 @@ void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len) {
 int nm_errno(void) { return rte_errno; }
 
 unsigned nm_lcore_id(void) { return rte_lcore_id(); }
+
+int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue, char *why,
+                           size_t why_len) {
+    struct rte_flow_attr attr = {.ingress = 1};
+    struct rte_flow_item_udp udp_spec = {.hdr.dst_port = rte_cpu_to_be_16(udp_port)};
+    struct rte_flow_item_udp udp_mask = {.hdr.dst_port = RTE_BE16(0xffff)};
+    struct rte_flow_item pattern[] = {
+        {.type = RTE_FLOW_ITEM_TYPE_ETH},
+        {.type = RTE_FLOW_ITEM_TYPE_IPV4},
+        {.type = RTE_FLOW_ITEM_TYPE_UDP, .spec = &udp_spec, .mask = &udp_mask},
+        {.type = RTE_FLOW_ITEM_TYPE_END},
+    };
+    struct rte_flow_action_queue to_queue = {.index = queue};
+    struct rte_flow_action actions[] = {
+        {.type = RTE_FLOW_ACTION_TYPE_QUEUE, .conf = &to_queue},
+        {.type = RTE_FLOW_ACTION_TYPE_END},
+    };
+    struct rte_flow_error error = {0};
+    int rc = rte_flow_validate(port, &attr, pattern, actions, &error);
+    if (rc == 0 && rte_flow_create(port, &attr, pattern, actions, &error) == NULL)
+        rc = rte_errno != 0 ? -rte_errno : -EIO;
+    if (rc != 0 && why_len > 0) {
+        snprintf(why, why_len, "%s", error.message ? error.message : rte_strerror(-rc));
+    }
+    return rc;
+}
+
+int nm_flow_flush(uint16_t port) {
+    struct rte_flow_error error = {0};
+    return rte_flow_flush(port, &error);
+}

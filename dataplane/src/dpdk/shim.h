@@ -4,6 +4,7 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_flow.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
@@ -18,3 +19,10 @@ uint16_t nm_mbuf_tailroom(const struct rte_mbuf *m);
 void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len);
 int nm_errno(void);
 unsigned nm_lcore_id(void);
+
+/* Flow steering: IPv4/UDP datagrams to `udp_port` go to rx queue `queue`. Returns 0, or a
+ * negative errno with the PMD's explanation in `why` (NUL-terminated, at most `why_len`). */
+int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue, char *why,
+                           size_t why_len);
+/* Removes every flow rule of `port` (before it stops). */
+int nm_flow_flush(uint16_t port);

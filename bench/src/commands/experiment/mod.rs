@@ -111,7 +111,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
 
     let (fabric, roles) = match transport {
         Transport::Memory => {
-            let fabric = Fabric::new(Transport::Memory, faults, None)?;
+            let fabric = Fabric::new(Transport::Memory, faults, None, 1)?;
             let Fabric::Memory(network) = &fabric else {
                 unreachable!("memory fabric")
             };
@@ -172,10 +172,10 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
                 processes.logs.display()
             );
             let fabric = match &links {
-                Links::Udp => Fabric::new(transport, faults, None)?.via(Some(addrs.switch))?,
+                Links::Udp => Fabric::new(transport, faults, None, 1)?.via(Some(addrs.switch))?,
                 Links::Dpdk { .. } => {
                     let eal = links.host_eal(&processes.logs, "client", ycsb.threads);
-                    Fabric::new(transport, faults, eal.as_deref())?
+                    Fabric::new(transport, faults, eal.as_deref(), ycsb.threads)?
                 }
             };
             (fabric, Roles::Processes(processes))
