@@ -4,13 +4,14 @@
 # on this machine in one run. Ends with three lines:
 #   netmigrate_ops_per_s=N   redis_ops_per_s=N   ratio=X
 #
-# Usage: scripts/bench-dpdk.sh [records] [seconds] [window]
+# Usage: scripts/bench-dpdk.sh [records] [seconds] [window] [runs]
 # Needs root, DPDK (scripts/setup.sh) and a release build with --features dpdk (done here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-200000}
 seconds=${2:-8}
 window=${3:-128}
+runs=${4:-3}
 redis_port=6391
 
 scripts/setup.sh >/dev/null
@@ -29,30 +30,52 @@ cleanup() {
 trap cleanup EXIT
 eal() { echo "-l $1 --no-pci --no-huge -m 512 --file-prefix nmbench$1 --vdev=net_memif0,role=$2,socket=$socket"; }
 
-echo "== netmigrate: DPDK server (core 0) <-memif-> DPDK YCSB client (core 1), GET, window $window"
-"$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" \
-    --eal "$(eal 0 server)" >/dev/null 2>"$work/server.log" &
-server_pid=$!
-for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
-taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$(eal 1 client)" \
-    --records "$records" --workload c -p requestdistribution=uniform --duration "$seconds" \
-    --window "$window" --quiet --json "$work/nm.json" 2>"$work/client.log" >/dev/null
-kill -INT "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
-read -r nm_ops nm_p50 nm_p99 < <(python3 -c "
+# One measurement of each side; run `runs` times, alternating, and the medians are reported
+# (this VM's throughput drifts by tens of percent between runs).
+measure_netmigrate() {
+    "$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" \
+        --eal "$(eal 0 server)" >/dev/null 2>"$work/server.log" &
+    server_pid=$!
+    for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+    taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$(eal 1 client)" \
+        --records "$records" --workload c -p requestdistribution=uniform --duration "$seconds" \
+        --window "$window" --quiet --json "$work/nm.json" 2>"$work/client.log" >/dev/null
+    kill -INT "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+    python3 -c "
 import json,sys; r=json.load(open(sys.argv[1])); l=r['latency_us']['overall']
-print(round(r['throughput_ops']['overall']), l['p50'], l['p99'])" "$work/nm.json")
-echo "netmigrate GET: $nm_ops ops/s, p50 ${nm_p50} us, p99 ${nm_p99} us"
+print(round(r['throughput_ops']['overall']), l['p50'], l['p99'])" "$work/nm.json"
+}
 
-echo "== redis-server (core 0) under redis-benchmark (core 1), GET, pipeline $window"
-taskset -c 0 redis-server --port $redis_port --save "" --appendonly no >/dev/null 2>&1 &
-redis_pid=$!
-sleep 0.5
-taskset -c 1 redis-benchmark -p $redis_port -t set -n "$records" -r "$records" -d 64 -c 1 -P "$window" -q >/dev/null
-taskset -c 1 redis-benchmark -p $redis_port -t get -n $((records * 10)) -r "$records" -d 64 \
-    -c 1 -P "$window" -q --csv >"$work/redis.csv"
-redis_ops=$(python3 -c "import csv,sys; print(round(float([r for r in csv.reader(open(sys.argv[1])) if r[0]=='GET'][0][1])))" "$work/redis.csv")
-redis_p50=$(python3 -c "import csv,sys; rows=[r for r in csv.reader(open(sys.argv[1]))]; h=rows[0]; g=[r for r in rows if r[0]=='GET'][0]; print(g[h.index('p50_latency_ms')] if 'p50_latency_ms' in h else '?')" "$work/redis.csv")
-echo "redis GET: $redis_ops ops/s, p50 ${redis_p50} ms"
+measure_redis() {
+    taskset -c 0 redis-server --port $redis_port --save "" --appendonly no >/dev/null 2>&1 &
+    redis_pid=$!
+    sleep 0.5
+    taskset -c 1 redis-benchmark -p $redis_port -t set -n "$records" -r "$records" -d 64 -c 1 \
+        -P "$window" -q >/dev/null
+    taskset -c 1 redis-benchmark -p $redis_port -t get -n $((records * 10)) -r "$records" -d 64 \
+        -c 1 -P "$window" -q --csv >"$work/redis.csv"
+    kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true; redis_pid=
+    python3 -c "
+import csv,sys; rows=list(csv.reader(open(sys.argv[1]))); h=rows[0]; g=[r for r in rows if r[0]=='GET'][0]
+p50=g[h.index('p50_latency_ms')] if 'p50_latency_ms' in h else '?'
+print(round(float(g[1])), p50)" "$work/redis.csv"
+}
+
+echo "== $runs run(s) each: DPDK server (core 0) <-memif-> DPDK YCSB client (core 1), GET, window $window;"
+echo "   redis-server (core 0) under redis-benchmark (core 1), GET, pipeline $window"
+: >"$work/nm.txt"; : >"$work/redis.txt"
+for run in $(seq "$runs"); do
+    read -r ops p50 p99 < <(measure_netmigrate)
+    echo "$ops $p50 $p99" >>"$work/nm.txt"
+    echo "run $run: netmigrate GET $ops ops/s, p50 ${p50} us, p99 ${p99} us"
+    read -r ops p50 < <(measure_redis)
+    echo "$ops $p50" >>"$work/redis.txt"
+    echo "run $run: redis GET $ops ops/s, p50 ${p50} ms"
+done
+median() { sort -n -k1,1 "$1" | awk '{ rows[NR] = $0 } END { print rows[int((NR + 1) / 2)] }'; }
+read -r nm_ops nm_p50 nm_p99 < <(median "$work/nm.txt")
+read -r redis_ops redis_p50 < <(median "$work/redis.txt")
+echo "median: netmigrate GET $nm_ops ops/s (p50 ${nm_p50} us, p99 ${nm_p99} us of that run); redis GET $redis_ops ops/s (p50 ${redis_p50} ms)"
 
 echo "netmigrate_ops_per_s=$nm_ops"
 echo "redis_ops_per_s=$redis_ops"

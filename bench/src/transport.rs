@@ -127,7 +127,7 @@ impl Fabric {
 
 #[cfg(feature = "dpdk")]
 mod dpdk {
-    use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort, DpdkSwitchPort};
+    use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort, DpdkSwitchPort, FlowRule};
     use dataplane::port::PortStats;
     use dataplane::{Packet, Port};
     use std::io;
@@ -222,19 +222,21 @@ mod dpdk {
                     leased.len()
                 )));
             };
-            let port = if fabric.steered {
+            let (port, rule) = if fabric.steered {
                 let device = &fabric.devices[0];
                 let queue = index as u16;
-                device
+                let rule = device
                     .steer_udp_port(addr.port(), queue)
                     .map_err(io::Error::other)?;
-                DpdkPort::new(Arc::clone(device), queue, addr)
+                (DpdkPort::new(Arc::clone(device), queue, addr), Some(rule))
             } else {
-                DpdkPort::new(Arc::clone(&fabric.devices[index]), 0, addr)
+                let device = &fabric.devices[index];
+                (DpdkPort::new(Arc::clone(device), 0, addr), None)
             };
             leased[index] = true;
             Ok(LeasedPort {
                 port,
+                rule,
                 fabric: Arc::clone(fabric),
                 index,
             })
@@ -261,15 +263,19 @@ mod dpdk {
         }
     }
 
-    /// A DPDK port that gives its device back when dropped.
+    /// A DPDK port that gives its device (or its queue and flow rule) back when dropped.
     pub struct LeasedPort {
         port: DpdkPort,
+        /// Steers this port's UDP port to its queue while leased (a single shared device).
+        rule: Option<FlowRule>,
         fabric: Arc<DpdkFabric>,
         index: usize,
     }
 
     impl Drop for LeasedPort {
         fn drop(&mut self) {
+            // The rule goes before the queue is free for another lease.
+            drop(self.rule.take());
             if let Ok(mut leased) = self.fabric.leased.lock() {
                 leased[self.index] = false;
             }

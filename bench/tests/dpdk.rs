@@ -168,13 +168,8 @@ fn dpdk_client_and_server_over_memif() {
     server.stop_and_check(&report, &client);
 }
 
-/// Two partitions on one device need flow rules steering each partition's UDP port to its
-/// queue; memif has none, so the server must say so and exit, not serve one partition.
-#[test]
-fn two_partitions_on_one_device_without_flow_rules_are_refused() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("steer");
-    let socket = dir.0.join("memif.sock");
+/// A server with two partitions on one DPDK device, which must refuse and exit; its stderr.
+fn two_partitions_on(prefix: &str, vdev: &str) -> String {
     let server = run_with_timeout(
         Command::new(BIN).args([
             "server",
@@ -187,22 +182,53 @@ fn two_partitions_on_one_device_without_flow_rules_are_refused() {
             "--duration",
             "20",
             "--eal",
-            &eal(
-                0,
-                "nmtsteer",
-                &format!("net_memif0,role=server,socket={}", socket.display()),
-            ),
+            &eal(0, prefix, vdev),
         ]),
         Duration::from_secs(60),
     );
-    let stderr = String::from_utf8_lossy(&server.stderr);
+    let stderr = String::from_utf8_lossy(&server.stderr).into_owned();
     assert!(!server.status.success(), "{stderr}");
+    assert!(stderr.contains("its own device"), "{stderr}");
+    stderr
+}
+
+/// Two partitions on one device need a queue each and flow rules steering each partition's
+/// UDP port to its queue. memif has queues but no flow rules, a pcap device one queue: the
+/// server must say which and exit, not serve one partition.
+#[test]
+fn two_partitions_on_one_device_without_queues_or_flow_rules_are_refused() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("steer");
+    let socket = dir.0.join("memif.sock");
+    let stderr = two_partitions_on(
+        "nmtsteer",
+        &format!("net_memif0,role=server,socket={}", socket.display()),
+    );
     assert!(stderr.contains("2 queue pair(s)"), "{stderr}");
     assert!(
         stderr.contains("cannot steer UDP port 7100 to queue 0 with a flow rule"),
         "{stderr}"
     );
-    assert!(stderr.contains("its own device"), "{stderr}");
+
+    // An empty capture file: a pcap global header (little-endian, version 2.4, Ethernet).
+    let capture = dir.0.join("empty.pcap");
+    let mut header = Vec::new();
+    for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        header.extend_from_slice(&word.to_le_bytes());
+    }
+    std::fs::write(&capture, header).unwrap();
+    let stderr = two_partitions_on(
+        "nmtqueues",
+        &format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            capture.display(),
+            dir.0.join("out.pcap").display()
+        ),
+    );
+    assert!(
+        stderr.contains("has at most 1 rx and 1 tx queue(s), 2 needed"),
+        "{stderr}"
+    );
 }
 
 /// Two network namespaces joined by a veth pair, deleted when dropped.

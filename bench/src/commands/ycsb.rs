@@ -133,8 +133,14 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         return fail("the memory transport only reaches a server in this process: add --embedded");
     }
     let fault_config = faults(&args, transport)?;
-    let fabric =
-        Fabric::new(transport, fault_config, args.eal.as_deref(), args.threads)?.via(args.via)?;
+    // An embedded server binds its partitions on the same fabric.
+    let lanes = args.threads
+        + if args.embedded {
+            args.layout.partitions as usize
+        } else {
+            0
+        };
+    let fabric = Fabric::new(transport, fault_config, args.eal.as_deref(), lanes)?.via(args.via)?;
     let (server_base, client_base) = match transport {
         Transport::Memory => (args.server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
         Transport::Udp => (args.server.unwrap_or(UDP_SERVER), UDP_CLIENT),

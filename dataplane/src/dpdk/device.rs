@@ -2,6 +2,7 @@
 
 use super::{error_text, sys, DpdkError};
 use std::ffi::CStr;
+use std::sync::Arc;
 
 /// Counters of a device (from `rte_eth_stats_get`), overall and per queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +63,19 @@ impl DpdkDevice {
         let name = unsafe { CStr::from_ptr(name_buf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: a valid port; fills info.
+        check("read device info", unsafe {
+            sys::rte_eth_dev_info_get(port_id, &mut info)
+        })?;
+        if queues > info.max_rx_queues || queues > info.max_tx_queues {
+            return Err(DpdkError(format!(
+                "DPDK device {name} has at most {} rx and {} tx queue(s), {queues} needed (one \
+                 per partition or client thread): give each its own device instead (a VF or a \
+                 --vdev each), or more queues (e.g. qpairs= for net_af_packet)",
+                info.max_rx_queues, info.max_tx_queues
+            )));
+        }
         // SAFETY: returns the NUMA socket or -1.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port_id) }.max(0);
         let pool_name = std::ffi::CString::new(format!("nm_pool_{port_id}")).unwrap();
@@ -146,14 +160,30 @@ impl DpdkDevice {
     /// how one NIC feeds several partitions, each owning a UDP port and a queue (MICA's
     /// layout). Fails, with the PMD's reason, on devices without flow rules (memif,
     /// af_packet, and tap without the kernel's multiq qdisc, among others).
-    pub fn steer_udp_port(&self, udp_port: u16, queue: u16) -> Result<(), DpdkError> {
+    /// The rule lasts as long as the returned `FlowRule`.
+    pub fn steer_udp_port(
+        self: &Arc<Self>,
+        udp_port: u16,
+        queue: u16,
+    ) -> Result<FlowRule, DpdkError> {
         let mut why = [0 as libc::c_char; 256];
-        // SAFETY: a started port; `why` has the room we pass.
+        let mut rule = std::ptr::null_mut();
+        // SAFETY: a started port; `why` has the room we pass; `rule` receives the handle.
         let rc = unsafe {
-            sys::nm_flow_steer_udp_port(self.port_id, udp_port, queue, why.as_mut_ptr(), why.len())
+            sys::nm_flow_steer_udp_port(
+                self.port_id,
+                udp_port,
+                queue,
+                &mut rule,
+                why.as_mut_ptr(),
+                why.len(),
+            )
         };
         if rc == 0 {
-            return Ok(());
+            return Ok(FlowRule {
+                device: Arc::clone(self),
+                rule,
+            });
         }
         // SAFETY: NUL-terminated by snprintf.
         let why = unsafe { CStr::from_ptr(why.as_ptr()) }.to_string_lossy();
@@ -180,6 +210,23 @@ impl DpdkDevice {
             queue_rx_packets: raw.q_ipackets[..queues].to_vec(),
             queue_tx_packets: raw.q_opackets[..queues].to_vec(),
         }
+    }
+}
+
+/// A flow rule of a device, removed when dropped (before the device, which it keeps open).
+pub struct FlowRule {
+    device: Arc<DpdkDevice>,
+    rule: *mut sys::rte_flow,
+}
+
+// SAFETY: rte_flow calls on a port are thread-safe unless the PMD says otherwise, and the
+// handle is only used once, to destroy the rule.
+unsafe impl Send for FlowRule {}
+
+impl Drop for FlowRule {
+    fn drop(&mut self) {
+        // SAFETY: a rule created on this started device and not destroyed before.
+        unsafe { sys::nm_flow_destroy(self.device.port_id, self.rule) };
     }
 }
 

@@ -6,7 +6,7 @@ mod device;
 mod port;
 mod switch_port;
 
-pub use device::{DeviceStats, DpdkDevice};
+pub use device::{DeviceStats, DpdkDevice, FlowRule};
 pub use port::DpdkPort;
 pub use switch_port::DpdkSwitchPort;
 

@@ -35,8 +35,8 @@ int nm_errno(void) { return rte_errno; }
 
 unsigned nm_lcore_id(void) { return rte_lcore_id(); }
 
-int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue, char *why,
-                           size_t why_len) {
+int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue,
+                           struct rte_flow **rule, char *why, size_t why_len) {
     struct rte_flow_attr attr = {.ingress = 1};
     struct rte_flow_item_udp udp_spec = {.hdr.dst_port = rte_cpu_to_be_16(udp_port)};
     struct rte_flow_item_udp udp_mask = {.hdr.dst_port = RTE_BE16(0xffff)};
@@ -52,13 +52,22 @@ int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue, cha
         {.type = RTE_FLOW_ACTION_TYPE_END},
     };
     struct rte_flow_error error = {0};
+    *rule = NULL;
     int rc = rte_flow_validate(port, &attr, pattern, actions, &error);
-    if (rc == 0 && rte_flow_create(port, &attr, pattern, actions, &error) == NULL)
-        rc = rte_errno != 0 ? -rte_errno : -EIO;
+    if (rc == 0) {
+        *rule = rte_flow_create(port, &attr, pattern, actions, &error);
+        if (*rule == NULL)
+            rc = rte_errno != 0 ? -rte_errno : -EIO;
+    }
     if (rc != 0 && why_len > 0) {
         snprintf(why, why_len, "%s", error.message ? error.message : rte_strerror(-rc));
     }
     return rc;
+}
+
+int nm_flow_destroy(uint16_t port, struct rte_flow *rule) {
+    struct rte_flow_error error = {0};
+    return rte_flow_destroy(port, rule, &error);
 }
 
 int nm_flow_flush(uint16_t port) {

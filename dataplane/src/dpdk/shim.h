@@ -20,9 +20,12 @@ void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len);
 int nm_errno(void);
 unsigned nm_lcore_id(void);
 
-/* Flow steering: IPv4/UDP datagrams to `udp_port` go to rx queue `queue`. Returns 0, or a
- * negative errno with the PMD's explanation in `why` (NUL-terminated, at most `why_len`). */
-int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue, char *why,
-                           size_t why_len);
+/* Flow steering: IPv4/UDP datagrams to `udp_port` go to rx queue `queue`. Returns 0 with the
+ * rule in `*rule`, or a negative errno with the PMD's explanation in `why` (NUL-terminated,
+ * at most `why_len`). */
+int nm_flow_steer_udp_port(uint16_t port, uint16_t udp_port, uint16_t queue,
+                           struct rte_flow **rule, char *why, size_t why_len);
+/* Removes one rule made by nm_flow_steer_udp_port. */
+int nm_flow_destroy(uint16_t port, struct rte_flow *rule);
 /* Removes every flow rule of `port` (before it stops). */
 int nm_flow_flush(uint16_t port);
