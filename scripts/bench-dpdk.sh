@@ -30,16 +30,17 @@ cleanup() {
 trap cleanup EXIT
 eal() { echo "-l $1 --no-pci --no-huge -m 512 --file-prefix nmbench$1 --vdev=net_memif0,role=$2,socket=$socket"; }
 
-# One measurement of each side; run `runs` times, alternating, and the medians are reported
+# Both netmigrate processes busy-poll their cores, as DPDK applications do (redis-server waits
+# in epoll, as it is built to). One measurement of each side; run `runs` times, alternating, and the medians are reported
 # (this VM's throughput drifts by tens of percent between runs).
 measure_netmigrate() {
-    "$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" \
+    "$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" --busy-poll \
         --eal "$(eal 0 server)" >/dev/null 2>"$work/server.log" &
     server_pid=$!
     for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
     taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$(eal 1 client)" \
         --records "$records" --workload c -p requestdistribution=uniform --duration "$seconds" \
-        --window "$window" --quiet --json "$work/nm.json" 2>"$work/client.log" >/dev/null
+        --window "$window" --busy-poll --quiet --json "$work/nm.json" 2>"$work/client.log" >/dev/null
     kill -INT "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
     python3 -c "
 import json,sys; r=json.load(open(sys.argv[1])); l=r['latency_us']['overall']

@@ -166,6 +166,26 @@ pub struct CompareArgs {
     pub ycsb: YcsbArgs,
 }
 
+/// How loops wait when they find no work.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct IdleArgs {
+    /// Poll without ever yielding or sleeping when idle, as DPDK lcores do: for loops with
+    /// cores of their own (a testbed, `scripts/bench-dpdk.sh`). The default spins, then
+    /// yields, then naps, so that loops can share cores.
+    #[arg(long)]
+    pub busy_poll: bool,
+}
+
+impl IdleArgs {
+    pub fn idle(self) -> dataplane::runner::Idle {
+        if self.busy_poll {
+            dataplane::runner::Idle::BusyPoll
+        } else {
+            dataplane::runner::Idle::Share
+        }
+    }
+}
+
 /// How a server lays out its data; client and server must agree.
 #[derive(Args, Debug, Clone)]
 pub struct LayoutArgs {
@@ -233,6 +253,8 @@ pub struct SwitchArgs {
     /// host is behind which device from the traffic (and floods until it knows).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
+    #[command(flatten)]
+    pub idle: IdleArgs,
 }
 
 #[derive(Args, Debug)]
@@ -363,6 +385,8 @@ pub struct ServerArgs {
     /// (a NIC port), on its queue p, steered to by a flow rule on the partition's UDP port.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
+    #[command(flatten)]
+    pub idle: IdleArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -445,6 +469,9 @@ pub struct YcsbArgs {
     /// The client's own IPv4 address on the DPDK devices.
     #[arg(long, default_value = "10.0.0.1")]
     pub client_ip: std::net::Ipv4Addr,
+    /// Client threads (and an embedded server's partitions).
+    #[command(flatten)]
+    pub idle: IdleArgs,
 
     /// In-process backend: probability that a packet is lost.
     #[arg(long, default_value_t = 0.0)]

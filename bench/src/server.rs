@@ -4,7 +4,7 @@
 use crate::transport::Fabric;
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::port::{PortStats, BURST};
-use dataplane::runner::{spawn_loop, Placement};
+use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
 use migration::{
@@ -32,6 +32,8 @@ pub struct ServerSpec {
     /// fast as the core goes. On a shared machine this keeps the servers, not the host,
     /// the bottleneck, like the paper's CPU budgets.
     pub capacity: Option<f64>,
+    /// What partition loops do when idle (busy-poll for cores of their own).
+    pub idle: Idle,
 }
 
 impl ServerSpec {
@@ -235,6 +237,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         let handle = spawn_loop(
             format!("server-p{partition}"),
             placement,
+            spec.idle,
             Arc::clone(&stop),
             state,
             PartitionLoop::poll,

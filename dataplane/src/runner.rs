@@ -17,10 +17,23 @@ pub fn shutdown_on_signals() -> std::io::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Idle back-off: spin briefly (lowest latency), then yield, then sleep in short naps.
+/// What a loop does when its polls find no work.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Spin briefly, then yield, then nap: several loops share few cores.
+    #[default]
+    Share,
+    /// Spin only, like a DPDK lcore: the loop owns its core. No wake-up delay after a
+    /// yield or a nap, at the price of a core at 100 % whatever the load.
+    BusyPoll,
+}
+
+/// Idle back-off: spin briefly (lowest latency), then yield, then sleep in short naps; or,
+/// with `Idle::BusyPoll`, spin only.
 #[derive(Debug, Default)]
 pub struct Backoff {
     idle_polls: u32,
+    idle: Idle,
 }
 
 impl Backoff {
@@ -28,21 +41,48 @@ impl Backoff {
     const YIELD_POLLS: u32 = 512;
     const NAP: Duration = Duration::from_micros(50);
 
+    pub fn new(idle: Idle) -> Backoff {
+        Backoff {
+            idle_polls: 0,
+            idle,
+        }
+    }
+
     /// Call after each poll with whether it did any work.
     pub fn after_poll(&mut self, did_work: bool) {
+        match self.next_wait(did_work) {
+            Wait::None => {}
+            Wait::Spin => std::hint::spin_loop(),
+            Wait::Yield => std::thread::yield_now(),
+            Wait::Nap => std::thread::sleep(Self::NAP),
+        }
+    }
+
+    fn next_wait(&mut self, did_work: bool) -> Wait {
         if did_work {
             self.idle_polls = 0;
-            return;
+            return Wait::None;
+        }
+        if self.idle == Idle::BusyPoll {
+            return Wait::Spin;
         }
         self.idle_polls = self.idle_polls.saturating_add(1);
         if self.idle_polls < Self::SPIN_POLLS {
-            std::hint::spin_loop();
+            Wait::Spin
         } else if self.idle_polls < Self::YIELD_POLLS {
-            std::thread::yield_now();
+            Wait::Yield
         } else {
-            std::thread::sleep(Self::NAP);
+            Wait::Nap
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    None,
+    Spin,
+    Yield,
+    Nap,
 }
 
 /// Where a loop runs.
@@ -59,6 +99,7 @@ pub enum Placement {
 pub fn spawn_loop<S, F, D, R>(
     name: String,
     placement: Placement,
+    idle: Idle,
     stop: Arc<AtomicBool>,
     mut state: S,
     mut poll: F,
@@ -76,7 +117,7 @@ where
             // is still correct.
             core_affinity::set_for_current(core_affinity::CoreId { id });
         }
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(idle);
         while !stop.load(Ordering::Relaxed) {
             let work = poll(&mut state);
             backoff.after_poll(work > 0);
@@ -134,11 +175,32 @@ mod tests {
     }
 
     #[test]
+    fn sharing_backs_off_to_naps_and_busy_polling_never_leaves_the_core() {
+        let mut sharing = Backoff::new(Idle::Share);
+        let waits: Vec<Wait> = (0..Backoff::YIELD_POLLS + 10)
+            .map(|_| sharing.next_wait(false))
+            .collect();
+        assert_eq!(waits[0], Wait::Spin);
+        assert!(waits.contains(&Wait::Yield));
+        assert_eq!(waits.last(), Some(&Wait::Nap));
+        assert_eq!(sharing.next_wait(true), Wait::None);
+        assert_eq!(
+            sharing.next_wait(false),
+            Wait::Spin,
+            "work resets the back-off"
+        );
+
+        let mut busy = Backoff::new(Idle::BusyPoll);
+        assert!((0..10 * Backoff::YIELD_POLLS).all(|_| busy.next_wait(false) == Wait::Spin));
+    }
+
+    #[test]
     fn loop_stops_when_flag_raised_and_returns_state() {
         let stop = Arc::new(AtomicBool::new(false));
         let handle = spawn_loop(
             "t".into(),
             Placement::Floating,
+            Idle::Share,
             Arc::clone(&stop),
             0u64,
             |n| {

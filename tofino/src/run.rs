@@ -4,7 +4,7 @@
 
 use crate::pipeline::{Switch, SwitchConfig, SwitchSnapshot};
 use dataplane::port::BURST;
-use dataplane::runner::{spawn_loop, Placement};
+use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port, PortStats};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +53,7 @@ pub fn start(
     port: Box<dyn Port>,
     config: SwitchConfig,
     placement: Placement,
+    idle: Idle,
 ) -> io::Result<RunningSwitch> {
     config.validate().map_err(io::Error::other)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -67,6 +68,7 @@ pub fn start(
     let handle = spawn_loop(
         "switch".into(),
         placement,
+        idle,
         Arc::clone(&stop),
         state,
         SwitchLoop::poll,

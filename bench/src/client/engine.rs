@@ -305,7 +305,7 @@ impl Engine {
         let mut exhausted = false;
         let mut polls: u32 = 0;
         // Waiting for replies spins first (lowest latency), then yields the core.
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.settings.idle);
         loop {
             let now = Instant::now();
             if !exhausted && (stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {

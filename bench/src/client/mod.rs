@@ -48,6 +48,8 @@ pub struct Settings {
     /// Fulva's client: once told a partition moved, track the migration's progress from
     /// the destination's replies and read what has not migrated from both sides.
     pub track_migrations: bool,
+    /// What client threads do while no reply arrives.
+    pub idle: dataplane::runner::Idle,
 }
 
 /// Counters all threads add to, read by the progress line.

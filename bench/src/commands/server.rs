@@ -6,7 +6,7 @@ use crate::cli::{LayoutArgs, ServerArgs};
 use crate::server::{self, ServerSpec};
 use crate::transport::{Fabric, Transport};
 use dataplane::port::FaultConfig;
-use dataplane::runner::{parse_core_list, shutdown_on_signals};
+use dataplane::runner::{parse_core_list, shutdown_on_signals, Idle};
 use kv::{GroupLayout, PartitionMap};
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
@@ -44,6 +44,7 @@ pub fn spec(
         shards: vec![layout.shard],
         capacity_per_partition: capacity,
         cores,
+        idle: Idle::Share,
     })
 }
 
@@ -57,6 +58,7 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     }
     let cores = core_list(args.cores.as_deref())?;
     let mut spec = spec(args.listen, &args.layout, args.capacity, cores)?;
+    spec.idle = args.idle.idle();
     if let Some(capacity) = args.work_capacity {
         if !(capacity.is_finite() && capacity > 0.0) {
             return fail(format!(

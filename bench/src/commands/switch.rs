@@ -43,7 +43,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
                 .map_err(|e| CommandError(format!("cannot listen on {}: {e}", args.listen)))?,
         ),
     };
-    let switch = tofino::run::start(port, config, Placement::Floating)?;
+    let switch = tofino::run::start(port, config, Placement::Floating, args.idle.idle())?;
     let control = args
         .control
         .map(|addr| {

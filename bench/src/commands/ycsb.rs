@@ -88,6 +88,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
         progress: !args.quiet,
         seed: args.seed,
         track_migrations: false,
+        idle: args.idle.idle(),
     })
 }
 
@@ -154,7 +155,8 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     let embedded = if args.embedded {
         let capacity = (spec.max_records() / u64::from(args.layout.partitions)) as usize + 1024;
         let cores = core_list(args.server_cores.as_deref())?;
-        let server_spec = server_spec(server_base, &args.layout, capacity, cores)?;
+        let mut server_spec = server_spec(server_base, &args.layout, capacity, cores)?;
+        server_spec.idle = args.idle.idle();
         Some(server::start(&fabric, &server_spec)?)
     } else {
         None

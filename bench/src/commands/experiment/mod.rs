@@ -16,7 +16,7 @@ use crate::report::{self, Consistency, Percentiles};
 use crate::server::{self, partition_addr, PartitionReport, RunningServer, ServerControl};
 use crate::transport::{Fabric, Transport};
 use dataplane::port::FaultConfig;
-use dataplane::runner::{shutdown_on_signals, Placement};
+use dataplane::runner::{shutdown_on_signals, Idle, Placement};
 use migration::control::{self, proto};
 use migration::{MigrationBudget, MigrationCounters, OutgoingPlan};
 use processes::{Addresses, Links, Processes, ServerSettings};
@@ -53,6 +53,12 @@ pub fn run(args: ExperimentArgs) -> Result<(), CommandError> {
 
 /// Runs the experiment and returns its report (also written with `--json`).
 pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError> {
+    if args.ycsb.idle.busy_poll {
+        return fail(
+            "--busy-poll is for `ycsb`, `server` and `switch` on cores of their own; an \
+             experiment shares the cores among its switch, servers and client",
+        );
+    }
     let user_sized = args.ycsb.records.is_some()
         || args.ycsb.property_file.is_some()
         || args
@@ -120,6 +126,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
                 Box::new(network.bind_gateway(addrs.switch)?),
                 switch_config,
                 Placement::Floating,
+                Idle::Share,
             )?;
             let mut source_spec =
                 server_spec(addrs.source, &ycsb.layout, table_capacity, cores.clone())?;
