@@ -170,8 +170,9 @@ pub struct CompareArgs {
 #[derive(Args, Debug, Clone, Copy)]
 pub struct IdleArgs {
     /// Poll without ever yielding or sleeping when idle, as DPDK lcores do: for loops with
-    /// cores of their own (a testbed, `scripts/bench-dpdk.sh`). The default spins, then
-    /// yields, then naps, so that loops can share cores.
+    /// cores of their own (a testbed, `scripts/bench-dpdk.sh`). In `ycsb`, for the client
+    /// threads and an embedded server's partitions; `experiment` and `compare` refuse it.
+    /// The default spins, then yields, then naps, so that loops can share cores.
     #[arg(long)]
     pub busy_poll: bool,
 }
@@ -469,7 +470,6 @@ pub struct YcsbArgs {
     /// The client's own IPv4 address on the DPDK devices.
     #[arg(long, default_value = "10.0.0.1")]
     pub client_ip: std::net::Ipv4Addr,
-    /// Client threads (and an embedded server's partitions).
     #[command(flatten)]
     pub idle: IdleArgs,
 

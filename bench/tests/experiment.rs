@@ -314,3 +314,22 @@ fn unimplemented_transports_are_refused_clearly() {
     let error = experiment::execute(*parsed).expect_err("refused");
     assert!(error.0.contains("built without DPDK"), "{}", error.0);
 }
+
+/// An experiment's switch, servers and client share the cores: busy-polling loops would
+/// starve each other, so the flag is refused before anything starts.
+#[test]
+fn busy_polling_is_refused_by_experiment_and_compare() {
+    let argv = ["netmigrate", "experiment", "--quiet", "--busy-poll"];
+    let Command::Experiment(parsed) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not an experiment");
+    };
+    let error = experiment::execute(*parsed).expect_err("refused");
+    assert!(error.0.contains("--busy-poll"), "{}", error.0);
+
+    let argv = ["netmigrate", "compare", "--quiet", "--busy-poll"];
+    let Command::Compare(parsed) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a compare");
+    };
+    let error = bench::commands::compare::run(*parsed).expect_err("refused");
+    assert!(error.0.contains("--busy-poll"), "{}", error.0);
+}

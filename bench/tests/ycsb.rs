@@ -129,6 +129,22 @@ fn udp_loopback_open_loop() {
     assert!(!report.timeline.is_empty());
 }
 
+/// Busy-polling client threads and server partitions serve the same run (no loop ever
+/// yields or naps; on 2 cores the two loops take one each).
+#[test]
+fn busy_polling_loops_run_clean() {
+    let report = run(&[
+        "--embedded",
+        "--busy-poll",
+        "--records",
+        "2000",
+        "--duration",
+        "1",
+        "--check",
+    ]);
+    assert_clean(&report);
+}
+
 #[test]
 fn bad_input_is_refused_with_a_message() {
     let parse = |args: &[&str]| {

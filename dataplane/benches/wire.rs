@@ -37,5 +37,16 @@ fn header_parse_emit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, header_parse_emit);
+/// The UDP checksum every DPDK send computes (a GET reply with a 64-byte value is ~100 bytes).
+fn internet_checksum(c: &mut Criterion) {
+    let datagram: Vec<u8> = (0..100u8).map(|i| i.wrapping_mul(31)).collect();
+    let mut group = c.benchmark_group("checksum");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("udp_100B", |b| {
+        b.iter(|| dataplane::wire::ipv4::checksum(black_box(&datagram), 0x1234))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, header_parse_emit, internet_checksum);
 criterion_main!(benches);

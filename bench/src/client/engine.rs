@@ -10,7 +10,7 @@ use crate::measure::Recorder;
 use crate::value;
 use crate::workload::WorkloadSpec;
 use dataplane::port::BURST;
-use dataplane::runner::Backoff;
+use dataplane::runner::{Backoff, Idle};
 use dataplane::wire::{
     self, Flags, HeaderRepr, KeyOp, MultiItem, MultiReplyItems, MultiRequestItems, Op, Reply,
     Request, Status, MAX_KEYS,
@@ -304,7 +304,8 @@ impl Engine {
         let mut next_due = Instant::now();
         let mut exhausted = false;
         let mut polls: u32 = 0;
-        // Waiting for replies spins first (lowest latency), then yields the core.
+        // Waiting for replies spins first (lowest latency), then yields the core, unless the
+        // thread busy-polls.
         let mut backoff = Backoff::new(self.settings.idle);
         loop {
             let now = Instant::now();
@@ -338,7 +339,7 @@ impl Engine {
                 break;
             }
             backoff.after_poll(received > 0);
-            if interval.is_some() && self.outstanding == 0 {
+            if interval.is_some() && self.outstanding == 0 && self.settings.idle == Idle::Share {
                 // Open loop and idle: nap until the next operation is due.
                 let wait = next_due.saturating_duration_since(Instant::now());
                 if wait > Duration::from_micros(100) {

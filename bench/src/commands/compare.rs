@@ -52,6 +52,12 @@ pub fn run(args: CompareArgs) -> Result<(), CommandError> {
              kernel UDP (--transport udp)",
         );
     }
+    if args.ycsb.idle.busy_poll {
+        return super::fail(
+            "--busy-poll: compare runs its switch, servers and client on shared cores; use it \
+             with `ycsb`, `server` and `switch` on cores of their own",
+        );
+    }
     let plan = runs(args.baseline_preset);
     let mut reports = Vec::new();
     let started = std::time::Instant::now();

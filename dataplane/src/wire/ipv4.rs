@@ -17,31 +17,21 @@ pub struct Ipv4Repr {
     pub payload_len: usize,
 }
 
-/// The Internet checksum (RFC 1071) of `data`, starting from a partial sum.
-///
-/// Eight bytes per step: the one's-complement sum of 16-bit words equals that of their
-/// 32-bit pairs folded back to 16 bits (2^16 ≡ 1 mod 2^16 − 1), and a 64-bit accumulator
-/// takes 32-bit addends without overflowing for any frame.
-pub fn checksum(data: &[u8], sum: u32) -> u16 {
-    let mut acc = u64::from(sum);
-    let mut words = data.chunks_exact(8);
-    for word in &mut words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let word = u64::from_be_bytes(bytes);
-        acc += (word >> 32) + (word & 0xFFFF_FFFF);
+/// The Internet checksum (RFC 1071) of `data`, starting from a partial sum (up to 20 bits,
+/// such as a pseudo-header's). The plain 16-bit loop: LLVM vectorises it, and a hand-written
+/// 64-bit accumulator measured no faster (`cargo bench -p dataplane --bench wire -- checksum`).
+pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
-    let mut pairs = words.remainder().chunks_exact(2);
-    for pair in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
     }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
     }
-    while acc > 0xFFFF {
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    }
-    !(acc as u16)
+    !(sum as u16)
 }
 
 impl Ipv4Repr {
@@ -102,10 +92,13 @@ mod tests {
     use proptest::prelude::*;
 
     /// RFC 1071 as written: 16-bit words, end-around carry.
-    fn reference(data: &[u8], mut sum: u32) -> u16 {
+    fn reference(data: &[u8], start: u32) -> u16 {
+        let mut sum = u64::from(start);
         for pair in data.chunks(2) {
             let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
+            sum += u64::from(word);
+        }
+        while sum > 0xFFFF {
             sum = (sum & 0xFFFF) + (sum >> 16);
         }
         !(sum as u16)
@@ -115,7 +108,7 @@ mod tests {
         #[test]
         fn agrees_with_rfc_1071(
             data in proptest::collection::vec(any::<u8>(), 0..1600),
-            start in 0u32..0x3_FFFF,
+            start in 0u32..=0xF_FFFF,
         ) {
             prop_assert_eq!(checksum(&data, start), reference(&data, start));
         }
@@ -126,5 +119,7 @@ mod tests {
         // 0xFFFF words: the sum stays 0xFFFF (negative zero), its complement 0.
         assert_eq!(checksum(&[0xFF; 64], 0), 0);
         assert_eq!(checksum(&[], 0), 0xFFFF);
+        // A start sum above 16 bits folds its carry back in.
+        assert_eq!(checksum(&[], 0x1_0000), 0xFFFE);
     }
 }
