@@ -316,3 +316,44 @@ fn abort_is_an_empty_stream_message() {
     assert!(wire::Op::MigrateAbortAck.is_migration_stream_ack());
     assert!(StreamMessage::parse(parsed.op, &[0]).is_err());
 }
+
+/// Versions and version clocks from another server stay below 2^63: a forged clock of
+/// u64::MAX would otherwise make the receiving partition's clock wrap to 0 on its next write.
+#[test]
+fn versions_and_clocks_of_2_63_or_more_are_refused() {
+    use dataplane::wire::{push_item, MAX_VERSION};
+    let round_trip = |message: StreamMessage<'_>| {
+        let mut body = [0u8; 1500];
+        let len = message.emit(&mut body).unwrap();
+        StreamMessage::parse(message.op(), &body[..len]).map(|_| ())
+    };
+    for clock in [MAX_VERSION, MAX_VERSION + 1, u64::MAX] {
+        let expected = if clock <= MAX_VERSION {
+            Ok(())
+        } else {
+            Err(WireError::VersionOutOfRange)
+        };
+        assert_eq!(
+            round_trip(StreamMessage::Terminate { floor_clock: clock }),
+            expected
+        );
+        let start = StreamMessage::GroupStart {
+            group: 3,
+            floor_clock: clock,
+        };
+        assert_eq!(round_trip(start), expected);
+        let mut items = Vec::new();
+        let item = MigratedItem {
+            key: b"k",
+            value: Some(b"v"),
+            version: clock,
+        };
+        assert!(push_item(&mut items, 1000, &item));
+        let data = StreamMessage::Data {
+            group: 3,
+            count: 1,
+            items: &items,
+        };
+        assert_eq!(round_trip(data), expected);
+    }
+}

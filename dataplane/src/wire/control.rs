@@ -171,7 +171,7 @@ impl<'a> StreamMessage<'a> {
                 let source_shard = c.u16()?;
                 let partitions = c.u16()?;
                 let entries = c.u32()?;
-                let source_clock = c.u64()?;
+                let source_clock = c.version()?;
                 let protocol = Protocol::from_u8(c.u8()?)?;
                 let parallel_pulls = c.u8()?;
                 reserved(&mut c, 6)?;
@@ -189,12 +189,12 @@ impl<'a> StreamMessage<'a> {
                 reserved(&mut c, 4)?;
                 StreamMessage::GroupStart {
                     group,
-                    floor_clock: c.u64()?,
+                    floor_clock: c.version()?,
                 }
             }
             Op::GroupComplete => StreamMessage::GroupComplete { group: c.u32()? },
             Op::Terminate => StreamMessage::Terminate {
-                floor_clock: c.u64()?,
+                floor_clock: c.version()?,
             },
             Op::MigrateAbort => StreamMessage::Abort,
             Op::MigrateData => {
@@ -364,7 +364,7 @@ pub(super) fn next_item<'a>(c: &mut Cursor<'a>) -> Result<MigratedItem<'a>, Wire
     let key_len = c.u8()?;
     let flags = c.u8()?;
     let value_len = c.u16()?;
-    let version = c.u64()?;
+    let version = c.version()?;
     if key_len == 0 {
         return Err(WireError::BadKeyLength);
     }

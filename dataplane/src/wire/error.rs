@@ -34,4 +34,6 @@ pub enum WireError {
     BadChecksum,
     #[error("scan positions out of order (an empty run, or a reply going backwards)")]
     BadScanRange,
+    #[error("a version or version clock of 2^63 or more")]
+    VersionOutOfRange,
 }

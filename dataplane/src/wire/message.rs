@@ -85,6 +85,15 @@ impl<'a> Cursor<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
+    /// An entry version or a version clock another server sent: below 2^63, so that a
+    /// partition's clock, which only ever counts up from the largest it has seen, cannot wrap.
+    pub(crate) fn version(&mut self) -> Result<u64, WireError> {
+        let version = self.u64()?;
+        if version > super::MAX_VERSION {
+            return Err(WireError::VersionOutOfRange);
+        }
+        Ok(version)
+    }
     pub(crate) fn key(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.u8()?;
         if len == 0 {

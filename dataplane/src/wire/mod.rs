@@ -37,6 +37,10 @@ pub const MAX_KEY_LEN: usize = 255;
 /// of its GET reply. Longer keys leave less room: every message must fit `MAX_PAYLOAD`.
 pub const MAX_VALUE_LEN: usize = MAX_PAYLOAD - HEADER_LEN - message::PUT_FIXED_LEN - 1;
 
+/// Largest entry version or version clock a migration message may carry (2^63 − 1); larger
+/// ones are refused with `WireError::VersionOutOfRange`.
+pub const MAX_VERSION: u64 = (1 << 63) - 1;
+
 /// Longest key plus value a server stores. Every migration message must carry an entry in
 /// one frame, and a write passed on in the stream (LATE_WRITE) has the most overhead; a
 /// longer write is refused with ERROR.
