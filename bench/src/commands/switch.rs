@@ -74,7 +74,8 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     eprintln!(
         "switch: forwarded {}, to source {}, double reads {}, redirects {}, multi-key splits {}, \
          false in-flight {}, false done {}; control applied {} (duplicates {}, gaps {}, errors \
-         {}), pairs installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {}",
+         {}), pairs installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {} \
+         flooded {}",
         c.forwarded,
         c.to_source,
         c.double_reads,
@@ -93,6 +94,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
         port.tx_packets,
         port.tx_dropped,
         port.rx_rejected,
+        port.flooded,
     );
     if let Some(devices) = fabric.device_report() {
         eprint!("{devices}");

@@ -24,7 +24,7 @@ pub struct DpdkSwitchPort {
     first: usize,
     outgoing: Vec<Vec<Box<Packet>>>,
     /// Datagrams sent on every link because their destination was not known yet.
-    pub flooded: u64,
+    flooded: u64,
 }
 
 impl DpdkSwitchPort {
@@ -113,7 +113,10 @@ impl Port for DpdkSwitchPort {
     }
 
     fn stats(&self) -> PortStats {
-        let mut total = PortStats::default();
+        let mut total = PortStats {
+            flooded: self.flooded,
+            ..PortStats::default()
+        };
         for link in &self.links {
             total.add(&link.stats());
         }

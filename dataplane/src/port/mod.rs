@@ -97,6 +97,9 @@ pub struct PortStats {
     pub injected_losses: u64,
     pub injected_duplicates: u64,
     pub injected_reorders: u64,
+    /// A switch host's datagrams sent out of every link but the ingress one, for want of a
+    /// route to their destination yet.
+    pub flooded: u64,
 }
 
 impl PortStats {
@@ -110,6 +113,7 @@ impl PortStats {
         self.injected_losses += other.injected_losses;
         self.injected_duplicates += other.injected_duplicates;
         self.injected_reorders += other.injected_reorders;
+        self.flooded += other.flooded;
     }
 }
 
