@@ -72,7 +72,7 @@ mod dpdk {
                  rte_eth_dev_stop|rte_eth_dev_close|rte_eth_dev_info_get|rte_eth_macaddr_get|\
                  rte_eth_stats_get|rte_eth_promiscuous_enable|rte_eth_dev_get_name_by_port|\
                  rte_eth_dev_socket_id|rte_socket_id|rte_strerror|rte_thread_register|\
-                 rte_thread_unregister",
+                 rte_thread_unregister|rte_eal_get_runtime_dir",
             )
             .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_ether_addr")
             .allowlist_var("RTE_ETH_MQ_RX_RSS|RTE_ETH_RSS_UDP|RTE_ETH_RSS_IP|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_MAX_ETHPORTS")

@@ -74,14 +74,11 @@ impl Fabric {
         }
     }
 
-    /// Closes the backend; for DPDK, stops the devices and the EAL (call once, at exit,
-    /// after every port is dropped).
+    /// Closes the backend; for DPDK, stops the devices and the EAL (at exit, after every
+    /// port is dropped). Dropping the last handle does the same, so an early error return
+    /// cleans up too.
     pub fn shutdown(self) {
-        #[cfg(feature = "dpdk")]
-        if let Fabric::Dpdk(fabric) = self {
-            drop(fabric);
-            dataplane::dpdk::cleanup();
-        }
+        drop(self);
     }
 
     /// This fabric with every port's traffic going through the software switch at `switch`
@@ -154,6 +151,14 @@ mod dpdk {
                 ));
             };
             sys::init_eal(eal).map_err(io::Error::other)?;
+            // Once the EAL runs, a failure stops it again (and removes its runtime files).
+            Self::open_devices(lanes).map_err(|error| {
+                sys::cleanup();
+                error
+            })
+        }
+
+        fn open_devices(lanes: usize) -> io::Result<Arc<DpdkFabric>> {
             let count = sys::device_count();
             if count == 0 {
                 return Err(io::Error::other(
@@ -260,6 +265,21 @@ mod dpdk {
                 .map(|device| DpdkPort::gateway(Arc::clone(device), 0, addr))
                 .collect();
             DpdkSwitchPort::new(links)
+        }
+    }
+
+    impl Drop for DpdkFabric {
+        /// The last handle stops the devices, then the EAL, unless a device is still in use
+        /// elsewhere (then the process is going down with it anyway).
+        fn drop(&mut self) {
+            let mut still_used = false;
+            for device in std::mem::take(&mut self.devices) {
+                still_used |= Arc::strong_count(&device) > 1;
+                drop(device);
+            }
+            if !still_used {
+                sys::cleanup();
+            }
         }
     }
 

@@ -189,6 +189,9 @@ fn two_partitions_on(prefix: &str, vdev: &str) -> String {
     let stderr = String::from_utf8_lossy(&server.stderr).into_owned();
     assert!(!server.status.success(), "{stderr}");
     assert!(stderr.contains("its own device"), "{stderr}");
+    // The EAL was stopped on the way out: its runtime files (MiBs in a tmpfs) are gone.
+    let runtime = Path::new("/var/run/dpdk").join(prefix);
+    assert!(!runtime.exists(), "{} left behind", runtime.display());
     stderr
 }
 

@@ -118,10 +118,21 @@ pub fn register_thread() -> Result<(), DpdkError> {
     }
 }
 
-/// Stops the EAL; call once at exit, after every device is closed.
+/// Stops the EAL; call once at exit, after every device is closed. Also removes the EAL's
+/// runtime directory (`/var/run/dpdk/<file-prefix>`), which `rte_eal_cleanup` leaves behind:
+/// without hugepages it holds a few MiB of memory maps, in a tmpfs, per run.
 pub fn cleanup() {
     if matches!(EAL.get(), Some(Ok(()))) {
+        // SAFETY: the EAL was started; returns its runtime directory's path.
+        let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: the EAL was started; nothing uses it any more.
         unsafe { sys::rte_eal_cleanup() };
+        // Only a per-prefix directory: never the parent holding other processes' prefixes.
+        let path = std::path::Path::new(&runtime_dir);
+        if path.parent().is_some_and(|parent| parent.ends_with("dpdk")) {
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
 }
