@@ -152,10 +152,7 @@ mod dpdk {
             };
             sys::init_eal(eal).map_err(io::Error::other)?;
             // Once the EAL runs, a failure stops it again (and removes its runtime files).
-            Self::open_devices(lanes).map_err(|error| {
-                sys::cleanup();
-                error
-            })
+            Self::open_devices(lanes).inspect_err(|_| sys::cleanup())
         }
 
         fn open_devices(lanes: usize) -> io::Result<Arc<DpdkFabric>> {
