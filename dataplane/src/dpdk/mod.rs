@@ -11,6 +11,7 @@ pub use port::DpdkPort;
 pub use switch_port::DpdkSwitchPort;
 
 use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 #[allow(
@@ -51,11 +52,18 @@ fn last_error() -> i32 {
 }
 
 static EAL: OnceLock<Result<(), DpdkError>> = OnceLock::new();
+/// Raised by `cleanup`: the EAL can neither stop twice nor start again.
+static EAL_STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the EAL once per process with `args` (as given to `--eal`, split on white space,
 /// e.g. `-l 0-1 --no-pci --in-memory --vdev=net_memif0,role=server`). Later calls return the
 /// first outcome: DPDK cannot start twice in one process.
 pub fn init_eal(args: &str) -> Result<(), DpdkError> {
+    if EAL_STOPPED.load(Ordering::SeqCst) {
+        return Err(DpdkError(
+            "DPDK's EAL was already stopped in this process and cannot start again".into(),
+        ));
+    }
     EAL.get_or_init(|| start_eal(args)).clone()
 }
 
@@ -122,7 +130,7 @@ pub fn register_thread() -> Result<(), DpdkError> {
 /// runtime directory (`/var/run/dpdk/<file-prefix>`), which `rte_eal_cleanup` leaves behind:
 /// without hugepages it holds a few MiB of memory maps, in a tmpfs, per run.
 pub fn cleanup() {
-    if matches!(EAL.get(), Some(Ok(()))) {
+    if matches!(EAL.get(), Some(Ok(()))) && !EAL_STOPPED.swap(true, Ordering::SeqCst) {
         // SAFETY: the EAL was started; returns its runtime directory's path.
         let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) }
             .to_string_lossy()
