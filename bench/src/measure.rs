@@ -44,7 +44,9 @@ impl Recorder {
     pub fn record(&mut self, at: Duration, latency_ns: u64) {
         let latency_ns = latency_ns.clamp(1, MAX_LATENCY_NS);
         self.overall.saturating_record(latency_ns);
-        let slot = (at.as_nanos() / SLOT.as_nanos()) as usize;
+        // 64-bit divisions: this runs once per operation, and u128 division is a libcall.
+        let at_ns = at.as_nanos() as u64;
+        let slot = (at_ns / SLOT.as_nanos() as u64) as usize;
         while self.slots.len() <= slot {
             self.slots.push(Slot {
                 ops: 0,
@@ -53,7 +55,7 @@ impl Recorder {
         }
         self.slots[slot].ops += 1;
         self.slots[slot].latency.saturating_record(latency_ns);
-        let tick = (at.as_nanos() / TICK.as_nanos()) as usize;
+        let tick = (at_ns / TICK.as_nanos() as u64) as usize;
         if self.activity.len() <= tick / 64 {
             self.activity.resize(tick / 64 + 1, 0);
         }

@@ -328,8 +328,12 @@ impl Engine {
                 }
             }
             self.flush();
-            let received = self.receive(inserts);
-            self.expire_timers(Instant::now(), inserts);
+            // One clock read per poll when nothing arrives: timers need only the poll's time.
+            let (received, now) = match self.receive(inserts) {
+                Some((received, at)) => (received, at),
+                None => (0, now),
+            };
+            self.expire_timers(now, inserts);
             self.flush();
             polls = polls.wrapping_add(1);
             if polls % 64 == 0 {
@@ -585,12 +589,12 @@ impl Engine {
         }
     }
 
-    /// Handles the replies that arrived; returns how many.
-    fn receive(&mut self, inserts: &InsertCounter) -> usize {
+    /// Handles the replies that arrived; returns how many and when, if any did.
+    fn receive(&mut self, inserts: &InsertCounter) -> Option<(usize, Instant)> {
         let _ = self.port.recv(&mut self.rx, BURST);
         let received = self.rx.len();
         if received == 0 {
-            return 0;
+            return None;
         }
         let now = Instant::now();
         let mut rx = std::mem::take(&mut self.rx);
@@ -599,7 +603,7 @@ impl Engine {
             self.port.release(packet);
         }
         self.rx = rx;
-        received
+        Some((received, now))
     }
 
     fn on_reply(&mut self, payload: &[u8], now: Instant, inserts: &InsertCounter) {
