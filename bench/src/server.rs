@@ -253,8 +253,17 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             commands,
             published: published_reports,
             tickets: Arc::default(),
+            starting: Arc::default(),
         },
     })
+}
+
+/// A start that some partition refused: the partitions that did start must not move the
+/// shard alone, so the migration is aborted (they take the shard back, as after any abort).
+fn call_back(ticket: &MigrationTicket, refused: String) -> String {
+    // Nothing has committed this early, so the abort is always taken.
+    let _ = ticket.abort();
+    format!("{refused}; any partition that had started was called back")
 }
 
 /// Sends commands to a running server's partitions and reads what they publish; clones
@@ -266,6 +275,9 @@ pub struct ServerControl {
     published: Vec<Arc<Mutex<PartitionReport>>>,
     /// The latest migration out of each shard (to abort it).
     tickets: Arc<Mutex<HashMap<u16, Arc<MigrationTicket>>>>,
+    /// Held while a migration starts: two starts whose commands interleaved could each
+    /// win some of the partitions and split the shard between two destinations.
+    starting: Arc<Mutex<()>>,
 }
 
 impl RunningServer {
@@ -287,6 +299,7 @@ impl ServerControl {
         plan: impl Fn(u32) -> OutgoingPlan,
         serve_per_s: Option<f64>,
     ) -> Result<(), String> {
+        let _one_start_at_a_time = self.starting.lock().expect("start lock poisoned");
         let ticket = Arc::new(MigrationTicket::fresh());
         let shard = plan(0).shard;
         let mut answers = Vec::new();
@@ -296,21 +309,26 @@ impl ServerControl {
                 ticket: Arc::clone(&ticket),
                 ..plan(partition as u32)
             };
-            commands
-                .send(Command::MigrateOut {
-                    plan,
-                    serve_per_s,
-                    started,
-                })
-                .map_err(|_| format!("partition {partition} has stopped"))?;
+            let sent = commands.send(Command::MigrateOut {
+                plan,
+                serve_per_s,
+                started,
+            });
+            if sent.is_err() {
+                return Err(call_back(
+                    &ticket,
+                    format!("partition {partition} has stopped"),
+                ));
+            }
             answers.push(answer);
         }
         for (partition, answer) in answers.into_iter().enumerate() {
-            match answer.recv_timeout(Duration::from_secs(5)) {
-                Ok(Ok(())) => {}
-                Ok(Err(refused)) => return Err(format!("partition {partition}: {refused}")),
-                Err(_) => return Err(format!("partition {partition} did not answer")),
-            }
+            let refused = match answer.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(())) => continue,
+                Ok(Err(refused)) => format!("partition {partition}: {refused}"),
+                Err(_) => format!("partition {partition} did not answer"),
+            };
+            return Err(call_back(&ticket, refused));
         }
         // Only a migration that started can be aborted.
         self.tickets

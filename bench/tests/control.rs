@@ -154,3 +154,84 @@ fn the_control_api_validates_starts_once_and_reports() {
     server.stop();
     fabric.shutdown();
 }
+
+/// Polls `done` for up to 10 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_start_is_all_partitions_or_none_and_starts_do_not_interleave() {
+    use bench::server::partition_addr;
+    use migration::ticket::MigrationTicket;
+    use migration::{OutgoingPlan, Protocol as MigrationProtocol};
+    use std::sync::Arc;
+
+    let fabric = Fabric::new(Transport::Memory, FaultConfig::default(), None, 1).unwrap();
+    let source = bench::server::start(
+        &fabric,
+        &spec("10.0.0.2:7100".parse().unwrap(), &layout(), 1024, None).unwrap(),
+    )
+    .unwrap();
+    let destination = bench::server::start(
+        &fabric,
+        &spec("10.0.0.3:7100".parse().unwrap(), &layout(), 1024, None).unwrap(),
+    )
+    .unwrap();
+    let control = source.control();
+    let plan = |shard: u16, partition: u32| OutgoingPlan {
+        shard,
+        destination: partition_addr("10.0.0.3:7100".parse().unwrap(), partition),
+        destination_shard: 3,
+        switch: "0.0.0.0:0".parse().unwrap(),
+        source: "10.0.0.2:7100".parse().unwrap(),
+        items_per_s: None,
+        pipeline: 64,
+        protocol: MigrationProtocol::Fulva,
+        ticket: Arc::new(MigrationTicket::new(0)), // replaced by `migrate_out`
+    };
+    let status = |control: &bench::server::ServerControl| {
+        proto::MigrationStatus::from(&control.migration_counters())
+    };
+
+    // Partition 1 is asked for a shard it does not host and refuses; partition 0 had
+    // started, and must not move its part of the shard alone.
+    let error = control
+        .migrate_out(|p| plan(if p == 1 { 9 } else { 3 }, p), None)
+        .expect_err("partition 1 refuses");
+    assert!(
+        error.contains("partition 1") && error.contains("called back"),
+        "{error}"
+    );
+    eventually("partition 0 takes the shard back", || {
+        let s = status(&control);
+        s.outgoing_active == 0 && s.outgoing_aborted
+    });
+
+    // Two starts at once: one wins every partition, the other none.
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| control.migrate_out(|p| plan(3, p), None)))
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(refused.contains("already migrating"), "{refused}");
+    eventually("the winner's migration finishes", || {
+        status(&control).outgoing_finished
+    });
+    destination.stop();
+    source.stop();
+}

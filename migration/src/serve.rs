@@ -372,6 +372,9 @@ impl PartitionServer {
     pub fn handle_burst(&mut self, packets: &mut [Box<Packet>], replies: &mut Vec<bool>) {
         const D: usize = 16;
         replies.clear();
+        if packets.is_empty() {
+            return; // An idle poll: no pipeline to fill or drain.
+        }
         self.targets.clear();
         for packet in packets.iter() {
             let target = self.target(packet);
