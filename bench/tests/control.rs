@@ -234,4 +234,5 @@ fn a_start_is_all_partitions_or_none_and_starts_do_not_interleave() {
     });
     destination.stop();
     source.stop();
+    fabric.shutdown();
 }
