@@ -1,5 +1,8 @@
 //! One core's serving cost, 8-byte keys and 64-byte values, zipf 0.99 (scrambled) over 10 M
 //! keys: kv get/put, and the full request path (parse → lookup → build reply in place).
+//!
+//! For diagnosis, `NM_SERVING_RECORDS`, `NM_SERVING_DISTRIBUTION` (zipfian, uniform, ...) and
+//! `NM_SERVING_BURST` change the key count, the key distribution and the burst size.
 
 use bench::workload::{KeyChooser, WorkloadSpec};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -17,6 +20,16 @@ const RECORDS: u64 = 10_000_000;
 const SAMPLES: usize = 1 << 16;
 const BURST: usize = 32;
 
+/// `NM_SERVING_<name>` parsed, or `default` when unset.
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(format!("NM_SERVING_{name}")) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("NM_SERVING_{name}={text} does not parse")),
+        Err(_) => default,
+    }
+}
+
 struct Setup {
     server: PartitionServer,
     keys: Vec<[u8; 8]>,
@@ -27,20 +40,25 @@ struct Setup {
 
 fn setup() -> Setup {
     let mut spec = WorkloadSpec::builtin("c").unwrap();
-    spec.record_count = RECORDS;
+    let records = knob("RECORDS", RECORDS);
+    spec.record_count = records;
+    if let Ok(name) = std::env::var("NM_SERVING_DISTRIBUTION") {
+        spec.distribution = bench::workload::Distribution::from_name(&name)
+            .unwrap_or_else(|| panic!("NM_SERVING_DISTRIBUTION={name} is not a distribution"));
+    }
     let map = PartitionMap::new(GroupLayout::new(16).unwrap(), 1).unwrap();
-    let mut server = PartitionServer::new(&map, 0, &[0], RECORDS as usize);
+    let mut server = PartitionServer::new(&map, 0, &[0], records as usize);
     let table = server.table_mut(0).unwrap();
     let value = [7u8; 64];
     let mut key = [0u8; 8];
-    for record in 0..RECORDS {
+    for record in 0..records {
         spec.key_of(record, &mut key);
         table.put(key_hash(&key), &key, &value);
     }
     let mut chooser = KeyChooser::new(&spec, 1);
     let mut keys = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
-        spec.key_of(chooser.next_record(RECORDS), &mut key);
+        spec.key_of(chooser.next_record(records), &mut key);
         keys.push(key);
     }
     let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
@@ -117,11 +135,12 @@ fn serving(c: &mut Criterion) {
         })
     });
     // As the server loop runs it: bursts of 32, prefetched.
-    let mut burst: Vec<Box<Packet>> = (0..BURST).map(|_| Packet::new_boxed()).collect();
-    let mut replies = Vec::with_capacity(BURST);
+    let burst_size = knob("BURST", BURST);
+    let mut burst: Vec<Box<Packet>> = (0..burst_size).map(|_| Packet::new_boxed()).collect();
+    let mut replies = Vec::with_capacity(burst_size);
     group.bench_function("request_path_get_burst32", |b| {
         b.iter(|| {
-            for requests in s.gets.chunks(BURST) {
+            for requests in s.gets.chunks(burst_size) {
                 for (packet, request) in burst.iter_mut().zip(requests) {
                     packet.buffer_mut()[..request.len()].copy_from_slice(request);
                     packet.set_len(request.len());
