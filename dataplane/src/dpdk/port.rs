@@ -24,11 +24,16 @@ pub struct DpdkPort {
     /// MAC addresses learned from ARP and from received datagrams.
     neighbours: Neighbours,
     pool: Pool,
+    /// A burst's mbufs, with each one's data pointer and its length (received) or room
+    /// (taken to send), filled by the shim in one call per burst.
     mbufs: [*mut sys::rte_mbuf; BURST],
+    data: [*mut u8; BURST],
+    lens: [u16; BURST],
     stats: PortStats,
     /// Frames not for this port (other address, other protocol, malformed).
     pub rx_ignored: u64,
-    warned_unregistered: bool,
+    /// The driving thread is an EAL lcore, or could not become one (warned once).
+    registered: bool,
     /// A switch host's port: takes every UDP datagram whatever its destination, answers
     /// ARP for every address but the asker's, and sends with each packet's own source.
     gateway: bool,
@@ -50,9 +55,11 @@ impl DpdkPort {
             neighbours: Neighbours::default(),
             pool: Pool::default(),
             mbufs: [std::ptr::null_mut(); BURST],
+            data: [std::ptr::null_mut(); BURST],
+            lens: [0; BURST],
             stats: PortStats::default(),
             rx_ignored: 0,
-            warned_unregistered: false,
+            registered: false,
             gateway: false,
             own_macs: Vec::new(),
         }
@@ -81,12 +88,12 @@ impl DpdkPort {
         self.neighbours.learn(ip, mac);
     }
 
-    fn frame<'m>(mbuf: *mut sys::rte_mbuf) -> &'m mut [u8] {
-        // SAFETY: a single-segment mbuf we own; data and tailroom are inside its buffer.
-        unsafe {
-            let len = sys::nm_mbuf_data_len(mbuf) as usize + sys::nm_mbuf_tailroom(mbuf) as usize;
-            std::slice::from_raw_parts_mut(sys::nm_mbuf_data(mbuf), len)
-        }
+    /// The room of the `i`th mbuf taken by `alloc_mbufs`. It lives in the mbuf, not in
+    /// `self`: write the frame, then its length into `self.lens[i]`.
+    fn room<'m>(&self, i: usize) -> &'m mut [u8] {
+        // SAFETY: an mbuf we own and have not sent; `lens[i]` bytes from `data[i]` lie in its
+        // buffer, which nothing else references.
+        unsafe { std::slice::from_raw_parts_mut(self.data[i], usize::from(self.lens[i])) }
     }
 
     /// Handles one received frame: a datagram for us goes to `rx`, an ARP request for our
@@ -157,21 +164,19 @@ impl DpdkPort {
         }
     }
 
-    /// Sends frames already built in `self.mbufs[..count]`; frees what the queue refuses.
+    /// Sends the frames built in `self.mbufs[..count]`, each `self.lens[i]` bytes long (the
+    /// shim frees what the queue refuses).
     fn transmit(&mut self, count: usize) -> usize {
-        // SAFETY: the first `count` mbufs are ours and hold complete frames.
+        // SAFETY: the first `count` mbufs are ours and hold complete frames of those lengths.
         let sent = usize::from(unsafe {
-            sys::nm_tx_burst(
+            sys::nm_tx_frames(
                 self.device.port_id,
                 self.queue,
                 self.mbufs.as_mut_ptr(),
+                self.lens.as_ptr(),
                 count as u16,
             )
         });
-        for &mbuf in &self.mbufs[sent..count] {
-            // SAFETY: not taken by the driver, still ours.
-            unsafe { sys::nm_pktmbuf_free(mbuf) };
-        }
         self.stats.tx_dropped += (count - sent) as u64;
         sent
     }
@@ -182,7 +187,7 @@ impl DpdkPort {
             return;
         }
         for (i, reply) in replies[..count].iter().enumerate() {
-            let frame = Self::frame(self.mbufs[i]);
+            let frame = self.room(i);
             let eth = EthernetRepr {
                 dst: reply.target_mac,
                 src: self.device.mac,
@@ -192,36 +197,39 @@ impl DpdkPort {
                 .emit(frame)
                 .and_then(|()| reply.emit(&mut frame[ethernet::HEADER_LEN..]));
             debug_assert!(built.is_ok(), "an mbuf holds an ARP frame");
-            // SAFETY: our mbuf; the frame is 42 bytes long.
-            unsafe {
-                sys::nm_mbuf_set_len(
-                    self.mbufs[i],
-                    (ethernet::HEADER_LEN + arp::PACKET_LEN) as u16,
-                )
-            };
+            self.lens[i] = (ethernet::HEADER_LEN + arp::PACKET_LEN) as u16;
         }
         self.transmit(count);
     }
 
     /// The thread driving this port becomes an EAL lcore (per-lcore mempool caches) the
-    /// first time it uses the port. Without a free lcore id it still works, uncached.
+    /// first time it uses the port. A port stays with the thread that first drives it (a thread that is not an lcore
+    /// still works, without the pool's per-lcore cache).
     fn register_thread_once(&mut self) {
+        if self.registered {
+            return;
+        }
+        self.registered = true;
         // SAFETY: reads the calling thread's lcore id.
         if unsafe { sys::nm_lcore_id() } != u32::MAX {
             return;
         }
         if let Err(error) = super::register_thread() {
-            if !self.warned_unregistered {
-                eprintln!("netmigrate: warning: {error}");
-                self.warned_unregistered = true;
-            }
+            eprintln!("netmigrate: warning: {error}");
         }
     }
 
+    /// Takes `count` mbufs into `self.mbufs`, their rooms into `self.data` / `self.lens`.
     fn alloc_mbufs(&mut self, count: usize) -> bool {
-        // SAFETY: fills `count` slots of our array from the device's pool, or none.
+        // SAFETY: fills `count` slots of our arrays from the device's pool, or none.
         let rc = unsafe {
-            sys::nm_pktmbuf_alloc_bulk(self.device.pool, self.mbufs.as_mut_ptr(), count as u32)
+            sys::nm_alloc_frames(
+                self.device.pool,
+                self.mbufs.as_mut_ptr(),
+                self.data.as_mut_ptr(),
+                self.lens.as_mut_ptr(),
+                count as u32,
+            )
         };
         if rc != 0 {
             self.stats.tx_dropped += count as u64;
@@ -236,28 +244,25 @@ impl Port for DpdkPort {
         let want = max.min(BURST) as u16;
         // SAFETY: room for `want` mbuf pointers; the driver hands us ownership of each.
         let received = usize::from(unsafe {
-            sys::nm_rx_burst(
+            sys::nm_rx_frames(
                 self.device.port_id,
                 self.queue,
                 self.mbufs.as_mut_ptr(),
+                self.data.as_mut_ptr(),
+                self.lens.as_mut_ptr(),
                 want,
             )
         });
         let before = rx.len();
         let mut arp_replies = Vec::new();
-        let mbufs = self.mbufs;
-        for &mbuf in &mbufs[..received] {
-            // SAFETY: a received mbuf we own until freed below.
-            let frame = unsafe {
-                std::slice::from_raw_parts(
-                    sys::nm_mbuf_data(mbuf),
-                    usize::from(sys::nm_mbuf_data_len(mbuf)),
-                )
-            };
+        for i in 0..received {
+            // SAFETY: a received frame we own until freed below.
+            let frame =
+                unsafe { std::slice::from_raw_parts(self.data[i], usize::from(self.lens[i])) };
             self.accept(frame, rx, &mut arp_replies);
-            // SAFETY: done with it; the payload was copied.
-            unsafe { sys::nm_pktmbuf_free(mbuf) };
         }
+        // SAFETY: ours, and every payload was copied out.
+        unsafe { sys::nm_free_bulk(self.mbufs.as_mut_ptr(), received as u32) };
         self.send_arp_replies(&arp_replies);
         Ok(rx.len() - before)
     }
@@ -273,17 +278,15 @@ impl Port for DpdkPort {
                 }
                 continue;
             }
+            // Frame `built` goes into mbuf `built`; a datagram too long for it leaves the
+            // mbuf to the next one.
             let mut built = 0;
             for packet in tx.drain(..count) {
-                let mbuf = self.mbufs[built];
-                let frame = Self::frame(mbuf);
+                let frame = self.room(built);
                 let payload = packet.payload();
                 let total = FRAME_OVERHEAD + payload.len();
                 if total > frame.len() {
                     self.stats.tx_dropped += 1;
-                    // SAFETY: ours, unused.
-                    unsafe { sys::nm_pktmbuf_free(mbuf) };
-                    self.mbufs.copy_within(built + 1..count, built);
                     self.pool.give(packet);
                     continue;
                 }
@@ -312,11 +315,16 @@ impl Port for DpdkPort {
                     .and_then(|()| ip.emit(&mut frame[at_ip..]))
                     .and_then(|()| eth.emit(frame));
                 debug_assert!(framed.is_ok(), "the frame fits the mbuf");
-                // SAFETY: our mbuf; `total` bytes are written.
-                unsafe { sys::nm_mbuf_set_len(mbuf, total as u16) };
+                self.lens[built] = total as u16;
                 self.stats.tx_bytes += payload.len() as u64;
                 self.pool.give(packet);
                 built += 1;
+            }
+            if built < count {
+                // SAFETY: taken above and left unused, still ours.
+                unsafe {
+                    sys::nm_free_bulk(self.mbufs[built..].as_mut_ptr(), (count - built) as u32)
+                };
             }
             let sent = self.transmit(built);
             self.stats.tx_packets += sent as u64;

@@ -3,32 +3,43 @@
 #include <errno.h>
 #include <stdio.h>
 
-uint16_t nm_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
-    return rte_eth_rx_burst(port, queue, pkts, n);
+uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
+                      uint16_t *lens, uint16_t n) {
+    uint16_t received = rte_eth_rx_burst(port, queue, pkts, n);
+    for (uint16_t i = 0; i < received; i++) {
+        data[i] = rte_pktmbuf_mtod(pkts[i], uint8_t *);
+        lens[i] = rte_pktmbuf_data_len(pkts[i]);
+    }
+    return received;
 }
 
-uint16_t nm_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
-    return rte_eth_tx_burst(port, queue, pkts, n);
+void nm_free_bulk(struct rte_mbuf **pkts, unsigned n) { rte_pktmbuf_free_bulk(pkts, n); }
+
+int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **data,
+                    uint16_t *rooms, unsigned n) {
+    int rc = rte_pktmbuf_alloc_bulk(pool, pkts, n);
+    if (rc != 0)
+        return rc;
+    for (unsigned i = 0; i < n; i++) {
+        data[i] = rte_pktmbuf_mtod(pkts[i], uint8_t *);
+        rooms[i] = rte_pktmbuf_data_len(pkts[i]) + rte_pktmbuf_tailroom(pkts[i]);
+    }
+    return 0;
 }
 
-int nm_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned n) {
-    return rte_pktmbuf_alloc_bulk(pool, mbufs, n);
-}
-
-void nm_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
-
-uint8_t *nm_mbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
-
-uint16_t nm_mbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
-
-uint16_t nm_mbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
-
-/* A single-segment frame of `len` bytes starting at the data offset. */
-void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len) {
-    m->data_len = len;
-    m->pkt_len = len;
-    m->nb_segs = 1;
-    m->next = NULL;
+uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
+                      const uint16_t *lens, uint16_t n) {
+    for (uint16_t i = 0; i < n; i++) {
+        struct rte_mbuf *m = pkts[i];
+        m->data_len = lens[i];
+        m->pkt_len = lens[i];
+        m->nb_segs = 1;
+        m->next = NULL;
+    }
+    uint16_t sent = rte_eth_tx_burst(port, queue, pkts, n);
+    if (sent < n)
+        rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+    return sent;
 }
 
 int nm_errno(void) { return rte_errno; }

@@ -9,14 +9,22 @@
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
-uint16_t nm_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
-uint16_t nm_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
-int nm_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned n);
-void nm_pktmbuf_free(struct rte_mbuf *m);
-uint8_t *nm_mbuf_data(struct rte_mbuf *m);
-uint16_t nm_mbuf_data_len(const struct rte_mbuf *m);
-uint16_t nm_mbuf_tailroom(const struct rte_mbuf *m);
-void nm_mbuf_set_len(struct rte_mbuf *m, uint16_t len);
+/* The fast path works a burst per call, so crossing from Rust costs once per burst, not
+ * per frame. */
+
+/* Receives up to `n` frames into `pkts`, with each one's data pointer and length. */
+uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
+                      uint16_t *lens, uint16_t n);
+/* Frees `n` mbufs (received frames, or taken ones left unused). */
+void nm_free_bulk(struct rte_mbuf **pkts, unsigned n);
+/* Takes `n` mbufs from `pool`, or none (returns non-zero), with each one's data pointer and
+ * room (data offset to the end of its buffer). */
+int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **data,
+                    uint16_t *rooms, unsigned n);
+/* Gives each of `n` mbufs its frame length (one segment) and sends them; frees those the
+ * queue refuses. Returns how many were sent. */
+uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
+                      const uint16_t *lens, uint16_t n);
 int nm_errno(void);
 unsigned nm_lcore_id(void);
 
