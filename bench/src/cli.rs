@@ -40,6 +40,21 @@ pub enum Command {
     /// long) one after the other on the same dataset and workload; print a table, write
     /// the `netmigrate.compare/1` JSON with --json and one figure with --plot.
     Compare(Box<CompareArgs>),
+    /// Measure the round trip of one cache line between two cores. Cross-process benchmarks
+    /// (memif, loopback) pay it for every exchange; on a VM it shows where the host placed
+    /// the vCPUs. `scripts/bench-dpdk.sh` prints it beside each run.
+    CoreLatency(CoreLatencyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CoreLatencyArgs {
+    /// The two cores, e.g. `0,1`. Both must be idle: a busy-polling loop on either
+    /// distorts the figure.
+    #[arg(long, default_value = "0,1")]
+    pub cores: String,
+    /// Round trips to time, in five batches.
+    #[arg(long, default_value_t = 300_000)]
+    pub rounds: u64,
 }
 
 /// Migration protocols.

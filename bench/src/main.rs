@@ -15,6 +15,7 @@ fn main() {
         cli::Command::Ycsb(args) => commands::ycsb::run(*args),
         cli::Command::Experiment(args) => commands::experiment::run(*args),
         cli::Command::Compare(args) => commands::compare::run(*args),
+        cli::Command::CoreLatency(args) => commands::core_latency::run(args),
     };
     if let Err(error) = result {
         eprintln!("netmigrate: error: {error:#}");

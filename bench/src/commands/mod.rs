@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod compare;
+pub mod core_latency;
 pub mod experiment;
 pub mod migrate;
 pub mod server;
