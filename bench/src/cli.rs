@@ -485,6 +485,11 @@ pub struct YcsbArgs {
     /// The client's own IPv4 address on the DPDK devices.
     #[arg(long, default_value = "10.0.0.1")]
     pub client_ip: std::net::Ipv4Addr,
+    /// Seconds to wait for the DPDK devices' links before the first request (a memif link
+    /// waits for its peer, a NIC's comes up a second or more after start); then it warns and
+    /// sends anyway. 0 does not wait.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub link_timeout: f64,
     #[command(flatten)]
     pub idle: IdleArgs,
 

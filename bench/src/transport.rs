@@ -4,6 +4,7 @@ use dataplane::port::{FaultConfig, MemoryNetwork, UdpOverlay, UdpPort};
 use dataplane::Port;
 use std::io;
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +75,20 @@ impl Fabric {
         }
     }
 
+    /// Waits up to `timeout` for every DPDK device's link (other backends have none): a
+    /// client that sent before would see its first window refused and retransmitted until
+    /// the link is up. Past the timeout it warns and goes on.
+    pub fn wait_for_links(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "dpdk")]
+            Fabric::Dpdk(fabric) => fabric.wait_for_links(timeout),
+            _ => {
+                let _ = timeout;
+                Ok(())
+            }
+        }
+    }
+
     /// Closes the backend; for DPDK, stops the devices and the EAL (at exit, after every
     /// port is dropped). Dropping the last handle does the same, so an early error return
     /// cleans up too.
@@ -130,6 +145,7 @@ mod dpdk {
     use std::io;
     use std::net::SocketAddrV4;
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     /// The devices of this process's EAL and how ports are placed on them: either each bound
     /// port leases one whole device (one queue pair), in device order, or, with one device
@@ -190,6 +206,48 @@ mod dpdk {
                 devices,
                 steered,
             }))
+        }
+
+        pub fn wait_for_links(&self, timeout: Duration) -> io::Result<()> {
+            let started = Instant::now();
+            let mut told = false;
+            loop {
+                let mut down = Vec::new();
+                for (port, device) in self.devices.iter().enumerate() {
+                    if !device.link_up().map_err(io::Error::other)? {
+                        down.push(format!("{port} ({})", device.name()));
+                    }
+                }
+                if down.is_empty() {
+                    if told {
+                        eprintln!(
+                            "dpdk: links up after {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Ok(());
+                }
+                let waited = started.elapsed();
+                if waited >= timeout {
+                    eprintln!(
+                        "netmigrate: warning: the link of port {} is still down after {:.0} s; \
+                         sending anyway (requests are retransmitted until --give-up-ms)",
+                        down.join(", port "),
+                        timeout.as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                if !told && waited >= Duration::from_millis(200) {
+                    eprintln!(
+                        "dpdk: waiting up to {:.0} s for the link of port {} (a memif waits \
+                         for its peer, a NIC needs a second or more)",
+                        timeout.as_secs_f64(),
+                        down.join(", port ")
+                    );
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
 
         /// One line per device from `rte_eth_stats`, with per-queue packet counts.

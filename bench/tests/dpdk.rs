@@ -76,16 +76,22 @@ impl Drop for Server {
 }
 
 fn run_with_timeout(command: &mut Command, limit: Duration) -> Output {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    finish_within(child, limit)
+}
+
+/// Waits for a child started with piped output; kills it past `limit`.
+fn finish_within(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{command:?} did not finish within {limit:?}");
+            let _ = child.wait();
+            panic!("a child did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -165,6 +171,71 @@ fn dpdk_client_and_server_over_memif() {
         ]),
         Duration::from_secs(60),
     );
+    server.stop_and_check(&report, &client);
+}
+
+/// The client starts first (the memif server side, so its socket exists) and its server a
+/// moment later: the client waits for the link instead of spending its first window on a
+/// link that refuses every frame, so the load loses nothing.
+#[test]
+fn a_client_started_before_its_server_waits_for_the_link() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("link");
+    let socket = dir.0.join("memif.sock");
+    let report = dir.0.join("report.json");
+    let client = Command::new(BIN)
+        .args([
+            "ycsb",
+            "--transport",
+            "dpdk",
+            "--server",
+            "10.0.0.2:7100",
+            "--records",
+            "2000",
+            "--workload",
+            "a",
+            "--duration",
+            "1",
+            "--give-up-ms",
+            "3000",
+            "--link-timeout",
+            "40",
+            "--check",
+            "--quiet",
+            "--json",
+            report.to_str().unwrap(),
+            "--eal",
+            &eal(
+                1,
+                "nmtlcli",
+                &format!("net_memif0,role=server,socket={}", socket.display()),
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start client");
+    wait_for_socket(&socket);
+    std::thread::sleep(Duration::from_millis(500));
+    let server = Server::start(Command::new(BIN).args([
+        "server",
+        "--transport",
+        "dpdk",
+        "--listen",
+        "10.0.0.2:7100",
+        "--duration",
+        "90",
+        "--eal",
+        &eal(
+            0,
+            "nmtlsrv",
+            &format!("net_memif0,role=client,socket={}", socket.display()),
+        ),
+    ]));
+    let client = finish_within(client, Duration::from_secs(80));
+    let stderr = String::from_utf8_lossy(&client.stderr).into_owned();
+    assert!(stderr.contains("load: 2000 records in"), "{stderr}");
+    assert!(stderr.contains("s), 0 failed"), "{stderr}");
     server.stop_and_check(&report, &client);
 }
 

@@ -72,6 +72,9 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
     if !(args.timeout_ms > 0.0 && args.give_up_ms >= args.timeout_ms) {
         return fail("--timeout-ms must be positive and at most --give-up-ms");
     }
+    if !(args.link_timeout >= 0.0 && args.link_timeout <= 3600.0) {
+        return fail("--link-timeout must be a number of seconds from 0 to 3600");
+    }
     if let Some(rate) = args.rate {
         if !(rate > 0.0 && rate.is_finite()) {
             return fail("--rate must be a positive number of operations per second");
@@ -151,6 +154,9 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         ),
     };
     let stop = shutdown_on_signals()?;
+    if !args.embedded {
+        fabric.wait_for_links(Duration::from_secs_f64(args.link_timeout))?;
+    }
 
     let embedded = if args.embedded {
         let capacity = (spec.max_records() / u64::from(args.layout.partitions)) as usize + 1024;

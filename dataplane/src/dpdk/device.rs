@@ -156,6 +156,22 @@ impl DpdkDevice {
         self.queues
     }
 
+    /// Whether the link is up: a NIC's takes a second or more after start, a memif's waits
+    /// for its peer. Frames sent before are refused.
+    pub fn link_up(&self) -> Result<bool, DpdkError> {
+        // SAFETY: a started port.
+        let rc = unsafe { sys::nm_link_up(self.port_id) };
+        if rc < 0 {
+            return Err(DpdkError(format!(
+                "port {} ({}): cannot read the link status: {}",
+                self.port_id,
+                self.name,
+                error_text(rc)
+            )));
+        }
+        Ok(rc == 1)
+    }
+
     /// Steers IPv4/UDP datagrams for `udp_port` to rx queue `queue` with an rte_flow rule:
     /// how one NIC feeds several partitions, each owning a UDP port and a queue (MICA's
     /// layout). Fails, with the PMD's reason, on devices without flow rules (memif,

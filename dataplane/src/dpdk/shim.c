@@ -42,6 +42,12 @@ uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
     return sent;
 }
 
+int nm_link_up(uint16_t port) {
+    struct rte_eth_link link;
+    int rc = rte_eth_link_get_nowait(port, &link);
+    return rc < 0 ? rc : link.link_status == RTE_ETH_LINK_UP;
+}
+
 int nm_errno(void) { return rte_errno; }
 
 unsigned nm_lcore_id(void) { return rte_lcore_id(); }

@@ -25,6 +25,8 @@ int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **
  * queue refuses. Returns how many were sent. */
 uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
                       const uint16_t *lens, uint16_t n);
+/* 1 if the port's link is up, 0 if down, a negative errno if the PMD cannot tell. */
+int nm_link_up(uint16_t port);
 int nm_errno(void);
 unsigned nm_lcore_id(void);
 
