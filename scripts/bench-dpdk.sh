@@ -65,21 +65,23 @@ print(round(float(g[1])), p50)" "$work/redis.csv"
 # Both benchmarks exchange cache lines between cores 0 and 1 for every burst, so their figures
 # follow the cores' round trip, which on a VM changes with where the host puts the vCPUs (on
 # our 2-vCPU test VM: ~30, ~65 or ~330 ns, from minute to minute). Each run prints the round
-# trip measured just before it.
+# trip measured just before and just after it.
 round_trip() { "$bin" core-latency --cores 0,1 --rounds 100000 | sed -n 's/.*round trip \([0-9.]*\) ns.*/\1/p'; }
 
 echo "== $runs run(s) each: DPDK server (core 0) <-memif-> DPDK YCSB client (core 1), GET, window $window;"
 echo "   redis-server (core 0) under redis-benchmark (core 1), GET, pipeline $window"
 : >"$work/nm.txt"; : >"$work/redis.txt"
 for run in $(seq "$runs"); do
-    trip=$(round_trip)
+    before=$(round_trip)
     read -r ops p50 p99 < <(measure_netmigrate)
+    trip="$before/$(round_trip)"
     echo "$ops $p50 $p99 $trip" >>"$work/nm.txt"
-    echo "run $run: netmigrate GET $ops ops/s, p50 ${p50} us, p99 ${p99} us (core round trip ${trip} ns before)"
-    trip=$(round_trip)
+    echo "run $run: netmigrate GET $ops ops/s, p50 ${p50} us, p99 ${p99} us (core round trip before/after: $trip ns)"
+    before=$(round_trip)
     read -r ops p50 < <(measure_redis)
+    trip="$before/$(round_trip)"
     echo "$ops $p50 $trip" >>"$work/redis.txt"
-    echo "run $run: redis GET $ops ops/s, p50 ${p50} ms (core round trip ${trip} ns before)"
+    echo "run $run: redis GET $ops ops/s, p50 ${p50} ms (core round trip before/after: $trip ns)"
 done
 median() { sort -n -k1,1 "$1" | awk '{ rows[NR] = $0 } END { print rows[int((NR + 1) / 2)] }'; }
 read -r nm_ops nm_p50 nm_p99 nm_trip < <(median "$work/nm.txt")
