@@ -123,52 +123,65 @@ fn wait_for_socket(path: &Path) {
     }
 }
 
-#[test]
-fn dpdk_client_and_server_over_memif() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("memif");
-    let socket = dir.0.join("memif.sock");
-    let report = dir.0.join("report.json");
-    let server = Server::start(Command::new(BIN).args([
+/// The memif device of one side of the socket.
+fn memif(role: &str, socket: &Path) -> String {
+    format!("net_memif0,role={role},socket={}", socket.display())
+}
+
+/// A DPDK server at 10.0.0.2:7100 that stops by itself after `seconds`.
+fn memif_server(core: u32, prefix: &str, vdev: &str, seconds: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command.args([
         "server",
         "--transport",
         "dpdk",
         "--listen",
         "10.0.0.2:7100",
         "--duration",
-        "60",
+        seconds,
         "--eal",
-        &eal(
-            0,
-            "nmtsrv",
-            &format!("net_memif0,role=server,socket={}", socket.display()),
-        ),
-    ]));
-    wait_for_socket(&socket);
-    let client = run_with_timeout(
-        Command::new(BIN).args([
-            "ycsb",
-            "--transport",
-            "dpdk",
-            "--server",
-            "10.0.0.2:7100",
-            "--records",
-            "20000",
-            "--workload",
-            "a",
-            "--duration",
-            "2",
-            "--check",
-            "--quiet",
+        &eal(core, prefix, vdev),
+    ]);
+    command
+}
+
+/// A DPDK YCSB-A client of that server, checked for linearizability, its report in `report`.
+fn memif_ycsb(core: u32, prefix: &str, vdev: &str, report: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["ycsb", "--transport", "dpdk", "--server", "10.0.0.2:7100"])
+        .args(["--workload", "a", "--check", "--quiet"])
+        .args([
             "--json",
             report.to_str().unwrap(),
             "--eal",
-            &eal(
-                1,
-                "nmtcli",
-                &format!("net_memif0,role=client,socket={}", socket.display()),
-            ),
-        ]),
+            &eal(core, prefix, vdev),
+        ])
+        .args(extra);
+    command
+}
+
+#[test]
+fn dpdk_client_and_server_over_memif() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("memif");
+    let socket = dir.0.join("memif.sock");
+    let report = dir.0.join("report.json");
+    let server = Server::start(&mut memif_server(
+        0,
+        "nmtsrv",
+        &memif("server", &socket),
+        "60",
+    ));
+    wait_for_socket(&socket);
+    let client = run_with_timeout(
+        &mut memif_ycsb(
+            1,
+            "nmtcli",
+            &memif("client", &socket),
+            &report,
+            &["--records", "20000", "--duration", "2"],
+        ),
         Duration::from_secs(60),
     );
     server.stop_and_check(&report, &client);
@@ -183,55 +196,29 @@ fn a_client_started_before_its_server_waits_for_the_link() {
     let dir = TempDir::new("link");
     let socket = dir.0.join("memif.sock");
     let report = dir.0.join("report.json");
-    let client = Command::new(BIN)
-        .args([
-            "ycsb",
-            "--transport",
-            "dpdk",
-            "--server",
-            "10.0.0.2:7100",
-            "--records",
-            "2000",
-            "--workload",
-            "a",
-            "--duration",
-            "1",
-            "--give-up-ms",
-            "3000",
-            "--link-timeout",
-            "40",
-            "--check",
-            "--quiet",
-            "--json",
-            report.to_str().unwrap(),
-            "--eal",
-            &eal(
-                1,
-                "nmtlcli",
-                &format!("net_memif0,role=server,socket={}", socket.display()),
-            ),
-        ])
+    let extra = [
+        "--records",
+        "2000",
+        "--duration",
+        "1",
+        "--give-up-ms",
+        "3000",
+        "--link-timeout",
+        "40",
+    ];
+    let client = memif_ycsb(1, "nmtlcli", &memif("server", &socket), &report, &extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start client");
     wait_for_socket(&socket);
     std::thread::sleep(Duration::from_millis(500));
-    let server = Server::start(Command::new(BIN).args([
-        "server",
-        "--transport",
-        "dpdk",
-        "--listen",
-        "10.0.0.2:7100",
-        "--duration",
+    let server = Server::start(&mut memif_server(
+        0,
+        "nmtlsrv",
+        &memif("client", &socket),
         "90",
-        "--eal",
-        &eal(
-            0,
-            "nmtlsrv",
-            &format!("net_memif0,role=client,socket={}", socket.display()),
-        ),
-    ]));
+    ));
     let client = finish_within(client, Duration::from_secs(80));
     let stderr = String::from_utf8_lossy(&client.stderr).into_owned();
     assert!(stderr.contains("load: 2000 records in"), "{stderr}");
@@ -274,10 +261,7 @@ fn two_partitions_on_one_device_without_queues_or_flow_rules_are_refused() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("steer");
     let socket = dir.0.join("memif.sock");
-    let stderr = two_partitions_on(
-        "nmtsteer",
-        &format!("net_memif0,role=server,socket={}", socket.display()),
-    );
+    let stderr = two_partitions_on("nmtsteer", &memif("server", &socket));
     assert!(stderr.contains("2 queue pair(s)"), "{stderr}");
     assert!(
         stderr.contains("cannot steer UDP port 7100 to queue 0 with a flow rule"),
