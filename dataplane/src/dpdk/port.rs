@@ -203,8 +203,8 @@ impl DpdkPort {
     }
 
     /// The thread driving this port becomes an EAL lcore (per-lcore mempool caches) the
-    /// first time it uses the port. A port stays with the thread that first drives it (a thread that is not an lcore
-    /// still works, without the pool's per-lcore cache).
+    /// first time it uses the port, and the port stays with it. A thread that cannot become
+    /// one still works, without the pool's per-lcore cache.
     fn register_thread_once(&mut self) {
         if self.registered {
             return;
