@@ -23,8 +23,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Sequence numbers tracked at once; also the dedup window the servers keep.
+/// The servers' dedup window: the span of sequence numbers in use must stay below it.
 const RING: u64 = WINDOW;
+
+/// Request slots for a window: room for the window, one multi-key request and as many
+/// numbers again past an unanswered oldest request, within the dedup window. Fewer slots
+/// than the dedup window keep them in the cache.
+fn slot_count(window: usize) -> usize {
+    (2 * (window + MAX_KEYS + 1))
+        .next_power_of_two()
+        .min(RING as usize)
+}
 /// A `RetryLater` answer is retried after this pause.
 const RETRY_LATER_PAUSE: Duration = Duration::from_micros(200);
 /// Operations per history chunk.
@@ -276,7 +285,7 @@ impl Engine {
             epoch,
             next_seq: 1,
             floor: 1,
-            slots: (0..RING).map(|_| None).collect(),
+            slots: (0..slot_count(settings.window)).map(|_| None).collect(),
             outstanding: 0,
             timers: Timers::default(),
             rx: Vec::with_capacity(BURST),
@@ -368,7 +377,12 @@ impl Engine {
     /// unanswered request.
     fn can_issue(&self) -> bool {
         self.outstanding < self.settings.window
-            && self.next_seq - self.floor < RING - 1 - self.settings.window as u64 - MAX_KEYS as u64
+            && self.next_seq - self.floor
+                < self.slots.len() as u64 - 1 - self.settings.window as u64 - MAX_KEYS as u64
+    }
+
+    fn slot_of(&self, seq: u64) -> usize {
+        seq as usize & (self.slots.len() - 1)
     }
 
     fn publish(&mut self, progress: &Progress) {
@@ -451,7 +465,8 @@ impl Engine {
             half: None,
             multi,
         };
-        let slot = &mut self.slots[(seq % RING) as usize];
+        let index = self.slot_of(seq);
+        let slot = &mut self.slots[index];
         assert!(slot.is_none(), "sequence window overrun at seq {seq}");
         *slot = Some(pending);
         self.outstanding += 1;
@@ -460,7 +475,8 @@ impl Engine {
 
     /// Builds and queues the request for `seq` (first send or retransmission).
     fn transmit(&mut self, seq: u64, now: Instant) {
-        let Some(pending) = self.slots[(seq % RING) as usize].as_mut() else {
+        let index = self.slot_of(seq);
+        let Some(pending) = self.slots[index].as_mut() else {
             return;
         };
         pending.attempts += 1;
@@ -627,7 +643,7 @@ impl Engine {
         if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
             self.follow_moved(&header, *to, *shard);
         }
-        let slot = (header.seq % RING) as usize;
+        let slot = self.slot_of(header.seq);
         let matches = header.client == self.client_id
             && self.slots[slot]
                 .as_ref()
@@ -834,7 +850,10 @@ impl Engine {
 
     fn expire_timers(&mut self, now: Instant, inserts: &InsertCounter) {
         while let Some((seq, attempt)) = self.timers.pop_due(now) {
-            let Some(pending) = self.slots[(seq % RING) as usize].as_ref() else {
+            if seq < self.floor {
+                continue; // Answered: every number below the floor is.
+            }
+            let Some(pending) = self.slots[self.slot_of(seq)].as_ref() else {
                 continue;
             };
             if pending.seq != seq || pending.attempts != attempt {
@@ -851,12 +870,13 @@ impl Engine {
     }
 
     fn complete(&mut self, seq: u64, now: Instant, outcome: Outcome, inserts: &InsertCounter) {
-        let Some(pending) = self.slots[(seq % RING) as usize].take() else {
+        let index = self.slot_of(seq);
+        let Some(pending) = self.slots[index].take() else {
             return;
         };
         self.outstanding -= 1;
         while self.floor < self.next_seq
-            && self.slots[(self.floor % RING) as usize]
+            && self.slots[self.slot_of(self.floor)]
                 .as_ref()
                 .is_none_or(|p| p.seq != self.floor)
         {

@@ -198,6 +198,36 @@ pub fn run_phase(
 }
 
 /// The `thread`-th of `threads` near-equal shares of `0..n`.
+/// Runs `operations` of the workload as one client thread on the calling thread, over
+/// `port`, without a progress line: for benchmarks that measure the client's own cost.
+pub fn run_on_this_thread(
+    port: Box<dyn dataplane::Port>,
+    cluster: Arc<Cluster>,
+    spec: Arc<WorkloadSpec>,
+    settings: Settings,
+    operations: u64,
+) -> ThreadResult {
+    let writer = NEXT_WRITER.fetch_add(1, Ordering::Relaxed) as u32;
+    let source = OpSource::run(&spec, settings.seed, Some(operations));
+    let inserts = InsertCounter::new(spec.record_count);
+    let engine = Engine::new(
+        port,
+        cluster,
+        spec,
+        settings,
+        writer,
+        writer,
+        Instant::now(),
+    );
+    engine.run(
+        source,
+        &inserts,
+        None,
+        &AtomicBool::new(false),
+        &Progress::default(),
+    )
+}
+
 fn share(n: u64, threads: usize, thread: usize) -> std::ops::Range<u64> {
     let threads = threads as u64;
     let thread = thread as u64;
