@@ -70,6 +70,7 @@ impl From<&MigrationCounters> for proto::MigrationStatus {
             outgoing_aborted: o.aborted && c.outgoing_active == 0,
             returned_keys: o.returned_keys,
             returning_active: c.returning_active,
+            switch_refusals: o.switch_refusals,
         }
     }
 }

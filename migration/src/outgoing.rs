@@ -104,6 +104,10 @@ pub struct OutgoingStats {
     pub aborted: bool,
     /// Entries and tombstones the destination sent back after an abort.
     pub returned_keys: u64,
+    /// NetMigrate: ERROR answers from the switch to control messages (its pair table is
+    /// full, the shard is paired with another destination, or it lost the pair). The
+    /// switch does not steer such a migration, so it is called off.
+    pub switch_refusals: u64,
 }
 
 impl OutgoingStats {
@@ -124,6 +128,7 @@ impl OutgoingStats {
         self.finished |= s.finished;
         self.aborted |= s.aborted;
         self.returned_keys += s.returned_keys;
+        self.switch_refusals += s.switch_refusals;
     }
 }
 
@@ -242,6 +247,8 @@ pub struct Outgoing {
     bulk_answered: HashSet<ScanPosition>,
     /// After an abort: applies what the destination sends back (its own stream).
     returned: Option<Box<Incoming>>,
+    /// NetMigrate: the switch refused a control message (see `switch_refused`).
+    refused_by_switch: bool,
     stats: OutgoingStats,
 }
 
@@ -297,6 +304,7 @@ impl Outgoing {
             stopped: false,
             bulk_answered: HashSet::new(),
             returned: None,
+            refused_by_switch: false,
             stats: OutgoingStats::default(),
             plan,
         }
@@ -539,7 +547,11 @@ impl Outgoing {
     pub fn on_ack(&mut self, from: SocketAddrV4, ack: &wire::HeaderRepr, now: Instant) {
         if ack.op.is_switch_control_ack() {
             if self.to_switch.owns_ack(from, ack) {
-                self.to_switch.on_ack(ack.seq, now);
+                if ack.status == wire::Status::Error && !self.is_refusal_harmless(ack.op) {
+                    self.switch_refused(ack.seq, now);
+                } else {
+                    self.to_switch.on_ack(ack.seq, now);
+                }
             }
         } else if self.to_destination.owns_ack(from, ack) {
             if ack.op == wire::Op::MigrateAbortAck
@@ -554,13 +566,36 @@ impl Outgoing {
         }
     }
 
+    /// A refused TERMINATE while unpairing after an abort: the switch holds nothing of
+    /// this partition's to forget (its INIT never joined, or the pair is gone).
+    fn is_refusal_harmless(&self, op: wire::Op) -> bool {
+        op == wire::Op::SwitchTerminateAck && matches!(self.stage, Stage::Unpairing(_))
+    }
+
+    /// The switch refused a control message: it does not steer this migration, so the
+    /// source must not act as if it did (a group handed over while the switch still sends
+    /// its reads here would be read stale). The migration is called off, for every
+    /// partition of the shard; the refused message stays unacknowledged until the
+    /// unpairing TERMINATE's answer covers it. Once a partition has committed to the
+    /// cut-over the call-off is refused and this partition goes on as if applied: for a
+    /// TERMINATE that is right (every group is at the destination and the source answers
+    /// MOVED); a pair lost while other partitions still move groups is not recovered.
+    fn switch_refused(&mut self, seq: u64, now: Instant) {
+        self.stats.switch_refusals += 1;
+        if self.plan.ticket.abort().is_ok() {
+            self.refused_by_switch = true;
+        } else {
+            self.to_switch.on_ack(seq, now);
+        }
+    }
+
     /// Advances the migration: groups through their steps, streams, retransmissions.
     pub fn poll(&mut self, now: Instant, table: &Partition, out: &mut Vec<Box<Packet>>) {
         let abortable = matches!(
             self.stage,
             Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
         );
-        if abortable && self.plan.ticket.abort_requested() {
+        if abortable && (self.plan.ticket.abort_requested() || self.refused_by_switch) {
             self.begin_abort();
         }
         match self.stage {

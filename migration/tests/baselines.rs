@@ -1,7 +1,8 @@
 //! The baselines' state machines (Rocksteady, Fulva, source-based) between two partition
 //! servers over a network that loses, duplicates and reorders datagrams, with a client
 //! that writes and reads while the shard moves: every read must see the last write. The
-//! same under an abort half-way, and a second migration after it.
+//! same under an abort half-way, and a second migration after it. And a NetMigrate
+//! migration the (software) switch refuses to steer.
 
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Protocol, Reply, Request, Status};
 use dataplane::Packet;
@@ -57,6 +58,9 @@ struct Cluster {
     network: Network,
     to_client: Vec<Box<Packet>>,
     plan: OutgoingPlan,
+    /// When set, every datagram passes this switch after the faulty network, and control
+    /// messages are answered by it.
+    switch: Option<tofino::Switch>,
 }
 
 impl Cluster {
@@ -92,27 +96,39 @@ impl Cluster {
             },
             to_client: Vec::new(),
             plan,
+            switch: None,
         };
         (cluster, keys)
     }
 
-    /// Delivers one datagram (if any) and polls both servers.
+    /// Delivers one datagram (if any), through the switch if there is one, and polls both
+    /// servers.
     fn step(&mut self) {
-        if let Some(mut packet) = self.network.take() {
-            let server = match packet.dst {
-                SOURCE => &mut self.source,
-                DESTINATION => &mut self.destination,
-                CLIENT => {
-                    self.to_client.push(packet);
-                    return self.poll();
+        if let Some(packet) = self.network.take() {
+            match self.switch.as_mut() {
+                Some(switch) => {
+                    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+                    switch.process(packet, &mut out, &mut dropped);
+                    for packet in out {
+                        self.deliver(packet);
+                    }
                 }
-                other => panic!("no host at {other}"),
-            };
-            if server.handle(&mut packet) {
-                self.network.send(packet);
+                None => self.deliver(packet),
             }
         }
         self.poll();
+    }
+
+    fn deliver(&mut self, mut packet: Box<Packet>) {
+        let server = match packet.dst {
+            SOURCE => &mut self.source,
+            DESTINATION => &mut self.destination,
+            CLIENT => return self.to_client.push(packet),
+            other => panic!("no host at {other}"),
+        };
+        if server.handle(&mut packet) {
+            self.network.send(packet);
+        }
     }
 
     fn poll(&mut self) {
@@ -562,4 +578,73 @@ fn bulk_done_is_taken_from_the_destination_once_ownership_moved() {
         bulk_done_from(&mut cluster.source, DESTINATION),
         "answered again"
     );
+}
+
+/// A switch that cannot steer the migration (here: its pair table is full) answers INIT
+/// with ERROR. The source must not go on as if it steered: with reads still reaching the
+/// source, a group handed over would be read stale there. It calls the migration off
+/// instead, and the shard stays whole at the source.
+#[test]
+fn a_migration_the_switch_refuses_is_called_off() {
+    for seed in 1..=3 {
+        let (mut cluster, keys) = Cluster::new(Protocol::NetMigrate, seed);
+        let mut switch = tofino::Switch::new(tofino::SwitchConfig::new(SWITCH, 6));
+        fill_pair_table(&mut switch);
+        cluster.switch = Some(switch);
+        let mut client = client();
+        let mut workload = Workload::new(keys, seed);
+        let what = format!("refused NetMigrate, seed {seed}");
+        workload.run_until(&mut cluster, &mut client, &what, |c| {
+            c.source.migration_counters().outgoing.aborted
+        });
+        workload.check_all(&mut cluster, &mut client, &what);
+        let outgoing = cluster.source.migration_counters().outgoing;
+        assert!(outgoing.switch_refusals > 0, "{what}: {outgoing:?}");
+        assert!(
+            !outgoing.finished && outgoing.groups_done == 0,
+            "{what}: {outgoing:?}"
+        );
+        assert!(matches!(cluster.source.role(SHARD), Some(Role::Owned)));
+        assert_eq!(client.moved, 0, "{what}: the source kept the shard");
+        let switch = cluster.switch.as_ref().expect("set above").counters();
+        assert_eq!(
+            switch.pairs_installed,
+            tofino::spec::MAX_PAIRS as u64,
+            "{switch:?}"
+        );
+    }
+}
+
+/// Installs a pair for each slot of the switch's table, from sources other than ours.
+fn fill_pair_table(switch: &mut tofino::Switch) {
+    for i in 0..tofino::spec::MAX_PAIRS {
+        let source = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i as u8 + 1), 7100);
+        let init = wire::SwitchControl::Init {
+            source_ip: *source.ip(),
+            dest_ip: *DESTINATION.ip(),
+            dest_shard: SHARD,
+            size_exp: kv::SIZE_EXP,
+            remain_exp: kv::SIZE_EXP - 6,
+            partitions: 1,
+            partition: 0,
+        };
+        let header = HeaderRepr {
+            op: init.op(),
+            flags: Flags::default(),
+            status: Status::Ok,
+            shard: SHARD,
+            seq: 0,
+            key_hash: 0,
+            client: 1,
+            oldest_gap: 0,
+        };
+        let mut packet = Packet::new_boxed();
+        let len = wire::emit_with(&header, packet.buffer_mut(), |b| init.emit(b)).unwrap();
+        packet.set_len(len);
+        (packet.src, packet.dst) = (source, SWITCH);
+        let (mut out, mut dropped) = (Vec::new(), Vec::new());
+        switch.process(packet, &mut out, &mut dropped);
+        let (reply, _) = wire::parse_header(out[0].payload()).unwrap();
+        assert_eq!(reply.status, Status::Ok, "slot {i} installed");
+    }
 }

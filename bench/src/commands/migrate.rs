@@ -121,6 +121,12 @@ fn describe(s: &proto::MigrationStatus) -> String {
             s.stream_retransmissions,
             if s.outgoing_finished {
                 ", finished".to_string()
+            } else if s.outgoing_aborted && s.switch_refusals > 0 {
+                format!(
+                    ", aborted: the switch refused to steer it ({} refusals; its pair table \
+                     may be full, or the shard paired with another destination)",
+                    s.switch_refusals
+                )
             } else if s.outgoing_aborted {
                 format!(", aborted ({} keys sent back)", s.returned_keys)
             } else {

@@ -487,6 +487,13 @@ fn orchestrate_until_over(
             let o = driver.source()?;
             if o.outgoing_aborted {
                 t.finished = Some(elapsed);
+                if o.switch_refusals > 0 {
+                    eprintln!(
+                        "[migration] the switch refused to steer the migration ({} refusals): \
+                         called off",
+                        o.switch_refusals
+                    );
+                }
                 eprintln!(
                     "[migration] back at the source at {:.2} s: {} keys sent back, {:.2} s \
                      after the abort",
@@ -757,6 +764,7 @@ fn fill_migration(
         "aborted": o.aborted,
         "aborted_at_s": timing.aborted_at.map(|a| a.as_secs_f64()),
         "returned_keys": o.returned_keys,
+        "switch_refusals": o.switch_refusals,
         "duration_s": duration,
         "keys_moved": o.keys_moved,
         "bytes_moved": o.bytes_moved,
