@@ -247,8 +247,6 @@ pub struct Outgoing {
     bulk_answered: HashSet<ScanPosition>,
     /// After an abort: applies what the destination sends back (its own stream).
     returned: Option<Box<Incoming>>,
-    /// NetMigrate: the switch refused a control message (see `switch_refused`).
-    refused_by_switch: bool,
     stats: OutgoingStats,
 }
 
@@ -304,7 +302,6 @@ impl Outgoing {
             stopped: false,
             bulk_answered: HashSet::new(),
             returned: None,
-            refused_by_switch: false,
             stats: OutgoingStats::default(),
             plan,
         }
@@ -582,9 +579,8 @@ impl Outgoing {
     /// MOVED); a pair lost while other partitions still move groups is not recovered.
     fn switch_refused(&mut self, seq: u64, now: Instant) {
         self.stats.switch_refusals += 1;
-        if self.plan.ticket.abort().is_ok() {
-            self.refused_by_switch = true;
-        } else {
+        // An abort taken here reaches every partition at its next poll, this one included.
+        if self.plan.ticket.abort().is_err() {
             self.to_switch.on_ack(seq, now);
         }
     }
@@ -595,7 +591,7 @@ impl Outgoing {
             self.stage,
             Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
         );
-        if abortable && (self.plan.ticket.abort_requested() || self.refused_by_switch) {
+        if abortable && self.plan.ticket.abort_requested() {
             self.begin_abort();
         }
         match self.stage {

@@ -197,7 +197,6 @@ pub fn run_phase(
     Ok(merged)
 }
 
-/// The `thread`-th of `threads` near-equal shares of `0..n`.
 /// Runs `operations` of the workload as one client thread on the calling thread, over
 /// `port`, without a progress line: for benchmarks that measure the client's own cost.
 pub fn run_on_this_thread(
@@ -228,6 +227,7 @@ pub fn run_on_this_thread(
     )
 }
 
+/// The `thread`-th of `threads` near-equal shares of `0..n`.
 fn share(n: u64, threads: usize, thread: usize) -> std::ops::Range<u64> {
     let threads = threads as u64;
     let thread = thread as u64;
