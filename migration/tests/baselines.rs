@@ -1,8 +1,9 @@
 //! The baselines' state machines (Rocksteady, Fulva, source-based) between two partition
 //! servers over a network that loses, duplicates and reorders datagrams, with a client
 //! that writes and reads while the shard moves: every read must see the last write. The
-//! same under an abort half-way, and a second migration after it. And a NetMigrate
-//! migration the (software) switch refuses to steer.
+//! same under an abort half-way, and a second migration after it. And NetMigrate through
+//! the software switch: a migration it refuses to steer, and one aborted and migrated again
+//! with the first one's control messages delivered late.
 
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Protocol, Reply, Request, Status};
 use dataplane::Packet;
@@ -61,6 +62,9 @@ struct Cluster {
     /// When set, every datagram passes this switch after the faulty network, and control
     /// messages are answered by it.
     switch: Option<tofino::Switch>,
+    /// When set, a copy of every control message to the switch is kept here, to be
+    /// delivered much later (an extreme reordering).
+    held_back: Option<Vec<Box<Packet>>>,
 }
 
 impl Cluster {
@@ -97,6 +101,7 @@ impl Cluster {
             to_client: Vec::new(),
             plan,
             switch: None,
+            held_back: None,
         };
         (cluster, keys)
     }
@@ -142,6 +147,9 @@ impl Cluster {
             server.poll_migrations(now, &mut out);
             for mut packet in out {
                 packet.src = addr;
+                if let (Some(held), SWITCH) = (self.held_back.as_mut(), packet.dst) {
+                    held.push(packet.duplicate());
+                }
                 self.network.send(packet);
             }
         }
@@ -167,7 +175,7 @@ impl Cluster {
 }
 
 /// A client with one request outstanding: retransmits, follows MOVED, waits on
-/// RETRY_LATER, and returns the answer.
+/// RETRY_LATER, merges the halves of a double read, and returns the answer.
 struct Client {
     route: SocketAddrV4,
     seq: u64,
@@ -180,6 +188,7 @@ impl Client {
         self.seq += 1;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut resend_at = Instant::now();
+        let mut half = None;
         while Instant::now() < deadline {
             if Instant::now() >= resend_at {
                 let request = match value {
@@ -215,7 +224,22 @@ impl Client {
                 if header.seq != self.seq {
                     continue; // a late or duplicated answer to an earlier request
                 }
+                let double_read = header.flags.contains(Flags::DOUBLE_READ);
+                let from_destination = header.flags.contains(Flags::REDIRECTED);
                 match (header.status, Reply::parse(&header, body).unwrap()) {
+                    // The source handed the group over: the destination's half answers.
+                    (Status::Moved, _) if double_read && !from_destination => {}
+                    (Status::Ok | Status::NotFound, Reply::Get { value, .. }) if double_read => {
+                        let answer = (header.status == Status::Ok).then(|| value.to_vec());
+                        let defers = header.flags.contains(Flags::NOT_MIGRATED);
+                        match (from_destination, defers, half.take()) {
+                            (true, false, _) => return answer,
+                            (true, true, Some(Half::Source(source))) => return source,
+                            (true, true, _) => half = Some(Half::DestinationDefers),
+                            (false, _, Some(Half::DestinationDefers)) => return answer,
+                            (false, _, _) => half = Some(Half::Source(answer)),
+                        }
+                    }
                     (Status::Moved, Reply::Moved { to, .. }) => {
                         self.moved += 1;
                         self.route = to;
@@ -234,6 +258,13 @@ impl Client {
         }
         panic!("request {} unanswered for 10 s", self.seq);
     }
+}
+
+/// The half of a NetMigrate double read that came first (as the YCSB client merges them:
+/// the destination's answer wins unless it defers with NOT_MIGRATED).
+enum Half {
+    Source(Option<Vec<u8>>),
+    DestinationDefers,
 }
 
 /// A client's workload and what it expects every key to hold.
@@ -612,6 +643,60 @@ fn a_migration_the_switch_refuses_is_called_off() {
             tofino::spec::MAX_PAIRS as u64,
             "{switch:?}"
         );
+    }
+}
+
+/// NetMigrate through the software switch, aborted half-way and then migrated again to the
+/// same destination, under loss, duplication and reordering; and every control message of
+/// the first migration delivered once more, late: while the second one runs and after it
+/// ended. The switch tells the two apart by their stream ids. A late copy of the first
+/// one's group messages must not take the place of the second one's (its seq 1 would then
+/// be answered as a duplicate without being applied, and the source would hand over a
+/// group whose reads the switch still sends to it), and a late INIT must not install the
+/// pair again.
+#[test]
+fn netmigrate_through_the_switch_aborts_and_migrates_again() {
+    for seed in 1..=3 {
+        let (mut cluster, keys) = Cluster::new(Protocol::NetMigrate, seed);
+        cluster.switch = Some(tofino::Switch::new(tofino::SwitchConfig::new(SWITCH, 6)));
+        cluster.held_back = Some(Vec::new());
+        let mut client = client();
+        let mut workload = Workload::new(keys, seed);
+        let what = format!("NetMigrate through the switch, seed {seed}");
+        workload.run_until(&mut cluster, &mut client, &what, |c| {
+            c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
+        });
+        cluster.plan.ticket.abort().expect("not cutting over yet");
+        workload.run_until(&mut cluster, &mut client, &what, Cluster::returned);
+        let late = cluster.held_back.take().expect("set above");
+        assert!(late.len() > 3, "{what}: INIT, group messages, TERMINATE");
+        cluster.restart();
+        let stream = cluster.plan.ticket.stream_id();
+        workload.run_until(&mut cluster, &mut client, &what, |c| {
+            let switch = c.switch.as_ref().expect("set above");
+            switch.pairs().any(|pair| pair.stream == stream)
+        });
+        let deliver_late = |cluster: &mut Cluster| {
+            let copies = late.iter().map(|packet| packet.duplicate());
+            cluster.network.in_flight.extend(copies);
+        };
+        deliver_late(&mut cluster);
+        workload.run_until(&mut cluster, &mut client, &what, Cluster::migrated);
+        workload.check_all(&mut cluster, &mut client, &what);
+        deliver_late(&mut cluster);
+        while !cluster.network.in_flight.is_empty() {
+            cluster.step();
+        }
+        let outgoing = cluster.source.migration_counters().outgoing;
+        assert_eq!(outgoing.switch_refusals, 0, "{what}: {outgoing:?}");
+        let switch = cluster.switch.as_ref().expect("set above");
+        let counters = switch.counters();
+        assert_eq!(
+            (counters.pairs_installed, counters.pairs_removed),
+            (2, 2),
+            "{what}: one pair per migration, each removed at its end: {counters:?}"
+        );
+        assert_eq!(switch.pairs().count(), 0, "{what}");
     }
 }
 

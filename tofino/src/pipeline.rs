@@ -2,10 +2,10 @@
 //! P4 program (`docs/switch.md`), as a sans-I/O function from a packet to the packets it
 //! becomes. The run loop (`run.rs`) moves packets between it and a port.
 
-use crate::spec::{self, HASHES, MAX_PAIRS, MAX_PARTITIONS};
+use crate::spec::{self, HASHES, MAX_PAIRS, MAX_PARTITIONS, RETIRED_STREAMS};
 use dataplane::wire::{self, Flags, Header, HeaderRepr, Op, Status, SwitchControl, HEADER_LEN};
 use dataplane::Packet;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub struct Pair {
     pub size_exp: u8,
     pub remain_exp: u8,
     pub partitions: u16,
+    /// The migration's stream id (the `client` field of its control messages): messages
+    /// of another migration of the same shard never touch this pair.
+    pub stream: u32,
     joined: u64,
     terminated: u64,
 }
@@ -126,6 +129,8 @@ pub struct Switch {
     bloom: [Vec<u8>; HASHES],
     counting: [Vec<u8>; HASHES],
     expected_seq: Vec<u32>,
+    /// The last `RETIRED_STREAMS` finished migrations: (source address, shard, stream).
+    retired: VecDeque<(Ipv4Addr, u16, u32)>,
     truth: HashMap<(usize, u32), Truth>,
     counters: SwitchCounters,
 }
@@ -137,6 +142,7 @@ impl Switch {
             bloom: std::array::from_fn(|_| vec![0; MAX_PAIRS * config.bf_cells]),
             counting: std::array::from_fn(|_| vec![0; MAX_PAIRS * config.cbf_cells]),
             expected_seq: vec![0; MAX_PAIRS * MAX_PARTITIONS],
+            retired: VecDeque::with_capacity(RETIRED_STREAMS),
             truth: HashMap::new(),
             counters: SwitchCounters::default(),
             config,
@@ -375,69 +381,47 @@ impl Switch {
         if partition >= MAX_PARTITIONS {
             return (Status::Error, header.seq);
         }
-        if let SwitchControl::Init {
-            source_ip,
-            dest_ip,
-            dest_shard,
-            size_exp,
-            remain_exp,
-            partitions,
-            ..
-        } = *message
-        {
-            if header.seq != 0
-                || partitions as usize > MAX_PARTITIONS
-                || partition >= partitions as usize
-            {
-                return (Status::Error, header.seq);
-            }
-            let slot = match self.lookup(source_ip, header.shard) {
-                Some(pair) if (pair.dest_ip, pair.dest_shard) == (dest_ip, dest_shard) => pair.slot,
-                Some(_) => return (Status::Error, header.seq),
-                None => {
-                    let Some(slot) = self.pairs.iter().position(Option::is_none) else {
-                        return (Status::Error, header.seq); // Table full.
-                    };
-                    self.clear_slot(slot);
-                    self.pairs[slot] = Some(Pair {
-                        slot,
-                        source_ip,
-                        source_shard: header.shard,
-                        dest_ip,
-                        dest_shard,
-                        size_exp,
-                        remain_exp,
-                        partitions,
-                        joined: 0,
-                        terminated: 0,
-                    });
-                    self.counters.pairs_installed += 1;
-                    slot
-                }
-            };
-            let pair = self.pairs[slot].as_mut().expect("installed");
-            let index = slot * MAX_PARTITIONS + partition;
-            if pair.joined & 1 << partition == 0 {
-                pair.joined |= 1 << partition;
-                self.expected_seq[index] = 1;
-                self.counters.control_applied += 1;
-            } else {
-                self.counters.control_duplicates += 1;
-            }
-            return (Status::Ok, 0);
+        if let SwitchControl::Init { .. } = message {
+            return self.apply_init(header, message);
         }
-        let Some(pair) = self.lookup(message.source_ip(), header.shard) else {
-            // A repeated TERMINATE after the pair was removed: it was applied.
+        let (source_ip, stream) = (message.source_ip(), header.client);
+        let Some(pair) = self.lookup(source_ip, header.shard) else {
             return match message {
-                SwitchControl::Terminate { .. } => (Status::Ok, header.seq),
+                SwitchControl::Terminate { .. } => {
+                    // A repeat after the pair was removed, or the end of a migration whose
+                    // INIT the switch refused: either way nothing to forget. Remembered,
+                    // so that a late copy of its INIT does not install the pair.
+                    self.retire(source_ip, header.shard, stream);
+                    (Status::Ok, header.seq)
+                }
                 _ => (Status::Error, header.seq),
             };
         };
-        let index = pair.slot * MAX_PARTITIONS + partition;
-        let expected = u64::from(self.expected_seq[index]);
-        if pair.joined & 1 << partition == 0 || expected == 0 {
-            return (Status::Error, header.seq);
+        if pair.stream != stream || partition >= usize::from(pair.partitions) {
+            return match message {
+                // A late TERMINATE of an earlier migration of this shard: it was applied.
+                SwitchControl::Terminate { .. } if pair.stream != stream => {
+                    self.counters.control_duplicates += 1;
+                    (Status::Ok, header.seq)
+                }
+                _ => (Status::Error, header.seq),
+            };
         }
+        let index = pair.slot * MAX_PARTITIONS + partition;
+        if pair.joined & 1 << partition == 0 {
+            // A partition whose INIT was never acknowledged sends nothing but the TERMINATE
+            // that ends an aborted migration: it is done with the pair, which goes once
+            // every partition is.
+            return match message {
+                SwitchControl::Terminate { .. } => {
+                    self.counters.control_applied += 1;
+                    self.terminate(pair.slot, partition);
+                    (Status::Ok, header.seq)
+                }
+                _ => (Status::Error, header.seq),
+            };
+        }
+        let expected = u64::from(self.expected_seq[index]);
         match header.seq.cmp(&expected) {
             std::cmp::Ordering::Less => {
                 self.counters.control_duplicates += 1;
@@ -471,26 +455,109 @@ impl Switch {
                 truth.in_flight = truth.in_flight.saturating_sub(1);
                 truth.done = true;
             }
-            SwitchControl::Terminate { .. } => {
-                let slot = pair.slot;
-                let entry = self.pairs[slot].as_mut().expect("looked up");
-                entry.terminated |= 1 << partition;
-                let all = if entry.partitions as usize >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << entry.partitions) - 1
-                };
-                if entry.terminated & all == all {
-                    // Cut-over: every partition moved every group. Clients now learn the
-                    // new owner from the source's MOVED answers.
-                    self.pairs[slot] = None;
-                    self.clear_slot(slot);
-                    self.counters.pairs_removed += 1;
-                }
-            }
+            SwitchControl::Terminate { .. } => self.terminate(pair.slot, partition),
             SwitchControl::Init { .. } => unreachable!("handled above"),
         }
         (Status::Ok, header.seq)
+    }
+
+    /// Installs the pair if absent and joins the sender's partition. Another migration of
+    /// the same source shard (another stream, or destination) is refused while the pair is
+    /// installed; a late copy of a finished migration's INIT is acknowledged and ignored.
+    fn apply_init(&mut self, header: &HeaderRepr, message: &SwitchControl) -> (Status, u64) {
+        let SwitchControl::Init {
+            source_ip,
+            dest_ip,
+            dest_shard,
+            size_exp,
+            remain_exp,
+            partitions,
+            partition,
+        } = *message
+        else {
+            unreachable!("only INIT comes here")
+        };
+        let (partition, stream) = (usize::from(partition), header.client);
+        if header.seq != 0
+            || usize::from(partitions) > MAX_PARTITIONS
+            || partition >= usize::from(partitions)
+        {
+            return (Status::Error, header.seq);
+        }
+        if self.retired.contains(&(source_ip, header.shard, stream)) {
+            self.counters.control_duplicates += 1;
+            return (Status::Ok, 0);
+        }
+        let slot = match self.lookup(source_ip, header.shard) {
+            Some(pair)
+                if (pair.dest_ip, pair.dest_shard, pair.stream)
+                    == (dest_ip, dest_shard, stream) =>
+            {
+                pair.slot
+            }
+            Some(_) => return (Status::Error, header.seq),
+            None => {
+                let Some(slot) = self.pairs.iter().position(Option::is_none) else {
+                    return (Status::Error, header.seq); // Table full.
+                };
+                self.clear_slot(slot);
+                self.pairs[slot] = Some(Pair {
+                    slot,
+                    source_ip,
+                    source_shard: header.shard,
+                    dest_ip,
+                    dest_shard,
+                    size_exp,
+                    remain_exp,
+                    partitions,
+                    stream,
+                    joined: 0,
+                    terminated: 0,
+                });
+                self.counters.pairs_installed += 1;
+                slot
+            }
+        };
+        let pair = self.pairs[slot].as_mut().expect("installed");
+        if pair.joined & 1 << partition == 0 {
+            pair.joined |= 1 << partition;
+            self.expected_seq[slot * MAX_PARTITIONS + partition] = 1;
+            self.counters.control_applied += 1;
+        } else {
+            self.counters.control_duplicates += 1;
+        }
+        (Status::Ok, 0)
+    }
+
+    /// `partition` is done with the pair in `slot`. Once every partition is, the pair is
+    /// removed (the cut-over, or the end of an abort) and its migration retired.
+    fn terminate(&mut self, slot: usize, partition: usize) {
+        let entry = self.pairs[slot].as_mut().expect("looked up");
+        entry.terminated |= 1 << partition;
+        let all = if entry.partitions as usize >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << entry.partitions) - 1
+        };
+        if entry.terminated & all == all {
+            // Clients now learn the new owner from the source's MOVED answers.
+            let (source_ip, shard, stream) = (entry.source_ip, entry.source_shard, entry.stream);
+            self.pairs[slot] = None;
+            self.clear_slot(slot);
+            self.retire(source_ip, shard, stream);
+            self.counters.pairs_removed += 1;
+        }
+    }
+
+    fn retire(&mut self, source_ip: Ipv4Addr, shard: u16, stream: u32) {
+        let finished = (source_ip, shard, stream);
+        if self.retired.contains(&finished) {
+            return;
+        }
+        if self.retired.len() == RETIRED_STREAMS {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(finished);
     }
 
     fn clear_slot(&mut self, slot: usize) {

@@ -15,6 +15,9 @@ pub const MIN_BF_CELLS: usize = 1 << 10;
 pub const MAX_BF_CELLS: usize = 1 << 20;
 /// Hash functions (= register arrays) per filter.
 pub const HASHES: usize = 4;
+/// Finished migrations (source, shard, stream id) remembered, so that a late copy of one's
+/// `SWITCH_INIT` does not install its pair again.
+pub const RETIRED_STREAMS: usize = 64;
 
 static CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 static CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);

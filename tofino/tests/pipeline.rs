@@ -21,8 +21,13 @@ fn switch(bf_cells: usize, cbf_cells: usize) -> Switch {
     })
 }
 
-/// Sends a control message; returns the reply's status and seq.
+/// Sends a control message of migration 1; returns the reply's status and seq.
 fn control(sw: &mut Switch, seq: u64, message: SwitchControl) -> (Status, u64) {
+    control_of(sw, 1, seq, message)
+}
+
+/// Sends a control message of the migration whose stream id is `stream`.
+fn control_of(sw: &mut Switch, stream: u32, seq: u64, message: SwitchControl) -> (Status, u64) {
     let header = HeaderRepr {
         op: message.op(),
         flags: Flags::default(),
@@ -30,7 +35,7 @@ fn control(sw: &mut Switch, seq: u64, message: SwitchControl) -> (Status, u64) {
         shard: SHARD,
         seq,
         key_hash: 0,
-        client: 0,
+        client: stream,
         oldest_gap: 0,
     };
     let mut p = Packet::new_boxed();
@@ -57,6 +62,13 @@ fn init(partitions: u16, partition: u16) -> SwitchControl {
         size_exp: 32,
         remain_exp: 32 - GROUP_BITS,
         partitions,
+        partition,
+    }
+}
+
+fn terminate(partition: u16) -> SwitchControl {
+    SwitchControl::Terminate {
+        source_ip: *SOURCE.ip(),
         partition,
     }
 }
@@ -335,6 +347,68 @@ fn control_messages_apply_exactly_once_in_order() {
         partition: 1,
     };
     assert_eq!(control(&mut sw, 0, other).0, Status::Error);
+}
+
+/// Two migrations of the same shard through the switch, one after the other: the late
+/// copies of the first one's messages (INIT, a group message, TERMINATE) change nothing
+/// of the second one's state, and the second one's messages all apply.
+#[test]
+fn a_later_migration_of_the_same_shard_is_told_apart_by_its_stream() {
+    let mut sw = switch(1024, 256);
+    let (first, second) = (11, 12);
+    assert_eq!(control_of(&mut sw, first, 0, init(1, 0)), (Status::Ok, 0));
+    assert_eq!(control_of(&mut sw, first, 1, start(5)), (Status::Ok, 1));
+    assert_eq!(control_of(&mut sw, first, 2, complete(5)), (Status::Ok, 2));
+    assert_eq!(control_of(&mut sw, first, 3, terminate(0)), (Status::Ok, 3));
+    assert!(sw.pairs().next().is_none(), "cut over");
+    // A late INIT of the finished migration is acknowledged, and installs nothing.
+    assert_eq!(control_of(&mut sw, first, 0, init(1, 0)), (Status::Ok, 0));
+    assert!(sw.pairs().next().is_none(), "not installed again");
+    assert_eq!(control_of(&mut sw, second, 0, init(1, 0)), (Status::Ok, 0));
+    assert_eq!(sw.pairs().next().map(|p| p.stream), Some(second));
+    // The first migration's START of group 5, late: refused, and the group not started.
+    assert_eq!(control_of(&mut sw, first, 1, start(5)).0, Status::Error);
+    assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
+    // The second migration's own seq 1 is applied, not taken for a duplicate.
+    assert_eq!(control_of(&mut sw, second, 1, start(7)), (Status::Ok, 1));
+    assert_eq!(route(&mut sw, Op::Get, 7).len(), 2, "double read");
+    // A late TERMINATE of the first migration does not end the second one.
+    assert_eq!(control_of(&mut sw, first, 3, terminate(0)).0, Status::Ok);
+    assert_eq!(sw.pairs().next().map(|p| p.stream), Some(second));
+    assert_eq!(control_of(&mut sw, second, 2, complete(7)), (Status::Ok, 2));
+    assert_eq!(
+        route(&mut sw, Op::Get, 7),
+        vec![(to_dest(), Flags::REDIRECTED)]
+    );
+    // While it runs, the shard cannot be paired by a third migration.
+    assert_eq!(control_of(&mut sw, 13, 0, init(1, 0)).0, Status::Error);
+    assert_eq!(sw.counters().pairs_installed, 2);
+}
+
+/// An abort can come before every partition's INIT was acknowledged. The TERMINATE of a
+/// partition that never joined still counts, so the pair is removed, and the next
+/// migration of the shard starts from clean registers (its seq 1 is applied, not answered
+/// from the aborted migration's sequence).
+#[test]
+fn an_abort_before_every_partition_joined_frees_the_pair() {
+    let mut sw = switch(1024, 256);
+    assert_eq!(control_of(&mut sw, 21, 0, init(2, 0)), (Status::Ok, 0));
+    assert_eq!(control_of(&mut sw, 21, 1, start(5)), (Status::Ok, 1));
+    assert_eq!(control_of(&mut sw, 21, 2, terminate(0)), (Status::Ok, 2));
+    assert!(sw.pairs().next().is_some(), "partition 1 has not ended");
+    assert_eq!(control_of(&mut sw, 21, 1, terminate(1)), (Status::Ok, 1));
+    assert!(sw.pairs().next().is_none(), "every partition ended");
+    assert_eq!(control_of(&mut sw, 22, 0, init(2, 0)), (Status::Ok, 0));
+    assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
+    assert_eq!(control_of(&mut sw, 22, 1, start(5)), (Status::Ok, 1));
+    assert_eq!(route(&mut sw, Op::Get, 5).len(), 2, "applied: double read");
+    // A partition of the running migration cannot send group messages before its INIT.
+    let other_partition = SwitchControl::GroupStart {
+        source_ip: *SOURCE.ip(),
+        partition: 1,
+        group: 9,
+    };
+    assert_eq!(control_of(&mut sw, 22, 1, other_partition).0, Status::Error);
 }
 
 #[test]
