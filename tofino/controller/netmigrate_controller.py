@@ -19,6 +19,7 @@ through $SDE_INSTALL); `hash` and `selftest` run anywhere with Python 3.
 """
 
 import argparse
+import collections
 import ipaddress
 import json
 import logging
@@ -40,6 +41,9 @@ MAX_PARTITIONS = 64
 MIRROR_SESSION_BASE = 1          # session of slot s: MIRROR_SESSION_BASE + s
 DEFAULT_BF_CELLS = 1 << 17
 DEFAULT_CBF_CELLS = 1 << 12
+# Finished migrations (source, shard, stream id) remembered, so that a late copy of one's
+# SWITCH_INIT does not install its pair again (RETIRED_STREAMS in tofino/src/spec.rs).
+RETIRED_STREAMS = 64
 
 NM_MAGIC = 0x4E4D
 NM_VERSION = 1
@@ -309,7 +313,7 @@ class Backend(object):
     def clear_slot(self, slot):
         raise NotImplementedError
 
-    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp):
+    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp, stream):
         raise NotImplementedError
 
     def remove_pair(self, src_ip, shard):
@@ -321,8 +325,9 @@ class Backend(object):
 
 
 class Pair(object):
-    def __init__(self, slot, dst_ip, dst_shard, size_exp, remain_exp, partitions):
+    def __init__(self, slot, dst_ip, dst_shard, size_exp, remain_exp, partitions, stream):
         self.slot = slot
+        self.stream = stream
         self.dst_ip = dst_ip
         self.dst_shard = dst_shard
         self.size_exp = size_exp
@@ -345,6 +350,8 @@ class Core(object):
         self.backend = backend
         self.dst_port_of = dst_port_of      # dst IPv4 (int) -> dev_port or None
         self.pairs = {}
+        # (source IPv4, shard, stream) of finished migrations, oldest first.
+        self.retired = collections.deque(maxlen=RETIRED_STREAMS)
         self.free_slots = list(range(MAX_PAIRS))
         # Slots whose registers are known to be zero (cleared at start-up and at
         # pair removal); INIT clears any other slot before using it.
@@ -361,13 +368,19 @@ class Core(object):
         the Tofino tables need (size_exp/remain_exp range, destination port known)."""
         key = (d["src_ip"], d["shard"])
         seq = (d["seq_hi"] << 32) | d["seq_lo"]
-        partition = d["partition"]
+        partition, stream = d["partition"], d["client"]
         params = (d["dst_ip"], d["dst_shard"], d["size_exp"], d["remain_exp"], d["partitions"])
         problem = self._check_init(d, seq)
+        if problem is None and key + (stream,) in self.retired:
+            # A late copy of a finished migration's INIT: acknowledged, installs nothing.
+            self.stats["init_duplicates"] += 1
+            return STATUS_OK, 0
         pair = self.pairs.get(key)
         if problem is None and pair is not None and pair.params()[:2] != params[:2]:
             problem = "another destination than the installed pair's %s:%d" % (
                 int_to_ip(pair.dst_ip), pair.dst_shard)
+        elif problem is None and pair is not None and pair.stream != stream:
+            problem = "another migration (stream %d) of the shard is installed" % pair.stream
         if problem is not None:
             log.warning("SWITCH_INIT %s:%d partition %d refused: %s",
                         int_to_ip(key[0]), key[1], partition, problem)
@@ -390,11 +403,11 @@ class Core(object):
                 self.backend.write_expected_seq(slot, partition, 1)
                 self.backend.set_mirror(slot, self.dst_port_of(d["dst_ip"]))
                 self.backend.install_pair(key[0], key[1], slot, d["dst_ip"], d["dst_shard"],
-                                          d["size_exp"], d["remain_exp"])
+                                          d["size_exp"], d["remain_exp"], stream)
             except Exception:
                 self.free_slots.insert(0, slot)
                 raise
-            pair = Pair(slot, *params)
+            pair = Pair(slot, *params, stream=stream)
             pair.joined.add(partition)
             self.pairs[key] = pair
             self.stats["pairs_installed"] += 1
@@ -439,18 +452,29 @@ class Core(object):
     def on_terminate(self, d):
         key = (d["src_ip"], d["shard"])
         seq = (d["seq_hi"] << 32) | d["seq_lo"]
-        partition = d["partition"]
+        partition, stream = d["partition"], d["client"]
         if partition >= MAX_PARTITIONS:
             self.stats["terminate_errors"] += 1
             return STATUS_ERROR, seq
         pair = self.pairs.get(key)
         if pair is None:
-            # Removed already (a repeat of the last TERMINATE) or never installed.
+            # Removed already (a repeat of the last TERMINATE), or the end of a migration
+            # whose INIT was refused: nothing to forget. Retired, so that a late copy of
+            # its INIT does not install the pair.
+            self._retire(key, stream)
             self.stats["terminate_duplicates"] += 1
             return STATUS_OK, seq
-        if partition >= pair.partitions or partition not in pair.joined:
+        if pair.stream != stream:
+            # A late TERMINATE of an earlier migration of this shard: it was applied.
+            self.stats["terminate_duplicates"] += 1
+            return STATUS_OK, seq
+        if partition >= pair.partitions:
             self.stats["terminate_errors"] += 1
             return STATUS_ERROR, seq
+        if partition not in pair.joined:
+            # An abort before this partition's INIT was acknowledged: it sent nothing else
+            # and is done with the pair, which goes once every partition is.
+            return self._terminated(key, pair, partition, seq)
 
         # Safe against the data plane: it writes this cell only for a GROUP message
         # whose seq equals the cell, and every GROUP message of the partition has a
@@ -465,6 +489,9 @@ class Core(object):
             return STATUS_OK, max(expected - 1, 0)
 
         self.backend.write_expected_seq(pair.slot, partition, expected + 1)
+        return self._terminated(key, pair, partition, seq)
+
+    def _terminated(self, key, pair, partition, seq):
         pair.terminated.add(partition)
         self.stats["terminate_applied"] += 1
         log.info("pair %s:%d: partition %d terminated (%d of %d)", int_to_ip(key[0]), key[1],
@@ -473,11 +500,16 @@ class Core(object):
             self._remove(key, pair)
         return STATUS_OK, seq
 
+    def _retire(self, key, stream):
+        if key + (stream,) not in self.retired:
+            self.retired.append(key + (stream,))
+
     def _remove(self, key, pair):
         # Explicit cut-over: stop steering first, then wipe the slot for its next pair.
         self.backend.remove_pair(key[0], key[1])
         self.backend.set_mirror(pair.slot, None)
         del self.pairs[key]
+        self._retire(key, pair.stream)
         try:
             self.backend.clear_slot(pair.slot)
             self.clean_slots.add(pair.slot)
@@ -734,7 +766,7 @@ class BfrtBackend(Backend):
             self.b.register_write(name, range(slot * self.b.bf_cells, (slot + 1) * self.b.bf_cells), 0)
         log.info("slot %d cleared in %.1f s", slot, time.time() - started)
 
-    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp):
+    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp, stream):
         t = self.b.table(T_PAIR)
         gc = self.b.gc
         t.entry_add(self.b.target,
@@ -742,7 +774,8 @@ class BfrtBackend(Backend):
                     [t.make_data([gc.DataTuple("slot", slot), gc.DataTuple("dst_ip", dst_ip),
                                   gc.DataTuple("dst_shard", dst_shard),
                                   gc.DataTuple("size_exp", size_exp),
-                                  gc.DataTuple("remain_exp", remain_exp)], "NmIngress.set_pair")])
+                                  gc.DataTuple("remain_exp", remain_exp),
+                                  gc.DataTuple("stream", stream)], "NmIngress.set_pair")])
 
     def remove_pair(self, src_ip, shard):
         t = self.b.table(T_PAIR)

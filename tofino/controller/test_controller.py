@@ -51,9 +51,9 @@ class FakeBackend(nc.Backend):
         for k in [k for k in self.seq if k[0] == slot]:
             del self.seq[k]
 
-    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp):
+    def install_pair(self, src_ip, shard, slot, dst_ip, dst_shard, size_exp, remain_exp, stream):
         self.ops.append(("install", src_ip, shard, slot))
-        self.pairs[(src_ip, shard)] = (slot, dst_ip, dst_shard, size_exp, remain_exp)
+        self.pairs[(src_ip, shard)] = (slot, dst_ip, dst_shard, size_exp, remain_exp, stream)
 
     def remove_pair(self, src_ip, shard):
         self.ops.append(("remove", src_ip, shard))
@@ -75,16 +75,16 @@ SRC, DST = ip("10.0.0.1"), ip("10.0.0.2")
 
 
 def init(partition=0, partitions=2, src=SRC, shard=3, dst=DST, dst_shard=3, size_exp=32,
-         remain_exp=16, seq=0):
+         remain_exp=16, seq=0, stream=7):
     return dict(src_ip=src, shard=shard, dst_ip=dst, dst_shard=dst_shard, size_exp=size_exp,
                 remain_exp=remain_exp, partitions=partitions, partition=partition,
-                seq_hi=seq >> 32, seq_lo=seq & 0xFFFFFFFF, client=7, reply_ip=src,
+                seq_hi=seq >> 32, seq_lo=seq & 0xFFFFFFFF, client=stream, reply_ip=src,
                 reply_port=40000, switch_port=9000)
 
 
-def terminate(partition, seq, src=SRC, shard=3):
+def terminate(partition, seq, src=SRC, shard=3, stream=7):
     return dict(src_ip=src, shard=shard, partition=partition, seq_hi=seq >> 32,
-                seq_lo=seq & 0xFFFFFFFF, client=7, reply_ip=src, reply_port=40000,
+                seq_lo=seq & 0xFFFFFFFF, client=stream, reply_ip=src, reply_port=40000,
                 switch_port=9000)
 
 
@@ -100,7 +100,7 @@ class CoreTest(unittest.TestCase):
         self.assertEqual(kinds, ["seq", "mirror", "install"])
         self.assertEqual(self.be.seq[(0, 0)], 1)
         self.assertEqual(self.be.mirrors[0], 136)
-        self.assertEqual(self.be.pairs[(SRC, 3)], (0, DST, 3, 32, 16))
+        self.assertEqual(self.be.pairs[(SRC, 3)], (0, DST, 3, 32, 16, 7))
 
     def test_repeat_init_acknowledged_without_effect(self):
         self.core.on_init(init())
@@ -161,9 +161,46 @@ class CoreTest(unittest.TestCase):
 
     def test_terminate_unknown_partition(self):
         self.core.on_init(init(partition=0))
-        self.assertEqual(self.core.on_terminate(terminate(1, 1))[0], nc.STATUS_ERROR)
         self.assertEqual(self.core.on_terminate(terminate(5, 1))[0], nc.STATUS_ERROR)
         self.assertEqual(self.core.on_terminate(terminate(64, 1, shard=77))[0], nc.STATUS_ERROR)
+
+    def test_an_abort_before_every_partition_joined_frees_the_pair(self):
+        # As tofino/tests/pipeline.rs: the TERMINATE of a partition that never joined counts.
+        self.core.on_init(init(partition=0, stream=21))
+        self.be.group_message(0, 0, 1)
+        self.assertEqual(self.core.on_terminate(terminate(0, 2, stream=21)), (nc.STATUS_OK, 2))
+        self.assertIn((SRC, 3), self.be.pairs)
+        self.assertEqual(self.core.on_terminate(terminate(1, 1, stream=21)), (nc.STATUS_OK, 1))
+        self.assertNotIn((SRC, 3), self.be.pairs)
+        # The next migration starts from clean registers: its seq 1 is applied.
+        self.assertEqual(self.core.on_init(init(partition=0, stream=22)), (nc.STATUS_OK, 0))
+        slot = self.be.pairs[(SRC, 3)][0]
+        self.assertEqual(self.be.group_message(slot, 0, 1), 1)
+
+    def test_a_later_migration_of_the_same_shard_is_told_apart_by_its_stream(self):
+        # As tofino/tests/pipeline.rs; group messages check the stream in the data plane
+        # (set_pair's stream against hdr.nm.client).
+        self.core.on_init(init(partitions=1, stream=11))
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=11)), (nc.STATUS_OK, 1))
+        self.assertEqual(self.be.pairs, {})
+        # A late INIT of the finished migration is acknowledged and installs nothing.
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=11)), (nc.STATUS_OK, 0))
+        self.assertEqual(self.be.pairs, {})
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=12)), (nc.STATUS_OK, 0))
+        self.assertEqual(self.be.pairs[(SRC, 3)][-1], 12)
+        # A late TERMINATE of the first one does not end the second one.
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=11)), (nc.STATUS_OK, 1))
+        self.assertIn((SRC, 3), self.be.pairs)
+        # A third migration of the shard is refused while the second one runs.
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=13))[0], nc.STATUS_ERROR)
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=12)), (nc.STATUS_OK, 1))
+        self.assertEqual(self.be.pairs, {})
+
+    def test_retired_streams_are_bounded(self):
+        for stream in range(1, nc.RETIRED_STREAMS + 2):
+            self.core.on_terminate(terminate(0, 1, stream=stream))
+        self.assertEqual(len(self.core.retired), nc.RETIRED_STREAMS)
+        self.assertNotIn((SRC, 3, 1), self.core.retired)
 
     def test_dirty_slot_is_cleared_before_reuse(self):
         self.core.on_init(init(partitions=1))
@@ -316,6 +353,11 @@ class ConsistencyTest(unittest.TestCase):
         for i in range(1, 5):
             self.assertIn("NM_BLOOM(%d)" % i, p4)
             self.assertIn("NM_COUNTING_BLOOM(%d)" % i, p4)
+
+    def test_retired_streams_match_the_software_switch(self):
+        path = os.path.join(REPO, "tofino", "src", "spec.rs")
+        m = re.search(r"pub const RETIRED_STREAMS: usize = (\d+);", read(path))
+        self.assertEqual(int(m.group(1)), nc.RETIRED_STREAMS)
 
     def test_flags_match_the_rust_wire_code(self):
         path = os.path.join(REPO, "dataplane", "src", "wire", "op.rs")

@@ -231,6 +231,7 @@ struct ingress_metadata_t {
     bit<16>     dst_shard;
     bit<8>      size_exp;
     bit<8>      remain_exp;
+    bit<32>     pair_stream;            /* the installed migration's stream id */
     MirrorId_t  mirror_session;
 
     /* Filter indices: CRC-32 of (dst_ip, dst_shard, group); the low bits index a slot's range. */

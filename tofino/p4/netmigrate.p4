@@ -162,14 +162,17 @@ control NmIngress(
 
     /* ------------------------------------------------------------ migration pairs */
 
+    // stream: the migration's stream id (its control messages' hdr.nm.client), so group
+    // messages of another migration of the same shard never touch this pair's registers.
     action set_pair(nm_slot_t slot, ipv4_addr_t dst_ip, bit<16> dst_shard,
-                    bit<8> size_exp, bit<8> remain_exp) {
+                    bit<8> size_exp, bit<8> remain_exp, bit<32> stream) {
         ig_md.pair_hit = 1;
         ig_md.slot = slot;
         ig_md.dst_ip = dst_ip;
         ig_md.dst_shard = dst_shard;
         ig_md.size_exp = size_exp;
         ig_md.remain_exp = remain_exp;
+        ig_md.pair_stream = stream;
         ig_md.mirror_session = (MirrorId_t)slot + NM_MIRROR_SESSION_BASE;
     }
 
@@ -727,9 +730,11 @@ control NmIngress(
                     ig_md.consumed = 1;
                     ig_md.ctr = NM_CTR_MALFORMED;
                     drop();
-                } else if (ig_md.pair_hit == 0 || hdr.nm_group.partition[15:NM_PARTITION_BITS] != 0) {
-                    // No such pair (never installed, or already removed), or a partition
-                    // beyond MAX_PARTITIONS. The reply is routed back to the sender.
+                } else if (ig_md.pair_hit == 0 || hdr.nm_group.partition[15:NM_PARTITION_BITS] != 0 ||
+                           ig_md.pair_stream != hdr.nm.client) {
+                    // No such pair (never installed, or already removed), a partition
+                    // beyond MAX_PARTITIONS, or a late message of another migration of
+                    // the shard. The reply is routed back to the sender.
                     control_reply(NM_STATUS_ERROR);
                     ig_md.ctr = NM_CTR_CONTROL_ERRORS;
                 } else {
