@@ -58,6 +58,13 @@ pub struct PartitionReport {
 
 /// A command to a partition loop from the control plane.
 pub enum Command {
+    /// Would `MigrateOut` of this shard be taken? Asked of every partition before any
+    /// starts, so that a start some partition refuses leaves nothing behind (a partition
+    /// that started alone would pair the shard at the switch for its own part only).
+    CheckMigrateOut {
+        shard: u16,
+        answer: Sender<Result<(), String>>,
+    },
     /// Start migrating this partition of a shard away; `serve_per_s` caps serving while
     /// it runs (the rest of the capacity migrates).
     MigrateOut {
@@ -131,6 +138,9 @@ impl PartitionLoop {
 
     fn execute(&mut self, command: Command) {
         match command {
+            Command::CheckMigrateOut { shard, answer } => {
+                let _ = answer.send(self.server.check_outgoing(shard));
+            }
             Command::MigrateOut {
                 plan,
                 serve_per_s,
@@ -300,6 +310,7 @@ impl ServerControl {
         serve_per_s: Option<f64>,
     ) -> Result<(), String> {
         let _one_start_at_a_time = self.starting.lock().expect("start lock poisoned");
+        self.check_migrate_out(&plan)?;
         let ticket = Arc::new(MigrationTicket::fresh());
         let shard = plan(0).shard;
         let mut answers = Vec::new();
@@ -335,6 +346,42 @@ impl ServerControl {
             .lock()
             .expect("tickets lock poisoned")
             .insert(shard, ticket);
+        Ok(())
+    }
+
+    /// Asks every partition whether it would start its part. A shard is only ever taken
+    /// away by `migrate_out` (under `starting`), so a partition that says yes here still
+    /// does when the start comes.
+    fn check_migrate_out(&self, plan: &impl Fn(u32) -> OutgoingPlan) -> Result<(), String> {
+        let mut answers = Vec::new();
+        for (partition, commands) in self.commands.iter().enumerate() {
+            let (answer, answered) = crossbeam_channel::bounded(1);
+            let shard = plan(partition as u32).shard;
+            if commands
+                .send(Command::CheckMigrateOut { shard, answer })
+                .is_err()
+            {
+                return Err(format!(
+                    "partition {partition} has stopped; nothing was started"
+                ));
+            }
+            answers.push(answered);
+        }
+        for (partition, answered) in answers.into_iter().enumerate() {
+            match answered.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => {
+                    return Err(format!(
+                        "partition {partition}: {refused}; nothing was started"
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "partition {partition} did not answer; nothing was started"
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 

@@ -105,8 +105,8 @@ pub struct OutgoingStats {
     /// Entries and tombstones the destination sent back after an abort.
     pub returned_keys: u64,
     /// NetMigrate: ERROR answers from the switch to control messages (its pair table is
-    /// full, the shard is paired with another destination, or it lost the pair). The
-    /// switch does not steer such a migration, so it is called off.
+    /// full, the shard is paired with another destination or by another migration, or it
+    /// lost the pair). The switch does not steer such a migration, so it is called off.
     pub switch_refusals: u64,
 }
 
@@ -564,7 +564,8 @@ impl Outgoing {
     }
 
     /// A refused TERMINATE while unpairing after an abort: the switch holds nothing of
-    /// this partition's to forget (its INIT never joined, or the pair is gone).
+    /// this partition's to forget. (Ours answers such a TERMINATE `Ok`; a switch that
+    /// refuses one of a partition that never joined is not waited for.)
     fn is_refusal_harmless(&self, op: wire::Op) -> bool {
         op == wire::Op::SwitchTerminateAck && matches!(self.stage, Stage::Unpairing(_))
     }

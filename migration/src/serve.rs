@@ -314,18 +314,28 @@ impl PartitionServer {
         self.shards.iter().find(|s| s.id == shard).map(|s| &s.role)
     }
 
-    /// Starts migrating this partition of `plan.shard` away.
-    pub fn start_outgoing(&mut self, plan: OutgoingPlan) -> Result<(), String> {
+    /// Whether `start_outgoing` would take a migration of `shard` away: the shard is here
+    /// and neither migrating nor moved (nor still ending an aborted migration).
+    pub fn check_outgoing(&self, shard: u16) -> Result<(), String> {
         let partition = self.partition;
-        let Some(shard) = self.shards.iter_mut().find(|s| s.id == plan.shard) else {
-            return Err(format!("shard {} is not hosted here", plan.shard));
+        let Some(hosted) = self.shards.iter().find(|s| s.id == shard) else {
+            return Err(format!("shard {shard} is not hosted here"));
         };
-        if !matches!(shard.role, Role::Owned) {
+        if !matches!(hosted.role, Role::Owned) {
             return Err(format!(
-                "shard {} of partition {partition} is already migrating or moved",
-                plan.shard
+                "shard {shard} of partition {partition} is already migrating or moved"
             ));
         }
+        Ok(())
+    }
+
+    /// Starts migrating this partition of `plan.shard` away.
+    pub fn start_outgoing(&mut self, plan: OutgoingPlan) -> Result<(), String> {
+        self.check_outgoing(plan.shard)?;
+        let partition = self.partition;
+        let Some(shard) = self.shards.iter_mut().find(|s| s.id == plan.shard) else {
+            unreachable!("checked above");
+        };
         let mut agent = Outgoing::new(plan, &self.map, partition);
         agent.start(&shard.table, &self.dedup);
         shard.role = Role::Outgoing(Box::new(agent));

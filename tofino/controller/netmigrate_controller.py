@@ -370,11 +370,11 @@ class Core(object):
         seq = (d["seq_hi"] << 32) | d["seq_lo"]
         partition, stream = d["partition"], d["client"]
         params = (d["dst_ip"], d["dst_shard"], d["size_exp"], d["remain_exp"], d["partitions"])
-        problem = self._check_init(d, seq)
-        if problem is None and key + (stream,) in self.retired:
+        if seq == 0 and key + (stream,) in self.retired:
             # A late copy of a finished migration's INIT: acknowledged, installs nothing.
             self.stats["init_duplicates"] += 1
             return STATUS_OK, 0
+        problem = self._check_init(d, seq)
         pair = self.pairs.get(key)
         if problem is None and pair is not None and pair.params()[:2] != params[:2]:
             problem = "another destination than the installed pair's %s:%d" % (
@@ -418,7 +418,8 @@ class Core(object):
                      d["size_exp"], d["remain_exp"], d["partitions"], partition)
             return STATUS_OK, 0
 
-        if partition not in pair.joined:
+        if partition not in pair.joined and partition not in pair.terminated:
+            # (A late INIT of a partition that already ended does not join it again.)
             self.backend.write_expected_seq(pair.slot, partition, 1)
             pair.joined.add(partition)
             self.stats["init_applied"] += 1
@@ -465,7 +466,9 @@ class Core(object):
             self.stats["terminate_duplicates"] += 1
             return STATUS_OK, seq
         if pair.stream != stream:
-            # A late TERMINATE of an earlier migration of this shard: it was applied.
+            # The end of another migration of this shard (a late copy of an earlier one's,
+            # or one whose INIT this pair's made the switch refuse): it holds nothing here.
+            self._retire(key, stream)
             self.stats["terminate_duplicates"] += 1
             return STATUS_OK, seq
         if partition >= pair.partitions:
@@ -474,6 +477,9 @@ class Core(object):
         if partition not in pair.joined:
             # An abort before this partition's INIT was acknowledged: it sent nothing else
             # and is done with the pair, which goes once every partition is.
+            if partition in pair.terminated:
+                self.stats["terminate_duplicates"] += 1
+                return STATUS_OK, seq
             return self._terminated(key, pair, partition, seq)
 
         # Safe against the data plane: it writes this cell only for a GROUP message

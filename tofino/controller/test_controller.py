@@ -166,11 +166,19 @@ class CoreTest(unittest.TestCase):
 
     def test_an_abort_before_every_partition_joined_frees_the_pair(self):
         # As tofino/tests/pipeline.rs: the TERMINATE of a partition that never joined counts.
-        self.core.on_init(init(partition=0, stream=21))
+        self.core.on_init(init(partition=0, partitions=3, stream=21))
         self.be.group_message(0, 0, 1)
         self.assertEqual(self.core.on_terminate(terminate(0, 2, stream=21)), (nc.STATUS_OK, 2))
-        self.assertIn((SRC, 3), self.be.pairs)
         self.assertEqual(self.core.on_terminate(terminate(1, 1, stream=21)), (nc.STATUS_OK, 1))
+        self.assertIn((SRC, 3), self.be.pairs)
+        # A late INIT of partition 1 does not make it join; its TERMINATE again is a repeat.
+        applied = self.core.stats["terminate_applied"]
+        self.assertEqual(self.core.on_init(init(partition=1, partitions=3, stream=21)),
+                         (nc.STATUS_OK, 0))
+        self.assertNotIn((0, 1), self.be.seq)
+        self.assertEqual(self.core.on_terminate(terminate(1, 1, stream=21)), (nc.STATUS_OK, 1))
+        self.assertEqual(self.core.stats["terminate_applied"], applied)
+        self.assertEqual(self.core.on_terminate(terminate(2, 1, stream=21)), (nc.STATUS_OK, 1))
         self.assertNotIn((SRC, 3), self.be.pairs)
         # The next migration starts from clean registers: its seq 1 is applied.
         self.assertEqual(self.core.on_init(init(partition=0, stream=22)), (nc.STATUS_OK, 0))
@@ -194,6 +202,18 @@ class CoreTest(unittest.TestCase):
         # A third migration of the shard is refused while the second one runs.
         self.assertEqual(self.core.on_init(init(partitions=1, stream=13))[0], nc.STATUS_ERROR)
         self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=12)), (nc.STATUS_OK, 1))
+        self.assertEqual(self.be.pairs, {})
+
+    def test_a_refused_migration_is_retired_by_its_terminate(self):
+        # As tofino/tests/pipeline.rs.
+        self.core.on_init(init(partitions=1, stream=31))
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=32))[0], nc.STATUS_ERROR)
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=32))[0], nc.STATUS_OK)
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=31))[0], nc.STATUS_OK)
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=32)), (nc.STATUS_OK, 0))
+        self.assertEqual(self.be.pairs, {})
+        self.assertEqual(self.core.on_terminate(terminate(0, 1, stream=33))[0], nc.STATUS_OK)
+        self.assertEqual(self.core.on_init(init(partitions=1, stream=33)), (nc.STATUS_OK, 0))
         self.assertEqual(self.be.pairs, {})
 
     def test_retired_streams_are_bounded(self):

@@ -399,9 +399,12 @@ impl Switch {
         };
         if pair.stream != stream || partition >= usize::from(pair.partitions) {
             return match message {
-                // A late TERMINATE of an earlier migration of this shard: it was applied.
+                // The end of another migration of this shard: a late copy of an earlier
+                // one's, or one whose INIT this pair's made the switch refuse. Either way
+                // it holds nothing here, and is retired like any finished migration.
                 SwitchControl::Terminate { .. } if pair.stream != stream => {
                     self.counters.control_duplicates += 1;
+                    self.retire(source_ip, header.shard, stream);
                     (Status::Ok, header.seq)
                 }
                 _ => (Status::Error, header.seq),
@@ -413,9 +416,13 @@ impl Switch {
             // that ends an aborted migration: it is done with the pair, which goes once
             // every partition is.
             return match message {
-                SwitchControl::Terminate { .. } => {
+                SwitchControl::Terminate { .. } if pair.terminated & 1 << partition == 0 => {
                     self.counters.control_applied += 1;
                     self.terminate(pair.slot, partition);
+                    (Status::Ok, header.seq)
+                }
+                SwitchControl::Terminate { .. } => {
+                    self.counters.control_duplicates += 1;
                     (Status::Ok, header.seq)
                 }
                 _ => (Status::Error, header.seq),
@@ -519,7 +526,9 @@ impl Switch {
             }
         };
         let pair = self.pairs[slot].as_mut().expect("installed");
-        if pair.joined & 1 << partition == 0 {
+        // A late INIT of a partition that already ended (it may end before it joined,
+        // after an abort) does not join it again.
+        if (pair.joined | pair.terminated) & 1 << partition == 0 {
             pair.joined |= 1 << partition;
             self.expected_seq[slot * MAX_PARTITIONS + partition] = 1;
             self.counters.control_applied += 1;

@@ -392,11 +392,18 @@ fn a_later_migration_of_the_same_shard_is_told_apart_by_its_stream() {
 #[test]
 fn an_abort_before_every_partition_joined_frees_the_pair() {
     let mut sw = switch(1024, 256);
-    assert_eq!(control_of(&mut sw, 21, 0, init(2, 0)), (Status::Ok, 0));
+    assert_eq!(control_of(&mut sw, 21, 0, init(3, 0)), (Status::Ok, 0));
     assert_eq!(control_of(&mut sw, 21, 1, start(5)), (Status::Ok, 1));
     assert_eq!(control_of(&mut sw, 21, 2, terminate(0)), (Status::Ok, 2));
-    assert!(sw.pairs().next().is_some(), "partition 1 has not ended");
     assert_eq!(control_of(&mut sw, 21, 1, terminate(1)), (Status::Ok, 1));
+    assert!(sw.pairs().next().is_some(), "partition 2 has not ended");
+    // A late INIT of partition 1, which ended without joining, does not make it join
+    // (its TERMINATE would then be applied a second time).
+    let applied = sw.counters().control_applied;
+    assert_eq!(control_of(&mut sw, 21, 0, init(3, 1)), (Status::Ok, 0));
+    assert_eq!(control_of(&mut sw, 21, 1, terminate(1)), (Status::Ok, 1));
+    assert_eq!(sw.counters().control_applied, applied);
+    assert_eq!(control_of(&mut sw, 21, 1, terminate(2)), (Status::Ok, 1));
     assert!(sw.pairs().next().is_none(), "every partition ended");
     assert_eq!(control_of(&mut sw, 22, 0, init(2, 0)), (Status::Ok, 0));
     assert_eq!(route(&mut sw, Op::Get, 5), vec![(SOURCE, Flags::default())]);
@@ -409,6 +416,30 @@ fn an_abort_before_every_partition_joined_frees_the_pair() {
         group: 9,
     };
     assert_eq!(control_of(&mut sw, 22, 1, other_partition).0, Status::Error);
+}
+
+/// A migration whose INIT the switch refused ends with a TERMINATE all the same (its abort).
+/// The switch retires its stream then, so a late copy of that INIT never installs a pair
+/// nobody would end (which would refuse every later migration of the shard).
+#[test]
+fn a_refused_migration_is_retired_by_its_terminate() {
+    let mut sw = switch(1024, 256);
+    // Refused while another migration of the shard runs; it ends, then the other one.
+    assert_eq!(control_of(&mut sw, 31, 0, init(1, 0)).0, Status::Ok);
+    assert_eq!(control_of(&mut sw, 32, 0, init(1, 0)).0, Status::Error);
+    assert_eq!(control_of(&mut sw, 32, 1, terminate(0)).0, Status::Ok);
+    assert_eq!(control_of(&mut sw, 31, 1, terminate(0)).0, Status::Ok);
+    assert!(sw.pairs().next().is_none());
+    assert_eq!(control_of(&mut sw, 32, 0, init(1, 0)), (Status::Ok, 0));
+    assert!(sw.pairs().next().is_none(), "the refused one's late INIT");
+    // Refused with no pair installed (a full table, say): it ends, then its INIT comes late.
+    assert_eq!(control_of(&mut sw, 33, 1, terminate(0)).0, Status::Ok);
+    assert_eq!(control_of(&mut sw, 33, 0, init(1, 0)), (Status::Ok, 0));
+    assert!(
+        sw.pairs().next().is_none(),
+        "the second refused one's late INIT"
+    );
+    assert_eq!(sw.counters().pairs_installed, 1);
 }
 
 #[test]
