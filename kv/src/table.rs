@@ -64,6 +64,28 @@ fn encode(tag: u64, block: NonNull<u8>) -> u64 {
     tag << POINTER_BITS | address
 }
 
+/// Key equality without a call to `memcmp` for the short keys of key-value workloads
+/// (YCSB's are 8–24 bytes): 8-byte words, the last one overlapping the one before.
+#[inline]
+fn keys_equal(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if !(8..=32).contains(&len) {
+        return a == b;
+    }
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap());
+    let mut at = 0;
+    while at + 8 < len {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, len - 8) == word(b, len - 8)
+}
+
 fn block_of(slot: u64) -> NonNull<u8> {
     NonNull::new((slot & POINTER_MASK) as *mut u8).expect("occupied slot")
 }
@@ -149,7 +171,7 @@ impl Partition {
         for _ in 0..self.buckets.len() {
             let b = &self.buckets[bucket];
             for (i, &slot) in b.slots.iter().enumerate() {
-                if slot != 0 && tag_of(slot) == tag && self.item(slot).key() == key {
+                if slot != 0 && tag_of(slot) == tag && keys_equal(self.item(slot).key(), key) {
                     return Some((bucket, i));
                 }
             }
@@ -453,6 +475,21 @@ fn huge_page_vec<T>(len: usize, fill: impl Fn() -> T) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_equal_agrees_with_slice_equality() {
+        let base: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        for len in 0..=40 {
+            let a = &base[..len];
+            assert!(keys_equal(a, a), "len {len}");
+            assert!(!keys_equal(a, &base[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 0x40;
+                assert!(!keys_equal(a, &b), "len {len}, byte {at} differs");
+            }
+        }
+    }
     use crate::{key_hash, GroupLayout, PartitionMap};
     use proptest::prelude::*;
     use std::collections::HashMap;

@@ -151,6 +151,8 @@ pub struct HeaderRepr {
 impl HeaderRepr {
     pub fn parse<T: AsRef<[u8]>>(header: &Header<T>) -> Result<HeaderRepr, WireError> {
         header.check_len()?;
+        // A view of exactly the header: its accessors need no bounds checks.
+        let header = Header::new_unchecked(&header.buffer.as_ref()[..HEADER_LEN]);
         if header.magic() != MAGIC {
             return Err(WireError::BadMagic);
         }
@@ -171,6 +173,8 @@ impl HeaderRepr {
 
     /// Writes the header into the first `HEADER_LEN` bytes (the caller checked the length).
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, header: &mut Header<T>) {
+        // A view of exactly the header: its setters need no bounds checks.
+        let mut header = Header::new_unchecked(&mut header.buffer.as_mut()[..HEADER_LEN]);
         header.set_magic(MAGIC);
         header.set_version(VERSION);
         header.set_op(self.op);
