@@ -1,12 +1,26 @@
 use super::WireError;
 
-/// Operation codes. Requests use 0x01–0x7F; the reply to op `x` is `x | 0x80`.
-/// Ranges reserved now so that later protocols never renumber:
-/// 0x01–0x0F key-value, 0x10–0x2F migration control, 0x30–0x3F migration data,
-/// 0x40–0x4F switch control, 0x50–0x5F pulls outside the stream, 0x60–0x7F unassigned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Op {
+/// Declares `Op` and `Op::ALL` from one list, so the decoding table cannot miss an op.
+macro_rules! ops {
+    ($($(#[$meta:meta])* $name:ident = $code:literal,)*) => {
+        /// Operation codes. Requests use 0x01–0x7F; the reply to op `x` is `x | 0x80`.
+        /// Ranges reserved now so that later protocols never renumber:
+        /// 0x01–0x0F key-value, 0x10–0x2F migration control, 0x30–0x3F migration data,
+        /// 0x40–0x4F switch control, 0x50–0x5F pulls outside the stream, 0x60–0x7F unassigned.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Op {
+            $($(#[$meta])* $name = $code,)*
+        }
+
+        impl Op {
+            /// Every op.
+            pub const ALL: &'static [Op] = &[$(Op::$name,)*];
+        }
+    };
+}
+
+ops! {
     Get = 0x01,
     Put = 0x02,
     Delete = 0x03,
@@ -59,6 +73,16 @@ pub enum Op {
     BulkDoneReply = 0xD2,
 }
 
+const OP_BY_CODE: [Option<Op>; 256] = {
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < Op::ALL.len() {
+        table[Op::ALL[i] as usize] = Some(Op::ALL[i]);
+        i += 1;
+    }
+    table
+};
+
 impl Op {
     pub const REPLY_BIT: u8 = 0x80;
     /// First and last op codes of the reserved ranges (see `docs/wire.md`).
@@ -66,54 +90,9 @@ impl Op {
     pub const MIGRATION_DATA: std::ops::RangeInclusive<u8> = 0x30..=0x3F;
     pub const SWITCH_CONTROL: std::ops::RangeInclusive<u8> = 0x40..=0x4F;
 
+    /// The op of a code, by table: every packet's header is decoded through here.
     pub fn from_u8(code: u8) -> Result<Op, WireError> {
-        Ok(match code {
-            0x01 => Op::Get,
-            0x02 => Op::Put,
-            0x03 => Op::Delete,
-            0x04 => Op::MultiGet,
-            0x05 => Op::MultiPut,
-            0x06 => Op::MultiDelete,
-            0x81 => Op::GetReply,
-            0x82 => Op::PutReply,
-            0x83 => Op::DeleteReply,
-            0x84 => Op::MultiGetReply,
-            0x85 => Op::MultiPutReply,
-            0x86 => Op::MultiDeleteReply,
-            0x10 => Op::MigrateInit,
-            0x11 => Op::GroupStart,
-            0x12 => Op::GroupComplete,
-            0x13 => Op::Terminate,
-            0x14 => Op::MigrateAbort,
-            0x30 => Op::MigrateData,
-            0x31 => Op::DedupEntries,
-            0x32 => Op::DedupWindow,
-            0x33 => Op::LateWrite,
-            0x40 => Op::SwitchInit,
-            0x41 => Op::SwitchGroupStart,
-            0x42 => Op::SwitchGroupComplete,
-            0x43 => Op::SwitchTerminate,
-            0x50 => Op::Pull,
-            0xD0 => Op::PullReply,
-            0x51 => Op::BulkPull,
-            0xD1 => Op::BulkPullReply,
-            0x52 => Op::BulkDone,
-            0xD2 => Op::BulkDoneReply,
-            0x90 => Op::MigrateInitAck,
-            0x91 => Op::GroupStartAck,
-            0x92 => Op::GroupCompleteAck,
-            0x93 => Op::TerminateAck,
-            0x94 => Op::MigrateAbortAck,
-            0xB0 => Op::MigrateDataAck,
-            0xB1 => Op::DedupEntriesAck,
-            0xB2 => Op::DedupWindowAck,
-            0xB3 => Op::LateWriteAck,
-            0xC0 => Op::SwitchInitAck,
-            0xC1 => Op::SwitchGroupStartAck,
-            0xC2 => Op::SwitchGroupCompleteAck,
-            0xC3 => Op::SwitchTerminateAck,
-            other => return Err(WireError::UnknownOp(other)),
-        })
+        OP_BY_CODE[usize::from(code)].ok_or(WireError::UnknownOp(code))
     }
 
     pub fn is_reply(self) -> bool {
