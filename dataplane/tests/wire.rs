@@ -364,9 +364,14 @@ fn versions_and_clocks_of_2_63_or_more_are_refused() {
 fn every_op_code_decodes_and_nothing_else() {
     for &op in Op::ALL {
         assert_eq!(Op::from_u8(op as u8), Ok(op));
-        assert!(Op::from_u8(op as u8 | Op::REPLY_BIT).is_ok(), "{op:?} has a reply");
+        assert!(
+            Op::from_u8(op as u8 | Op::REPLY_BIT).is_ok(),
+            "{op:?} has a reply"
+        );
     }
-    let known = (0..=255u8).filter(|&code| Op::from_u8(code).is_ok()).count();
+    let known = (0..=255u8)
+        .filter(|&code| Op::from_u8(code).is_ok())
+        .count();
     assert_eq!(known, Op::ALL.len());
     assert_eq!(Op::from_u8(0x00), Err(WireError::UnknownOp(0x00)));
     assert_eq!(Op::from_u8(0xFF), Err(WireError::UnknownOp(0xFF)));

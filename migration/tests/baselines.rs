@@ -356,11 +356,7 @@ fn abort_under_faults(protocol: Protocol, seed: u64) -> Cluster {
     let mut client = client();
     let mut workload = Workload::new(keys, seed);
     let what = format!("{protocol:?}, seed {seed}");
-    workload.run_until(&mut cluster, &mut client, &what, |c| {
-        c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
-    });
-    cluster.plan.ticket.abort().expect("not cutting over yet");
-    workload.run_until(&mut cluster, &mut client, &what, Cluster::returned);
+    abort_half_way(&mut cluster, &mut client, &mut workload, &what);
     workload.check_all(&mut cluster, &mut client, &what);
     let outgoing = cluster.source.migration_counters().outgoing;
     assert!(
@@ -418,6 +414,16 @@ fn source_based_reships_late_writes_and_stops_only_at_the_end() {
         );
         assert!(client.moved >= 1);
     }
+}
+
+/// Runs the workload until a quarter of the keys reached the destination, aborts the
+/// migration, and runs it on until the shard is back at the source.
+fn abort_half_way(cluster: &mut Cluster, client: &mut Client, workload: &mut Workload, what: &str) {
+    workload.run_until(cluster, client, what, |c| {
+        c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
+    });
+    cluster.plan.ticket.abort().expect("not cutting over yet");
+    workload.run_until(cluster, client, what, Cluster::returned);
 }
 
 #[test]
@@ -663,11 +669,7 @@ fn netmigrate_through_the_switch_aborts_and_migrates_again() {
         let mut client = client();
         let mut workload = Workload::new(keys, seed);
         let what = format!("NetMigrate through the switch, seed {seed}");
-        workload.run_until(&mut cluster, &mut client, &what, |c| {
-            c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
-        });
-        cluster.plan.ticket.abort().expect("not cutting over yet");
-        workload.run_until(&mut cluster, &mut client, &what, Cluster::returned);
+        abort_half_way(&mut cluster, &mut client, &mut workload, &what);
         let late = cluster.held_back.take().expect("set above");
         assert!(late.len() > 3, "{what}: INIT, group messages, TERMINATE");
         cluster.restart();
