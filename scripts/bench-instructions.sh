@@ -1,42 +1,68 @@
 #!/usr/bin/env bash
-# Instructions per request on the server's burst path (`PartitionServer::handle_burst`, as the
-# serving loop runs it), counted by callgrind. Unlike time on a shared VM, the count does not
-# move with the host's load or where it places the vCPUs, so it compares two builds of the
-# serving path exactly. It is CPU work only: cache misses and their stalls are not in it (the
-# throughput is `cargo bench -p bench --bench serving`).
+# Instructions per request, counted by callgrind. Unlike time on a shared VM, the count does
+# not move with the host's load or where it places the vCPUs, so it compares two builds
+# exactly. It is CPU work only: cache misses and their stalls are not in it (the throughput is
+# `cargo bench -p bench --bench serving` / `--bench client`).
 #
-# Usage: scripts/bench-instructions.sh [records] [distribution]
+# Usage: scripts/bench-instructions.sh [server|client] [records] [distribution]
+#   server        the server's burst path (`PartitionServer::handle_burst`, as the serving loop
+#                 runs it), from the `serving` bench (the default)
+#   client        one YCSB client thread (workload C, window 128) served on the same thread,
+#                 from the `client` bench: the whole per request, the server's share, the rest
 #   records       keys in the table (default 10000: the table fits the caches)
-#   distribution  uniform | zipfian | latest ... (default uniform)
-# Prints instructions_per_request=N.
+#   distribution  server only: uniform | zipfian | latest ... (default uniform)
+# Prints instructions_per_request=N (client: also server_instructions_per_request and
+# client_instructions_per_request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what=server
+case "${1:-}" in
+    server|client) what=$1; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+esac
 records=${1:-10000}
 distribution=${2:-uniform}
+case "$records" in
+    ''|*[!0-9]*) echo "bench-instructions.sh: records must be a number, got '$records' (try --help)" >&2; exit 2 ;;
+esac
 
 if ! command -v valgrind >/dev/null; then
     echo "installing valgrind (apt-get install valgrind)" >&2
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
-bin=$(cargo bench -p bench --bench serving --no-run --message-format=json 2>/dev/null |
-    python3 -c '
-import json, sys
+bench=$([ "$what" = server ] && echo serving || echo client)
+bin=$(cargo bench -p bench --bench "$bench" --no-run --message-format=json 2>/dev/null |
+    BENCH=$bench python3 -c '
+import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "serving" and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == os.environ["BENCH"] \
+            and m.get("executable"):
         print(m["executable"])')
-[ -n "$bin" ] || { echo "bench-instructions.sh: the serving bench did not build" >&2; exit 1; }
+[ -n "$bin" ] || { echo "bench-instructions.sh: the $bench bench did not build" >&2; exit 1; }
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-echo "counting instructions of the burst path: $records records, $distribution (seconds for 10 000 records, minutes for millions)" >&2
-NM_SERVING_RECORDS=$records NM_SERVING_DISTRIBUTION=$distribution \
-    valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*handle_burst*' \
-    "$bin" --bench --profile-time 1 request_path_get_burst32 >/dev/null 2>&1
-# Requests = calls of PartitionServer::handle (one per packet) seen inside handle_burst.
-python3 - "$out" <<'PY'
-import re, sys
-names, requests, callee, total = {}, 0, None, None
+echo "counting instructions ($what, $records records; seconds for 10 000, minutes for millions)" >&2
+if [ "$what" = server ]; then
+    NM_SERVING_RECORDS=$records NM_SERVING_DISTRIBUTION=$distribution \
+        valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*handle_burst*' \
+        "$bin" --bench --profile-time 1 request_path_get_burst32 >/dev/null 2>&1
+else
+    NM_CLIENT_RECORDS=$records \
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        --toggle-collect='*run_on_this_thread*' "$bin" --bench --profile-time 1 >/dev/null 2>&1
+fi
+# Requests = calls of PartitionServer::handle (one per packet). Inclusive costs of calls are
+# on the line after each `calls=` line.
+WHAT=$what python3 - "$out" <<'PY'
+import os, re, sys
+names, requests, callee, total, pending = {}, 0, None, None, False
+inclusive = {}
 for line in open(sys.argv[1]):
+    if pending:
+        pending = False
+        inclusive[callee] = inclusive.get(callee, 0) + int(line.split()[1])
+        continue
     m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
     if m:
         if m.group(3):
@@ -44,12 +70,18 @@ for line in open(sys.argv[1]):
         if m.group(1):
             callee = names.get(m.group(2))
         continue
-    if line.startswith("calls=") and callee and callee.endswith("PartitionServer::handle"):
-        requests += int(line.split("=")[1].split()[0])
+    if line.startswith("calls=") and callee:
+        pending = True
+        if callee.endswith("PartitionServer::handle"):
+            requests += int(line.split("=")[1].split()[0])
     if line.startswith(("summary:", "totals:")):
         total = int(line.split()[1])
 if not requests or total is None:
     sys.exit("bench-instructions.sh: no requests counted (did the bench run?)")
 print("requests_counted=%d" % requests)
 print("instructions_per_request=%.0f" % (total / requests))
+if os.environ["WHAT"] == "client":
+    server = sum(v for k, v in inclusive.items() if k.endswith("PartitionServer::handle_burst"))
+    print("server_instructions_per_request=%.0f" % (server / requests))
+    print("client_instructions_per_request=%.0f" % ((total - server) / requests))
 PY
