@@ -4,11 +4,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Instant;
 
 /// A timer names a request's sequence number and the attempt it was armed for, so a timer
-/// outlived by a later transmission or by the answer is recognised as stale.
-type Timer = (Instant, u64, u32);
+/// outlived by a later transmission or by the answer is recognised as stale. Deadlines are
+/// the engine's times (nanoseconds since its epoch).
+type Timer = (u64, u64, u32);
 
 #[derive(Default)]
 pub struct Timers {
@@ -18,7 +18,7 @@ pub struct Timers {
 
 impl Timers {
     /// `in_order` promises that `deadline` is not before any deadline pushed in order so far.
-    pub fn push(&mut self, deadline: Instant, seq: u64, attempt: u32, in_order: bool) {
+    pub fn push(&mut self, deadline: u64, seq: u64, attempt: u32, in_order: bool) {
         let in_order = in_order
             && self
                 .in_order
@@ -32,7 +32,7 @@ impl Timers {
     }
 
     /// The next timer due at `now`, earliest first.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(u64, u32)> {
+    pub fn pop_due(&mut self, now: u64) -> Option<(u64, u32)> {
         let fifo = self.in_order.front().map(|&(at, _, _)| at);
         let heap = self.any_order.peek().map(|Reverse((at, _, _))| *at);
         let take_fifo = match (fifo, heap) {
@@ -60,12 +60,10 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn due_timers_come_out_earliest_first() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
+        let at = |ms: u64| 1_000_000 + ms * 1_000_000;
         let mut timers = Timers::default();
         timers.push(at(10), 1, 1, true);
         timers.push(at(20), 2, 1, true);
