@@ -44,6 +44,7 @@ type Nanos = u64;
 fn nanos(duration: Duration) -> Nanos {
     duration.as_nanos().min(u128::from(u64::MAX)) as u64
 }
+
 /// Operations per history chunk.
 const HISTORY_CHUNK: usize = 1 << 16;
 /// Hot keys a Fulva client remembers per partition before starting over.
