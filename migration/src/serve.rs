@@ -512,12 +512,7 @@ impl PartitionServer {
         let Some(shard_index) = self.shards.iter().position(|s| s.id == header.shard) else {
             return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
         };
-        // Keys and values are kept as ranges of the buffer, which the reply overwrites.
-        let base = buf.as_ptr() as usize;
-        let range_of = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
+        let range_of = |s: &[u8]| range_in(buf, s);
         let (hash, key, value) = match request {
             Request::Get { key } => (self.checked_hash(&header, key)?, range_of(key), None),
             Request::Put { key, value } => (
@@ -720,8 +715,7 @@ impl PartitionServer {
         if hash != header.key_hash || !self.shards[shard_index].table.owns(hash) {
             return None;
         }
-        let start = key.as_ptr() as usize - buf.as_ptr() as usize;
-        let key = start..start + key.len();
+        let key = range_in(buf, key);
         self.counters.gets += 1;
         Some(self.serve_get(shard_index, header, hash, key, Flags::default(), buf))
     }
@@ -1486,6 +1480,13 @@ fn announce_progress(agent: &mut Incoming, len: usize, buf: &mut [u8]) -> usize 
 }
 
 /// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
+/// Where `part`, a slice of `buf`, lies in it: keys and values are kept as ranges of the
+/// buffer, which the reply overwrites.
+fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
 fn request_too_long(request: &Request<'_>) -> bool {
     match request {
         Request::Put { key, value } => key.len() + value.len() > wire::MAX_ENTRY_LEN,
