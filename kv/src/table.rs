@@ -58,6 +58,51 @@ fn tag_of(hash: u64) -> u64 {
     hash >> POINTER_BITS
 }
 
+impl Bucket {
+    /// Bit `i` set when slot `i` carries `tag` (or, for tag 0, may be empty: callers check
+    /// the slot). One compare of the whole line instead of seven tests.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn tag_matches(&self, tag: u64) -> u32 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; the bucket is one 64-byte-aligned line, read as
+        // four aligned 16-byte lanes.
+        unsafe {
+            let wanted = _mm_set1_epi16(tag as u16 as i16);
+            let line = (self as *const Bucket).cast::<__m128i>();
+            // A matching tag sets the sign bit of its 64-bit half (the tag is its top 16 bits).
+            let half_mask = |i: usize| {
+                let equal = _mm_cmpeq_epi16(_mm_load_si128(line.add(i)), wanted);
+                _mm_movemask_pd(_mm_castsi128_pd(equal)) as u32
+            };
+            let words = half_mask(0) | half_mask(1) << 2 | half_mask(2) << 4 | half_mask(3) << 6;
+            words >> 1 // word 0 is `overflow`
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn tag_matches(&self, tag: u64) -> u32 {
+        (0..SLOTS)
+            .filter(|&i| tag_of(self.slots[i]) == tag)
+            .fold(0, |mask, i| mask | 1 << i)
+    }
+
+    /// The first occupied slot carrying `tag` for which `accept` holds.
+    #[inline]
+    fn find(&self, tag: u64, mut accept: impl FnMut(u64) -> bool) -> Option<usize> {
+        let mut matches = self.tag_matches(tag);
+        while matches != 0 {
+            let i = matches.trailing_zeros() as usize;
+            matches &= matches - 1;
+            let slot = self.slots[i];
+            if slot != 0 && accept(slot) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
 fn encode(tag: u64, block: NonNull<u8>) -> u64 {
     let address = block.as_ptr() as u64;
     assert!(address <= POINTER_MASK, "entry address beyond 48 bits");
@@ -165,15 +210,14 @@ impl Partition {
     }
 
     /// The bucket and slot holding `key`.
+    #[inline(always)]
     fn locate(&self, hash: u64, key: &[u8]) -> Option<(usize, usize)> {
         let tag = tag_of(hash);
         let mut bucket = self.home(hash as u32);
         for _ in 0..self.buckets.len() {
             let b = &self.buckets[bucket];
-            for (i, &slot) in b.slots.iter().enumerate() {
-                if slot != 0 && tag_of(slot) == tag && keys_equal(self.item(slot).key(), key) {
-                    return Some((bucket, i));
-                }
+            if let Some(i) = b.find(tag, |slot| keys_equal(self.item(slot).key(), key)) {
+                return Some((bucket, i));
             }
             if b.overflow == 0 {
                 return None;
@@ -219,7 +263,8 @@ impl Partition {
     pub fn prefetch_entry(&self, hash: u64) {
         let tag = tag_of(hash);
         let bucket = &self.buckets[self.home(hash as u32)];
-        if let Some(&slot) = bucket.slots.iter().find(|&&s| s != 0 && tag_of(s) == tag) {
+        if let Some(i) = bucket.find(tag, |_| true) {
+            let slot = bucket.slots[i];
             // Header, key and a small value span two lines.
             let block = block_of(slot).as_ptr();
             prefetch(block);
@@ -497,6 +542,55 @@ mod tests {
     fn single(bits: u8) -> Partition {
         let map = PartitionMap::new(GroupLayout::new(bits).unwrap(), 1).unwrap();
         Partition::new(&map, 0, 4)
+    }
+
+    #[test]
+    fn tag_matches_marks_exactly_the_slots_with_the_tag() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..2000 {
+            let tag = [0, 0xffff, random() >> 48][round % 3];
+            // The overflow word carries the tag too: it must never be reported.
+            let mut bucket = Bucket {
+                overflow: tag << POINTER_BITS | 1,
+                ..Bucket::default()
+            };
+            for slot in bucket.slots.iter_mut() {
+                *slot = match random() % 3 {
+                    0 => 0,
+                    1 => tag << POINTER_BITS | (random() & POINTER_MASK),
+                    _ => random(),
+                };
+            }
+            let expected = (0..SLOTS)
+                .filter(|&i| tag_of(bucket.slots[i]) == tag)
+                .fold(0, |mask, i| mask | 1 << i);
+            assert_eq!(bucket.tag_matches(tag), expected, "tag {tag:#x}");
+        }
+    }
+
+    #[test]
+    fn keys_sharing_a_hash_are_told_apart_by_key() {
+        let map = PartitionMap::new(GroupLayout::new(4).unwrap(), 1).unwrap();
+        let mut table = Partition::new(&map, 0, 64);
+        // Zero and non-zero tags; more keys than one bucket holds, so they overflow.
+        for hash in [0x0000_0000_1234_5678, 0xabcd_0000_1234_5678] {
+            let keys: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'k', i]).collect();
+            for (i, key) in keys.iter().enumerate() {
+                table.put(hash, key, &[i as u8; 3]);
+            }
+            for (i, key) in keys.iter().enumerate() {
+                let found = matches!(table.get(hash, key),
+                    Lookup::Found { value, .. } if value == [i as u8; 3]);
+                assert!(found, "key {i} under hash {hash:#x}");
+            }
+            assert_eq!(table.get(hash, b"other"), Lookup::Absent);
+        }
     }
 
     #[test]
