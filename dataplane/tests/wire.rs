@@ -300,6 +300,53 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The in-place GET path agrees with the general one: it takes a datagram exactly when
+    /// the general parse finds a GET with no flags and status OK, reads the same fields, and
+    /// writes the same reply bytes. Datagrams are GETs with one field or length disturbed.
+    #[test]
+    fn the_plain_get_path_agrees_with_the_general_path(
+        k in key(), seq: u64, hash: u64, client: u32, gap: u32, shard: u16,
+        disturb in 0usize..10, at: usize, byte: u8, cut in 0usize..3,
+        found: bool, version: u64, value in proptest::collection::vec(any::<u8>(), 0..1500),
+    ) {
+        let h = HeaderRepr { seq, key_hash: hash, client, oldest_gap: gap, shard, ..header(Op::Get) };
+        let mut datagram = vec![0u8; MAX_PAYLOAD + 64];
+        let mut len = wire::emit_request(&h, &Request::Get { key: &k }, &mut datagram).unwrap();
+        match disturb {
+            0..=3 => datagram[at % 6] = byte, // magic, version, op, flags, status
+            4 => datagram[HEADER_LEN] = byte, // key length
+            5 => len = (len - cut).max(HEADER_LEN), // truncated
+            6 => len += cut, // trailing bytes
+            7 => len = MAX_PAYLOAD + 1 + cut, // too long
+            _ => {} // untouched
+        }
+        let general = wire::parse_header(&datagram[..len]).ok().and_then(|(header, body)| {
+            let plain = header.op == Op::Get && header.flags == Flags::default()
+                && header.status == Status::Ok;
+            match Request::parse(&header, body) {
+                Ok(Request::Get { key }) if plain => Some((header, key.to_vec())),
+                _ => None,
+            }
+        });
+        let fast = wire::parse_plain_get(&datagram[..len]);
+        prop_assert_eq!(fast.is_some(), general.is_some());
+        let (Some(fast), Some((header, key))) = (fast, general) else { return Ok(()) };
+        prop_assert_eq!(fast.shard, header.shard);
+        prop_assert_eq!(fast.key_hash, header.key_hash);
+        prop_assert_eq!(&datagram[fast.key.clone()], &key[..]);
+
+        let (status, value) = if found { (Status::Ok, &value[..]) } else { (Status::NotFound, &[][..]) };
+        let mut expected = datagram.clone();
+        let expected_len = wire::emit_reply(&header.reply(status), &Reply::Get { version, value }, &mut expected);
+        let got_len = wire::emit_plain_get_reply(&mut datagram, status, version, value);
+        prop_assert_eq!(got_len, expected_len);
+        if let Ok(reply_len) = got_len {
+            prop_assert_eq!(&datagram[..reply_len], &expected[..reply_len]);
+        }
+    }
+}
+
 /// MIGRATE_ABORT has an empty body: it round-trips, and trailing bytes are refused.
 #[test]
 fn abort_is_an_empty_stream_message() {

@@ -454,10 +454,10 @@ impl PartitionServer {
     fn handle_payload(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
         let (src, local) = (packet.src, packet.dst);
         let (len, buf) = packet.payload_and_buffer();
-        let (header, _) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
-        if let Some(reply_len) = self.serve_plain_get(&header, len, buf) {
+        if let Some(reply_len) = self.serve_plain_get(len, buf) {
             return Ok(Action::Reply(reply_len, None));
         }
+        let (header, _) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
         if header.op.is_migration_stream() {
             return self.on_stream_message(packet);
         }
@@ -689,33 +689,28 @@ impl PartitionServer {
         Ok(Action::Reply(len, reply_to))
     }
 
-    /// Most requests, answered without the general dispatch of `handle_payload`: a GET that
-    /// neither the switch nor a server marked (no flags), of a shard this core owns outright
-    /// (no migration). Any other case is None, left to the general path, which gives the
-    /// same answer here and also counts what it drops.
-    fn serve_plain_get(
-        &mut self,
-        header: &HeaderRepr,
-        len: usize,
-        buf: &mut [u8],
-    ) -> Option<usize> {
-        if header.op != Op::Get || header.flags != Flags::default() {
+    /// Most requests, answered in place without the general dispatch of `handle_payload`: a
+    /// GET that neither the switch nor a server marked (no flags), of a shard this core owns
+    /// outright (no migration). Any other case is None, left to the general path, which
+    /// gives the same answer here and also counts what it drops.
+    fn serve_plain_get(&mut self, len: usize, buf: &mut [u8]) -> Option<usize> {
+        let get = wire::parse_plain_get(&buf[..len])?;
+        let shard = self.shards.iter().find(|s| s.id == get.shard)?;
+        if !matches!(shard.role, Role::Owned) {
             return None;
         }
-        let shard_index = self.shards.iter().position(|s| s.id == header.shard)?;
-        if !matches!(self.shards[shard_index].role, Role::Owned) {
-            return None;
-        }
-        let Ok(Request::Get { key }) = Request::parse(header, &buf[HEADER_LEN..len]) else {
-            return None;
-        };
+        let key = &buf[get.key];
         let hash = key_hash(key);
-        if hash != header.key_hash || !self.shards[shard_index].table.owns(hash) {
+        if hash != get.key_hash || !shard.table.owns(hash) {
             return None;
         }
-        let key = range_in(buf, key);
+        let (status, version, value) = get_answer(shard.table.get(hash, key));
         self.counters.gets += 1;
-        Some(self.serve_get(shard_index, header, hash, key, Flags::default(), buf))
+        self.counters.get_hits += u64::from(status == Status::Ok);
+        Some(
+            wire::emit_plain_get_reply(buf, status, version, value)
+                .expect("a stored value fits a reply"),
+        )
     }
 
     /// Passes a request to the server that owns it; the reply goes straight to `requester`.
@@ -938,14 +933,8 @@ impl PartitionServer {
         buf: &mut [u8],
     ) -> usize {
         let table = &self.shards[shard_index].table;
-        let (status, version, value) = match table.get(hash, &buf[key]) {
-            Lookup::Found { version, value } => {
-                self.counters.get_hits += 1;
-                (Status::Ok, version, value)
-            }
-            Lookup::Deleted { version } => (Status::NotFound, version, &[][..]),
-            Lookup::Absent => (Status::NotFound, 0, &[][..]),
-        };
+        let (status, version, value) = get_answer(table.get(hash, &buf[key]));
+        self.counters.get_hits += u64::from(status == Status::Ok);
         let mut reply_header = header.reply(status);
         reply_header.flags = reply_header.flags.with(flags);
         let reply = Reply::Get { version, value };
@@ -1480,6 +1469,15 @@ fn announce_progress(agent: &mut Incoming, len: usize, buf: &mut [u8]) -> usize 
 /// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
 /// Where `part`, a slice of `buf`, lies in it: keys and values are kept as ranges of the
 /// buffer, which the reply overwrites.
+/// A GET's status, version and value from a lookup (a tombstone answers with its version).
+fn get_answer(lookup: Lookup<'_>) -> (Status, u64, &[u8]) {
+    match lookup {
+        Lookup::Found { version, value } => (Status::Ok, version, value),
+        Lookup::Deleted { version } => (Status::NotFound, version, &[]),
+        Lookup::Absent => (Status::NotFound, 0, &[]),
+    }
+}
+
 fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
