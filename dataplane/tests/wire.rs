@@ -316,7 +316,7 @@ proptest! {
         match disturb {
             0..=3 => datagram[at % 6] = byte, // magic, version, op, flags, status
             4 => datagram[HEADER_LEN] = byte, // key length
-            5 => len = (len - cut).max(HEADER_LEN), // truncated
+            5 => len = at % len, // truncated, also inside the header
             6 => len += cut, // trailing bytes
             7 => len = MAX_PAYLOAD + 1 + cut, // too long
             _ => {} // untouched

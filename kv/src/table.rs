@@ -60,13 +60,13 @@ fn tag_of(hash: u64) -> u64 {
 
 impl Bucket {
     /// Bit `i` set when slot `i` carries `tag` (or, for tag 0, may be empty: callers check
-    /// the slot). One compare of the whole line instead of seven tests.
-    #[cfg(target_arch = "x86_64")]
+    /// the slot). Four 16-byte compares of the line instead of seven tests.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline]
     fn tag_matches(&self, tag: u64) -> u32 {
         use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86_64; the bucket is one 64-byte-aligned line, read as
-        // four aligned 16-byte lanes.
+        // SAFETY: SSE2 is enabled (cfg); the bucket is one 64-byte-aligned line, read as four
+        // aligned 16-byte lanes.
         unsafe {
             let wanted = _mm_set1_epi16(tag as u16 as i16);
             let line = (self as *const Bucket).cast::<__m128i>();
@@ -80,7 +80,7 @@ impl Bucket {
         }
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     fn tag_matches(&self, tag: u64) -> u32 {
         (0..SLOTS)
             .filter(|&i| tag_of(self.slots[i]) == tag)

@@ -1467,9 +1467,6 @@ fn announce_progress(agent: &mut Incoming, len: usize, buf: &mut [u8]) -> usize 
     new_len
 }
 
-/// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
-/// Where `part`, a slice of `buf`, lies in it: keys and values are kept as ranges of the
-/// buffer, which the reply overwrites.
 /// A GET's status, version and value from a lookup (a tombstone answers with its version).
 fn get_answer(lookup: Lookup<'_>) -> (Status, u64, &[u8]) {
     match lookup {
@@ -1479,11 +1476,14 @@ fn get_answer(lookup: Lookup<'_>) -> (Status, u64, &[u8]) {
     }
 }
 
+/// Where `part`, a slice of `buf`, lies in it: keys and values are kept as ranges of the
+/// buffer, which the reply overwrites.
 fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
 }
 
+/// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
 fn request_too_long(request: &Request<'_>) -> bool {
     match request {
         Request::Put { key, value } => key.len() + value.len() > wire::MAX_ENTRY_LEN,
