@@ -16,22 +16,32 @@ pub struct Neighbours {
 }
 
 impl Neighbours {
+    // The last-used check is inlined into the per-packet paths; the map is not.
+    #[inline]
     pub fn get(&mut self, ip: Ipv4Addr) -> Option<[u8; 6]> {
         match self.last {
             Some((last_ip, mac)) if last_ip == ip => Some(mac),
-            _ => {
-                let mac = *self.map.get(&ip)?;
-                self.last = Some((ip, mac));
-                Some(mac)
-            }
+            _ => self.look_up(ip),
         }
     }
 
+    #[inline(never)]
+    fn look_up(&mut self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        let mac = *self.map.get(&ip)?;
+        self.last = Some((ip, mac));
+        Some(mac)
+    }
+
     /// Records that `ip` is at `mac`; cheap when already known.
+    #[inline]
     pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
-        if self.last == Some((ip, mac)) {
-            return;
+        if self.last != Some((ip, mac)) {
+            self.insert(ip, mac);
         }
+    }
+
+    #[inline(never)]
+    fn insert(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
         if self.map.len() >= MAX_NEIGHBOURS && !self.map.contains_key(&ip) {
             self.map.clear();
         }
