@@ -347,6 +347,47 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The client's reading of an unmarked GET reply agrees with the general parse: it takes a
+    /// datagram exactly when `parse_header` + `Reply::parse` find a GET reply with no flags and
+    /// status OK or NOT_FOUND, and reads the same status, seq, client and value.
+    #[test]
+    fn the_plain_get_reply_path_agrees_with_the_general_path(
+        seq: u64, client: u32, version: u64, value in proptest::collection::vec(any::<u8>(), 0..1500),
+        status_code in 0u8..6, disturb in 0usize..9, at: usize, byte: u8, cut in 0usize..3,
+    ) {
+        let h = HeaderRepr { seq, client, ..header(Op::Get) };
+        let status = Status::from_u8(status_code.min(4)).unwrap();
+        let mut datagram = vec![0u8; MAX_PAYLOAD + 64];
+        let Ok(mut len) = wire::emit_reply(&h.reply(status), &Reply::Get { version, value: &value }, &mut datagram)
+            else { return Ok(()) }; // too long for a frame
+        match disturb {
+            0..=2 => datagram[at % 6] = byte, // magic, version, op, flags, status
+            3 => datagram[HEADER_LEN + 8 + at % 2] = byte, // value length
+            4 => len = at % len, // truncated
+            5 => len += cut, // trailing bytes
+            6 => len = MAX_PAYLOAD + 1 + cut, // too long
+            _ => {} // untouched
+        }
+        let general = wire::parse_header(&datagram[..len]).ok().and_then(|(header, body)| {
+            let plain = header.op == Op::GetReply && header.flags == Flags::default()
+                && matches!(header.status, Status::Ok | Status::NotFound);
+            match Reply::parse(&header, body) {
+                Ok(Reply::Get { value, .. }) if plain => Some((header, value.to_vec())),
+                _ => None,
+            }
+        });
+        let fast = wire::parse_plain_get_reply(&datagram[..len]);
+        prop_assert_eq!(fast.is_some(), general.is_some());
+        if let (Some(fast), Some((header, value))) = (fast, general) {
+            prop_assert_eq!(fast.status, header.status);
+            prop_assert_eq!(fast.seq, header.seq);
+            prop_assert_eq!(fast.client, header.client);
+            prop_assert_eq!(&datagram[fast.value], &value[..]);
+        }
+    }
+}
+
 /// MIGRATE_ABORT has an empty body: it round-trips, and trailing bytes are refused.
 #[test]
 fn abort_is_an_empty_stream_message() {

@@ -632,7 +632,32 @@ impl Engine {
         Some((received, now))
     }
 
+    /// Most replies: an unmarked GET reply that answers an outstanding single-key read,
+    /// read at fixed offsets. Anything else (false) is left to `on_reply`'s general path,
+    /// which handles it the same way and also counts what it ignores.
+    fn on_plain_get_reply(&mut self, payload: &[u8], now: Nanos, inserts: &InsertCounter) -> bool {
+        let Some(reply) = wire::parse_plain_get_reply(payload) else {
+            return false;
+        };
+        let slot = self.slot_of(reply.seq);
+        let answers = reply.client == self.client_id
+            && self.slots[slot].as_ref().is_some_and(|p| {
+                p.seq == reply.seq && p.multi.is_none() && p.answered_by(Op::GetReply)
+            });
+        if !answers {
+            return false;
+        }
+        self.counters.bytes += payload.len() as u64;
+        let observed = (reply.status == Status::Ok)
+            .then(|| value::decode(&payload[reply.value]).unwrap_or(u64::MAX));
+        self.complete(reply.seq, now, Outcome::Done(observed), inserts);
+        true
+    }
+
     fn on_reply(&mut self, payload: &[u8], now: Nanos, inserts: &InsertCounter) {
+        if self.on_plain_get_reply(payload, now, inserts) {
+            return;
+        }
         self.counters.bytes += payload.len() as u64;
         let parsed = wire::parse_header(payload).and_then(|(header, _)| {
             let payload = if header.flags.contains(Flags::PROGRESS) {

@@ -28,7 +28,9 @@ pub use message::{
     MultiRoute, Reply, ReplyItem, Request, MAX_KEYS, MULTI_HALVES_AT, MULTI_SERVE_AT,
 };
 pub use op::{Flags, Op, Status};
-pub use plain_get::{emit_plain_get_reply, parse_plain_get, PlainGet};
+pub use plain_get::{
+    emit_plain_get_reply, parse_plain_get, parse_plain_get_reply, PlainGet, PlainGetReply,
+};
 pub use pull::{append_progress, split_progress, Progress, PullBatch, MAX_HOT_KEYS};
 
 /// Largest UDP payload that fits one 1500-byte Ethernet frame (1500 − 20 IPv4 − 8 UDP).

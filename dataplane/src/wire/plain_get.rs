@@ -1,5 +1,5 @@
 //! The commonest datagram, a GET that no switch or server has marked, read and answered in
-//! place at fixed offsets. It gives exactly what `parse_header` + `Request::parse` and
+//! place at fixed offsets, and its reply read back by the client. It gives exactly what `parse_header` + `Request::parse` and
 //! `emit_reply(&header.reply(status), &Reply::Get { .. })` give, without building the
 //! representations: a server core spends a fifth of its instructions on those otherwise.
 //! Any other datagram is left to the general path (`None`), which also reports its errors.
@@ -14,6 +14,17 @@ pub struct PlainGet {
     pub key_hash: u64,
     /// The key's bytes in the datagram.
     pub key: Range<usize>,
+}
+
+/// What a client needs of an unmarked GET reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainGetReply {
+    /// OK or NOT_FOUND.
+    pub status: Status,
+    pub seq: u64,
+    pub client: u32,
+    /// The value's bytes in the datagram (empty unless OK).
+    pub value: Range<usize>,
 }
 
 /// Fixed part of a GET reply's body: version u64, value length u16.
@@ -69,4 +80,34 @@ pub fn emit_plain_get_reply(
     body[8..10].copy_from_slice(&(value.len() as u16).to_be_bytes());
     body[GET_REPLY_FIXED..].copy_from_slice(value);
     Ok(len)
+}
+
+/// The datagram as an unmarked GET reply: valid magic and version, op GET reply, no flags,
+/// status OK or NOT_FOUND, and a body of exactly a version and one value.
+pub fn parse_plain_get_reply(datagram: &[u8]) -> Option<PlainGetReply> {
+    if datagram.len() > MAX_PAYLOAD || datagram.len() < HEADER_LEN + GET_REPLY_FIXED {
+        return None;
+    }
+    let header = Header::new_unchecked(&datagram[..HEADER_LEN]);
+    let [magic_hi, magic_lo] = MAGIC.to_be_bytes();
+    if datagram[..5] != [magic_hi, magic_lo, VERSION, Op::Get.reply() as u8, 0] {
+        return None;
+    }
+    let status = match header.status_code() {
+        code if code == Status::Ok as u8 => Status::Ok,
+        code if code == Status::NotFound as u8 => Status::NotFound,
+        _ => return None,
+    };
+    let at = HEADER_LEN + 8;
+    let value_len = usize::from(u16::from_be_bytes([datagram[at], datagram[at + 1]]));
+    let value = HEADER_LEN + GET_REPLY_FIXED..datagram.len();
+    if value.len() != value_len {
+        return None;
+    }
+    Some(PlainGetReply {
+        status,
+        seq: header.seq(),
+        client: header.client(),
+        value,
+    })
 }
