@@ -1,8 +1,12 @@
-//! The commonest datagram, a GET that no switch or server has marked, read and answered in
-//! place at fixed offsets, and its reply read back by the client. It gives exactly what `parse_header` + `Request::parse` and
-//! `emit_reply(&header.reply(status), &Reply::Get { .. })` give, without building the
-//! representations: a server core spends a fifth of its instructions on those otherwise.
-//! Any other datagram is left to the general path (`None`), which also reports its errors.
+//! The commonest exchange read and written at fixed offsets: a GET that no switch or server
+//! has marked, answered in place by the server, and its reply read back by the client. The
+//! results are exactly those of `parse_header` with `Request::parse` or `Reply::parse`, and of
+//! `emit_reply(&header.reply(status), &Reply::Get { .. })`, without building the
+//! representations (a fifth of a server core's instructions per GET otherwise). Any other
+//! datagram is left to the general path (`None`), which also reports its errors. The two
+//! parsers each compare their datagram's first bytes in one go (magic, version, op, flags and,
+//! for the request, status): a shared helper checking field by field cost 6 instructions per
+//! GET on the server and 12 per request on the client.
 
 use super::{Header, Op, Status, WireError, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
 use std::ops::Range;
