@@ -3,7 +3,7 @@
 
 use crate::transport::Fabric;
 use crossbeam_channel::{Receiver, Sender};
-use dataplane::port::{PortStats, BURST};
+use dataplane::port::{PortStats, Received, BURST};
 use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
@@ -101,15 +101,21 @@ impl PartitionLoop {
             self.execute(command);
         }
         let allowed = self.serve_budget.available(now).min(BURST as u64) as usize;
+        // Plain GETs are answered where they arrive when the port can (DPDK), the rest of
+        // the burst is queued in `rx`.
         let received = if allowed > 0 {
-            self.port.recv(&mut self.rx, allowed).unwrap_or(0)
+            let answerer = &mut self.server;
+            self.port
+                .recv_answering(&mut self.rx, allowed, answerer)
+                .unwrap_or_default()
         } else {
-            0
+            Received::default()
         };
         // Only client requests use the serving share; migration messages and their acks
         // are paid for by the migration's own budget.
         let requests = self.rx.iter().filter(|p| is_client_request(p)).count();
-        self.serve_budget.spend(requests as u64);
+        self.serve_budget
+            .spend((received.answered + requests) as u64);
         self.server.handle_burst(&mut self.rx, &mut self.replies);
         for (packet, reply) in self.rx.drain(..).zip(&self.replies) {
             if *reply {
@@ -120,7 +126,7 @@ impl PartitionLoop {
         }
         // Rocksteady's replay of pulled data yields to client work: it runs after the
         // turn's requests, and takes a small share while requests keep the port busy.
-        let busy = received > 0 && received == allowed;
+        let busy = received.total() > 0 && received.total() == allowed;
         let replay = if busy { REPLAY_BUSY } else { REPLAY_IDLE };
         self.server.replay_migrations(replay);
         // Cheap when nothing migrates; drives agents' timers and late-write replies.
@@ -133,7 +139,7 @@ impl PartitionLoop {
         if now >= self.next_publish {
             self.publish(now);
         }
-        received + sent
+        received.total() + sent
     }
 
     fn execute(&mut self, command: Command) {

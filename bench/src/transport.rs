@@ -140,7 +140,7 @@ impl Fabric {
 #[cfg(feature = "dpdk")]
 mod dpdk {
     use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort, DpdkSwitchPort, FlowRule};
-    use dataplane::port::PortStats;
+    use dataplane::port::{AnswerInPlace, PortStats, Received};
     use dataplane::{Packet, Port};
     use std::io;
     use std::net::SocketAddrV4;
@@ -360,6 +360,14 @@ mod dpdk {
     impl Port for LeasedPort {
         fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
             self.port.recv(rx, max)
+        }
+        fn recv_answering(
+            &mut self,
+            rx: &mut Vec<Box<Packet>>,
+            max: usize,
+            answerer: &mut dyn AnswerInPlace,
+        ) -> io::Result<Received> {
+            self.port.recv_answering(rx, max, answerer)
         }
         fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
             self.port.send(tx)

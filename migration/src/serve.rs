@@ -10,6 +10,7 @@ use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, Sou
 use crate::pull::{self, PullStats};
 use crate::returning::{ReturnStats, Returning};
 use crate::stream::{self, Delivery};
+use dataplane::port::AnswerInPlace;
 use dataplane::wire::{
     self, BulkPull, BulkPullReply, Flags, HeaderRepr, KeyOp, MultiReplyWriter, Op, Protocol,
     PullBatch, Reply, ReplyItem, Request, Status, StreamMessage, WireError, HEADER_LEN,
@@ -388,26 +389,32 @@ impl PartitionServer {
     pub fn handle_burst(&mut self, packets: &mut [Box<Packet>], replies: &mut Vec<bool>) {
         replies.clear();
         for chunk in packets.chunks_mut(PREFETCH_CHUNK) {
-            self.targets.clear();
-            for packet in chunk.iter() {
-                let target = self.target(packet);
-                if let Some((shard, hash)) = target {
-                    self.shards[shard].table.prefetch_slots(hash);
-                }
-                self.targets.push(target);
-            }
-            for &(shard, hash) in self.targets.iter().flatten() {
-                self.shards[shard].table.prefetch_entry(hash);
-            }
+            self.start_loads(chunk.iter().map(|packet| packet.payload()));
             for packet in chunk.iter_mut() {
                 replies.push(self.handle(packet));
             }
         }
     }
 
+    /// The first two passes of `handle_burst` over up to `PREFETCH_CHUNK` requests: their
+    /// buckets, then their entries, start loading.
+    fn start_loads<'p>(&mut self, payloads: impl Iterator<Item = &'p [u8]>) {
+        self.targets.clear();
+        for payload in payloads {
+            let target = self.target(payload);
+            if let Some((shard, hash)) = target {
+                self.shards[shard].table.prefetch_slots(hash);
+            }
+            self.targets.push(target);
+        }
+        for &(shard, hash) in self.targets.iter().flatten() {
+            self.shards[shard].table.prefetch_entry(hash);
+        }
+    }
+
     /// The shard index and key hash a single-key request will touch, from its header only.
-    fn target(&self, packet: &Packet) -> Option<(usize, u64)> {
-        let header = wire::Header::new_checked(packet.payload()).ok()?;
+    fn target(&self, payload: &[u8]) -> Option<(usize, u64)> {
+        let header = wire::Header::new_checked(payload).ok()?;
         let op = wire::Op::from_u8(header.op_code()).ok()?;
         if !op.is_key_addressed() || op.is_multi() {
             return None;
@@ -715,12 +722,11 @@ impl PartitionServer {
             return None;
         }
         let (status, version, value) = get_answer(shard.table.get(hash, key));
+        // A buffer too short for the reply (an mbuf smaller than usual) is left as it was.
+        let reply_len = wire::emit_plain_get_reply(buf, status, version, value).ok()?;
         self.counters.gets += 1;
         self.counters.get_hits += u64::from(status == Status::Ok);
-        Some(
-            wire::emit_plain_get_reply(buf, status, version, value)
-                .expect("a stored value fits a reply"),
-        )
+        Some(reply_len)
     }
 
     /// Passes a request to the server that owns it; the reply goes straight to `requester`.
@@ -1437,6 +1443,21 @@ impl PartitionServer {
     fn error_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {
         self.counters.error_replies += 1;
         self.status_reply(header, Status::Error, buf)
+    }
+}
+
+/// A DPDK port answers plain GETs in the mbufs they arrived in. Only reads of shards this
+/// core owns outright qualify (`serve_plain_get`), which no other datagram of the burst can
+/// change, so answering them ahead of the burst is safe (see `AnswerInPlace`).
+impl AnswerInPlace for PartitionServer {
+    fn prepare(&mut self, payloads: &[&[u8]]) {
+        for chunk in payloads.chunks(PREFETCH_CHUNK) {
+            self.start_loads(chunk.iter().copied());
+        }
+    }
+
+    fn answer(&mut self, len: usize, buf: &mut [u8]) -> Option<usize> {
+        self.serve_plain_get(len, buf)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The partition server: request semantics, dedup of retransmitted writes, and hostile
 //! input counted and dropped.
 
+use dataplane::port::AnswerInPlace;
 use dataplane::wire::{
     self, Flags, HeaderRepr, KeyOp, MultiItem, MultiRequestItems, Op, Reply, Request, Status,
 };
@@ -377,4 +378,119 @@ fn bursts_answer_like_single_requests() {
         assert_eq!(got, expected, "burst of {len}");
     }
     assert_eq!(single.counters(), burst_server.counters());
+}
+
+/// Answering in place (what a DPDK port does with the burst it received) gives a plain GET
+/// exactly the reply `handle` gives it, and leaves every other datagram untouched, to be
+/// handled as a packet: writes, marked GETs, other shards, malformed input.
+#[test]
+fn answering_in_place_gives_plain_gets_the_reply_of_handle_and_leaves_the_rest() {
+    let (mut reference, map) = server(1);
+    let (mut in_place, _) = server(1);
+    let keys: Vec<Vec<u8>> = (0..24).map(|i| key_in_partition_0(&map, i * 5)).collect();
+    for s in [&mut reference, &mut in_place] {
+        for (i, k) in keys.iter().enumerate().step_by(2) {
+            let put = Request::Put {
+                key: k,
+                value: &[i as u8; 64],
+            };
+            call(s, &header(Op::Put, 1000 + i as u64, k), &put).unwrap();
+        }
+    }
+    // Reads of keys no write in the burst touches (answering them first is a reordering),
+    // half of them stored and half missing; writes of the others.
+    let mut burst: Vec<(Box<Packet>, bool)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let get = Request::Get { key: k };
+        let (p, plain) = match i % 6 {
+            0..=2 => (packet(&header(Op::Get, seq, k), &get), true),
+            3 => (
+                packet(
+                    &header(Op::Put, seq, b"w"),
+                    &Request::Put {
+                        key: b"w",
+                        value: b"v",
+                    },
+                ),
+                false,
+            ),
+            4 => {
+                let marked = HeaderRepr {
+                    flags: Flags::REDIRECTED,
+                    ..header(Op::Get, seq, k)
+                };
+                (packet(&marked, &get), false)
+            }
+            _ if i % 12 == 11 => {
+                let mut p = packet(&header(Op::Get, seq, k), &get);
+                let len = p.len();
+                p.set_len(len - 1); // truncated key
+                (p, false)
+            }
+            _ => {
+                let other_shard = HeaderRepr {
+                    shard: 4,
+                    ..header(Op::Get, seq, k)
+                };
+                (packet(&other_shard, &get), false)
+            }
+        };
+        burst.push((p, plain));
+    }
+    let payloads: Vec<Vec<u8>> = burst.iter().map(|(p, _)| p.payload().to_vec()).collect();
+    let views: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    in_place.prepare(&views);
+    for (mut p, plain) in burst {
+        let mut expected = p.duplicate();
+        let expected_reply = reference
+            .handle(&mut expected)
+            .then(|| expected.payload().to_vec());
+        let request = p.payload().to_vec();
+        let len = p.len();
+        match in_place.answer(len, p.buffer_mut()) {
+            Some(reply_len) => {
+                assert!(plain, "only plain GETs are answered in place");
+                assert_eq!(
+                    Some(&p.buffer_mut()[..reply_len]),
+                    expected_reply.as_deref()
+                );
+            }
+            None => {
+                assert!(!plain, "a plain GET is answered in place");
+                assert_eq!(&p.buffer_mut()[..len], &request[..], "left untouched");
+                let reply = in_place.handle(&mut p).then(|| p.payload().to_vec());
+                assert_eq!(reply, expected_reply);
+            }
+        }
+    }
+    assert_eq!(reference.counters(), in_place.counters());
+}
+
+/// A reply that does not fit the buffer it would be built in (an mbuf smaller than usual)
+/// is not answered in place, and the request is left as it was.
+#[test]
+fn a_reply_too_long_for_its_buffer_is_left_to_the_packet_path() {
+    let (mut s, map) = server(1);
+    let key = key_in_partition_0(&map, 1);
+    call(
+        &mut s,
+        &header(Op::Put, 1, &key),
+        &Request::Put {
+            key: &key,
+            value: &[7; 200],
+        },
+    )
+    .unwrap();
+    let p = packet(&header(Op::Get, 2, &key), &Request::Get { key: &key });
+    let mut short = p.payload().to_vec();
+    short.resize(p.len() + 50, 0);
+    let before = short.clone();
+    assert_eq!(s.answer(p.len(), &mut short), None);
+    assert_eq!(short, before);
+    assert_eq!(s.counters().gets, 0, "nothing counted");
+    let mut room = p.payload().to_vec();
+    room.resize(2048, 0);
+    assert!(s.answer(p.len(), &mut room).is_some());
+    assert_eq!(s.counters().gets, 1);
 }

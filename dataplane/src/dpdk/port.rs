@@ -1,21 +1,32 @@
 //! A `Port` on one queue pair of a DPDK device. Received frames are parsed (Ethernet, ARP,
-//! IPv4, UDP) and their payload copied into the port's recycled buffers; sent datagrams are
-//! framed into mbufs taken from the device's pool in bulk. No heap allocation per packet.
+//! IPv4, UDP); a datagram answered in place (`recv_answering`) goes back out in the mbuf it
+//! came in, with its headers turned around, and any other has its payload copied into the
+//! port's recycled buffers. Sent datagrams are framed into mbufs taken from the device's
+//! pool in bulk. No heap allocation per packet.
 
 use super::device::DpdkDevice;
 use super::sys;
 use crate::neighbours::Neighbours;
-use crate::port::{Packet, Pool, PortStats, BURST};
+use crate::port::{AnswerInPlace, Packet, Pool, PortStats, Received, BURST};
 use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
-use crate::wire::ipv4::{self, Ipv4Repr, PROTOCOL_UDP};
-use crate::wire::udp::{self, UdpRepr};
+use crate::wire::frame::{emit_udp_frame, Macs, FRAME_OVERHEAD};
+use crate::wire::ipv4::{Ipv4Repr, PROTOCOL_UDP};
+use crate::wire::udp::UdpRepr;
 use crate::Port;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-const FRAME_OVERHEAD: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN;
+/// A received datagram for this port: where its payload lies in its frame, and its sender.
+#[derive(Clone, Copy)]
+struct Arrival {
+    at: usize,
+    len: usize,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    src_mac: [u8; 6],
+}
 
 pub struct DpdkPort {
     device: Arc<DpdkDevice>,
@@ -29,6 +40,10 @@ pub struct DpdkPort {
     mbufs: [*mut sys::rte_mbuf; BURST],
     data: [*mut u8; BURST],
     lens: [u16; BURST],
+    /// Received mbufs' rooms (data offset to the end of the buffer; 0 if chained).
+    rooms: [u16; BURST],
+    /// Received mbufs not sent back in place, to free.
+    unsent: [*mut sys::rte_mbuf; BURST],
     stats: PortStats,
     /// Frames not for this port (other address, other protocol, malformed).
     pub rx_ignored: u64,
@@ -57,6 +72,8 @@ impl DpdkPort {
             mbufs: [std::ptr::null_mut(); BURST],
             data: [std::ptr::null_mut(); BURST],
             lens: [0; BURST],
+            rooms: [0; BURST],
+            unsent: [std::ptr::null_mut(); BURST],
             stats: PortStats::default(),
             rx_ignored: 0,
             registered: false,
@@ -96,16 +113,16 @@ impl DpdkPort {
         unsafe { std::slice::from_raw_parts_mut(self.data[i], usize::from(self.lens[i])) }
     }
 
-    /// Handles one received frame: a datagram for us goes to `rx`, an ARP request for our
+    /// Handles one received frame: a datagram for us is returned, an ARP request for our
     /// address is answered, anything else is counted and dropped.
-    fn accept(&mut self, frame: &[u8], rx: &mut Vec<Box<Packet>>, arp_replies: &mut Vec<ArpRepr>) {
+    fn accept(&mut self, frame: &[u8], arp_replies: &mut Vec<ArpRepr>) -> Option<Arrival> {
         let Ok((eth, payload)) = EthernetRepr::parse(frame) else {
             self.rx_ignored += 1;
-            return;
+            return None;
         };
         if self.own_macs.contains(&eth.src) {
             self.rx_ignored += 1;
-            return;
+            return None;
         }
         match eth.ethertype {
             ETHERTYPE_ARP => match ArpRepr::parse(payload) {
@@ -139,29 +156,69 @@ impl DpdkPort {
                 });
                 let Some((ip, datagram)) = datagram else {
                     self.rx_ignored += 1;
-                    return;
+                    return None;
                 };
                 let Ok((udp, body)) = UdpRepr::parse(datagram) else {
                     self.rx_ignored += 1;
-                    return;
+                    return None;
                 };
                 let for_us = self.gateway || udp.dst_port == self.addr.port();
                 if !for_us || body.len() > crate::port::BUFFER_CAPACITY {
                     self.rx_ignored += 1;
-                    return;
+                    return None;
                 }
                 self.neighbours.learn(ip.src, eth.src);
-                let mut packet = self.pool.take();
-                packet.buffer_mut()[..body.len()].copy_from_slice(body);
-                packet.set_len(body.len());
-                packet.src = SocketAddrV4::new(ip.src, udp.src_port);
-                packet.dst = SocketAddrV4::new(ip.dst, udp.dst_port);
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += body.len() as u64;
-                rx.push(packet);
+                return Some(Arrival {
+                    at: body.as_ptr() as usize - frame.as_ptr() as usize,
+                    len: body.len(),
+                    src: SocketAddrV4::new(ip.src, udp.src_port),
+                    dst: SocketAddrV4::new(ip.dst, udp.dst_port),
+                    src_mac: eth.src,
+                });
             }
             _ => self.rx_ignored += 1,
         }
+        None
+    }
+
+    /// Copies an arrived datagram's payload into a buffer of the pool and appends it to `rx`.
+    fn queue_copy(&mut self, frame: &[u8], arrival: &Arrival, rx: &mut Vec<Box<Packet>>) {
+        let mut packet = self.pool.take();
+        let body = &frame[arrival.at..arrival.at + arrival.len];
+        packet.buffer_mut()[..body.len()].copy_from_slice(body);
+        packet.set_len(body.len());
+        packet.src = arrival.src;
+        packet.dst = arrival.dst;
+        rx.push(packet);
+    }
+
+    /// Offers received frame `i`'s datagram to `answerer` in its mbuf and, if answered,
+    /// turns the frame into the reply's and returns its length. Only frames whose payload
+    /// lies right after plain headers (no IPv4 options) and one-segment mbufs qualify.
+    fn answer_in_place(
+        &mut self,
+        i: usize,
+        arrival: &Arrival,
+        answerer: &mut dyn AnswerInPlace,
+    ) -> Option<u16> {
+        let room = usize::from(self.rooms[i]);
+        if arrival.at != FRAME_OVERHEAD || room < FRAME_OVERHEAD {
+            return None;
+        }
+        // SAFETY: a received one-segment mbuf we own; `room` bytes from `data[i]` lie in its
+        // buffer, and the payload slices given to `prepare` are no longer used.
+        let frame = unsafe { std::slice::from_raw_parts_mut(self.data[i], room) };
+        let reply_len = answerer.answer(arrival.len, &mut frame[FRAME_OVERHEAD..])?;
+        let macs = Macs {
+            src: self.device.mac,
+            dst: arrival.src_mac,
+        };
+        let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs);
+        debug_assert!(framed.is_ok(), "a reply within the room frames in it");
+        self.stats.tx_bytes += reply_len as u64;
+        framed.ok().map(|len| len as u16)
     }
 
     /// Sends the frames built in `self.mbufs[..count]`, each `self.lens[i]` bytes long (the
@@ -219,6 +276,31 @@ impl DpdkPort {
         }
     }
 
+    /// Receives up to `max` frames (at most a burst) into `mbufs`, `data`, `lens`, `rooms`.
+    fn rx_burst(&mut self, max: usize) -> usize {
+        self.register_thread_once();
+        let want = max.min(BURST) as u16;
+        // SAFETY: room for `want` mbufs in each array; the driver hands us ownership of each.
+        usize::from(unsafe {
+            sys::nm_rx_frames(
+                self.device.port_id,
+                self.queue,
+                self.mbufs.as_mut_ptr(),
+                self.data.as_mut_ptr(),
+                self.lens.as_mut_ptr(),
+                self.rooms.as_mut_ptr(),
+                want,
+            )
+        })
+    }
+
+    /// Received frame `i`. It lives in the mbuf, not in `self`.
+    fn frame<'m>(&self, i: usize) -> &'m [u8] {
+        // SAFETY: a received mbuf we own until it is freed or sent; `lens[i]` bytes from
+        // `data[i]` are its frame.
+        unsafe { std::slice::from_raw_parts(self.data[i], usize::from(self.lens[i])) }
+    }
+
     /// Takes `count` mbufs into `self.mbufs`, their rooms into `self.data` / `self.lens`.
     fn alloc_mbufs(&mut self, count: usize) -> bool {
         // SAFETY: fills `count` slots of our arrays from the device's pool, or none.
@@ -240,31 +322,80 @@ impl DpdkPort {
 
 impl Port for DpdkPort {
     fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
-        self.register_thread_once();
-        let want = max.min(BURST) as u16;
-        // SAFETY: room for `want` mbuf pointers; the driver hands us ownership of each.
-        let received = usize::from(unsafe {
-            sys::nm_rx_frames(
-                self.device.port_id,
-                self.queue,
-                self.mbufs.as_mut_ptr(),
-                self.data.as_mut_ptr(),
-                self.lens.as_mut_ptr(),
-                want,
-            )
-        });
+        let received = self.rx_burst(max);
         let before = rx.len();
         let mut arp_replies = Vec::new();
         for i in 0..received {
-            // SAFETY: a received frame we own until freed below.
-            let frame =
-                unsafe { std::slice::from_raw_parts(self.data[i], usize::from(self.lens[i])) };
-            self.accept(frame, rx, &mut arp_replies);
+            let frame = self.frame(i);
+            if let Some(arrival) = self.accept(frame, &mut arp_replies) {
+                self.queue_copy(frame, &arrival, rx);
+            }
         }
         // SAFETY: ours, and every payload was copied out.
         unsafe { sys::nm_free_bulk(self.mbufs.as_mut_ptr(), received as u32) };
         self.send_arp_replies(&arp_replies);
         Ok(rx.len() - before)
+    }
+
+    fn recv_answering(
+        &mut self,
+        rx: &mut Vec<Box<Packet>>,
+        max: usize,
+        answerer: &mut dyn AnswerInPlace,
+    ) -> io::Result<Received> {
+        if self.gateway {
+            // A switch host forwards datagrams; it answers none.
+            let queued = self.recv(rx, max)?;
+            return Ok(Received {
+                queued,
+                answered: 0,
+            });
+        }
+        let received = self.rx_burst(max);
+        if received == 0 {
+            return Ok(Received::default());
+        }
+        let mut arp_replies = Vec::new();
+        let mut arrivals = [None; BURST];
+        let mut payloads: [&[u8]; BURST] = [&[]; BURST];
+        let mut datagrams = 0;
+        for (i, arrival) in arrivals.iter_mut().enumerate().take(received) {
+            let frame = self.frame(i);
+            *arrival = self.accept(frame, &mut arp_replies);
+            if let Some(a) = arrival {
+                payloads[datagrams] = &frame[a.at..a.at + a.len];
+                datagrams += 1;
+            }
+        }
+        answerer.prepare(&payloads[..datagrams]);
+        // Answered mbufs move to the front of `mbufs` (with their frame lengths in `lens`),
+        // the others to `unsent`.
+        let (mut answered, mut unsent) = (0, 0);
+        for (i, arrival) in arrivals.iter().enumerate().take(received) {
+            let mbuf = self.mbufs[i];
+            if let Some(arrival) = arrival {
+                if let Some(len) = self.answer_in_place(i, arrival, answerer) {
+                    self.mbufs[answered] = mbuf;
+                    self.lens[answered] = len;
+                    answered += 1;
+                    continue;
+                }
+                self.queue_copy(self.frame(i), arrival, rx);
+            }
+            self.unsent[unsent] = mbuf;
+            unsent += 1;
+        }
+        // SAFETY: ours, not sent, and every payload left to `rx` was copied out.
+        unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
+        if answered > 0 {
+            let sent = self.transmit(answered);
+            self.stats.tx_packets += sent as u64;
+        }
+        self.send_arp_replies(&arp_replies);
+        Ok(Received {
+            queued: datagrams - answered,
+            answered,
+        })
     }
 
     fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
@@ -292,28 +423,11 @@ impl Port for DpdkPort {
                 }
                 frame[FRAME_OVERHEAD..total].copy_from_slice(payload);
                 let from = if self.gateway { packet.src } else { self.addr };
-                let (src, dst) = (*from.ip(), *packet.dst.ip());
-                let udp = UdpRepr {
-                    src_port: from.port(),
-                    dst_port: packet.dst.port(),
-                };
-                let ip = Ipv4Repr {
-                    src,
-                    dst,
-                    protocol: PROTOCOL_UDP,
-                    payload_len: udp::HEADER_LEN + payload.len(),
-                };
-                let eth = EthernetRepr {
-                    dst: self.neighbours.get(dst).unwrap_or(BROADCAST),
+                let macs = Macs {
                     src: self.device.mac,
-                    ethertype: ETHERTYPE_IPV4,
+                    dst: self.neighbours.get(*packet.dst.ip()).unwrap_or(BROADCAST),
                 };
-                let at_ip = ethernet::HEADER_LEN;
-                let at_udp = at_ip + ipv4::HEADER_LEN;
-                let framed = udp
-                    .emit(&mut frame[at_udp..], payload.len(), src, dst)
-                    .and_then(|()| ip.emit(&mut frame[at_ip..]))
-                    .and_then(|()| eth.emit(frame));
+                let framed = emit_udp_frame(frame, payload.len(), from, packet.dst, macs);
                 debug_assert!(framed.is_ok(), "the frame fits the mbuf");
                 self.lens[built] = total as u16;
                 self.stats.tx_bytes += payload.len() as u64;

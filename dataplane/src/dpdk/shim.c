@@ -4,11 +4,13 @@
 #include <stdio.h>
 
 uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
-                      uint16_t *lens, uint16_t n) {
+                      uint16_t *lens, uint16_t *rooms, uint16_t n) {
     uint16_t received = rte_eth_rx_burst(port, queue, pkts, n);
     for (uint16_t i = 0; i < received; i++) {
-        data[i] = rte_pktmbuf_mtod(pkts[i], uint8_t *);
-        lens[i] = rte_pktmbuf_data_len(pkts[i]);
+        struct rte_mbuf *m = pkts[i];
+        data[i] = rte_pktmbuf_mtod(m, uint8_t *);
+        lens[i] = rte_pktmbuf_data_len(m);
+        rooms[i] = m->nb_segs == 1 ? rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m) : 0;
     }
     return received;
 }

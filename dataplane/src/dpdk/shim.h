@@ -12,9 +12,11 @@
 /* The fast path works a burst per call, so crossing from Rust costs once per burst, not
  * per frame. */
 
-/* Receives up to `n` frames into `pkts`, with each one's data pointer and length. */
+/* Receives up to `n` frames into `pkts`, with each one's data pointer, length, and room
+ * (data offset to the end of its buffer; 0 for a chained mbuf, which cannot be reused as
+ * one segment to send). */
 uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
-                      uint16_t *lens, uint16_t n);
+                      uint16_t *lens, uint16_t *rooms, uint16_t n);
 /* Frees `n` mbufs (received frames, or taken ones left unused). */
 void nm_free_bulk(struct rte_mbuf **pkts, unsigned n);
 /* Takes `n` mbufs from `pool`, or none (returns non-zero), with each one's data pointer and

@@ -1,5 +1,6 @@
 //! A `Port` moves batches of datagrams, each with its IPv4/UDP addressing, over reusable
-//! buffers. Backends: in-process channels (`memory`) and kernel UDP sockets (`udp`).
+//! buffers. Backends: in-process channels (`memory`) and kernel UDP sockets (`udp`); the
+//! DPDK backend (feature `dpdk`) also answers datagrams in place (`recv_answering`).
 
 mod fault;
 mod memory;
@@ -126,12 +127,64 @@ pub trait Port: Send {
     /// Sends and drains `tx`. Packets that cannot be sent are dropped and counted, like a
     /// NIC with a full ring; the return value is the number handed to the medium.
     fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize>;
+    /// Receives like `recv`, except that the datagrams `answerer` answers where they lie go
+    /// straight back to their senders (from the address they were sent to) instead of to
+    /// `rx`. Ports whose receive buffers are their send buffers (DPDK) do this without a
+    /// copy; the others answer nothing in place.
+    ///
+    /// The answered datagrams are answered before the rest of the burst is handled, which
+    /// is the network delivering them first: fine for reads, which change nothing, as long
+    /// as `answerer` answers only what the rest of the burst cannot change (see
+    /// `AnswerInPlace`).
+    fn recv_answering(
+        &mut self,
+        rx: &mut Vec<Box<Packet>>,
+        max: usize,
+        answerer: &mut dyn AnswerInPlace,
+    ) -> io::Result<Received> {
+        let _ = answerer;
+        let queued = self.recv(rx, max)?;
+        Ok(Received {
+            queued,
+            answered: 0,
+        })
+    }
     /// A free buffer to build a packet in.
     fn alloc(&mut self) -> Box<Packet>;
     /// Gives a buffer back to the pool.
     fn release(&mut self, packet: Box<Packet>);
     fn local_addr(&self) -> SocketAddrV4;
     fn stats(&self) -> PortStats;
+}
+
+/// What `Port::recv_answering` took in: datagrams appended to `rx`, and datagrams answered
+/// in place (and handed to the medium, or dropped and counted if it refused them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    pub queued: usize,
+    pub answered: usize,
+}
+
+impl Received {
+    pub fn total(&self) -> usize {
+        self.queued + self.answered
+    }
+}
+
+/// Answers some datagrams in the buffer they arrived in. A burst is first shown whole
+/// (`prepare`), then offered datagram by datagram (`answer`) in arrival order.
+///
+/// Whatever is answered here is answered ahead of the burst's other datagrams, so answer
+/// only requests whose reply no datagram can change by arriving with them: reads of data
+/// this server owns outright. Answering such a read first is a reordering the network could
+/// have made, and none of the burst's effects has been seen by anyone yet.
+pub trait AnswerInPlace {
+    /// Sees the burst's payloads before any is answered, to start loading what answering
+    /// them will touch.
+    fn prepare(&mut self, payloads: &[&[u8]]);
+    /// Turns the datagram `buf[..len]` into its reply in `buf` and returns the reply's
+    /// length, or None to leave the datagram to be received as a `Packet`.
+    fn answer(&mut self, len: usize, buf: &mut [u8]) -> Option<usize>;
 }
 
 /// A recycling stack of buffers, bounded so a burst of releases cannot hoard memory.

@@ -7,6 +7,7 @@ mod bulk;
 mod control;
 mod error;
 pub mod ethernet;
+pub mod frame;
 mod header;
 pub mod ipv4;
 mod message;

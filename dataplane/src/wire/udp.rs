@@ -12,7 +12,8 @@ pub struct UdpRepr {
     pub dst_port: u16,
 }
 
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: usize) -> u32 {
+/// The one's-complement sum of the IPv4 pseudo-header a UDP checksum covers.
+pub(crate) fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: usize) -> u32 {
     let words = |ip: Ipv4Addr| {
         let o = ip.octets();
         u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
