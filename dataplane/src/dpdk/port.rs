@@ -194,15 +194,15 @@ impl DpdkPort {
         rx.push(packet);
     }
 
-    /// Offers received frame `i`'s datagram to `answerer` in its mbuf and, if answered,
-    /// turns the frame into the reply's and returns its length. Only frames whose payload
-    /// lies right after plain headers (no IPv4 options) and one-segment mbufs qualify.
+    /// Offers received frame `i`'s datagram to `answerer` in its mbuf and returns the
+    /// length of the reply written over it, if answered. Only frames whose payload lies
+    /// right after plain headers (no IPv4 options) in one-segment mbufs qualify.
     fn answer_in_place(
         &mut self,
         i: usize,
         arrival: &Arrival,
         answerer: &mut dyn AnswerInPlace,
-    ) -> Option<u16> {
+    ) -> Option<usize> {
         let room = usize::from(self.rooms[i]);
         if arrival.at != FRAME_OVERHEAD || room < FRAME_OVERHEAD {
             return None;
@@ -210,7 +210,15 @@ impl DpdkPort {
         // SAFETY: a received one-segment mbuf we own; `room` bytes from `data[i]` lie in its
         // buffer, and the payload slices given to `prepare` are no longer used.
         let frame = unsafe { std::slice::from_raw_parts_mut(self.data[i], room) };
-        let reply_len = answerer.answer(arrival.len, &mut frame[FRAME_OVERHEAD..])?;
+        answerer.answer(arrival.len, &mut frame[FRAME_OVERHEAD..])
+    }
+
+    /// Turns received frame `i`, answered in place with `reply_len` bytes, into the reply's
+    /// frame (back to the sender, from the address it wrote to) and returns its length.
+    fn frame_reply(&mut self, i: usize, arrival: &Arrival, reply_len: usize) -> u16 {
+        // SAFETY: as in `answer_in_place`, which checked the room.
+        let frame =
+            unsafe { std::slice::from_raw_parts_mut(self.data[i], usize::from(self.rooms[i])) };
         let macs = Macs {
             src: self.device.mac,
             dst: arrival.src_mac,
@@ -218,7 +226,7 @@ impl DpdkPort {
         let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs);
         debug_assert!(framed.is_ok(), "a reply within the room frames in it");
         self.stats.tx_bytes += reply_len as u64;
-        framed.ok().map(|len| len as u16)
+        framed.map_or(0, |len| len as u16)
     }
 
     /// Sends the frames built in `self.mbufs[..count]`, each `self.lens[i]` bytes long (the
@@ -368,15 +376,17 @@ impl Port for DpdkPort {
             }
         }
         answerer.prepare(&payloads[..datagrams]);
-        // Answered mbufs move to the front of `mbufs` (with their frame lengths in `lens`),
-        // the others to `unsent`.
+        // Answered mbufs move to the front of `mbufs`, the others to `unsent`. The replies
+        // are framed after all are written: checksumming a payload right after writing it
+        // would wait for its stores to land.
+        let mut replies = [(0, 0); BURST];
         let (mut answered, mut unsent) = (0, 0);
         for (i, arrival) in arrivals.iter().enumerate().take(received) {
             let mbuf = self.mbufs[i];
             if let Some(arrival) = arrival {
-                if let Some(len) = self.answer_in_place(i, arrival, answerer) {
+                if let Some(reply_len) = self.answer_in_place(i, arrival, answerer) {
                     self.mbufs[answered] = mbuf;
-                    self.lens[answered] = len;
+                    replies[answered] = (i, reply_len);
                     answered += 1;
                     continue;
                 }
@@ -384,6 +394,10 @@ impl Port for DpdkPort {
             }
             self.unsent[unsent] = mbuf;
             unsent += 1;
+        }
+        for (k, &(i, reply_len)) in replies[..answered].iter().enumerate() {
+            let arrival = arrivals[i].expect("an answered frame arrived");
+            self.lens[k] = self.frame_reply(i, &arrival, reply_len);
         }
         // SAFETY: ours, not sent, and every payload left to `rx` was copied out.
         unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
@@ -409,8 +423,10 @@ impl Port for DpdkPort {
                 }
                 continue;
             }
-            // Frame `built` goes into mbuf `built`; a datagram too long for it leaves the
-            // mbuf to the next one.
+            // Datagram `built` goes into mbuf `built`; one too long for it leaves the mbuf to
+            // the next. All are copied before any is framed: checksumming a payload right
+            // after copying it would wait for the copy's stores to land.
+            let mut ends = [None; BURST];
             let mut built = 0;
             for packet in tx.drain(..count) {
                 let frame = self.room(built);
@@ -423,16 +439,19 @@ impl Port for DpdkPort {
                 }
                 frame[FRAME_OVERHEAD..total].copy_from_slice(payload);
                 let from = if self.gateway { packet.src } else { self.addr };
-                let macs = Macs {
-                    src: self.device.mac,
-                    dst: self.neighbours.get(*packet.dst.ip()).unwrap_or(BROADCAST),
-                };
-                let framed = emit_udp_frame(frame, payload.len(), from, packet.dst, macs);
-                debug_assert!(framed.is_ok(), "the frame fits the mbuf");
-                self.lens[built] = total as u16;
-                self.stats.tx_bytes += payload.len() as u64;
+                ends[built] = Some((from, packet.dst, payload.len()));
                 self.pool.give(packet);
                 built += 1;
+            }
+            for (k, &(from, to, payload_len)) in ends[..built].iter().flatten().enumerate() {
+                let macs = Macs {
+                    src: self.device.mac,
+                    dst: self.neighbours.get(*to.ip()).unwrap_or(BROADCAST),
+                };
+                let framed = emit_udp_frame(self.room(k), payload_len, from, to, macs);
+                debug_assert!(framed.is_ok(), "the frame fits the mbuf");
+                self.lens[k] = (FRAME_OVERHEAD + payload_len) as u16;
+                self.stats.tx_bytes += payload_len as u64;
             }
             if built < count {
                 // SAFETY: taken above and left unused, still ours.

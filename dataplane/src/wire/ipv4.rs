@@ -51,11 +51,7 @@ pub fn checksum(data: &[u8], sum: u32) -> u16 {
         folded = (folded & 0xFFFF) + (folded >> 16);
     }
     // The folded sum's bytes in memory order are the big-endian sum's.
-    let mut total = u32::from(u16::from_be_bytes((folded as u16).to_ne_bytes())) + sum;
-    while total > 0xFFFF {
-        total = (total & 0xFFFF) + (total >> 16);
-    }
-    !(total as u16)
+    !fold(u32::from(u16::from_be_bytes((folded as u16).to_ne_bytes())) + sum)
 }
 
 impl Ipv4Repr {
@@ -91,23 +87,44 @@ impl Ipv4Repr {
         Ok((repr, &packet[header_len..total_len]))
     }
 
+    /// Writes a 20-byte header. The checksum is summed from the fields' values, not read
+    /// back from the bytes just written.
     pub fn emit(&self, packet: &mut [u8]) -> Result<(), WireError> {
+        const VERSION_IHL_TOS: u16 = 0x4500;
+        const DONT_FRAGMENT: u16 = 0x4000;
         let total = u16::try_from(HEADER_LEN + self.payload_len).map_err(|_| WireError::TooLong)?;
         let h = packet.get_mut(..HEADER_LEN).ok_or(WireError::TooLong)?;
-        h[0] = 0x45;
-        h[1] = 0;
-        h[2..4].copy_from_slice(&total.to_be_bytes());
-        h[4..6].copy_from_slice(&[0, 0]);
-        h[6..8].copy_from_slice(&0x4000u16.to_be_bytes()); // don't fragment
-        h[8] = DEFAULT_TTL;
-        h[9] = self.protocol;
-        h[10..12].copy_from_slice(&[0, 0]);
-        h[12..16].copy_from_slice(&self.src.octets());
-        h[16..20].copy_from_slice(&self.dst.octets());
-        let sum = checksum(h, 0);
-        h[10..12].copy_from_slice(&sum.to_be_bytes());
+        let ttl_protocol = u16::from_be_bytes([DEFAULT_TTL, self.protocol]);
+        let (src, dst) = (u32::from(self.src), u32::from(self.dst));
+        let words = u32::from(VERSION_IHL_TOS)
+            + u32::from(total)
+            + u32::from(DONT_FRAGMENT)
+            + u32::from(ttl_protocol)
+            + (src >> 16)
+            + (src & 0xFFFF)
+            + (dst >> 16)
+            + (dst & 0xFFFF);
+        let sum = !fold(words);
+        let mut header = [0u8; HEADER_LEN];
+        header[0..2].copy_from_slice(&VERSION_IHL_TOS.to_be_bytes());
+        header[2..4].copy_from_slice(&total.to_be_bytes());
+        // Identification 0 (bytes 4..6): never fragmented.
+        header[6..8].copy_from_slice(&DONT_FRAGMENT.to_be_bytes());
+        header[8..10].copy_from_slice(&ttl_protocol.to_be_bytes());
+        header[10..12].copy_from_slice(&sum.to_be_bytes());
+        header[12..16].copy_from_slice(&self.src.octets());
+        header[16..20].copy_from_slice(&self.dst.octets());
+        h.copy_from_slice(&header);
         Ok(())
     }
+}
+
+/// A one's-complement sum folded to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    sum as u16
 }
 
 #[cfg(test)]

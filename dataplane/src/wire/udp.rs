@@ -41,7 +41,8 @@ impl UdpRepr {
     }
 
     /// Writes the header in front of `payload_len` payload bytes already in place after it,
-    /// with the full checksum.
+    /// with the full checksum. The header's words enter the sum as values: only the payload
+    /// is read back (a read of bytes just stored in smaller pieces stalls until they land).
     pub fn emit(
         &self,
         datagram: &mut [u8],
@@ -52,15 +53,20 @@ impl UdpRepr {
         let len = HEADER_LEN + payload_len;
         let len16 = u16::try_from(len).map_err(|_| WireError::TooLong)?;
         let d = datagram.get_mut(..len).ok_or(WireError::TooLong)?;
-        d[0..2].copy_from_slice(&self.src_port.to_be_bytes());
-        d[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
-        d[4..6].copy_from_slice(&len16.to_be_bytes());
-        d[6..8].copy_from_slice(&[0, 0]);
-        let sum = match checksum(d, pseudo_header_sum(src, dst, len)) {
+        let header_sum = u32::from(self.src_port) + u32::from(self.dst_port) + u32::from(len16);
+        let sum = match checksum(
+            &d[HEADER_LEN..],
+            pseudo_header_sum(src, dst, len) + header_sum,
+        ) {
             0 => 0xFFFF, // 0 means "no checksum" in UDP
             sum => sum,
         };
-        d[6..8].copy_from_slice(&sum.to_be_bytes());
+        let mut header = [0u8; HEADER_LEN];
+        header[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        header[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        header[4..6].copy_from_slice(&len16.to_be_bytes());
+        header[6..8].copy_from_slice(&sum.to_be_bytes());
+        d[..HEADER_LEN].copy_from_slice(&header);
         Ok(())
     }
 }
