@@ -349,8 +349,28 @@ impl PartitionServer {
         Ok(())
     }
 
+    /// Whether a migration in or out of this partition has work to drive (timers,
+    /// replies to send): any shard in a migrating role, or replies queued by one. The
+    /// per-poll migration hooks return at once otherwise.
+    #[inline]
+    pub fn has_migrations(&self) -> bool {
+        !self.extra.is_empty()
+            || self
+                .shards
+                .iter()
+                .any(|s| !matches!(s.role, Role::Owned | Role::Moved { .. }))
+    }
+
     /// Advances every migration of this partition; packets to send go to `out`.
+    #[inline]
     pub fn poll_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        if self.has_migrations() {
+            self.drive_migrations(now, out);
+        }
+    }
+
+    #[inline(never)]
+    fn drive_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
         out.append(&mut self.extra);
         for shard in &mut self.shards {
             if let Role::Incoming(agent) = &mut shard.role {
@@ -900,7 +920,20 @@ impl PartitionServer {
     /// Rocksteady: replays about `max_items` bulk-pulled entries, after the turn's client
     /// requests (the caller decides how much a turn may spend), and serves the reads parked
     /// on groups that completed. Returns the entries replayed.
+    #[inline]
     pub fn replay_migrations(&mut self, max_items: usize) -> usize {
+        if !self
+            .shards
+            .iter()
+            .any(|s| matches!(s.role, Role::Incoming(_)))
+        {
+            return 0;
+        }
+        self.replay_incoming(max_items)
+    }
+
+    #[inline(never)]
+    fn replay_incoming(&mut self, max_items: usize) -> usize {
         let layout = self.map.layout();
         let mut items = 0;
         let mut complete = Vec::new();
