@@ -52,8 +52,9 @@ else
         valgrind --tool=callgrind --callgrind-out-file="$out" \
         --toggle-collect='*run_on_this_thread*' "$bin" --bench --profile-time 1 >/dev/null 2>&1
 fi
-# Requests = calls of PartitionServer::handle (one per packet). Inclusive costs of calls are
-# on the line after each `calls=` line.
+# Requests = calls of Partition::get: every request of these benches is a GET, which looks
+# its key up once (the request handlers themselves may be inlined). Inclusive costs of calls
+# are on the line after each `calls=` line.
 WHAT=$what python3 - "$out" <<'PY'
 import os, re, sys
 names, requests, callee, total, pending = {}, 0, None, None, False
@@ -72,7 +73,7 @@ for line in open(sys.argv[1]):
         continue
     if line.startswith("calls=") and callee:
         pending = True
-        if callee.endswith("PartitionServer::handle"):
+        if callee.endswith("kv::table::Partition::get"):
             requests += int(line.split("=")[1].split()[0])
     if line.startswith(("summary:", "totals:")):
         total = int(line.split()[1])
