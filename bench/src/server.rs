@@ -110,7 +110,7 @@ impl PartitionLoop {
             self.now = Instant::now();
         }
         let now = self.now;
-        // Commands are rare (a migration starting): looked for as often as the clock.
+        // Commands are rare (a migration starting): looked for once in `CLOCK_EVERY` polls.
         if round {
             if let Ok(command) = self.commands.try_recv() {
                 self.execute(command);
@@ -147,6 +147,14 @@ impl PartitionLoop {
         let busy = received.total() > 0 && received.total() == allowed;
         let replay = if busy { REPLAY_BUSY } else { REPLAY_IDLE };
         self.server.replay_migrations(replay);
+        // A migration this burst started (an INIT arrived) needs the time now, not the
+        // clock of up to `CLOCK_EVERY` polls ago.
+        let now = if !timed && self.server.has_migrations() {
+            self.now = Instant::now();
+            self.now
+        } else {
+            now
+        };
         // Cheap when nothing migrates; drives agents' timers and late-write replies.
         self.server.poll_migrations(now, &mut self.tx);
         let sent = self.tx.len();

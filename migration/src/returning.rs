@@ -87,6 +87,11 @@ impl Returning {
         self.step == Step::Done
     }
 
+    /// Done, its table freed and every message acknowledged: nothing left to poll for.
+    pub fn is_finished(&self) -> bool {
+        self.is_done() && self.table_released && self.to_source.pending() == 0
+    }
+
     /// True once, when the return is done: the caller frees the table then.
     pub fn release_table(&mut self) -> bool {
         let release = self.is_done() && !self.table_released;

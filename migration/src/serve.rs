@@ -355,10 +355,11 @@ impl PartitionServer {
     #[inline]
     pub fn has_migrations(&self) -> bool {
         !self.extra.is_empty()
-            || self
-                .shards
-                .iter()
-                .any(|s| !matches!(s.role, Role::Owned | Role::Moved { .. }))
+            || self.shards.iter().any(|s| match &s.role {
+                Role::Owned | Role::Moved { .. } => false,
+                Role::Returning(agent) => !agent.is_finished(),
+                Role::Incoming(_) | Role::Outgoing(_) => true,
+            })
     }
 
     /// Advances every migration of this partition; packets to send go to `out`.
@@ -1483,9 +1484,10 @@ impl PartitionServer {
     }
 }
 
-/// A DPDK port answers plain GETs in the mbufs they arrived in. Only reads of shards this
-/// core owns outright qualify (`serve_plain_get`), which no other datagram of the burst can
-/// change, so answering them ahead of the burst is safe (see `AnswerInPlace`).
+/// A DPDK port answers plain GETs in the mbufs they arrived in, ahead of the rest of their
+/// burst. Only reads of shards this core owns outright qualify (`serve_plain_get`); a read
+/// changes nothing, and nothing the burst's other datagrams do has been seen by anyone yet,
+/// so answering it first is the network having delivered it first (see `AnswerInPlace`).
 impl AnswerInPlace for PartitionServer {
     fn prepare(&mut self, payloads: &[&[u8]]) {
         for chunk in payloads.chunks(PREFETCH_CHUNK) {

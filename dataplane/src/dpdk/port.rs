@@ -36,11 +36,13 @@ pub struct DpdkPort {
     neighbours: Neighbours,
     pool: Pool,
     /// A burst's mbufs, with each one's data pointer and its length (received) or room
-    /// (taken to send), filled by the shim in one call per burst.
+    /// (taken to send), filled by the shim in one call per burst. Before a transmit, the
+    /// first entries of `mbufs` and `lens` are the frames to send and their lengths.
     mbufs: [*mut sys::rte_mbuf; BURST],
     data: [*mut u8; BURST],
     lens: [u16; BURST],
-    /// Received mbufs' rooms (data offset to the end of the buffer; 0 if chained).
+    /// Received mbufs' rooms (data offset to the end of the buffer; 0 if the mbuf may not
+    /// be written and sent back: chained, indirect or shared).
     rooms: [u16; BURST],
     /// Received mbufs not sent back in place, to free.
     unsent: [*mut sys::rte_mbuf; BURST],
@@ -215,7 +217,7 @@ impl DpdkPort {
 
     /// Turns received frame `i`, answered in place with `reply_len` bytes, into the reply's
     /// frame (back to the sender, from the address it wrote to) and returns its length.
-    fn frame_reply(&mut self, i: usize, arrival: &Arrival, reply_len: usize) -> u16 {
+    fn frame_reply(&mut self, i: usize, arrival: &Arrival, reply_len: usize) -> Option<u16> {
         // SAFETY: as in `answer_in_place`, which checked the room.
         let frame =
             unsafe { std::slice::from_raw_parts_mut(self.data[i], usize::from(self.rooms[i])) };
@@ -226,7 +228,7 @@ impl DpdkPort {
         let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs);
         debug_assert!(framed.is_ok(), "a reply within the room frames in it");
         self.stats.tx_bytes += reply_len as u64;
-        framed.map_or(0, |len| len as u16)
+        framed.ok().map(|len| len as u16)
     }
 
     /// Sends the frames built in `self.mbufs[..count]`, each `self.lens[i]` bytes long (the
@@ -379,14 +381,13 @@ impl Port for DpdkPort {
         // Answered mbufs move to the front of `mbufs`, the others to `unsent`. The replies
         // are framed after all are written: checksumming a payload right after writing it
         // would wait for its stores to land.
-        let mut replies = [(0, 0); BURST];
+        let mut replies = [(0, 0, None); BURST];
         let (mut answered, mut unsent) = (0, 0);
         for (i, arrival) in arrivals.iter().enumerate().take(received) {
             let mbuf = self.mbufs[i];
             if let Some(arrival) = arrival {
                 if let Some(reply_len) = self.answer_in_place(i, arrival, answerer) {
-                    self.mbufs[answered] = mbuf;
-                    replies[answered] = (i, reply_len);
+                    replies[answered] = (i, reply_len, Some(*arrival));
                     answered += 1;
                     continue;
                 }
@@ -395,14 +396,28 @@ impl Port for DpdkPort {
             self.unsent[unsent] = mbuf;
             unsent += 1;
         }
-        for (k, &(i, reply_len)) in replies[..answered].iter().enumerate() {
-            let arrival = arrivals[i].expect("an answered frame arrived");
-            self.lens[k] = self.frame_reply(i, &arrival, reply_len);
+        // Framed replies to the front of `mbufs`; one that failed to frame (cannot happen
+        // within the room) is dropped rather than sent empty.
+        let mut ready = 0;
+        for &(i, reply_len, arrival) in &replies[..answered] {
+            let mbuf = self.mbufs[i];
+            match arrival.and_then(|a| self.frame_reply(i, &a, reply_len)) {
+                Some(len) => {
+                    self.mbufs[ready] = mbuf;
+                    self.lens[ready] = len;
+                    ready += 1;
+                }
+                None => {
+                    self.stats.tx_dropped += 1;
+                    self.unsent[unsent] = mbuf;
+                    unsent += 1;
+                }
+            }
         }
         // SAFETY: ours, not sent, and every payload left to `rx` was copied out.
         unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
-        if answered > 0 {
-            let sent = self.transmit(answered);
+        if ready > 0 {
+            let sent = self.transmit(ready);
             self.stats.tx_packets += sent as u64;
         }
         self.send_arp_replies(&arp_replies);

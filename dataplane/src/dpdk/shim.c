@@ -10,7 +10,9 @@ uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uin
         struct rte_mbuf *m = pkts[i];
         data[i] = rte_pktmbuf_mtod(m, uint8_t *);
         lens[i] = rte_pktmbuf_data_len(m);
-        rooms[i] = m->nb_segs == 1 ? rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m) : 0;
+        /* Only a buffer this mbuf alone owns, in one segment, may be written and sent. */
+        int own = m->nb_segs == 1 && RTE_MBUF_DIRECT(m) && rte_mbuf_refcnt_read(m) == 1;
+        rooms[i] = own ? rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m) : 0;
     }
     return received;
 }

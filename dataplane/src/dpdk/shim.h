@@ -13,8 +13,8 @@
  * per frame. */
 
 /* Receives up to `n` frames into `pkts`, with each one's data pointer, length, and room
- * (data offset to the end of its buffer; 0 for a chained mbuf, which cannot be reused as
- * one segment to send). */
+ * (data offset to the end of its buffer; 0 for a chained, indirect or shared mbuf, which
+ * cannot be written and sent back as it is). */
 uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
                       uint16_t *lens, uint16_t *rooms, uint16_t n);
 /* Frees `n` mbufs (received frames, or taken ones left unused). */

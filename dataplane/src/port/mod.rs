@@ -183,7 +183,8 @@ pub trait AnswerInPlace {
     /// them will touch.
     fn prepare(&mut self, payloads: &[&[u8]]);
     /// Turns the datagram `buf[..len]` into its reply in `buf` and returns the reply's
-    /// length, or None to leave the datagram to be received as a `Packet`.
+    /// length, or None, with `buf[..len]` left as it was, to leave the datagram to be
+    /// received as a `Packet`.
     fn answer(&mut self, len: usize, buf: &mut [u8]) -> Option<usize>;
 }
 
