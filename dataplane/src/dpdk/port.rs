@@ -378,30 +378,28 @@ impl Port for DpdkPort {
             }
         }
         answerer.prepare(&payloads[..datagrams]);
-        // Answered mbufs move to the front of `mbufs`, the others to `unsent`. The replies
-        // are framed after all are written: checksumming a payload right after writing it
-        // would wait for its stores to land.
-        let mut replies = [(0, 0, None); BURST];
+        // Every reply is written before any is framed: checksumming a payload right after
+        // writing it would wait for its stores to land. Mbufs not answered go to `unsent`.
+        let mut replies = [(0, 0); BURST];
         let (mut answered, mut unsent) = (0, 0);
         for (i, arrival) in arrivals.iter().enumerate().take(received) {
-            let mbuf = self.mbufs[i];
             if let Some(arrival) = arrival {
                 if let Some(reply_len) = self.answer_in_place(i, arrival, answerer) {
-                    replies[answered] = (i, reply_len, Some(*arrival));
+                    replies[answered] = (i, reply_len);
                     answered += 1;
                     continue;
                 }
                 self.queue_copy(self.frame(i), arrival, rx);
             }
-            self.unsent[unsent] = mbuf;
+            self.unsent[unsent] = self.mbufs[i];
             unsent += 1;
         }
-        // Framed replies to the front of `mbufs`; one that failed to frame (cannot happen
-        // within the room) is dropped rather than sent empty.
+        // Framed replies move to the front of `mbufs`; one that failed to frame (cannot
+        // happen within the room) is dropped rather than sent empty.
         let mut ready = 0;
-        for &(i, reply_len, arrival) in &replies[..answered] {
+        for &(i, reply_len) in &replies[..answered] {
             let mbuf = self.mbufs[i];
-            match arrival.and_then(|a| self.frame_reply(i, &a, reply_len)) {
+            match arrivals[i].and_then(|a| self.frame_reply(i, &a, reply_len)) {
                 Some(len) => {
                     self.mbufs[ready] = mbuf;
                     self.lens[ready] = len;
