@@ -464,3 +464,54 @@ fn every_op_code_decodes_and_nothing_else() {
     assert_eq!(Op::from_u8(0x00), Err(WireError::UnknownOp(0x00)));
     assert_eq!(Op::from_u8(0xFF), Err(WireError::UnknownOp(0xFF)));
 }
+
+proptest! {
+    /// The ports' fixed-offset reading of a received frame agrees with the general parse: it
+    /// takes a frame exactly when Ethernet, IPv4 and UDP parse it as an IPv4/UDP datagram
+    /// with a plain 20-byte header, and reads the same addresses and payload. Frames are
+    /// valid ones with one header byte disturbed, cut short or padded.
+    #[test]
+    fn the_fixed_offset_frame_parse_agrees_with_the_general_parse(
+        payload in proptest::collection::vec(any::<u8>(), 0..1472),
+        src: ([u8; 4], u16), dst: ([u8; 4], u16), macs: ([u8; 6], [u8; 6]),
+        disturb in 0usize..6, at: usize, byte: u8, cut in 0usize..64,
+    ) {
+        use dataplane::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV4};
+        use dataplane::wire::frame::{self, Macs, FRAME_OVERHEAD};
+        use dataplane::wire::ipv4::{Ipv4Repr, PROTOCOL_UDP};
+        use dataplane::wire::udp::UdpRepr;
+        use std::net::SocketAddrV4;
+        let from = SocketAddrV4::new(src.0.into(), src.1);
+        let to = SocketAddrV4::new(dst.0.into(), dst.1);
+        let mut buf = vec![0u8; FRAME_OVERHEAD + payload.len() + 64];
+        buf[FRAME_OVERHEAD..FRAME_OVERHEAD + payload.len()].copy_from_slice(&payload);
+        let macs = Macs { src: macs.0, dst: macs.1 };
+        let mut len = frame::emit_udp_frame(&mut buf, payload.len(), from, to, macs).unwrap();
+        match disturb {
+            0 => buf[at % FRAME_OVERHEAD] = byte, // any header byte
+            1 => {
+                // An IPv4 header byte, with the header checksum made valid again.
+                buf[14 + at % 20] = byte;
+                buf[24..26].fill(0);
+                let sum = dataplane::wire::ipv4::checksum(&buf[14..34], 0);
+                buf[24..26].copy_from_slice(&sum.to_be_bytes());
+            }
+            2 => len = at % len, // cut short
+            3 => len += cut, // Ethernet padding after the datagram
+            _ => {} // untouched
+        }
+        let frame = &buf[..len];
+        let general = EthernetRepr::parse(frame).ok()
+            .filter(|(eth, _)| eth.ethertype == ETHERTYPE_IPV4 && frame[14] == 0x45)
+            .and_then(|(eth, packet)| Ipv4Repr::parse(packet).ok().map(|ip| (eth, ip)))
+            .filter(|(_, (ip, _))| ip.protocol == PROTOCOL_UDP)
+            .and_then(|(eth, (ip, datagram))| {
+                let (udp, body) = UdpRepr::parse(datagram).ok()?;
+                let at = body.as_ptr() as usize - frame.as_ptr() as usize;
+                Some((eth.src, SocketAddrV4::new(ip.src, udp.src_port),
+                      SocketAddrV4::new(ip.dst, udp.dst_port), at..at + body.len()))
+            });
+        let fast = frame::parse_udp_frame(frame).map(|f| (f.src_mac, f.src, f.dst, f.payload));
+        prop_assert_eq!(fast, general);
+    }
+}

@@ -11,6 +11,60 @@ use std::net::SocketAddrV4;
 /// Bytes in front of the payload: Ethernet, IPv4 without options, UDP.
 pub const FRAME_OVERHEAD: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN;
 
+/// An IPv4/UDP frame read at fixed offsets by `parse_udp_frame`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpFrame {
+    pub src_mac: [u8; 6],
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    /// Where the UDP payload lies in the frame (from `FRAME_OVERHEAD`).
+    pub payload: std::ops::Range<usize>,
+}
+
+/// The frame as an unfragmented IPv4/UDP datagram with a plain 20-byte IPv4 header and a
+/// valid header checksum, read at fixed offsets: the frames ports receive nearly always.
+/// None for anything else (ARP, IPv4 options, fragments, other protocols, bad lengths or
+/// checksum), which the general parse (`EthernetRepr`, `Ipv4Repr`, `UdpRepr`) then reads
+/// or refuses; where this one accepts a frame, the general parse reads the same fields.
+/// The UDP checksum is not verified, as in `UdpRepr::parse`.
+pub fn parse_udp_frame(frame: &[u8]) -> Option<UdpFrame> {
+    let h: &[u8; FRAME_OVERHEAD] = frame.get(..FRAME_OVERHEAD)?.try_into().ok()?;
+    let be16 = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+    let at_ip = ethernet::HEADER_LEN;
+    // EtherType IPv4; version 4 with a 5-word header; no more-fragments flag or offset; UDP.
+    if be16(12) != ETHERTYPE_IPV4
+        || h[at_ip] != 0x45
+        || be16(at_ip + 6) & 0x3FFF != 0
+        || h[at_ip + 9] != PROTOCOL_UDP
+    {
+        return None;
+    }
+    let ip_total = usize::from(be16(at_ip + 2));
+    let udp_len = usize::from(be16(at_ip + ipv4::HEADER_LEN + 4));
+    let fits = at_ip + ip_total <= frame.len()
+        && udp_len >= udp::HEADER_LEN
+        && ipv4::HEADER_LEN + udp_len <= ip_total;
+    let ip_header = h[at_ip..at_ip + ipv4::HEADER_LEN]
+        .try_into()
+        .expect("20 bytes");
+    if !fits || !ipv4::header_checksum_verifies(ip_header) {
+        return None;
+    }
+    let addr = |at: usize, port_at: usize| {
+        SocketAddrV4::new(
+            [h[at], h[at + 1], h[at + 2], h[at + 3]].into(),
+            be16(port_at),
+        )
+    };
+    let at_udp = at_ip + ipv4::HEADER_LEN;
+    Some(UdpFrame {
+        src_mac: h[6..12].try_into().expect("6 bytes"),
+        src: addr(at_ip + 12, at_udp),
+        dst: addr(at_ip + 16, at_udp + 2),
+        payload: FRAME_OVERHEAD..at_udp + udp_len,
+    })
+}
+
 /// The link-layer ends of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Macs {
