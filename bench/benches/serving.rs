@@ -6,6 +6,7 @@
 
 use bench::workload::{KeyChooser, WorkloadSpec};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dataplane::port::AnswerInPlace;
 use dataplane::wire::{self, Flags, HeaderRepr, Request, Status};
 use dataplane::Packet;
 use kv::{key_hash, GroupLayout, PartitionMap};
@@ -147,6 +148,27 @@ fn serving(c: &mut Criterion) {
                 }
                 s.server.handle_burst(&mut burst, &mut replies);
                 black_box(&replies);
+            }
+        })
+    });
+    // As a DPDK server answers plain GETs: in the receive buffers, a port burst (32) at a
+    // time, after showing the burst to `prepare` (`Port::recv_answering`).
+    let mut buffers = vec![[0u8; 2048]; BURST];
+    group.bench_function("request_path_get_in_place32", |b| {
+        b.iter(|| {
+            for requests in s.gets.chunks(BURST) {
+                for (buffer, request) in buffers.iter_mut().zip(requests) {
+                    buffer[..request.len()].copy_from_slice(request);
+                }
+                let mut payloads: [&[u8]; BURST] = [&[]; BURST];
+                for ((payload, buffer), request) in payloads.iter_mut().zip(&buffers).zip(requests)
+                {
+                    *payload = &buffer[..request.len()];
+                }
+                s.server.prepare(&payloads[..requests.len()]);
+                for (buffer, request) in buffers.iter_mut().zip(requests) {
+                    black_box(s.server.answer(request.len(), buffer));
+                }
             }
         })
     });
