@@ -502,7 +502,7 @@ proptest! {
         }
         let frame = &buf[..len];
         let general = EthernetRepr::parse(frame).ok()
-            .filter(|(eth, _)| eth.ethertype == ETHERTYPE_IPV4 && frame[14] == 0x45)
+            .filter(|(eth, _)| eth.ethertype == ETHERTYPE_IPV4 && frame.get(14) == Some(&0x45))
             .and_then(|(eth, packet)| Ipv4Repr::parse(packet).ok().map(|ip| (eth, ip)))
             .filter(|(_, (ip, _))| ip.protocol == PROTOCOL_UDP)
             .and_then(|(eth, (ip, datagram))| {
