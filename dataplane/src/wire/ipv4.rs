@@ -47,10 +47,7 @@ pub fn checksum(data: &[u8], sum: u32) -> u16 {
     acc += u128::from(tail);
     // 128 → 64 bits with the end-around carry (the high half counts carries: small).
     let (low, carry) = (acc as u64).overflowing_add((acc >> 64) as u64);
-    let folded = low + u64::from(carry);
-    let folded = (folded & 0xFFFF_FFFF) + (folded >> 32);
-    let folded = (folded & 0xFFFF_FFFF) + (folded >> 32);
-    let folded = fold(folded as u32);
+    let folded = fold_wide(low + u64::from(carry));
     // The folded sum's bytes in memory order are the big-endian sum's.
     !fold(u32::from(u16::from_be_bytes(folded.to_ne_bytes())) + sum)
 }
@@ -60,11 +57,8 @@ pub fn checksum(data: &[u8], sum: u32) -> u16 {
 /// costs more than the sum here.
 pub fn header_checksum_verifies(header: &[u8; HEADER_LEN]) -> bool {
     let word = |at: usize| u64::from(u32::from_ne_bytes(header[at..at + 4].try_into().unwrap()));
-    let sum = word(0) + word(4) + word(8) + word(12) + word(16);
-    let sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    let sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
     // All ones is all ones in either byte order.
-    fold(sum as u32) == 0xFFFF
+    fold_wide(word(0) + word(4) + word(8) + word(12) + word(16)) == 0xFFFF
 }
 
 impl Ipv4Repr {
@@ -134,6 +128,13 @@ impl Ipv4Repr {
         h.copy_from_slice(&header);
         Ok(())
     }
+}
+
+/// A 64-bit one's-complement sum folded to 16 bits.
+fn fold_wide(sum: u64) -> u16 {
+    let sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    let sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    fold(sum as u32)
 }
 
 /// A one's-complement sum folded to 16 bits.
