@@ -1,11 +1,16 @@
 //! Latency and throughput recording: one overall histogram and one per 100-ms slot, per
-//! client thread, merged at the end (no sharing on the fast path).
+//! client thread, merged at the end (no sharing on the fast path). A completion is recorded
+//! once, into the current slot's full-precision histogram, which is added to the overall
+//! one and to its slot's when the slot closes: one histogram update per operation, not two.
 
 use hdrhistogram::Histogram;
 use std::time::Duration;
 
 pub const SLOT: Duration = Duration::from_millis(100);
 const MAX_LATENCY_NS: u64 = 120_000_000_000;
+/// Significant digits of the overall latency histogram, and of each slot's.
+const OVERALL_DIGITS: u8 = 3;
+const SLOT_DIGITS: u8 = 2;
 
 fn histogram(significant_digits: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, significant_digits).expect("valid bounds")
@@ -17,11 +22,15 @@ pub struct Slot {
     pub latency: Histogram<u64>,
 }
 
-/// Latencies in nanoseconds, overall and per time slot of the run.
+/// Latencies in nanoseconds, overall and per time slot of the run. Read them (`overall`,
+/// `slots`) after `finish`, or from a recorder others were merged into.
 #[derive(Clone)]
 pub struct Recorder {
-    pub overall: Histogram<u64>,
-    pub slots: Vec<Slot>,
+    overall: Histogram<u64>,
+    slots: Vec<Slot>,
+    /// The current slot's latencies, at the overall histogram's precision, not yet added to
+    /// `overall` nor to the slot.
+    current: Histogram<u64>,
     /// One bit per `TICK` of the run: did any operation complete in it (for downtime).
     activity: Vec<u64>,
     /// The slot and the tick the last operation fell in, as nanosecond ranges: a thread's
@@ -38,8 +47,9 @@ pub const TICK: Duration = Duration::from_micros(100);
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
-            overall: histogram(3),
+            overall: histogram(OVERALL_DIGITS),
             slots: Vec::new(),
+            current: histogram(OVERALL_DIGITS),
             activity: Vec::new(),
             slot_ns: 0..0,
             slot: 0,
@@ -52,32 +62,73 @@ impl Recorder {
     /// Records an operation that completed `at` after the run started.
     pub fn record(&mut self, at: Duration, latency_ns: u64) {
         let latency_ns = latency_ns.clamp(1, MAX_LATENCY_NS);
-        self.overall.saturating_record(latency_ns);
         let at_ns = at.as_nanos() as u64;
-        if !self.slot_ns.contains(&at_ns) {
-            self.enter_slot(at_ns);
+        if !self.slot_ns.contains(&at_ns) && !self.enter_slot(at_ns) {
+            // Completed in a slot already closed (a thread's completions come in time order,
+            // so only a caller mixing threads' times gets here).
+            let slot = self.slot_of(at_ns);
+            self.overall.saturating_record(latency_ns);
+            self.slots[slot].ops += 1;
+            self.slots[slot].latency.saturating_record(latency_ns);
+        } else {
+            self.current.saturating_record(latency_ns);
+            self.slots[self.slot].ops += 1;
         }
-        let slot = &mut self.slots[self.slot];
-        slot.ops += 1;
-        slot.latency.saturating_record(latency_ns);
         if !self.tick_ns.contains(&at_ns) {
             self.mark_tick(at_ns);
         }
     }
 
-    /// Makes the slot `at_ns` falls in the current one.
-    #[cold]
-    fn enter_slot(&mut self, at_ns: u64) {
-        let slot_ns = SLOT.as_nanos() as u64;
-        let slot = (at_ns / slot_ns) as usize;
-        while self.slots.len() <= slot {
+    /// Adds what the current slot holds to the overall histogram and to the slot's: call it
+    /// before reading them.
+    pub fn finish(&mut self) {
+        if !self.current.is_empty() {
+            let slot = &mut self.slots[self.slot].latency;
+            self.overall.add(&self.current).expect("same bounds");
+            slot.add(&self.current).expect("same bounds");
+            self.current.reset();
+        }
+    }
+
+    pub fn overall(&self) -> &Histogram<u64> {
+        debug_assert!(self.current.is_empty(), "read before finish");
+        &self.overall
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        debug_assert!(self.current.is_empty(), "read before finish");
+        &self.slots
+    }
+
+    /// The slot `at_ns` falls in, created (with those before it) if need be.
+    fn slot_of(&mut self, at_ns: u64) -> usize {
+        let slot = (at_ns / SLOT.as_nanos() as u64) as usize;
+        self.grow_slots(slot + 1);
+        slot
+    }
+
+    fn grow_slots(&mut self, count: usize) {
+        while self.slots.len() < count {
             self.slots.push(Slot {
                 ops: 0,
-                latency: histogram(2),
+                latency: histogram(SLOT_DIGITS),
             });
         }
+    }
+
+    /// Closes the current slot and opens the one `at_ns` falls in, unless that one is
+    /// earlier (false).
+    #[cold]
+    fn enter_slot(&mut self, at_ns: u64) -> bool {
+        let slot = self.slot_of(at_ns);
+        if slot < self.slot {
+            return false;
+        }
+        self.finish();
+        let slot_ns = SLOT.as_nanos() as u64;
         self.slot = slot;
         self.slot_ns = slot as u64 * slot_ns..(slot as u64 + 1) * slot_ns;
+        true
     }
 
     /// Marks the tick `at_ns` falls in as active and makes it the current one.
@@ -109,17 +160,18 @@ impl Recorder {
         TICK * longest as u32
     }
 
+    /// Adds `other`'s operations, its current slot's included.
     pub fn merge(&mut self, other: &Recorder) {
         self.overall.add(&other.overall).expect("same bounds");
-        while self.slots.len() < other.slots.len() {
-            self.slots.push(Slot {
-                ops: 0,
-                latency: histogram(2),
-            });
-        }
+        self.overall.add(&other.current).expect("same bounds");
+        self.grow_slots(other.slots.len());
         for (mine, theirs) in self.slots.iter_mut().zip(&other.slots) {
             mine.ops += theirs.ops;
             mine.latency.add(&theirs.latency).expect("same bounds");
+        }
+        if !other.current.is_empty() {
+            let slot = &mut self.slots[other.slot].latency;
+            slot.add(&other.current).expect("same bounds");
         }
         if self.activity.len() < other.activity.len() {
             self.activity.resize(other.activity.len(), 0);
@@ -131,7 +183,8 @@ impl Recorder {
 
     /// Merges the slots in `[from, to)` into one histogram (for before/during/after).
     pub fn window(&self, from: Duration, to: Duration) -> (u64, Histogram<u64>) {
-        let mut merged = histogram(2);
+        debug_assert!(self.current.is_empty(), "read before finish");
+        let mut merged = histogram(SLOT_DIGITS);
         let mut ops = 0;
         let first = (from.as_nanos() / SLOT.as_nanos()) as usize;
         let last = (to.as_nanos() / SLOT.as_nanos()) as usize;
@@ -159,14 +212,45 @@ mod tests {
         let mut b = Recorder::default();
         b.record(Duration::from_millis(150), 2_000);
         a.merge(&b);
+        a.finish();
         assert_eq!(
-            a.slots.iter().map(|s| s.ops).collect::<Vec<_>>(),
+            a.slots().iter().map(|s| s.ops).collect::<Vec<_>>(),
             vec![1, 1, 1]
         );
-        assert_eq!(a.overall.len(), 3);
+        assert_eq!(a.overall().len(), 3);
         let (ops, h) = a.window(Duration::from_millis(100), Duration::from_millis(300));
         assert_eq!(ops, 2);
         assert!(h.value_at_quantile(1.0) >= 2_900);
+    }
+
+    /// A completion is counted once: in the overall histogram at full precision and in its
+    /// slot's, whether the thread's recorder was finished or merged as it stood.
+    #[test]
+    fn each_completion_lands_once_in_the_overall_histogram_and_in_its_slot() {
+        let mut thread = Recorder::default();
+        for (ms, latency) in [(10, 1_234_567), (20, 1_234_567), (150, 7_654_321)] {
+            thread.record(Duration::from_millis(ms), latency);
+        }
+        let mut merged = Recorder::default();
+        merged.merge(&thread); // the last slot still open in `thread`
+        thread.finish();
+        thread.finish(); // harmless twice
+        for r in [&merged, &thread] {
+            let overall = r.overall();
+            assert_eq!(overall.len(), 3);
+            // Three significant digits overall: within 0.1 %.
+            assert!(overall.value_at_quantile(1.0).abs_diff(7_654_321) <= 7_654);
+            assert!(overall.value_at_quantile(0.5).abs_diff(1_234_567) <= 1_234);
+            let slots = r.slots();
+            assert_eq!(slots.iter().map(|s| s.ops).collect::<Vec<_>>(), [2, 1]);
+            assert_eq!(
+                slots.iter().map(|s| s.latency.len()).collect::<Vec<_>>(),
+                [2, 1]
+            );
+            // Two in a slot: within 1 %.
+            let last = slots[1].latency.value_at_quantile(1.0);
+            assert!(last.abs_diff(7_654_321) <= 76_543);
+        }
     }
 
     /// Completions out of time order land in their own slot and tick, as in order.
@@ -184,8 +268,9 @@ mod tests {
         for at in times {
             as_they_came.record(at, 1_000);
         }
-        for r in [&in_order, &as_they_came] {
-            let ops: Vec<u64> = r.slots.iter().map(|s| s.ops).collect();
+        for r in [&mut in_order, &mut as_they_came] {
+            r.finish();
+            let ops: Vec<u64> = r.slots().iter().map(|s| s.ops).collect();
             assert_eq!(ops, [4, 1, 1]);
             // Active ticks at 50, 55, 60, 150 and 250 ms: the longest gap is 150 → 250.
             let idle = r.longest_idle(ms(0), ms(300));

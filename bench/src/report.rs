@@ -114,7 +114,7 @@ pub struct TimelineSlot {
 /// One entry per 100-ms slot, stamped with the slot's end.
 pub fn timeline(recorder: &Recorder) -> Vec<TimelineSlot> {
     recorder
-        .slots
+        .slots()
         .iter()
         .enumerate()
         .map(|(i, slot)| {

@@ -372,6 +372,7 @@ impl Engine {
         }
         self.publish(progress);
         let finished = Instant::now();
+        self.recorder.finish();
         ThreadResult {
             finished,
             recorder: self.recorder,

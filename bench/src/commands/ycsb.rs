@@ -372,7 +372,7 @@ pub(crate) fn build_report(
             after: None,
         },
         latency_us: LatencyReport {
-            overall: Percentiles::of(&run.recorder.overall),
+            overall: Percentiles::of(run.recorder.overall()),
             before: None,
             during: None,
             after: None,
@@ -440,7 +440,7 @@ pub(crate) fn print_summary(run: &PhaseResult, report: &Report) {
         l.p99,
         l.p999,
         l.max,
-        micros(run.recorder.overall.mean() as u64)
+        micros(run.recorder.overall().mean() as u64)
     );
     eprintln!(
         "ops: completed {}, failed {}, timeouts {}, retries {}, not found {}, ignored replies {}",
