@@ -2,6 +2,7 @@
 
 use crate::transport::Transport;
 use clap::{Args, Parser, Subcommand};
+use dataplane::wire::udp::UdpChecksum;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
@@ -86,6 +87,33 @@ impl Protocol {
             Protocol::Rocksteady => migration::Protocol::Rocksteady,
             Protocol::Fulva => migration::Protocol::Fulva,
             Protocol::Source => migration::Protocol::SourceBased,
+        }
+    }
+}
+
+/// `--udp-checksum`: how DPDK frames get their UDP checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpChecksumArg {
+    /// Omitted on memif (shared memory, no wire to corrupt a frame: 0, which RFC 768 allows,
+    /// as the kernel skips it on loopback), offloaded to a NIC that can compute it, computed
+    /// in software otherwise (af_packet, af_xdp, tap).
+    Auto,
+    /// Always computed in software.
+    Compute,
+    /// Always left to the NIC (fails on a device without UDP checksum offload).
+    Offload,
+    /// Always 0 (no checksum).
+    Omit,
+}
+
+impl UdpChecksumArg {
+    /// The way asked for; None leaves it to each device.
+    pub fn choice(self) -> Option<UdpChecksum> {
+        match self {
+            UdpChecksumArg::Auto => None,
+            UdpChecksumArg::Compute => Some(UdpChecksum::Computed),
+            UdpChecksumArg::Offload => Some(UdpChecksum::Offloaded),
+            UdpChecksumArg::Omit => Some(UdpChecksum::Omitted),
         }
     }
 }
@@ -269,6 +297,9 @@ pub struct SwitchArgs {
     /// host is behind which device from the traffic (and floods until it knows).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
+    /// With `--transport dpdk`: how frames get their UDP checksum.
+    #[arg(long, value_enum, default_value_t = UdpChecksumArg::Auto)]
+    pub udp_checksum: UdpChecksumArg,
     #[command(flatten)]
     pub idle: IdleArgs,
 }
@@ -401,6 +432,9 @@ pub struct ServerArgs {
     /// (a NIC port), on its queue p, steered to by a flow rule on the partition's UDP port.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
+    /// With `--transport dpdk`: how frames get their UDP checksum.
+    #[arg(long, value_enum, default_value_t = UdpChecksumArg::Auto)]
+    pub udp_checksum: UdpChecksumArg,
     #[command(flatten)]
     pub idle: IdleArgs,
 }
@@ -482,6 +516,9 @@ pub struct YcsbArgs {
     /// single device, its queue t, steered to by a flow rule on the thread's UDP port).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub eal: Option<String>,
+    /// With `--transport dpdk`: how frames get their UDP checksum.
+    #[arg(long, value_enum, default_value_t = UdpChecksumArg::Auto)]
+    pub udp_checksum: UdpChecksumArg,
     /// The client's own IPv4 address on the DPDK devices.
     #[arg(long, default_value = "10.0.0.1")]
     pub client_ip: std::net::Ipv4Addr,

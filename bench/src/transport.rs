@@ -1,6 +1,7 @@
 //! Which packet I/O backend a command runs on, and binding ports on it.
 
 use dataplane::port::{FaultConfig, MemoryNetwork, UdpOverlay, UdpPort};
+use dataplane::wire::udp::UdpChecksum;
 use dataplane::Port;
 use std::io;
 use std::net::SocketAddrV4;
@@ -39,25 +40,33 @@ pub enum Fabric {
     Dpdk(std::sync::Arc<dpdk::DpdkFabric>),
 }
 
+/// How `--transport dpdk` starts: the EAL arguments, and how frames get their UDP checksum
+/// (None: as suits each device, see `DpdkDevice::open`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DpdkOptions<'a> {
+    pub eal: Option<&'a str>,
+    pub udp_checksum: Option<UdpChecksum>,
+}
+
 impl Fabric {
-    /// The fabric of `transport`. For DPDK, `eal` holds the EAL arguments and `lanes` how many
+    /// The fabric of `transport`. For DPDK, `dpdk` says how to start it and `lanes` how many
     /// ports this process will bind (its partitions or client threads): the EAL starts here,
     /// and either every device it found gets one queue pair and one lane, or a single device
     /// gets a queue pair per lane with flow rules steering each lane's UDP port to its queue.
     pub fn new(
         transport: Transport,
         faults: FaultConfig,
-        eal: Option<&str>,
+        dpdk: DpdkOptions<'_>,
         lanes: usize,
     ) -> io::Result<Fabric> {
         Ok(match transport {
             Transport::Memory => Fabric::Memory(MemoryNetwork::with_faults(faults)),
             Transport::Udp => Fabric::Udp { via: None },
             #[cfg(feature = "dpdk")]
-            Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(eal, lanes)?),
+            Transport::Dpdk => Fabric::Dpdk(dpdk::DpdkFabric::start(dpdk, lanes)?),
             #[cfg(not(feature = "dpdk"))]
             Transport::Dpdk => {
-                let _ = (eal, lanes);
+                let _ = (dpdk, lanes);
                 return Err(io::Error::other(
                     "this netmigrate was built without DPDK: rebuild with \
                      `cargo build --release --features dpdk` (scripts/setup.sh installs DPDK)",
@@ -139,8 +148,10 @@ impl Fabric {
 
 #[cfg(feature = "dpdk")]
 mod dpdk {
+    use super::DpdkOptions;
     use dataplane::dpdk::{self as sys, DpdkDevice, DpdkPort, DpdkSwitchPort, FlowRule};
     use dataplane::port::{AnswerInPlace, PortStats, Received};
+    use dataplane::wire::udp::UdpChecksum;
     use dataplane::{Packet, Port};
     use std::io;
     use std::net::SocketAddrV4;
@@ -159,8 +170,8 @@ mod dpdk {
     }
 
     impl DpdkFabric {
-        pub fn start(eal: Option<&str>, lanes: usize) -> io::Result<Arc<DpdkFabric>> {
-            let Some(eal) = eal else {
+        pub fn start(options: DpdkOptions<'_>, lanes: usize) -> io::Result<Arc<DpdkFabric>> {
+            let Some(eal) = options.eal else {
                 return Err(io::Error::other(
                     "--transport dpdk needs --eal, e.g. --eal \"-l 0-1 --no-pci --in-memory \
                      --vdev=net_memif0,role=server,socket=/tmp/netmigrate.sock\"",
@@ -168,10 +179,13 @@ mod dpdk {
             };
             sys::init_eal(eal).map_err(io::Error::other)?;
             // Once the EAL runs, a failure stops it again (and removes its runtime files).
-            Self::open_devices(lanes).inspect_err(|_| sys::cleanup())
+            Self::open_devices(lanes, options.udp_checksum).inspect_err(|_| sys::cleanup())
         }
 
-        fn open_devices(lanes: usize) -> io::Result<Arc<DpdkFabric>> {
+        fn open_devices(
+            lanes: usize,
+            udp_checksum: Option<UdpChecksum>,
+        ) -> io::Result<Arc<DpdkFabric>> {
             let count = sys::device_count();
             if count == 0 {
                 return Err(io::Error::other(
@@ -188,7 +202,7 @@ mod dpdk {
             };
             let devices = (0..count)
                 .map(|port| {
-                    DpdkDevice::open(port, queues)
+                    DpdkDevice::open(port, queues, udp_checksum)
                         .map(Arc::new)
                         .map_err(io::Error::other)
                 })
@@ -196,9 +210,10 @@ mod dpdk {
             for (port, device) in devices.iter().enumerate() {
                 let mac = device.mac().map(|b| format!("{b:02x}")).join(":");
                 eprintln!(
-                    "dpdk: port {port} = {} ({mac}), {} queue pair(s)",
+                    "dpdk: port {port} = {} ({mac}), {} queue pair(s), UDP checksums {}",
                     device.name(),
-                    device.queues()
+                    device.queues(),
+                    device.udp_checksum().name()
                 );
             }
             Ok(Arc::new(DpdkFabric {

@@ -3,7 +3,7 @@
 
 use bench::commands::server::spec;
 use bench::control::{self, ControlClient};
-use bench::transport::{Fabric, Transport};
+use bench::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use migration::control::proto::{self, Preset, Protocol};
 use std::net::SocketAddr;
@@ -31,7 +31,13 @@ fn request(protocol: Protocol) -> proto::StartMigrationRequest {
 
 #[test]
 fn the_control_api_validates_starts_once_and_reports() {
-    let fabric = Fabric::new(Transport::Memory, FaultConfig::default(), None, 1).unwrap();
+    let fabric = Fabric::new(
+        Transport::Memory,
+        FaultConfig::default(),
+        DpdkOptions::default(),
+        1,
+    )
+    .unwrap();
     let mut server_spec = spec("10.0.0.2:7100".parse().unwrap(), &layout(), 1024, None).unwrap();
     server_spec.capacity = Some(100_000.0);
     let server = bench::server::start(&fabric, &server_spec).unwrap();
@@ -174,7 +180,13 @@ fn a_start_is_all_partitions_or_none_and_starts_do_not_interleave() {
     use migration::{OutgoingPlan, Protocol as MigrationProtocol};
     use std::sync::Arc;
 
-    let fabric = Fabric::new(Transport::Memory, FaultConfig::default(), None, 1).unwrap();
+    let fabric = Fabric::new(
+        Transport::Memory,
+        FaultConfig::default(),
+        DpdkOptions::default(),
+        1,
+    )
+    .unwrap();
     let source = bench::server::start(
         &fabric,
         &spec("10.0.0.2:7100".parse().unwrap(), &layout(), 1024, None).unwrap(),

@@ -1,6 +1,7 @@
 //! The DPDK backend between real processes (needs `--features dpdk`, DPDK 22.11 and root):
 //! a DPDK server and a DPDK YCSB client over memif, and a kernel-UDP client reaching a DPDK
 //! server on af_packet across a veth pair between two network namespaces this test creates,
+//! or on tap with the UDP checksums offloaded (the tap PMD computes them, the kernel checks),
 //! and the whole experiment with the switch host on DPDK.
 //! Every child process has a time limit; namespaces and sockets are removed at the end.
 #![cfg(feature = "dpdk")]
@@ -289,6 +290,19 @@ fn two_partitions_on_one_device_without_queues_or_flow_rules_are_refused() {
     );
 }
 
+/// Runs `ip` (iproute2) with `args`; fails the test if it fails.
+fn ip(args: &str) {
+    let status = Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip (iproute2)");
+    assert!(status.success(), "ip {args} failed");
+}
+
+fn delete_namespace(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
 /// Two network namespaces joined by a veth pair, deleted when dropped.
 struct Namespaces {
     server: String,
@@ -301,13 +315,6 @@ impl Namespaces {
         let ns = Namespaces {
             server: format!("nmt-s{id}"),
             client: format!("nmt-c{id}"),
-        };
-        let ip = |args: &str| {
-            let status = Command::new("ip")
-                .args(args.split_whitespace())
-                .status()
-                .expect("ip (iproute2)");
-            assert!(status.success(), "ip {args} failed");
         };
         ip(&format!("netns add {}", ns.server));
         ip(&format!("netns add {}", ns.client));
@@ -333,10 +340,39 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        delete_namespace(&self.server);
+        delete_namespace(&self.client);
     }
+}
+
+/// A kernel-UDP YCSB client (in namespace `ns`) against the server at `server`; checks the
+/// report and the server's statistics.
+fn kernel_udp_client_against(server: Server, ns: &str, address: &str, report: &Path) {
+    let client = run_with_timeout(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            BIN,
+            "ycsb",
+            "--transport",
+            "udp",
+            "--server",
+            address,
+            "--records",
+            "5000",
+            "--workload",
+            "b",
+            "--duration",
+            "2",
+            "--check",
+            "--quiet",
+            "--json",
+            report.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    server.stop_and_check(report, &client);
 }
 
 #[test]
@@ -362,31 +398,66 @@ fn kernel_udp_client_reaches_dpdk_server_on_af_packet_over_veth() {
         &eal(0, "nmtveth", &vdev),
     ]));
     std::thread::sleep(Duration::from_secs(2)); // EAL start-up
-    let client = run_with_timeout(
-        Command::new("ip").args([
-            "netns",
-            "exec",
-            &ns.client,
-            BIN,
-            "ycsb",
-            "--transport",
-            "udp",
-            "--server",
-            "10.77.0.2:7100",
-            "--records",
-            "5000",
-            "--workload",
-            "b",
-            "--duration",
-            "2",
-            "--check",
-            "--quiet",
-            "--json",
-            report.to_str().unwrap(),
-        ]),
-        Duration::from_secs(60),
-    );
-    server.stop_and_check(&report, &client);
+    kernel_udp_client_against(server, &ns.client, "10.77.0.2:7100", &report);
+}
+
+/// The server on a tap device with `--udp-checksum offload`: its replies leave with the
+/// pseudo-header's sum in the checksum field and the offload flags set, the tap PMD completes
+/// the checksums as a NIC would, and the kernel, which drops a datagram whose checksum is
+/// wrong, hands every reply to the client.
+#[test]
+fn kernel_udp_client_gets_replies_whose_udp_checksum_a_tap_device_offloaded() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("tap");
+    let report = dir.0.join("report.json");
+    let id = std::process::id() % 100_000;
+    let ns = format!("nmt-t{id}");
+    let tap = format!("nmt-t{id}");
+    ip(&format!("netns add {ns}"));
+    struct Delete(String);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            delete_namespace(&self.0);
+        }
+    }
+    let _delete = Delete(ns.clone());
+    let server = Server::start(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        BIN,
+        "server",
+        "--transport",
+        "dpdk",
+        "--listen",
+        "10.79.0.2:7100",
+        "--duration",
+        "60",
+        "--udp-checksum",
+        "offload",
+        "--eal",
+        &eal(0, "nmttap", &format!("net_tap0,iface={tap}")),
+    ]));
+    // The tap PMD creates the interface (up) when the EAL starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exists = || {
+        Command::new("ip")
+            .args(["-n", &ns, "link", "show", &tap])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    while !exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the tap interface never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ip(&format!("-n {ns} addr add 10.79.0.1/24 dev {tap}"));
+    ip(&format!("-n {ns} link set lo up"));
+    kernel_udp_client_against(server, &ns, "10.79.0.2:7100", &report);
 }
 
 /// The whole experiment over DPDK: the switch, the source and the destination as separate

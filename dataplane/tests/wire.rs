@@ -486,7 +486,8 @@ proptest! {
         let mut buf = vec![0u8; FRAME_OVERHEAD + payload.len() + 64];
         buf[FRAME_OVERHEAD..FRAME_OVERHEAD + payload.len()].copy_from_slice(&payload);
         let macs = Macs { src: macs.0, dst: macs.1 };
-        let mut len = frame::emit_udp_frame(&mut buf, payload.len(), from, to, macs).unwrap();
+        let how = dataplane::wire::udp::UdpChecksum::Computed;
+        let mut len = frame::emit_udp_frame(&mut buf, payload.len(), from, to, macs, how).unwrap();
         match disturb {
             0 => buf[at % FRAME_OVERHEAD] = byte, // any header byte
             1 => {

@@ -4,7 +4,7 @@
 use super::{fail, CommandError};
 use crate::cli::{LayoutArgs, ServerArgs};
 use crate::server::{self, ServerSpec};
-use crate::transport::{Fabric, Transport};
+use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{parse_core_list, shutdown_on_signals, Idle};
 use kv::{GroupLayout, PartitionMap};
@@ -72,7 +72,10 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     let fabric = Fabric::new(
         args.transport,
         FaultConfig::default(),
-        args.eal.as_deref(),
+        DpdkOptions {
+            eal: args.eal.as_deref(),
+            udp_checksum: args.udp_checksum.choice(),
+        },
         lanes,
     )?
     .via(args.via)?;

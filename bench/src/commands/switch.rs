@@ -3,7 +3,7 @@
 
 use super::{fail, CommandError};
 use crate::cli::SwitchArgs;
-use crate::transport::{Fabric, Transport};
+use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::{FaultConfig, UdpOverlay, UdpPort};
 use dataplane::runner::{shutdown_on_signals, Placement};
 use std::sync::atomic::Ordering;
@@ -33,7 +33,10 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     let fabric = Fabric::new(
         args.transport,
         FaultConfig::default(),
-        args.eal.as_deref(),
+        DpdkOptions {
+            eal: args.eal.as_deref(),
+            udp_checksum: args.udp_checksum.choice(),
+        },
         1,
     )?;
     let port = match args.transport {

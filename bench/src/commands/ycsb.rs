@@ -11,7 +11,7 @@ use crate::report::{
     self, Consistency, LatencyReport, OpsReport, Percentiles, Report, Throughput, WorkloadReport,
 };
 use crate::server::{self, partition_addr};
-use crate::transport::{Fabric, Transport};
+use crate::transport::{DpdkOptions, Fabric, Transport};
 use crate::workload::{Properties, WorkloadSpec};
 use dataplane::port::FaultConfig;
 use dataplane::runner::shutdown_on_signals;
@@ -144,7 +144,11 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         } else {
             0
         };
-    let fabric = Fabric::new(transport, fault_config, args.eal.as_deref(), lanes)?.via(args.via)?;
+    let dpdk = DpdkOptions {
+        eal: args.eal.as_deref(),
+        udp_checksum: args.udp_checksum.choice(),
+    };
+    let fabric = Fabric::new(transport, fault_config, dpdk, lanes)?.via(args.via)?;
     let (server_base, client_base) = match transport {
         Transport::Memory => (args.server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
         Transport::Udp => (args.server.unwrap_or(UDP_SERVER), UDP_CLIENT),

@@ -1,6 +1,7 @@
 //! One DPDK Ethernet device: its mempool and its queue pairs.
 
 use super::{error_text, sys, DpdkError};
+use crate::wire::udp::UdpChecksum;
 use std::ffi::CStr;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct DpdkDevice {
     pub(super) mac: [u8; 6],
     name: String,
     queues: u16,
+    /// How this device's frames get their UDP checksum.
+    pub(super) udp_checksum: UdpChecksum,
 }
 
 // SAFETY: the device handle and its mempool are thread-safe DPDK objects; each queue is
@@ -36,8 +39,15 @@ impl DpdkDevice {
     const POOL_MBUFS: u32 = 8191;
     const POOL_CACHE: u32 = 256;
 
-    /// Configures and starts device `port_id` with `queues` rx/tx queue pairs.
-    pub fn open(port_id: u16, queues: u16) -> Result<DpdkDevice, DpdkError> {
+    /// Configures and starts device `port_id` with `queues` rx/tx queue pairs. Its frames'
+    /// UDP checksums are filled in as `udp_checksum` says, or, if None, as suits the
+    /// device: omitted on memif (shared memory: no wire to corrupt a frame), offloaded to a
+    /// NIC that can compute them, computed here otherwise.
+    pub fn open(
+        port_id: u16,
+        queues: u16,
+        udp_checksum: Option<UdpChecksum>,
+    ) -> Result<DpdkDevice, DpdkError> {
         // SAFETY: plain queries on a port id the caller got from the EAL.
         if unsafe { sys::rte_eth_dev_is_valid_port(port_id) } == 0 {
             return Err(DpdkError(format!(
@@ -76,6 +86,29 @@ impl DpdkDevice {
                 info.max_rx_queues, info.max_tx_queues
             )));
         }
+        // SAFETY: a constant.
+        let udp_offload = unsafe { sys::nm_tx_offload_udp_cksum() };
+        let can_offload = info.tx_offload_capa & udp_offload != 0;
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the PMD's NUL-terminated, static driver name.
+            unsafe { CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let udp_checksum = match udp_checksum {
+            Some(UdpChecksum::Offloaded) if !can_offload => {
+                return Err(DpdkError(format!(
+                    "DPDK device {name} ({driver}) cannot compute UDP checksums (no \
+                     RTE_ETH_TX_OFFLOAD_UDP_CKSUM): use --udp-checksum compute or auto"
+                )))
+            }
+            Some(how) => how,
+            None if driver == "net_memif" => UdpChecksum::Omitted,
+            None if can_offload => UdpChecksum::Offloaded,
+            None => UdpChecksum::Computed,
+        };
         // SAFETY: returns the NUMA socket or -1.
         let socket = unsafe { sys::rte_eth_dev_socket_id(port_id) }.max(0);
         let pool_name = std::ffi::CString::new(format!("nm_pool_{port_id}")).unwrap();
@@ -97,7 +130,10 @@ impl DpdkDevice {
                 error_text(super::last_error())
             )));
         }
-        let conf = sys::rte_eth_conf::default();
+        let mut conf = sys::rte_eth_conf::default();
+        if udp_checksum == UdpChecksum::Offloaded {
+            conf.txmode.offloads = udp_offload;
+        }
         // SAFETY: the port is valid and stopped; conf lives across the call.
         check("configure", unsafe {
             sys::rte_eth_dev_configure(port_id, queues, queues, &conf)
@@ -141,7 +177,13 @@ impl DpdkDevice {
             mac: mac.addr_bytes,
             name,
             queues,
+            udp_checksum,
         })
+    }
+
+    /// How this device's frames get their UDP checksum.
+    pub fn udp_checksum(&self) -> UdpChecksum {
+        self.udp_checksum
     }
 
     pub fn name(&self) -> &str {

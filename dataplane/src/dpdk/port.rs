@@ -12,7 +12,7 @@ use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::frame::{emit_udp_frame, parse_udp_frame, Macs, FRAME_OVERHEAD};
 use crate::wire::ipv4::{Ipv4Repr, PROTOCOL_UDP};
-use crate::wire::udp::UdpRepr;
+use crate::wire::udp::{UdpChecksum, UdpRepr};
 use crate::Port;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -252,15 +252,18 @@ impl DpdkPort {
             src: self.device.mac,
             dst: arrival.src_mac,
         };
-        let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs);
+        let how = self.device.udp_checksum;
+        let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs, how);
         debug_assert!(framed.is_ok(), "a reply within the room frames in it");
         self.stats.tx_bytes += reply_len as u64;
         framed.ok().map(|len| len as u16)
     }
 
     /// Sends the frames built in `self.mbufs[..count]`, each `self.lens[i]` bytes long (the
-    /// shim frees what the queue refuses).
-    fn transmit(&mut self, count: usize) -> usize {
+    /// shim frees what the queue refuses). `datagrams`: they are all IPv4/UDP frames, whose
+    /// UDP checksum the NIC completes if the device offloads it.
+    fn transmit(&mut self, count: usize, datagrams: bool) -> usize {
+        let udp_offload = datagrams && self.device.udp_checksum == UdpChecksum::Offloaded;
         // SAFETY: the first `count` mbufs are ours and hold complete frames of those lengths.
         let sent = usize::from(unsafe {
             sys::nm_tx_frames(
@@ -269,6 +272,7 @@ impl DpdkPort {
                 self.mbufs.as_mut_ptr(),
                 self.lens.as_ptr(),
                 count as u16,
+                i32::from(udp_offload),
             )
         });
         self.stats.tx_dropped += (count - sent) as u64;
@@ -293,7 +297,7 @@ impl DpdkPort {
             debug_assert!(built.is_ok(), "an mbuf holds an ARP frame");
             self.lens[i] = (ethernet::HEADER_LEN + arp::PACKET_LEN) as u16;
         }
-        self.transmit(count);
+        self.transmit(count, false);
     }
 
     /// The thread driving this port becomes an EAL lcore (per-lcore mempool caches) the
@@ -442,7 +446,7 @@ impl Port for DpdkPort {
         // SAFETY: ours, not sent, and every payload left to `rx` was copied out.
         unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
         if ready > 0 {
-            let sent = self.transmit(ready);
+            let sent = self.transmit(ready, true);
             self.stats.tx_packets += sent as u64;
         }
         self.send_arp_replies(&arp_replies);
@@ -488,7 +492,8 @@ impl Port for DpdkPort {
                     src: self.device.mac,
                     dst: self.neighbours.get(*to.ip()).unwrap_or(BROADCAST),
                 };
-                let framed = emit_udp_frame(self.room(k), payload_len, from, to, macs);
+                let how = self.device.udp_checksum;
+                let framed = emit_udp_frame(self.room(k), payload_len, from, to, macs, how);
                 debug_assert!(framed.is_ok(), "the frame fits the mbuf");
                 self.lens[k] = (FRAME_OVERHEAD + payload_len) as u16;
                 self.stats.tx_bytes += payload_len as u64;
@@ -499,7 +504,7 @@ impl Port for DpdkPort {
                     sys::nm_free_bulk(self.mbufs[built..].as_mut_ptr(), (count - built) as u32)
                 };
             }
-            let sent = self.transmit(built);
+            let sent = self.transmit(built, true);
             self.stats.tx_packets += sent as u64;
             sent_total += sent;
         }

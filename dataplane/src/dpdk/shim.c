@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include <rte_ip.h>
+
 uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint8_t **data,
                       uint16_t *lens, uint16_t *rooms, uint16_t n) {
     uint16_t received = rte_eth_rx_burst(port, queue, pkts, n);
@@ -32,19 +34,26 @@ int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **
 }
 
 uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
-                      const uint16_t *lens, uint16_t n) {
+                      const uint16_t *lens, uint16_t n, int udp_offload) {
     for (uint16_t i = 0; i < n; i++) {
         struct rte_mbuf *m = pkts[i];
         m->data_len = lens[i];
         m->pkt_len = lens[i];
         m->nb_segs = 1;
         m->next = NULL;
+        if (udp_offload) {
+            m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM;
+            m->l2_len = sizeof(struct rte_ether_hdr);
+            m->l3_len = sizeof(struct rte_ipv4_hdr);
+        }
     }
     uint16_t sent = rte_eth_tx_burst(port, queue, pkts, n);
     if (sent < n)
         rte_pktmbuf_free_bulk(pkts + sent, n - sent);
     return sent;
 }
+
+uint64_t nm_tx_offload_udp_cksum(void) { return RTE_ETH_TX_OFFLOAD_UDP_CKSUM; }
 
 int nm_link_up(uint16_t port) {
     struct rte_eth_link link;

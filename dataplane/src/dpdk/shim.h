@@ -23,10 +23,13 @@ void nm_free_bulk(struct rte_mbuf **pkts, unsigned n);
  * room (data offset to the end of its buffer). */
 int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **data,
                     uint16_t *rooms, unsigned n);
-/* Gives each of `n` mbufs its frame length (one segment) and sends them; frees those the
- * queue refuses. Returns how many were sent. */
+/* Gives each of `n` mbufs its frame length (one segment) and, with `udp_offload`, asks
+ * the NIC for the UDP checksum of its IPv4/UDP frame (plain headers); sends them; frees
+ * those the queue refuses. Returns how many were sent. */
 uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
-                      const uint16_t *lens, uint16_t n);
+                      const uint16_t *lens, uint16_t n, int udp_offload);
+/* RTE_ETH_TX_OFFLOAD_UDP_CKSUM (a macro bindgen cannot evaluate). */
+uint64_t nm_tx_offload_udp_cksum(void);
 /* 1 if the port's link is up, 0 if down, a negative errno if the PMD cannot tell. */
 int nm_link_up(uint16_t port);
 int nm_errno(void);

@@ -4,7 +4,7 @@
 
 use super::ethernet::{self, EthernetRepr, ETHERTYPE_IPV4};
 use super::ipv4::{self, Ipv4Repr, PROTOCOL_UDP};
-use super::udp::{self, UdpRepr};
+use super::udp::{self, UdpChecksum, UdpRepr};
 use super::WireError;
 use std::net::SocketAddrV4;
 
@@ -72,14 +72,16 @@ pub struct Macs {
     pub dst: [u8; 6],
 }
 
-/// Writes the Ethernet, IPv4 and UDP headers, with both checksums, in front of the
-/// `payload_len` bytes at `frame[FRAME_OVERHEAD..]`, and returns the frame's length.
+/// Writes the Ethernet, IPv4 and UDP headers, with the IPv4 checksum and the UDP one as
+/// `udp_checksum` says, in front of the `payload_len` bytes at `frame[FRAME_OVERHEAD..]`,
+/// and returns the frame's length.
 pub fn emit_udp_frame(
     frame: &mut [u8],
     payload_len: usize,
     from: SocketAddrV4,
     to: SocketAddrV4,
     macs: Macs,
+    udp_checksum: UdpChecksum,
 ) -> Result<usize, WireError> {
     let total = FRAME_OVERHEAD + payload_len;
     let frame = frame.get_mut(..total).ok_or(WireError::TooLong)?;
@@ -90,7 +92,7 @@ pub fn emit_udp_frame(
         src_port: from.port(),
         dst_port: to.port(),
     }
-    .emit(&mut frame[at_udp..], payload_len, src, dst)?;
+    .emit(&mut frame[at_udp..], payload_len, src, dst, udp_checksum)?;
     Ipv4Repr {
         src,
         dst,
@@ -138,7 +140,8 @@ mod tests {
             let from = SocketAddrV4::new(from_ip.into(), from_port);
             let to = SocketAddrV4::new(to_ip.into(), to_port);
             let macs = Macs { src: src_mac, dst: dst_mac };
-            let len = emit_udp_frame(&mut frame, payload.len(), from, to, macs).unwrap();
+            let len = emit_udp_frame(&mut frame, payload.len(), from, to, macs, UdpChecksum::Computed)
+                .unwrap();
             prop_assert_eq!(len, FRAME_OVERHEAD + payload.len());
 
             let (eth, packet) = EthernetRepr::parse(&frame[..len]).unwrap();
@@ -149,6 +152,43 @@ mod tests {
             let (udp, body) = UdpRepr::parse(datagram).unwrap();
             prop_assert_eq!((udp.src_port, udp.dst_port), (from_port, to_port));
             prop_assert_eq!(body, &payload[..]);
+        }
+
+        /// The three ways of filling in the UDP checksum give the same frame but for that
+        /// field: omitted, it is 0; offloaded, it is what a NIC completes into the checksum
+        /// computed here (the pseudo-header's sum, summed on over the datagram).
+        #[test]
+        fn an_offloaded_checksum_completes_to_the_computed_one_and_an_omitted_one_is_zero(
+            payload in proptest::collection::vec(any::<u8>(), 0..1472),
+            (from_ip, to_ip) in (any::<u32>(), any::<u32>()),
+            (from_port, to_port) in (any::<u16>(), any::<u16>()),
+        ) {
+            let from = SocketAddrV4::new(from_ip.into(), from_port);
+            let to = SocketAddrV4::new(to_ip.into(), to_port);
+            let macs = Macs { src: [2; 6], dst: [4; 6] };
+            let frame_with = |how| {
+                let mut frame = vec![0u8; FRAME_OVERHEAD + payload.len()];
+                frame[FRAME_OVERHEAD..].copy_from_slice(&payload);
+                emit_udp_frame(&mut frame, payload.len(), from, to, macs, how).unwrap();
+                frame
+            };
+            let computed = frame_with(UdpChecksum::Computed);
+            let at = FRAME_OVERHEAD - 2;
+            let field = |frame: &[u8]| u16::from_be_bytes([frame[at], frame[at + 1]]);
+            for how in [UdpChecksum::Offloaded, UdpChecksum::Omitted] {
+                let frame = frame_with(how);
+                prop_assert_eq!(&frame[..at], &computed[..at]);
+                prop_assert_eq!(&frame[at + 2..], &computed[at + 2..]);
+            }
+            prop_assert_eq!(field(&frame_with(UdpChecksum::Omitted)), 0);
+            // What the NIC does: the one's complement of the sum over the UDP datagram with
+            // the field as it is, 0 sent as 0xFFFF.
+            let offloaded = frame_with(UdpChecksum::Offloaded);
+            let completed = match checksum(&offloaded[FRAME_OVERHEAD - udp::HEADER_LEN..], 0) {
+                0 => 0xFFFF,
+                sum => sum,
+            };
+            prop_assert_eq!(completed, field(&computed));
         }
     }
 
@@ -161,11 +201,25 @@ mod tests {
             dst: [0; 6],
         };
         assert_eq!(
-            emit_udp_frame(&mut frame, 100 - FRAME_OVERHEAD + 1, any, any, macs),
+            emit_udp_frame(
+                &mut frame,
+                100 - FRAME_OVERHEAD + 1,
+                any,
+                any,
+                macs,
+                UdpChecksum::Computed
+            ),
             Err(WireError::TooLong)
         );
         assert_eq!(
-            emit_udp_frame(&mut frame, 100 - FRAME_OVERHEAD, any, any, macs),
+            emit_udp_frame(
+                &mut frame,
+                100 - FRAME_OVERHEAD,
+                any,
+                any,
+                macs,
+                UdpChecksum::Computed
+            ),
             Ok(100)
         );
     }

@@ -138,7 +138,7 @@ fn fold_wide(sum: u64) -> u16 {
 }
 
 /// A one's-complement sum folded to 16 bits.
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     while sum > 0xFFFF {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }

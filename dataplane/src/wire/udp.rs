@@ -1,6 +1,7 @@
-//! UDP header (8 bytes) with the checksum over the IPv4 pseudo-header computed in software.
+//! UDP header (8 bytes) with the checksum over the IPv4 pseudo-header computed in software,
+//! left to the NIC, or omitted (`UdpChecksum`).
 
-use super::ipv4::{checksum, PROTOCOL_UDP};
+use super::ipv4::{checksum, fold, PROTOCOL_UDP};
 use super::WireError;
 use std::net::Ipv4Addr;
 
@@ -19,6 +20,30 @@ pub(crate) fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: usize) ->
         u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
     };
     words(src) + words(dst) + u32::from(PROTOCOL_UDP) + udp_len as u32
+}
+
+/// How a sent datagram's UDP checksum is filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdpChecksum {
+    /// Computed here, over the pseudo-header, the header and the payload.
+    #[default]
+    Computed,
+    /// Left to the NIC (transmit checksum offload): the field holds the pseudo-header's sum,
+    /// which the NIC completes over the datagram.
+    Offloaded,
+    /// None: 0, which RFC 768 allows over IPv4. For links with no wire to corrupt a frame
+    /// (memif's shared memory), as the kernel skips it on loopback.
+    Omitted,
+}
+
+impl UdpChecksum {
+    pub fn name(self) -> &'static str {
+        match self {
+            UdpChecksum::Computed => "computed",
+            UdpChecksum::Offloaded => "offloaded",
+            UdpChecksum::Omitted => "omitted",
+        }
+    }
 }
 
 impl UdpRepr {
@@ -41,25 +66,34 @@ impl UdpRepr {
     }
 
     /// Writes the header in front of `payload_len` payload bytes already in place after it,
-    /// with the full checksum. The header's words enter the sum as values: only the payload
-    /// is read back (a read of bytes just stored in smaller pieces stalls until they land).
+    /// with its checksum filled in as `how` says. The header's words enter a computed sum as
+    /// values: only the payload is read back (a read of bytes just stored in smaller pieces
+    /// stalls until they land).
     pub fn emit(
         &self,
         datagram: &mut [u8],
         payload_len: usize,
         src: Ipv4Addr,
         dst: Ipv4Addr,
+        how: UdpChecksum,
     ) -> Result<(), WireError> {
         let len = HEADER_LEN + payload_len;
         let len16 = u16::try_from(len).map_err(|_| WireError::TooLong)?;
         let d = datagram.get_mut(..len).ok_or(WireError::TooLong)?;
-        let header_sum = u32::from(self.src_port) + u32::from(self.dst_port) + u32::from(len16);
-        let sum = match checksum(
-            &d[HEADER_LEN..],
-            pseudo_header_sum(src, dst, len) + header_sum,
-        ) {
-            0 => 0xFFFF, // 0 means "no checksum" in UDP
-            sum => sum,
+        let sum = match how {
+            UdpChecksum::Computed => {
+                let header_sum =
+                    u32::from(self.src_port) + u32::from(self.dst_port) + u32::from(len16);
+                match checksum(
+                    &d[HEADER_LEN..],
+                    pseudo_header_sum(src, dst, len) + header_sum,
+                ) {
+                    0 => 0xFFFF, // 0 means "no checksum" in UDP
+                    sum => sum,
+                }
+            }
+            UdpChecksum::Offloaded => fold(pseudo_header_sum(src, dst, len)),
+            UdpChecksum::Omitted => 0,
         };
         let mut header = [0u8; HEADER_LEN];
         header[0..2].copy_from_slice(&self.src_port.to_be_bytes());
@@ -89,7 +123,13 @@ mod tests {
             src_port: 5000,
             dst_port: 7100,
         }
-        .emit(&mut frame[udp_at..], payload.len(), src, dst)
+        .emit(
+            &mut frame[udp_at..],
+            payload.len(),
+            src,
+            dst,
+            UdpChecksum::Computed,
+        )
         .unwrap();
         Ipv4Repr {
             src,

@@ -14,7 +14,7 @@ use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
 use crate::control::ControlClient;
 use crate::report::{self, Consistency, Percentiles};
 use crate::server::{self, partition_addr, PartitionReport, RunningServer, ServerControl};
-use crate::transport::{Fabric, Transport};
+use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{shutdown_on_signals, Idle, Placement};
 use migration::control::{self, proto};
@@ -117,7 +117,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
 
     let (fabric, roles) = match transport {
         Transport::Memory => {
-            let fabric = Fabric::new(Transport::Memory, faults, None, 1)?;
+            let fabric = Fabric::new(Transport::Memory, faults, DpdkOptions::default(), 1)?;
             let Fabric::Memory(network) = &fabric else {
                 unreachable!("memory fabric")
             };
@@ -179,10 +179,15 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
                 processes.logs.display()
             );
             let fabric = match &links {
-                Links::Udp => Fabric::new(transport, faults, None, 1)?.via(Some(addrs.switch))?,
+                Links::Udp => Fabric::new(transport, faults, DpdkOptions::default(), 1)?
+                    .via(Some(addrs.switch))?,
                 Links::Dpdk { .. } => {
                     let eal = links.host_eal(&processes.logs, "client", ycsb.threads);
-                    Fabric::new(transport, faults, eal.as_deref(), ycsb.threads)?
+                    let dpdk = DpdkOptions {
+                        eal: eal.as_deref(),
+                        udp_checksum: None,
+                    };
+                    Fabric::new(transport, faults, dpdk, ycsb.threads)?
                 }
             };
             (fabric, Roles::Processes(processes))
