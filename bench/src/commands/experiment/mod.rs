@@ -36,6 +36,8 @@ const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100)
 const DESTINATION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
 const DEFAULT_RECORDS: u64 = 200_000;
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 20000);
+/// How long the client waits for its DPDK links to the switch (then it warns and sends anyway).
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When the migration ran, on the run's clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -187,7 +189,10 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
                         eal: eal.as_deref(),
                         udp_checksum: None,
                     };
-                    Fabric::new(transport, faults, dpdk, ycsb.threads)?
+                    let fabric = Fabric::new(transport, faults, dpdk, ycsb.threads)?;
+                    // As `ycsb` does: the load starts once the links to the switch are up.
+                    fabric.wait_for_links(LINK_TIMEOUT)?;
+                    fabric
                 }
             };
             (fabric, Roles::Processes(processes))
