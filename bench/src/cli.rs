@@ -95,8 +95,8 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum UdpChecksumArg {
     /// Omitted on memif (shared memory, no wire to corrupt a frame: 0, which RFC 768 allows,
-    /// as the kernel skips it on loopback), offloaded to a NIC that can compute it, computed
-    /// in software otherwise (af_packet, af_xdp, tap).
+    /// as the kernel skips it on loopback), offloaded to a device that can compute it (a NIC;
+    /// tap), computed in software otherwise (af_packet, af_xdp).
     Auto,
     /// Always computed in software.
     Compute,

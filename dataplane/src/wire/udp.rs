@@ -23,10 +23,9 @@ pub(crate) fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: usize) ->
 }
 
 /// How a sent datagram's UDP checksum is filled in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpChecksum {
     /// Computed here, over the pseudo-header, the header and the payload.
-    #[default]
     Computed,
     /// Left to the NIC (transmit checksum offload): the field holds the pseudo-header's sum,
     /// which the NIC completes over the datagram.
