@@ -4,8 +4,8 @@
 //! For diagnosis, `NM_SERVING_RECORDS`, `NM_SERVING_DISTRIBUTION` (zipfian, uniform, ...),
 //! `NM_SERVING_BURST` and `NM_SERVING_SAMPLES` change the key count, the key distribution, the
 //! burst size and how many precomputed requests are cycled through. The default 65 536 come
-//! back every pass, so their cold keys can stay cached; in a few runs here, streams of 1 M and
-//! 4 M requests were 0–14 % slower, within the run-to-run spread of this VM.
+//! back every pass, but with a last-level cache of a few MB their cold keys do not stay
+//! cached: timed in alternation, a stream of 1 M requests cost the same per request.
 
 use bench::workload::{KeyChooser, WorkloadSpec};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};

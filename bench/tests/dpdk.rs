@@ -402,8 +402,9 @@ fn kernel_udp_client_reaches_dpdk_server_on_af_packet_over_veth() {
 }
 
 /// The server on a tap device with `--udp-checksum offload`: its replies leave with the
-/// pseudo-header's sum in the checksum field and the offload flags set, the tap PMD completes
-/// the checksums as a NIC would, and the kernel, which drops a datagram whose checksum is
+/// offload flags and header lengths set, the tap PMD computes the checksums from them (it
+/// rewrites the field, so the pseudo-header sum we leave there is checked by a property test
+/// in `wire/frame.rs` instead), and the kernel, which drops a datagram whose checksum is
 /// wrong, hands every reply to the client.
 #[test]
 fn kernel_udp_client_gets_replies_whose_udp_checksum_a_tap_device_offloaded() {
