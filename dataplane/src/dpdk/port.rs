@@ -10,7 +10,7 @@ use crate::neighbours::Neighbours;
 use crate::port::{AnswerInPlace, Packet, Pool, PortStats, Received, BURST};
 use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
-use crate::wire::frame::{emit_udp_frame, parse_udp_frame, Macs, FRAME_OVERHEAD};
+use crate::wire::frame::{parse_udp_frame, FrameHeaders, Macs, FRAME_OVERHEAD};
 use crate::wire::ipv4::{Ipv4Repr, PROTOCOL_UDP};
 use crate::wire::udp::{UdpChecksum, UdpRepr};
 use crate::Port;
@@ -46,6 +46,13 @@ pub struct DpdkPort {
     rooms: [u16; BURST],
     /// Received mbufs not sent back in place, to free.
     unsent: [*mut sys::rte_mbuf; BURST],
+    /// Received mbufs kept to send from (`spare[..spare_len]`, last kept on top): a frame
+    /// goes out in an mbuf that has just come in, still in the cache, and neither takes a
+    /// round trip through the pool.
+    spare: [*mut sys::rte_mbuf; SPARE],
+    spare_len: usize,
+    /// The headers of the last frame sent, for the next one between the same ends.
+    headers: FrameHeaders,
     stats: PortStats,
     /// Frames not for this port (other address, other protocol, malformed).
     pub rx_ignored: u64,
@@ -58,6 +65,10 @@ pub struct DpdkPort {
     /// own, come back over a shared segment, and are dropped.
     own_macs: Vec<[u8; 6]>,
 }
+
+/// Received mbufs a port keeps to send from: two bursts, a burst of replies and a burst of
+/// requests in flight.
+const SPARE: usize = 2 * BURST;
 
 // SAFETY: one thread drives a port (its queue pair) at a time; mbuf pointers are owned.
 unsafe impl Send for DpdkPort {}
@@ -76,6 +87,9 @@ impl DpdkPort {
             lens: [0; BURST],
             rooms: [0; BURST],
             unsent: [std::ptr::null_mut(); BURST],
+            spare: [std::ptr::null_mut(); SPARE],
+            spare_len: 0,
+            headers: FrameHeaders::default(),
             stats: PortStats::default(),
             rx_ignored: 0,
             registered: false,
@@ -96,10 +110,9 @@ impl DpdkPort {
     /// A switch host's port on queue `queue` of `device` (see `gateway`); `addr` is the
     /// switch's own address.
     pub fn gateway(device: Arc<DpdkDevice>, queue: u16, addr: SocketAddrV4) -> DpdkPort {
-        DpdkPort {
-            gateway: true,
-            ..DpdkPort::new(device, queue, addr)
-        }
+        let mut port = DpdkPort::new(device, queue, addr);
+        port.gateway = true;
+        port
     }
 
     /// Teaches the port a neighbour's MAC address (otherwise learned from its traffic).
@@ -253,7 +266,9 @@ impl DpdkPort {
             dst: arrival.src_mac,
         };
         let how = self.device.udp_checksum;
-        let framed = emit_udp_frame(frame, reply_len, arrival.dst, arrival.src, macs, how);
+        let framed = self
+            .headers
+            .emit(frame, reply_len, arrival.dst, arrival.src, macs, how);
         debug_assert!(framed.is_ok(), "a reply within the room frames in it");
         self.stats.tx_bytes += reply_len as u64;
         framed.ok().map(|len| len as u16)
@@ -342,22 +357,58 @@ impl DpdkPort {
         unsafe { std::slice::from_raw_parts(self.data[i], usize::from(self.lens[i])) }
     }
 
-    /// Takes `count` mbufs into `self.mbufs`, their rooms into `self.data` / `self.lens`.
+    /// Keeps received mbuf `i` to send from, if it may be written and sent (it has a room)
+    /// and the spare stack has room; false if it is to be freed.
+    fn keep(&mut self, i: usize) -> bool {
+        if self.rooms[i] == 0 || self.spare_len == SPARE {
+            return false;
+        }
+        self.spare[self.spare_len] = self.mbufs[i];
+        self.spare_len += 1;
+        true
+    }
+
+    /// Takes `count` mbufs into `self.mbufs`, their rooms into `self.data` / `self.lens`:
+    /// kept ones first, then the device's pool; all or none.
     fn alloc_mbufs(&mut self, count: usize) -> bool {
-        // SAFETY: fills `count` slots of our arrays from the device's pool, or none.
+        let reused = count.min(self.spare_len);
+        let from = self.spare_len - reused;
+        self.mbufs[..reused].copy_from_slice(&self.spare[from..self.spare_len]);
+        self.spare_len = from;
+        // SAFETY: kept mbufs are ours, direct, in one segment and referenced by nothing else
+        // (`keep`); the pool fills the next `count - reused` slots of our arrays, or none.
         let rc = unsafe {
-            sys::nm_alloc_frames(
-                self.device.pool,
+            sys::nm_reuse_frames(
                 self.mbufs.as_mut_ptr(),
                 self.data.as_mut_ptr(),
                 self.lens.as_mut_ptr(),
-                count as u32,
-            )
+                reused as u32,
+            );
+            if reused == count {
+                0
+            } else {
+                sys::nm_alloc_frames(
+                    self.device.pool,
+                    self.mbufs[reused..].as_mut_ptr(),
+                    self.data[reused..].as_mut_ptr(),
+                    self.lens[reused..].as_mut_ptr(),
+                    (count - reused) as u32,
+                )
+            }
         };
         if rc != 0 {
+            // The kept mbufs, made fresh, still lie above `spare_len`.
+            self.spare_len = from + reused;
             self.stats.tx_dropped += count as u64;
         }
         rc == 0
+    }
+}
+
+impl Drop for DpdkPort {
+    fn drop(&mut self) {
+        // SAFETY: kept mbufs are ours; the device (and its pool) outlives this port.
+        unsafe { sys::nm_free_bulk(self.spare.as_mut_ptr(), self.spare_len as u32) };
     }
 }
 
@@ -366,14 +417,19 @@ impl Port for DpdkPort {
         let received = self.rx_burst(max);
         let before = rx.len();
         let mut arp_replies = Vec::new();
+        let mut unsent = 0;
         for i in 0..received {
             let frame = self.frame(i);
             if let Some(arrival) = self.accept(frame, &mut arp_replies) {
                 self.queue_copy(frame, &arrival, rx);
             }
+            if !self.keep(i) {
+                self.unsent[unsent] = self.mbufs[i];
+                unsent += 1;
+            }
         }
         // SAFETY: ours, and every payload was copied out.
-        unsafe { sys::nm_free_bulk(self.mbufs.as_mut_ptr(), received as u32) };
+        unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
         self.send_arp_replies(&arp_replies);
         Ok(rx.len() - before)
     }
@@ -422,8 +478,10 @@ impl Port for DpdkPort {
                 }
                 self.queue_copy(self.frame(i), arrival, rx);
             }
-            self.unsent[unsent] = self.mbufs[i];
-            unsent += 1;
+            if !self.keep(i) {
+                self.unsent[unsent] = self.mbufs[i];
+                unsent += 1;
+            }
         }
         // Framed replies move to the front of `mbufs`; one that failed to frame (cannot
         // happen within the room) is dropped rather than sent empty.
@@ -443,7 +501,7 @@ impl Port for DpdkPort {
                 }
             }
         }
-        // SAFETY: ours, not sent, and every payload left to `rx` was copied out.
+        // SAFETY: ours, neither sent nor kept, and every payload left to `rx` was copied out.
         unsafe { sys::nm_free_bulk(self.unsent.as_mut_ptr(), unsent as u32) };
         if ready > 0 {
             let sent = self.transmit(ready, true);
@@ -493,7 +551,9 @@ impl Port for DpdkPort {
                     dst: self.neighbours.get(*to.ip()).unwrap_or(BROADCAST),
                 };
                 let how = self.device.udp_checksum;
-                let framed = emit_udp_frame(self.room(k), payload_len, from, to, macs, how);
+                let framed = self
+                    .headers
+                    .emit(self.room(k), payload_len, from, to, macs, how);
                 debug_assert!(framed.is_ok(), "the frame fits the mbuf");
                 self.lens[k] = (FRAME_OVERHEAD + payload_len) as u16;
                 self.stats.tx_bytes += payload_len as u64;

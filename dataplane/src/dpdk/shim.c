@@ -33,6 +33,14 @@ int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **
     return 0;
 }
 
+void nm_reuse_frames(struct rte_mbuf **pkts, uint8_t **data, uint16_t *rooms, unsigned n) {
+    for (unsigned i = 0; i < n; i++) {
+        rte_pktmbuf_reset(pkts[i]);
+        data[i] = rte_pktmbuf_mtod(pkts[i], uint8_t *);
+        rooms[i] = rte_pktmbuf_tailroom(pkts[i]);
+    }
+}
+
 uint16_t nm_tx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts,
                       const uint16_t *lens, uint16_t n, int udp_offload) {
     for (uint16_t i = 0; i < n; i++) {

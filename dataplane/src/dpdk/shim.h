@@ -23,6 +23,10 @@ void nm_free_bulk(struct rte_mbuf **pkts, unsigned n);
  * room (data offset to the end of its buffer). */
 int nm_alloc_frames(struct rte_mempool *pool, struct rte_mbuf **pkts, uint8_t **data,
                     uint16_t *rooms, unsigned n);
+/* Makes `n` received mbufs (each direct, one segment, its own only holder) fresh again, as
+ * nm_alloc_frames hands them out, with each one's data pointer and room: a port sends from
+ * the mbufs it received instead of a round trip through the pool. */
+void nm_reuse_frames(struct rte_mbuf **pkts, uint8_t **data, uint16_t *rooms, unsigned n);
 /* Gives each of `n` mbufs its frame length (one segment) and, with `udp_offload`, asks
  * the NIC for the UDP checksum of its IPv4/UDP frame (plain headers); sends them; frees
  * those the queue refuses. Returns how many were sent. */
