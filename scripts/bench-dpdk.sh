@@ -8,6 +8,9 @@
 # Needs root, DPDK (scripts/setup.sh) and a release build with --features dpdk (done here).
 # Frames over memif carry no UDP checksum (--udp-checksum auto: no wire, as on loopback, where
 # the kernel skips it for redis too); UDP_CHECKSUM=compute makes both processes compute it.
+# The client is memif's zero-copy side (its mbufs lie in memory it shares with the server, as
+# a NIC writes into a host's mbufs), which needs 2-MiB hugepages: 256 are reserved if fewer
+# are; ZERO_COPY=no (or no hugepages) makes both sides copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-200000}
@@ -16,6 +19,7 @@ window=${3:-128}
 runs=${4:-3}
 redis_port=6391
 udp_checksum=${UDP_CHECKSUM:-auto}
+zero_copy=${ZERO_COPY:-yes}
 
 scripts/setup.sh >/dev/null
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -32,6 +36,17 @@ cleanup() {
 }
 trap cleanup EXIT
 eal() { echo "-l $1 --no-pci --no-huge -m 512 --file-prefix nmbench$1 --vdev=net_memif0,role=$2,socket=$socket"; }
+hugepages=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+if [ "$zero_copy" = yes ] && [ "$(cat "$hugepages" 2>/dev/null || echo 0)" -lt 256 ]; then
+    scripts/setup.sh --hugepages 256 >/dev/null 2>&1 || true
+fi
+if [ "$zero_copy" = yes ] && [ "$(cat "$hugepages" 2>/dev/null || echo 0)" -ge 256 ]; then
+    client_eal="-l 1 --no-pci --in-memory --single-file-segments --file-prefix nmbench1 --vdev=net_memif0,role=client,socket=$socket,zero-copy=yes"
+else
+    [ "$zero_copy" = yes ] && echo "bench-dpdk.sh: no 2-MiB hugepages could be reserved: the client copies too" >&2
+    zero_copy=no
+    client_eal=$(eal 1 client)
+fi
 
 # Both netmigrate processes busy-poll their cores, as DPDK applications do (redis-server waits
 # in epoll, as it is built to). One measurement of each side; run `runs` times, alternating, and the medians are reported
@@ -41,7 +56,7 @@ measure_netmigrate() {
         --udp-checksum "$udp_checksum" --eal "$(eal 0 server)" >/dev/null 2>"$work/server.log" &
     server_pid=$!
     for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
-    taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$(eal 1 client)" \
+    taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$client_eal" \
         --udp-checksum "$udp_checksum" \
         --records "$records" --workload c -p requestdistribution=uniform --duration "$seconds" \
         --window "$window" --busy-poll --quiet --json "$work/nm.json" 2>"$work/client.log" >/dev/null
@@ -73,7 +88,7 @@ print(round(float(g[1])), p50)" "$work/redis.csv"
 round_trip() { "$bin" core-latency --cores 0,1 --rounds 100000 | sed -n 's/.*round trip \([0-9.]*\) ns.*/\1/p'; }
 
 echo "== $runs run(s) each: DPDK server (core 0) <-memif-> DPDK YCSB client (core 1), GET, window $window,"
-echo "   UDP checksums $udp_checksum;"
+echo "   UDP checksums $udp_checksum, client zero-copy $zero_copy;"
 echo "   redis-server (core 0) under redis-benchmark (core 1), GET, pipeline $window"
 : >"$work/nm.txt"; : >"$work/redis.txt"
 for run in $(seq "$runs"); do
