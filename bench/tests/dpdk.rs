@@ -1,5 +1,6 @@
 //! The DPDK backend between real processes (needs `--features dpdk`, DPDK 22.11 and root):
-//! a DPDK server and a DPDK YCSB client over memif, and a kernel-UDP client reaching a DPDK
+//! a DPDK server and a DPDK YCSB client over memif (copying, and with the client as memif's
+//! zero-copy side on 2-MiB hugepages it reserves and gives back), and a kernel-UDP client reaching a DPDK
 //! server on af_packet across a veth pair between two network namespaces this test creates,
 //! or on tap with the UDP checksums offloaded (the tap PMD computes them, the kernel checks),
 //! and the whole experiment with the switch host on DPDK.
@@ -147,17 +148,12 @@ fn memif_server(core: u32, prefix: &str, vdev: &str, seconds: &str) -> Command {
 }
 
 /// A DPDK YCSB-A client of that server, checked for linearizability, its report in `report`.
-fn memif_ycsb(core: u32, prefix: &str, vdev: &str, report: &Path, extra: &[&str]) -> Command {
+fn memif_ycsb(eal: &str, report: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(["ycsb", "--transport", "dpdk", "--server", "10.0.0.2:7100"])
         .args(["--workload", "a", "--check", "--quiet"])
-        .args([
-            "--json",
-            report.to_str().unwrap(),
-            "--eal",
-            &eal(core, prefix, vdev),
-        ])
+        .args(["--json", report.to_str().unwrap(), "--eal", eal])
         .args(extra);
     command
 }
@@ -177,9 +173,91 @@ fn dpdk_client_and_server_over_memif() {
     wait_for_socket(&socket);
     let client = run_with_timeout(
         &mut memif_ycsb(
-            1,
-            "nmtcli",
-            &memif("client", &socket),
+            &eal(1, "nmtcli", &memif("client", &socket)),
+            &report,
+            &["--records", "20000", "--duration", "2"],
+        ),
+        Duration::from_secs(60),
+    );
+    server.stop_and_check(&report, &client);
+}
+
+/// 2-MiB hugepages for the length of a test: at least `pages` reserved and hugetlbfs mounted
+/// at /dev/hugepages; what was changed is put back when dropped.
+struct HugePages {
+    reserved_before: Option<u64>,
+    mounted: bool,
+}
+
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+impl HugePages {
+    fn reserve(pages: u64) -> HugePages {
+        let before: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+            .expect("read nr_hugepages")
+            .trim()
+            .parse()
+            .unwrap();
+        let mut guard = HugePages {
+            reserved_before: None,
+            mounted: false,
+        };
+        if before < pages {
+            std::fs::write(NR_HUGEPAGES, pages.to_string()).expect("reserve hugepages (root)");
+            guard.reserved_before = Some(before);
+        }
+        let mounted = Command::new("mountpoint")
+            .args(["-q", "/dev/hugepages"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            std::fs::create_dir_all("/dev/hugepages").unwrap();
+            let status = Command::new("mount")
+                .args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"])
+                .status()
+                .expect("mount hugetlbfs");
+            assert!(status.success(), "mount -t hugetlbfs failed");
+            guard.mounted = true;
+        }
+        guard
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("/dev/hugepages").status();
+        }
+        if let Some(before) = self.reserved_before {
+            let _ = std::fs::write(NR_HUGEPAGES, before.to_string());
+        }
+    }
+}
+
+/// The client as memif's zero-copy side (`scripts/bench-dpdk.sh` measures it so): its mbufs
+/// lie in memory it shares with the server, received ones are sent from again, and every
+/// operation still checks out linearizable.
+#[test]
+fn dpdk_zero_copy_client_and_server_over_memif() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _pages = HugePages::reserve(256);
+    let dir = TempDir::new("memif-zc");
+    let socket = dir.0.join("memif.sock");
+    let report = dir.0.join("report.json");
+    let server = Server::start(&mut memif_server(
+        0,
+        "nmtzsrv",
+        &memif("server", &socket),
+        "60",
+    ));
+    wait_for_socket(&socket);
+    let client_eal = format!(
+        "-l 1 --no-pci --in-memory --single-file-segments --file-prefix nmtzcli --vdev={},zero-copy=yes",
+        memif("client", &socket)
+    );
+    let client = run_with_timeout(
+        &mut memif_ycsb(
+            &client_eal,
             &report,
             &["--records", "20000", "--duration", "2"],
         ),
@@ -207,11 +285,15 @@ fn a_client_started_before_its_server_waits_for_the_link() {
         "--link-timeout",
         "40",
     ];
-    let client = memif_ycsb(1, "nmtlcli", &memif("server", &socket), &report, &extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start client");
+    let client = memif_ycsb(
+        &eal(1, "nmtlcli", &memif("server", &socket)),
+        &report,
+        &extra,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start client");
     wait_for_socket(&socket);
     std::thread::sleep(Duration::from_millis(500));
     let server = Server::start(&mut memif_server(
