@@ -55,7 +55,8 @@ measure_netmigrate() {
     "$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" --busy-poll \
         --udp-checksum "$udp_checksum" --eal "$(eal 0 server)" >/dev/null 2>"$work/server.log" &
     server_pid=$!
-    for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+    # memif sockets are abstract: listed in /proc/net/unix as @path, no file.
+    for _ in $(seq 100); do grep -q "@$socket\$" /proc/net/unix && break; sleep 0.1; done
     taskset -c 1 "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --eal "$client_eal" \
         --udp-checksum "$udp_checksum" \
         --records "$records" --workload c -p requestdistribution=uniform --duration "$seconds" \

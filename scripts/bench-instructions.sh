@@ -4,11 +4,16 @@
 # exactly. It is CPU work only: cache misses and their stalls are not in it (the throughput is
 # `cargo bench -p bench --bench serving` / `--bench client`).
 #
-# Usage: scripts/bench-instructions.sh [server|client] [records] [distribution]
+# Usage: scripts/bench-instructions.sh [server|client|dpdk-client] [records] [distribution]
 #   server        the server's burst path (`PartitionServer::handle_burst`, as the serving loop
 #                 runs it), from the `serving` bench (the default)
 #   client        one YCSB client thread (workload C, window 128) served on the same thread,
 #                 from the `client` bench: the whole per request, the server's share, the rest
+#   dpdk-client   the DPDK YCSB client process over memif (workload C, uniform, window 128;
+#                 copying: valgrind cannot map hugepages) against a DPDK server running
+#                 natively; root. Two runs, of 2 and 5 s: the difference of their counts over
+#                 the difference of their operations, so start-up and load cancel out;
+#                 NM_BIN=path counts that netmigrate binary instead of this tree's
 #   records       keys in the table (default 10000: the table fits the caches)
 #   distribution  server only: uniform | zipfian | latest ... (default uniform)
 # Prints instructions_per_request=N (client: also server_instructions_per_request and
@@ -17,8 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=server
 case "${1:-}" in
-    server|client) what=$1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    server|client|dpdk-client) what=$1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
 esac
 records=${1:-10000}
 distribution=${2:-uniform}
@@ -30,6 +35,47 @@ if ! command -v valgrind >/dev/null; then
     echo "installing valgrind (apt-get install valgrind)" >&2
     apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 fi
+
+if [ "$what" = dpdk-client ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "bench-instructions.sh: dpdk-client needs root (DPDK)" >&2; exit 1; }
+    scripts/setup.sh >/dev/null
+    # NM_BIN counts another build (say, a copy of an older one) for an A/B comparison.
+    bin=${NM_BIN:-target/release/netmigrate}
+    [ -n "${NM_BIN:-}" ] || cargo build --release --quiet --features dpdk
+    work=$(mktemp -d)
+    trap 'kill "${server_pid:-}" 2>/dev/null; rm -rf "$work"' EXIT
+    # Prints "operations instructions" for one run of the client of `seconds`.
+    client_run() {
+        local seconds=$1 socket="$work/memif$1.sock"
+        local vdev="--vdev=net_memif0,socket=$socket"
+        "$bin" server --transport dpdk --listen 10.0.0.2:7100 --cores 0 --capacity "$records" \
+            --duration 300 --eal "-l 0 --no-pci --no-huge -m 512 --file-prefix nmicount0 $vdev,role=server" \
+            >/dev/null 2>"$work/server.log" &
+        server_pid=$!
+        # memif sockets are abstract: listed in /proc/net/unix as @path, no file.
+        for _ in $(seq 100); do grep -q "@$socket\$" /proc/net/unix && break; sleep 0.1; done
+        taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$work/client$seconds.out" \
+            "$bin" ycsb --transport dpdk --server 10.0.0.2:7100 --records "$records" --workload c \
+            -p requestdistribution=uniform --window 128 --busy-poll --duration "$seconds" --quiet \
+            --json "$work/client$seconds.json" \
+            --eal "-l 1 --no-pci --no-huge -m 512 --file-prefix nmicount1 $vdev,role=client" \
+            >/dev/null 2>"$work/client.log" || { cat "$work/client.log" >&2; exit 1; }
+        kill -INT "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+        python3 - "$work/client$seconds.json" "$work/client$seconds.out" <<'PY'
+import json, sys
+ops = json.load(open(sys.argv[1]))["ops"]["completed"]
+total = next(int(l.split()[1]) for l in open(sys.argv[2]) if l.startswith(("summary:", "totals:")))
+print(ops, total)
+PY
+    }
+    echo "counting instructions (DPDK client over memif, $records records: two runs under callgrind)" >&2
+    read -r ops_short count_short < <(client_run 2)
+    read -r ops_long count_long < <(client_run 5)
+    echo "requests_counted=$((ops_long - ops_short))"
+    echo "instructions_per_request=$(((count_long - count_short) / (ops_long - ops_short)))"
+    exit 0
+fi
+
 bench=$([ "$what" = server ] && echo serving || echo client)
 bin=$(cargo bench -p bench --bench "$bench" --no-run --message-format=json 2>/dev/null |
     BENCH=$bench python3 -c '

@@ -118,9 +118,16 @@ fn eal(core: u32, prefix: &str, vdev: &str) -> String {
     format!("-l {core} --no-pci --no-huge -m 512 --file-prefix {prefix} --vdev={vdev}")
 }
 
+/// Waits (up to 10 s) for a memif server's socket. memif sockets are abstract: the path
+/// names the socket in /proc/net/unix, and no file appears.
 fn wait_for_socket(path: &Path) {
+    let name = format!("@{}", path.display());
+    let listening = || {
+        std::fs::read_to_string("/proc/net/unix")
+            .is_ok_and(|table| table.lines().any(|line| line.ends_with(&name)))
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() && Instant::now() < deadline {
+    while !listening() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
