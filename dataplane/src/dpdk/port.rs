@@ -10,7 +10,9 @@ use crate::neighbours::Neighbours;
 use crate::port::{AnswerInPlace, Packet, Pool, PortStats, Received, BURST};
 use crate::wire::arp::{self, ArpRepr};
 use crate::wire::ethernet::{self, EthernetRepr, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4};
-use crate::wire::frame::{parse_udp_frame, FrameHeaders, Macs, FRAME_OVERHEAD};
+use crate::wire::frame::{
+    endpoint_word, parse_udp_frame, word_endpoint, FrameHeaders, Macs, FRAME_OVERHEAD,
+};
 use crate::wire::ipv4::{Ipv4Repr, PROTOCOL_UDP};
 use crate::wire::udp::{UdpChecksum, UdpRepr};
 use crate::Port;
@@ -528,7 +530,8 @@ impl Port for DpdkPort {
             // Datagram `built` goes into mbuf `built`; one too long for it leaves the mbuf to
             // the next. All are copied before any is framed: checksumming a payload right
             // after copying it would wait for the copy's stores to land.
-            let mut ends = [None; BURST];
+            // Per datagram: its ends as `endpoint_word`s and its payload's length.
+            let mut ends = [(0, 0, 0); BURST];
             let mut built = 0;
             for packet in tx.drain(..count) {
                 let frame = self.room(built);
@@ -541,11 +544,16 @@ impl Port for DpdkPort {
                 }
                 frame[FRAME_OVERHEAD..total].copy_from_slice(payload);
                 let from = if self.gateway { packet.src } else { self.addr };
-                ends[built] = Some((from, packet.dst, payload.len()));
+                ends[built] = (
+                    endpoint_word(from),
+                    endpoint_word(packet.dst),
+                    payload.len(),
+                );
                 self.pool.give(packet);
                 built += 1;
             }
-            for (k, &(from, to, payload_len)) in ends[..built].iter().flatten().enumerate() {
+            for (k, &(from, to, payload_len)) in ends[..built].iter().enumerate() {
+                let (from, to) = (word_endpoint(from), word_endpoint(to));
                 let macs = Macs {
                     src: self.device.mac,
                     dst: self.neighbours.get(*to.ip()).unwrap_or(BROADCAST),

@@ -11,6 +11,8 @@ uint16_t nm_rx_frames(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uin
     for (uint16_t i = 0; i < received; i++) {
         struct rte_mbuf *m = pkts[i];
         data[i] = rte_pktmbuf_mtod(m, uint8_t *);
+        /* The burst's frames load together, before the first is parsed. */
+        rte_prefetch0(data[i]);
         lens[i] = rte_pktmbuf_data_len(m);
         /* Only a buffer this mbuf alone owns, in one segment, may be written and sent. */
         int own = m->nb_segs == 1 && RTE_MBUF_DIRECT(m) && rte_mbuf_refcnt_read(m) == 1;
