@@ -289,6 +289,13 @@ mod tests {
     }
 
     proptest! {
+        /// An endpoint comes back whole from its word.
+        #[test]
+        fn an_endpoint_word_gives_the_endpoint_back(ip in any::<u32>(), port in any::<u16>()) {
+            let endpoint = SocketAddrV4::new(ip.into(), port);
+            prop_assert_eq!(word_endpoint(endpoint_word(endpoint)), endpoint);
+        }
+
         /// Frames written through the cache, to a few ends and lengths in any order, are
         /// byte for byte those `emit_udp_frame` writes.
         #[test]
