@@ -1,9 +1,9 @@
 //! The DPDK backend between real processes (needs `--features dpdk`, DPDK 22.11 and root):
 //! a DPDK server and a DPDK YCSB client over memif (copying, and with the client as memif's
-//! zero-copy side on 2-MiB hugepages it reserves and gives back), and a kernel-UDP client reaching a DPDK
-//! server on af_packet across a veth pair between two network namespaces this test creates,
-//! or on tap with the UDP checksums offloaded (the tap PMD computes them, the kernel checks),
-//! and the whole experiment with the switch host on DPDK.
+//! zero-copy side on 2-MiB hugepages it reserves and gives back), and a kernel-UDP client
+//! reaching a DPDK server on af_packet across a veth pair between two network namespaces this
+//! test creates, or on tap with the UDP checksums offloaded (the tap PMD computes them, the
+//! kernel checks), and the whole experiment with the switch host on DPDK.
 //! Every child process has a time limit; namespaces and sockets are removed at the end.
 #![cfg(feature = "dpdk")]
 
