@@ -53,9 +53,10 @@ python3 - "$out/compare.json" "$out/compare.png" <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc["schema"] == "netmigrate.compare/1", doc["schema"]
-names = [r["protocol"] for r in doc["runs"]]
-assert names == ["none", "rocksteady", "fulva", "source", "netmigrate-short",
-                 "netmigrate-medium", "netmigrate-long"], names
+names = [(r["protocol"], r["policy"]) for r in doc["runs"]]
+assert names == [("none", None), ("rocksteady", "medium"), ("fulva", "medium"),
+                 ("source", "medium"), ("netmigrate", "short"), ("netmigrate", "medium"),
+                 ("netmigrate", "long")], names
 for r in doc["runs"]:
     assert r["ops"]["failed"] == 0, (r["protocol"], r["ops"])
     c = r["consistency"]
@@ -65,8 +66,8 @@ for r in doc["runs"]:
         assert m is None, m
         continue
     assert m["finished_at_s"] is not None and m["keys_moved"] >= 200000, (r["protocol"], m)
-    print("%-18s migration %5.2f s, downtime %5.1f ms (floor %5.1f); ops/s before %6.0f during %6.0f"
-          % (r["protocol"], m["duration_s"], m["downtime_ms"], m["downtime_floor_ms"],
+    print("%-10s %-6s migration %5.2f s, downtime %5.1f ms (floor %5.1f); ops/s before %6.0f during %6.0f"
+          % (r["protocol"], r["policy"], m["duration_s"], m["downtime_ms"], m["downtime_floor_ms"],
              r["throughput_ops"]["before"], r["throughput_ops"]["during"]))
 assert open(sys.argv[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 PY

@@ -45,6 +45,17 @@ pub enum Command {
     /// (memif, loopback) pay it for every exchange; on a VM it shows where the host placed
     /// the vCPUs. `scripts/bench-dpdk.sh` prints it beside each run.
     CoreLatency(CoreLatencyArgs),
+    /// Check a history file (JSON lines, as `--history` writes them, or from any client in
+    /// that vocabulary) for linearizability, key by key; exits 1 if a key's history is not
+    /// linearizable or cannot be decided.
+    CheckHistory(CheckHistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckHistoryArgs {
+    /// The history: one JSON event per line (docs/report.md, "The history").
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -441,8 +452,10 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct YcsbArgs {
-    /// Built-in workload: a, b, c, d, f, or the write-ratio variants 10, 20, 30.
-    /// (E is not offered: a hash-partitioned store has no key order to scan.)
+    /// Built-in workload: a, b, c, d, f, the write-ratio variants 10, 20, 30, or bd (B with
+    /// deletes: 95 % reads, 2.5 % updates, 2.5 % deletes). `-p deleteproportion=F` adds
+    /// deletes to any workload. (E is not offered: a hash-partitioned store has no key
+    /// order to scan.)
     #[arg(long, short = 'w', default_value = "b")]
     pub workload: String,
     /// YCSB property file (recordcount, operationcount, readproportion, …) applied on top
@@ -486,6 +499,13 @@ pub struct YcsbArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Write every operation of the run (load included) here as JSON lines for
+    /// Jepsen-style checkers (Knossos, Porcupine): invoke and ok/info events with process,
+    /// key, value and time (docs/report.md). `compare` writes one file per run, the run's
+    /// name added before the extension (h.jsonl: h.none.jsonl, h.rocksteady.jsonl, …).
+    /// `netmigrate check-history PATH` checks such a file.
+    #[arg(long, value_name = "PATH")]
+    pub history: Option<PathBuf>,
     /// Seed for the workload generators.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod control;
+pub mod history;
 pub mod linearizability;
 pub mod measure;
 pub mod plot;

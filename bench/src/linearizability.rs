@@ -48,8 +48,11 @@ pub enum OpKind {
     Read(Option<u64>),
     /// A write (put/insert/update) of a value carrying the unique tag.
     Write(u64),
-    /// A delete (the key becomes absent).
-    Delete,
+    /// A delete (the key becomes absent), with what the server answered: `Some(true)` the
+    /// key existed (OK), `Some(false)` it did not (NOT_FOUND), `None` not known (no answer,
+    /// or the answer to a copy already applied). The checker treats a delete as a blind
+    /// write of *absent* and does not hold it to that answer.
+    Delete(Option<bool>),
 }
 
 /// One client operation on one key.
@@ -57,10 +60,15 @@ pub enum OpKind {
 pub struct Op {
     /// Key identifier.
     pub key: u64,
+    /// The client process that issued it: one process has at most one operation open at a
+    /// time (used by the history export; the checker does not need it).
+    pub process: u64,
     /// Real time the client first sent the request.
     pub call_ns: u64,
     /// Real time the accepted reply arrived; `None` = outcome unknown (timed out / failed).
     pub return_ns: Option<u64>,
+    /// When the client stopped waiting: the reply's arrival, or when it gave up.
+    pub end_ns: u64,
     /// What was done / observed.
     pub kind: OpKind,
 }
@@ -206,7 +214,7 @@ fn check_key(ops: &[KeyOp], budget: u64) -> Verdict {
     let mut read_mapped = true;
     for op in ops {
         match op.kind {
-            OpKind::Delete => read_mapped = false,
+            OpKind::Delete(_) => read_mapped = false,
             OpKind::Write(t) => read_mapped &= tags.insert(t),
             OpKind::Read(_) => {}
         }
@@ -321,7 +329,7 @@ fn gibbons_korach(ops: &[KeyOp]) -> Verdict {
                 }
             },
             OpKind::Write(_) => continue,
-            OpKind::Delete => return search(ops, DEFAULT_BUDGET_PER_KEY),
+            OpKind::Delete(_) => return search(ops, DEFAULT_BUDGET_PER_KEY),
         };
         let cl = &mut clusters[c];
         if let Some(w) = cl.write {
@@ -438,7 +446,7 @@ fn apply(state: Value, kind: &OpKind) -> Option<Value> {
     match kind {
         OpKind::Read(v) => (*v == state).then_some(state),
         OpKind::Write(t) => Some(Some(*t)),
-        OpKind::Delete => Some(None),
+        OpKind::Delete(_) => Some(None),
     }
 }
 
@@ -599,7 +607,7 @@ fn search(ops: &[KeyOp], budget: u64) -> Verdict {
             let value = match op.kind {
                 _ if !op.pending() => return true,
                 OpKind::Write(t) => Some(t),
-                OpKind::Delete => None,
+                OpKind::Delete(_) => None,
                 OpKind::Read(_) => return false, // unreachable: dropped earlier
             };
             last_read.get(&value).is_some_and(|&r| r >= op.call)
@@ -711,8 +719,10 @@ mod tests {
     fn op(kind: OpKind, call: u64, ret: Option<u64>) -> Op {
         Op {
             key: 1,
+            process: 0,
             call_ns: call,
             return_ns: ret,
+            end_ns: ret.unwrap_or(call),
             kind,
         }
     }
@@ -726,10 +736,10 @@ mod tests {
         op(OpKind::Read(v), call, Some(ret))
     }
     fn d(call: u64, ret: u64) -> Op {
-        op(OpKind::Delete, call, Some(ret))
+        op(OpKind::Delete(Some(true)), call, Some(ret))
     }
     fn d_unknown(call: u64) -> Op {
-        op(OpKind::Delete, call, None)
+        op(OpKind::Delete(None), call, None)
     }
 
     fn ok(h: &[Op]) -> bool {
@@ -966,8 +976,9 @@ mod tests {
             last_point = point;
             let roll = rng.u8(0..100);
             let kind = if roll < delete_pct {
+                let existed = value.is_some();
                 value = None;
-                OpKind::Delete
+                OpKind::Delete(Some(existed))
             } else if roll < 40 {
                 value = Some(next_tag);
                 next_tag += 1;
@@ -979,8 +990,10 @@ mod tests {
             free_at[c] = ret + rng.u64(0..3);
             h.push(Op {
                 key: 7,
+                process: c as u64,
                 call_ns: call,
                 return_ns: Some(ret),
+                end_ns: ret,
                 kind,
             });
         }
@@ -1101,7 +1114,7 @@ mod tests {
                         tags.push(t);
                         OpKind::Write(t)
                     }
-                    40..=54 if deletes => OpKind::Delete,
+                    40..=54 if deletes => OpKind::Delete(Some(true)),
                     _ => OpKind::Read(None), // value chosen below
                 };
                 op(kind, call, ret)
@@ -1145,7 +1158,7 @@ mod tests {
                 Some(expected),
                 "case {case} search: {h:#?}"
             );
-            if !ops.iter().any(|o| o.kind == OpKind::Delete) {
+            if !ops.iter().any(|o| matches!(o.kind, OpKind::Delete(_))) {
                 assert_eq!(
                     gibbons_korach(&ops).is_ok(),
                     Some(expected),

@@ -1,5 +1,5 @@
 //! The run report (`--json PATH`), schema `netmigrate.report/1`. A stable contract: fields
-//! are added, never renamed or removed (see `shared/design/REPORT.md`).
+//! are added, never renamed or removed. Every field is described in `docs/report.md`.
 
 use crate::measure::{micros, Recorder, SLOT};
 use hdrhistogram::Histogram;
@@ -38,6 +38,7 @@ pub struct WorkloadReport {
     pub insert: f64,
     pub scan: f64,
     pub rmw: f64,
+    pub delete: f64,
     pub distribution: String,
     pub zipf_theta: f64,
     pub records: u64,

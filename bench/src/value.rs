@@ -5,9 +5,17 @@
 /// Bytes at the front of every value: the tag and its complement.
 pub const TAG_BYTES: usize = 16;
 
+/// Bits of a tag that hold the writer's sequence number; the bits above name the writer.
+const SEQ_BITS: u32 = 40;
+
 /// A tag unique across the process: the writer (client thread) and its sequence number.
 pub fn tag(writer: u32, seq: u64) -> u64 {
-    (u64::from(writer) << 40) | (seq & ((1 << 40) - 1))
+    (u64::from(writer) << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1))
+}
+
+/// The tag as text, `w<writer>-<seq>`: how a history file names a write.
+pub fn name(tag: u64) -> String {
+    format!("w{}-{}", tag >> SEQ_BITS, tag & ((1 << SEQ_BITS) - 1))
 }
 
 /// Fills `out` with the value of `tag`: the tag, its complement, then filler derived from it.
@@ -44,5 +52,6 @@ mod tests {
         assert_eq!(decode(&value), None);
         assert_eq!(decode(b"short"), None);
         assert_ne!(tag(1, 5), tag(2, 5));
+        assert_eq!(name(tag(3, 99)), "w3-99");
     }
 }

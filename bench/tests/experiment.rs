@@ -52,10 +52,13 @@ fn assert_migrated_cleanly(report: &Report, records: u64) {
 }
 
 /// The fault-injection settings of the lossy runs: 2 % loss, duplication and reordering on
-/// every hop, a write-heavy workload, a short migration.
+/// every hop, a write-heavy workload with deletes (tombstones are migrated, pulled and
+/// returned like values), a short migration.
 const LOSSY: &[&str] = &[
     "--workload",
     "a",
+    "-p",
+    "deleteproportion=0.1",
     "--records",
     "3000",
     "--duration",
@@ -93,6 +96,10 @@ fn lossy_run(protocol: &str) -> Report {
     assert_eq!(report.protocol, protocol);
     assert_finished_linearizable(&report, 3000);
     assert!(report.client["injected"]["losses"].as_u64().unwrap() > 0);
+    assert!(
+        report.client["deletes_not_found"].as_u64().unwrap() > 0,
+        "keys were deleted, and deleted again while they were tombstones"
+    );
     let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     if protocol != "netmigrate" {
         assert_eq!(

@@ -67,6 +67,7 @@ enum Purpose {
     Insert,
     RmwRead,
     RmwWrite,
+    Delete,
 }
 
 struct Pending {
@@ -175,6 +176,7 @@ impl Pending {
     fn answered_by(&self, op: Op) -> bool {
         match (self.multi.is_some(), self.is_write()) {
             (false, false) => op == Op::GetReply,
+            (false, true) if self.purpose == Purpose::Delete => op == Op::DeleteReply,
             (false, true) => op == Op::PutReply,
             (true, false) => op == Op::MultiGetReply || op == Op::PutReply,
             (true, true) => op == Op::MultiPutReply || op == Op::PutReply,
@@ -190,6 +192,9 @@ pub struct Counters {
     pub timeouts: u64,
     pub retries: u64,
     pub not_found: u64,
+    /// Deletes answered, and those answered NOT_FOUND (the key was absent).
+    pub deletes: u64,
+    pub deletes_not_found: u64,
     pub error_replies: u64,
     pub ignored_replies: u64,
     pub malformed_replies: u64,
@@ -216,6 +221,8 @@ impl Counters {
         self.timeouts += other.timeouts;
         self.retries += other.retries;
         self.not_found += other.not_found;
+        self.deletes += other.deletes;
+        self.deletes_not_found += other.deletes_not_found;
         self.error_replies += other.error_replies;
         self.ignored_replies += other.ignored_replies;
         self.malformed_replies += other.malformed_replies;
@@ -252,6 +259,11 @@ pub struct Engine {
     recorder: Recorder,
     /// Fixed-size chunks: growing one huge vector would stall the thread while it copies.
     history: Vec<Vec<HistoryOp>>,
+    /// The history's process of each request slot: item i of a request in the slot is
+    /// process `id * MAX_KEYS + i` of this writer. A slot takes a new id after an unknown
+    /// outcome.
+    slot_process: Vec<u64>,
+    next_process: u64,
     counters: Counters,
     published: Counters,
     key: Vec<u8>,
@@ -295,6 +307,8 @@ impl Engine {
             next_seq: 1,
             floor: 1,
             slots: (0..slot_count(settings.window)).map(|_| None).collect(),
+            slot_process: (0..slot_count(settings.window) as u64).collect(),
+            next_process: slot_count(settings.window) as u64,
             outstanding: 0,
             timers: Timers::default(),
             rx: Vec::with_capacity(BURST),
@@ -421,6 +435,7 @@ impl Engine {
             Planned::Update(r) => (Purpose::Update, r),
             Planned::Insert(r) => (Purpose::Insert, r),
             Planned::ReadModifyWrite(r) => (Purpose::RmwRead, r),
+            Planned::Delete(r) => (Purpose::Delete, r),
             Planned::MultiRead(records) => return self.start_multi(Purpose::Read, records, now),
             Planned::MultiUpdate(records) => {
                 return self.start_multi(Purpose::Update, records, now)
@@ -532,7 +547,9 @@ impl Engine {
         } else {
             let key_len = self.spec.key_of(record, &mut self.key);
             let key = &self.key[..key_len];
-            let request = if is_write {
+            let request = if purpose == Purpose::Delete {
+                Request::Delete { key }
+            } else if is_write {
                 value::encode(tag, &mut self.value);
                 Request::Put {
                     key,
@@ -716,6 +733,19 @@ impl Engine {
             {
                 // A multi-key request's answer always carries its items.
                 self.counters.malformed_replies += 1;
+            }
+            Status::Ok | Status::NotFound
+                if self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|p| p.purpose == Purpose::Delete) =>
+            {
+                // OK with version 0 answers a copy of a delete already applied: whether
+                // the key existed went with the first answer.
+                let existed = match (header.status, &reply) {
+                    (Status::Ok, Reply::Delete { version: 0 }) => None,
+                    (status, _) => Some(status == Status::Ok),
+                };
+                self.complete(header.seq, now, Outcome::Deleted { existed }, inserts);
             }
             Status::Ok | Status::NotFound => {
                 let observed = match reply {
@@ -934,6 +964,10 @@ impl Engine {
             Outcome::Done(None) if !pending.is_write() && pending.multi.is_none() => {
                 self.counters.not_found += 1
             }
+            Outcome::Deleted { existed } => {
+                self.counters.deletes += 1;
+                self.counters.deletes_not_found += u64::from(existed == Some(false));
+            }
             Outcome::Done(_) => {}
         }
         if let Some(multi) = &pending.multi {
@@ -955,39 +989,46 @@ impl Engine {
     }
 
     /// Adds the operation to the history: one entry per key, each with the request's
-    /// interval. A write without an answer may or may not have happened (no return); a
-    /// read without one tells nothing and is left out.
+    /// interval and the process that issued it. An operation without an answer may or may
+    /// not have happened (no return) and retires its process: the slot's next operation is
+    /// another process, as Jepsen-style checkers expect after an unknown outcome.
     fn record_history(&mut self, pending: &Pending, outcome: &Outcome, now: Nanos) {
-        let call_ns = pending.first_sent;
-        let return_ns = Some(now);
+        let slot = self.slot_of(pending.seq);
+        let process = (u64::from(self.writer) << 32) | (self.slot_process[slot] * MAX_KEYS as u64);
         let mut entries = [None; MAX_KEYS];
-        match (&pending.multi, outcome) {
-            (Some(multi), _) => {
+        match &pending.multi {
+            Some(multi) => {
                 for (i, &key) in multi.records.as_slice().iter().enumerate() {
                     // Items answered before a time-out still have their answer.
                     let answered = (multi.done & !multi.failed) & (1 << i) != 0;
-                    entries[i] = if pending.is_write() {
-                        let tag = value::tag(self.writer, pending.seq + i as u64);
-                        Some((key, OpKind::Write(tag), answered))
+                    let kind = if pending.is_write() {
+                        OpKind::Write(value::tag(self.writer, pending.seq + i as u64))
                     } else {
-                        answered.then_some((key, OpKind::Read(multi.observed[i]), true))
+                        OpKind::Read(answered.then_some(multi.observed[i]).flatten())
                     };
+                    entries[i] = Some((key, kind, answered));
                 }
             }
-            (None, _) if pending.is_write() => {
-                let answered = matches!(outcome, Outcome::Done(_));
-                entries[0] = Some((pending.record, OpKind::Write(pending.tag), answered));
+            None => {
+                let kind = match (pending.purpose, *outcome) {
+                    (Purpose::Delete, Outcome::Deleted { existed }) => OpKind::Delete(existed),
+                    (Purpose::Delete, _) => OpKind::Delete(None),
+                    _ if pending.is_write() => OpKind::Write(pending.tag),
+                    (_, Outcome::Done(observed)) => OpKind::Read(observed),
+                    _ => OpKind::Read(None),
+                };
+                entries[0] = Some((pending.record, kind, !matches!(outcome, Outcome::Failed)));
             }
-            (None, Outcome::Done(observed)) => {
-                entries[0] = Some((pending.record, OpKind::Read(*observed), true));
-            }
-            (None, Outcome::Failed) => {}
         }
-        for (key, kind, answered) in entries.into_iter().flatten() {
+        let mut retire = false;
+        for (item, (key, kind, answered)) in entries.into_iter().flatten().enumerate() {
+            retire |= !answered;
             let op = HistoryOp {
                 key,
-                call_ns,
-                return_ns: if answered { return_ns } else { None },
+                process: process + item as u64,
+                call_ns: pending.first_sent,
+                return_ns: answered.then_some(now),
+                end_ns: now,
                 kind,
             };
             if self
@@ -1002,6 +1043,10 @@ impl Engine {
                 .expect("a chunk was just ensured")
                 .push(op);
         }
+        if retire {
+            self.slot_process[slot] = self.next_process;
+            self.next_process += 1;
+        }
     }
 }
 
@@ -1009,6 +1054,10 @@ impl Engine {
 enum Outcome {
     /// Answered; for reads, the tag of the value read (None: not found).
     Done(Option<u64>),
+    /// A delete answered OK (the key existed), NOT_FOUND, or OK to a copy already applied
+    /// (None: the first answer said which).
+    Deleted { existed: Option<bool> },
+    /// No valid answer: timed out, or answered ERROR.
     Failed,
 }
 

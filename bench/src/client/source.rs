@@ -14,6 +14,8 @@ pub enum Planned {
     Update(u64),
     Insert(u64),
     ReadModifyWrite(u64),
+    /// A single-key delete, also when `keysperrequest` > 1.
+    Delete(u64),
     /// A multi-key GET or PUT (`keysperrequest` > 1) of distinct records.
     MultiRead(Records),
     MultiUpdate(Records),
@@ -166,6 +168,7 @@ impl OpSource {
                     Operation::ReadModifyWrite => {
                         Planned::ReadModifyWrite(keys.next_record(inserts.limit()))
                     }
+                    Operation::Delete => Planned::Delete(keys.next_record(inserts.limit())),
                 })
             }
         }

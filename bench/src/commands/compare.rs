@@ -1,12 +1,13 @@
 //! `netmigrate compare`: no migration, the three baselines and NetMigrate at its three
 //! presets, one after the other on the same dataset, workload and machine; a table on
-//! stdout, the `netmigrate.compare/1` JSON and one figure with a panel per run.
+//! stdout, the `netmigrate.compare/1` JSON (one `netmigrate.report/1` per run, schemas in
+//! `docs/report.md`) and one figure with a panel per run.
 
 use super::experiment;
 use super::CommandError;
 use crate::cli::{CompareArgs, ExperimentArgs, PresetArg, Protocol};
 use crate::report::Report;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const SCHEMA: &str = "netmigrate.compare/1";
 
@@ -71,6 +72,11 @@ pub fn run(args: CompareArgs) -> Result<(), CommandError> {
         );
         let mut ycsb = args.ycsb.clone();
         ycsb.json = None; // The comparison writes one document.
+        ycsb.history = args
+            .ycsb
+            .history
+            .as_deref()
+            .map(|path| history_path(path, run.label));
         let mut run_args = args.run.clone();
         run_args.no_migration = run.protocol.is_none();
         let experiment = ExperimentArgs {
@@ -80,11 +86,8 @@ pub fn run(args: CompareArgs) -> Result<(), CommandError> {
             run: run_args,
             ycsb,
         };
-        let mut report = experiment::execute(experiment)
+        let report = experiment::execute(experiment)
             .map_err(|e| CommandError(format!("the {} run failed: {e}", run.label)))?;
-        if run.protocol == Some(Protocol::Netmigrate) {
-            report.protocol = run.label.into();
-        }
         reports.push(report);
     }
     print!("{}", table(&reports));
@@ -110,11 +113,29 @@ pub fn run(args: CompareArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The history file of one run: `label` added before the extension of `path`.
+fn history_path(path: &Path, label: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(extension) => format!("{stem}.{label}.{}", extension.to_string_lossy()),
+        None => format!("{stem}.{label}"),
+    };
+    path.with_file_name(name)
+}
+
+/// A run's name in the table and the figure: the protocol, and NetMigrate's preset.
+fn run_name(report: &Report) -> String {
+    match (&report.protocol[..], &report.policy) {
+        ("netmigrate", Some(policy)) => format!("netmigrate-{policy}"),
+        (protocol, _) => protocol.to_string(),
+    }
+}
+
 fn draw(path: &Path, reports: &[Report]) -> Result<(), CommandError> {
     let figures: Vec<_> = reports
         .iter()
         .map(|r| crate::plot::Figure {
-            title: r.protocol.clone(),
+            title: run_name(r),
             timeline: &r.timeline,
             migration: r
                 .migration
@@ -154,7 +175,7 @@ fn table(reports: &[Report]) -> String {
             |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         out.push_str(&format!(
             "{:<18} {:>8} {:>24} {:>16} {:>12} {:>14} {:>7} {:>5}\n",
-            r.protocol,
+            run_name(r),
             optional(number(migration, "duration_s"), 2),
             format!(
                 "{}/{}/{}",

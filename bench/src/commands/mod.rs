@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod check_history;
 pub mod compare;
 pub mod core_latency;
 pub mod experiment;

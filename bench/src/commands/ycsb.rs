@@ -87,7 +87,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
         timeout: Duration::from_secs_f64(args.timeout_ms / 1000.0),
         max_timeout: Duration::from_secs_f64((args.timeout_ms / 1000.0 * 64.0).min(1.0)),
         give_up: Duration::from_secs_f64(args.give_up_ms / 1000.0),
-        record_history: args.check,
+        record_history: args.check || args.history.is_some(),
         progress: !args.quiet,
         seed: args.seed,
         track_migrations: false,
@@ -208,15 +208,12 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     let server_reports = embedded.map(|s| s.stop());
     fabric.shutdown();
 
-    let consistency = if args.check {
-        check_history(
-            load.map(|l| l.history),
-            &mut run.history,
-            run_epoch.duration_since(epoch),
-        )
-    } else {
-        Consistency::default()
-    };
+    let consistency = verify_history(
+        &args,
+        load.map(|l| l.history),
+        &mut run.history,
+        run_epoch.duration_since(epoch),
+    )?;
 
     let report = build_report(
         &args,
@@ -255,22 +252,48 @@ pub(crate) fn report_load(load: &PhaseResult) {
     }
 }
 
-/// Checks the load and run histories together for linearizability and prints the verdict.
-pub(crate) fn check_history(
-    load: Option<Vec<crate::linearizability::Op>>,
-    run: &mut Vec<crate::linearizability::Op>,
+/// Writes the load and run histories as one (`--history`) and checks them for
+/// linearizability (`--check`), printing the verdict. The run's times move to the load's
+/// clock, which starts first.
+pub(crate) fn verify_history(
+    args: &YcsbArgs,
+    load: Option<Vec<linearizability::Op>>,
+    run: &mut Vec<linearizability::Op>,
     run_offset: Duration,
-) -> Consistency {
-    // Load history first: its timestamps are on the load epoch, which precedes the run.
+) -> Result<Consistency, CommandError> {
     let offset = run_offset.as_nanos() as u64;
     let mut history = load.unwrap_or_default();
     for op in run.iter_mut() {
         op.call_ns += offset;
         op.return_ns = op.return_ns.map(|r| r + offset);
+        op.end_ns += offset;
     }
     history.append(run);
+    if let Some(path) = &args.history {
+        let started = Instant::now();
+        crate::history::write(&history, path)
+            .map_err(|e| CommandError(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!(
+            "history: {} operations written to {} in {:.1} s",
+            history.len(),
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if !args.check {
+        return Ok(Consistency::default());
+    }
+    let result = check_and_print(&history);
+    Ok(Consistency {
+        checked_ops: result.checked_ops,
+        violations: result.violations,
+    })
+}
+
+/// Checks a history for linearizability and prints the verdict and the first violations.
+pub(crate) fn check_and_print(history: &[linearizability::Op]) -> linearizability::CheckReport {
     let started = Instant::now();
-    let result = linearizability::check(&history);
+    let result = linearizability::check(history);
     eprintln!(
         "consistency: {} operations on {} keys checked in {:.1} s: {} violation(s), {} key(s) \
          undecided",
@@ -283,10 +306,7 @@ pub(crate) fn check_history(
     for example in &result.examples {
         eprintln!("  violation: {example}");
     }
-    Consistency {
-        checked_ops: result.checked_ops,
-        violations: result.violations,
-    }
+    result
 }
 
 pub(crate) fn hint_failures(phase: &PhaseResult) {
@@ -309,13 +329,14 @@ pub(crate) fn hint_failures(phase: &PhaseResult) {
 
 fn print_banner(args: &YcsbArgs, spec: &WorkloadSpec, transport: Transport, settings: &Settings) {
     eprintln!(
-        "netmigrate ycsb: workload {} (read {} update {} insert {} rmw {}, {} {}), {} records, \
-         {} B keys, {} B values",
+        "netmigrate ycsb: workload {} (read {} update {} insert {} rmw {} delete {}, {} {}), {} \
+         records, {} B keys, {} B values",
         spec.name,
         spec.read,
         spec.update,
         spec.insert,
         spec.rmw,
+        spec.delete,
         spec.distribution.name(),
         spec.zipf_theta,
         spec.record_count,
@@ -361,6 +382,7 @@ pub(crate) fn build_report(
             insert: spec.insert,
             scan: spec.scan,
             rmw: spec.rmw,
+            delete: spec.delete,
             distribution: spec.distribution.name().into(),
             zipf_theta: spec.zipf_theta,
             records: spec.record_count,
@@ -396,6 +418,8 @@ pub(crate) fn build_report(
             "window": args.window,
             "rate_ops": args.rate,
             "not_found": c.not_found,
+            "deletes": c.deletes,
+            "deletes_not_found": c.deletes_not_found,
             "error_replies": c.error_replies,
             "retry_later": c.retry_later,
             "multi_key_requests": c.multi_requests,

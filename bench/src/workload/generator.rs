@@ -293,15 +293,17 @@ pub enum Operation {
     Update,
     Insert,
     ReadModifyWrite,
+    Delete,
 }
 
 impl Operation {
     /// All operations, in the order used by reports.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 5] = [
         Operation::Read,
         Operation::Update,
         Operation::Insert,
         Operation::ReadModifyWrite,
+        Operation::Delete,
     ];
 
     /// YCSB's name for the operation (as in its reports).
@@ -311,6 +313,7 @@ impl Operation {
             Operation::Update => "UPDATE",
             Operation::Insert => "INSERT",
             Operation::ReadModifyWrite => "READ-MODIFY-WRITE",
+            Operation::Delete => "DELETE",
         }
     }
 }
@@ -334,6 +337,7 @@ impl OperationChooser {
                 (Operation::Update, spec.update),
                 (Operation::Insert, spec.insert),
                 (Operation::ReadModifyWrite, spec.rmw),
+                (Operation::Delete, spec.delete),
             ],
             seed,
         )

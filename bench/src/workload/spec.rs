@@ -88,6 +88,7 @@ const KNOWN_KEYS: &[&str] = &[
     "insertproportion",
     "scanproportion",
     "readmodifywriteproportion",
+    "deleteproportion",
     "requestdistribution",
     "zipfianconstant",
     "zipfian.constant",
@@ -122,6 +123,9 @@ pub struct WorkloadSpec {
     /// Always 0 in a valid spec; kept so YCSB files round-trip into a clear error.
     pub scan: f64,
     pub rmw: f64,
+    /// Deletes of existing records (netmigrate's `deleteproportion`, not in YCSB's core
+    /// workloads): a later read finds the key absent until an update writes it again.
+    pub delete: f64,
     pub distribution: Distribution,
     /// Zipfian constant (YCSB's 0.99); must be in [0, 1).
     pub zipf_theta: f64,
@@ -148,6 +152,7 @@ impl Default for WorkloadSpec {
             insert: 0.0,
             scan: 0.0,
             rmw: 0.0,
+            delete: 0.0,
             distribution: Distribution::Zipfian,
             zipf_theta: 0.99,
             key_bytes: 8,
@@ -158,27 +163,30 @@ impl Default for WorkloadSpec {
     }
 }
 
-/// (name, read, update, insert, rmw, distribution) of the built-in workloads.
-const BUILTINS: &[(&str, f64, f64, f64, f64, Distribution)] = &[
-    ("a", 0.5, 0.5, 0.0, 0.0, Distribution::Zipfian),
-    ("b", 0.95, 0.05, 0.0, 0.0, Distribution::Zipfian),
-    ("c", 1.0, 0.0, 0.0, 0.0, Distribution::Zipfian),
-    ("d", 0.95, 0.0, 0.05, 0.0, Distribution::Latest),
-    ("f", 0.5, 0.0, 0.0, 0.5, Distribution::Zipfian),
-    ("10", 0.9, 0.1, 0.0, 0.0, Distribution::Zipfian),
-    ("20", 0.8, 0.2, 0.0, 0.0, Distribution::Zipfian),
-    ("30", 0.7, 0.3, 0.0, 0.0, Distribution::Zipfian),
+/// (name, read, update, insert, rmw, delete, distribution) of the built-in workloads.
+const BUILTINS: &[(&str, f64, f64, f64, f64, f64, Distribution)] = &[
+    ("a", 0.5, 0.5, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    ("b", 0.95, 0.05, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    ("c", 1.0, 0.0, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    ("d", 0.95, 0.0, 0.05, 0.0, 0.0, Distribution::Latest),
+    ("f", 0.5, 0.0, 0.0, 0.5, 0.0, Distribution::Zipfian),
+    ("10", 0.9, 0.1, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    ("20", 0.8, 0.2, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    ("30", 0.7, 0.3, 0.0, 0.0, 0.0, Distribution::Zipfian),
+    // B with deletes: half of B's writes delete, so tombstones are made, read, migrated
+    // and written over all the time.
+    ("bd", 0.95, 0.025, 0.0, 0.0, 0.025, Distribution::Zipfian),
 ];
 
 impl WorkloadSpec {
-    /// A standard YCSB core workload by name ("a", "b", "c", "d", "f", or
-    /// the write-ratio variants "10", "20", "30"; a "workload" prefix and
-    /// upper case are accepted). Workload e is absent on purpose: it needs
+    /// A standard YCSB core workload by name ("a", "b", "c", "d", "f", the
+    /// write-ratio variants "10", "20", "30", or "bd", B with deletes; a
+    /// "workload" prefix and upper case are accepted). Workload e is absent on purpose: it needs
     /// range scans. Other fields keep the `Default` values.
     pub fn builtin(name: &str) -> Option<WorkloadSpec> {
         let lower = name.trim().to_ascii_lowercase();
         let short = lower.strip_prefix("workload").unwrap_or(&lower);
-        let &(n, read, update, insert, rmw, distribution) =
+        let &(n, read, update, insert, rmw, delete, distribution) =
             BUILTINS.iter().find(|b| b.0 == short)?;
         Some(WorkloadSpec {
             name: n.to_string(),
@@ -186,6 +194,7 @@ impl WorkloadSpec {
             update,
             insert,
             rmw,
+            delete,
             distribution,
             ..WorkloadSpec::default()
         })
@@ -214,14 +223,7 @@ impl WorkloadSpec {
         if let Some(v) = props.get_u64("operationcount")? {
             self.operation_count = Some(v);
         }
-        let proportions: [(&str, &mut f64); 5] = [
-            ("readproportion", &mut self.read),
-            ("updateproportion", &mut self.update),
-            ("insertproportion", &mut self.insert),
-            ("scanproportion", &mut self.scan),
-            ("readmodifywriteproportion", &mut self.rmw),
-        ];
-        for (key, field) in proportions {
+        for (key, field) in self.proportions_mut() {
             if let Some(v) = props.get_f64(key)? {
                 *field = v;
             }
@@ -295,22 +297,32 @@ impl WorkloadSpec {
             .collect()
     }
 
+    /// Every operation proportion with its property name.
+    pub fn proportions(&self) -> [(&'static str, f64); 6] {
+        self.clone().proportions_mut().map(|(key, p)| (key, *p))
+    }
+
+    fn proportions_mut(&mut self) -> [(&'static str, &mut f64); 6] {
+        [
+            ("readproportion", &mut self.read),
+            ("updateproportion", &mut self.update),
+            ("insertproportion", &mut self.insert),
+            ("scanproportion", &mut self.scan),
+            ("readmodifywriteproportion", &mut self.rmw),
+            ("deleteproportion", &mut self.delete),
+        ]
+    }
+
     /// Sum of the operation proportions (1.0 for a normalised spec).
     pub fn proportion_sum(&self) -> f64 {
-        self.read + self.update + self.insert + self.scan + self.rmw
+        self.proportions().iter().map(|(_, p)| p).sum()
     }
 
     /// Rescales the proportions to sum to 1 (no-op if the sum is 0).
     pub fn normalize(&mut self) {
         let sum = self.proportion_sum();
         if sum > 0.0 {
-            for p in [
-                &mut self.read,
-                &mut self.update,
-                &mut self.insert,
-                &mut self.scan,
-                &mut self.rmw,
-            ] {
+            for (_, p) in self.proportions_mut() {
                 *p /= sum;
             }
         }
@@ -350,13 +362,7 @@ impl WorkloadSpec {
     /// Checks that the workload can run on this client and store.
     pub fn validate(&self) -> Result<(), SpecError> {
         let invalid = |msg: String| Err(SpecError::Invalid(msg));
-        for (key, v) in [
-            ("readproportion", self.read),
-            ("updateproportion", self.update),
-            ("insertproportion", self.insert),
-            ("scanproportion", self.scan),
-            ("readmodifywriteproportion", self.rmw),
-        ] {
+        for (key, v) in self.proportions() {
             if !(0.0..=1.0).contains(&v) {
                 return invalid(format!("{key} must be in [0, 1], got {v}"));
             }
@@ -367,7 +373,7 @@ impl WorkloadSpec {
         if self.proportion_sum() <= 0.0 {
             return invalid(
                 "all operation proportions are 0: set readproportion, updateproportion, \
-                 insertproportion or readmodifywriteproportion"
+                 insertproportion, readmodifywriteproportion or deleteproportion"
                     .to_string(),
             );
         }
@@ -551,21 +557,22 @@ mod tests {
     #[test]
     fn builtin_proportions() {
         let expect = [
-            ("a", 0.5, 0.5, 0.0, 0.0, Distribution::Zipfian),
-            ("b", 0.95, 0.05, 0.0, 0.0, Distribution::Zipfian),
-            ("c", 1.0, 0.0, 0.0, 0.0, Distribution::Zipfian),
-            ("d", 0.95, 0.0, 0.05, 0.0, Distribution::Latest),
-            ("f", 0.5, 0.0, 0.0, 0.5, Distribution::Zipfian),
-            ("10", 0.9, 0.1, 0.0, 0.0, Distribution::Zipfian),
-            ("20", 0.8, 0.2, 0.0, 0.0, Distribution::Zipfian),
-            ("30", 0.7, 0.3, 0.0, 0.0, Distribution::Zipfian),
+            ("a", 0.5, 0.5, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("b", 0.95, 0.05, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("c", 1.0, 0.0, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("d", 0.95, 0.0, 0.05, 0.0, 0.0, Distribution::Latest),
+            ("f", 0.5, 0.0, 0.0, 0.5, 0.0, Distribution::Zipfian),
+            ("10", 0.9, 0.1, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("20", 0.8, 0.2, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("30", 0.7, 0.3, 0.0, 0.0, 0.0, Distribution::Zipfian),
+            ("bd", 0.95, 0.025, 0.0, 0.0, 0.025, Distribution::Zipfian),
         ];
-        for (name, r, u, i, m, d) in expect {
+        for (name, r, u, i, m, del, d) in expect {
             let s = WorkloadSpec::builtin(name).unwrap();
             assert_eq!(s.name, name);
             assert_eq!(
-                (s.read, s.update, s.insert, s.scan, s.rmw),
-                (r, u, i, 0.0, m)
+                (s.read, s.update, s.insert, s.scan, s.rmw, s.delete),
+                (r, u, i, 0.0, m, del)
             );
             assert_eq!(s.distribution, d);
             assert!((s.proportion_sum() - 1.0).abs() < 1e-12);
@@ -576,7 +583,17 @@ mod tests {
         assert!(WorkloadSpec::builtin("e").is_none());
         assert!(WorkloadSpec::builtin("workloade").is_none());
         assert!(WorkloadSpec::builtin("g").is_none());
-        assert_eq!(WorkloadSpec::builtin_names().len(), 8);
+        assert_eq!(WorkloadSpec::builtin_names().len(), 9);
+        let mut deletes = WorkloadSpec::builtin("b").unwrap();
+        deletes.apply(&props("deleteproportion=0.1")).unwrap();
+        assert_eq!(deletes.delete, 0.1);
+        assert!(WorkloadSpec::unused_keys(&props("deleteproportion=0.1")).is_empty());
+        deletes.apply(&props("deleteproportion=1.5")).unwrap();
+        assert!(deletes
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("deleteproportion"));
     }
 
     #[test]

@@ -5,14 +5,14 @@
 
 use super::server::{core_list, spec as server_spec};
 use super::ycsb::{
-    build_report, check_history, faults, hint_failures, print_summary, report_load, settings,
+    build_report, faults, hint_failures, print_summary, report_load, settings, verify_history,
     workload_spec,
 };
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
 use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
 use crate::control::ControlClient;
-use crate::report::{self, Consistency, Percentiles};
+use crate::report::{self, Percentiles};
 use crate::server::{self, partition_addr, PartitionReport, RunningServer, ServerControl};
 use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
@@ -320,15 +320,12 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
         eprintln!("netmigrate: {message}");
     }
 
-    let consistency = if ycsb.check {
-        check_history(
-            Some(load.history),
-            &mut run.history,
-            run_epoch.duration_since(epoch),
-        )
-    } else {
-        Consistency::default()
-    };
+    let consistency = verify_history(
+        ycsb,
+        Some(load.history),
+        &mut run.history,
+        run_epoch.duration_since(epoch),
+    )?;
     let mut report = build_report(
         ycsb,
         &spec,
