@@ -4,7 +4,7 @@
 
 use super::control::{check_items, data_items};
 use super::message::{Cursor, Writer};
-use super::{MigratedItem, WireError};
+use super::{MigratedItem, WireError, HEADER_LEN};
 
 /// A batch of keys asked for (`Op::Pull`: every item a version-0 tombstone, i.e. just a key)
 /// or answered (`Op::PullReply`: the source's entry, tombstone, or a version-0 tombstone for
@@ -81,7 +81,8 @@ pub fn append_progress(
     Ok(at + w.at)
 }
 
-/// Splits a reply flagged `PROGRESS` into the reply and its trailer.
+/// Splits a reply flagged `PROGRESS` into the reply (at least a header long) and its
+/// trailer.
 pub fn split_progress(payload: &[u8]) -> Result<(&[u8], Progress<'_>), WireError> {
     let fixed_at = payload
         .len()
@@ -96,8 +97,10 @@ pub fn split_progress(payload: &[u8]) -> Result<(&[u8], Progress<'_>), WireError
     if count > MAX_HOT_KEYS {
         return Err(WireError::TooLong);
     }
+    // The reply keeps at least its header: readers index past it.
     let hot_at = fixed_at
         .checked_sub(count * 8)
+        .filter(|&at| at >= HEADER_LEN)
         .ok_or(WireError::Truncated)?;
     Ok((
         &payload[..hot_at],
@@ -143,16 +146,32 @@ mod tests {
     #[test]
     fn progress_trailer_round_trips_and_rejects_truncation() {
         let mut buf = [0u8; 128];
-        buf[..5].copy_from_slice(b"reply");
-        let len = append_progress(&mut buf, 5, 77, &[1, u64::MAX]).unwrap();
+        buf[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(b"reply");
+        let len = append_progress(&mut buf, HEADER_LEN + 5, 77, &[1, u64::MAX]).unwrap();
         let (reply, progress) = split_progress(&buf[..len]).unwrap();
-        assert_eq!(reply, b"reply");
+        assert_eq!(&reply[HEADER_LEN..], b"reply");
         assert_eq!(progress.migrated_upto, 77);
         assert_eq!(progress.hot_keys().collect::<Vec<_>>(), vec![1, u64::MAX]);
         assert!(split_progress(&buf[..7]).is_err());
         // A count larger than the payload holds.
-        let len = append_progress(&mut buf, 0, 1, &[]).unwrap();
-        buf[1] = 4;
+        let len = append_progress(&mut buf, HEADER_LEN, 1, &[]).unwrap();
+        buf[HEADER_LEN + 1] = 4;
         assert!(split_progress(&buf[..len]).is_err());
+    }
+
+    /// A trailer whose hot keys reach into the reply's header (a 40-byte datagram: a
+    /// header, then a count of one hot key) is refused: the reply it would leave is
+    /// shorter than a header, and a reader indexing past the header would panic.
+    #[test]
+    fn progress_trailer_never_leaves_less_than_a_header() {
+        let mut buf = [0u8; HEADER_LEN + PROGRESS_FIXED];
+        buf[HEADER_LEN + 1] = 1;
+        assert_eq!(split_progress(&buf), Err(WireError::Truncated));
+        for hot in 0..=4u8 {
+            buf[HEADER_LEN + 1] = hot;
+            if let Ok((reply, _)) = split_progress(&buf) {
+                assert!(reply.len() >= HEADER_LEN, "{hot} hot keys");
+            }
+        }
     }
 }
