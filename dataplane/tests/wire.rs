@@ -516,3 +516,148 @@ proptest! {
         prop_assert_eq!(fast, general);
     }
 }
+
+/// MOVED: any key-value reply op (a whole multi-key request: 0x82) with status 2 and an
+/// 8-byte body, the new owner's partition address and its shard id.
+#[test]
+fn moved_reply_vector() {
+    let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 7101);
+    let mut buf = [0u8; 64];
+    let len = wire::emit_reply(
+        &header(Op::Get).reply(Status::Moved),
+        &Reply::Moved { to, shard: 1 },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 81 00 02 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 0a 00 00 02 1b bd 00 01"
+    );
+    let (h, body) = wire::parse_header(&buf[..len]).unwrap();
+    assert_eq!((h.op, h.status, h.shard), (Op::GetReply, Status::Moved, 0));
+    assert_eq!(Reply::parse(&h, body), Ok(Reply::Moved { to, shard: 1 }));
+    // The whole-request answer to a MULTI_GET has the PUT reply's op and the same body.
+    let multi = HeaderRepr {
+        op: Op::PutReply,
+        ..header(Op::MultiGet).reply(Status::Moved)
+    };
+    let len = wire::emit_reply(&multi, &Reply::Moved { to, shard: 1 }, &mut buf).unwrap();
+    assert_eq!(hex(&buf[3..6]), "82 00 02");
+    let (h, body) = wire::parse_header(&buf[..len]).unwrap();
+    assert_eq!(Reply::parse(&h, body), Ok(Reply::Moved { to, shard: 1 }));
+    assert_eq!(Reply::parse(&h, &body[..7]), Err(WireError::Truncated));
+}
+
+/// RETRY_LATER and ERROR (and a duplicate write's OK) carry the op's reply body with
+/// version 0: a GET reply's 10 bytes (no value), a PUT or DELETE reply's 8.
+#[test]
+fn status_only_reply_vectors() {
+    let mut buf = [0u8; 64];
+    let len = wire::emit_reply(
+        &header(Op::Get).reply(Status::RetryLater),
+        &Reply::Get {
+            version: 0,
+            value: b"",
+        },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 81 00 03 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+    );
+    let (h, body) = wire::parse_header(&buf[..len]).unwrap();
+    assert_eq!(
+        Reply::parse(&h, body),
+        Ok(Reply::Get {
+            version: 0,
+            value: b""
+        })
+    );
+    let len = wire::emit_reply(
+        &header(Op::Put).reply(Status::Error),
+        &Reply::Put { version: 0 },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 82 00 04 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 00 00 00 00 00 00 00 00"
+    );
+    let (h, body) = wire::parse_header(&buf[..len]).unwrap();
+    assert_eq!(Reply::parse(&h, body), Ok(Reply::Put { version: 0 }));
+    for (op, status, reply, code) in [
+        (
+            Op::Delete,
+            Status::Error,
+            Reply::Delete { version: 0 },
+            "83 00 04",
+        ),
+        // A retransmitted write, applied before: OK, version 0.
+        (
+            Op::Delete,
+            Status::Ok,
+            Reply::Delete { version: 0 },
+            "83 00 00",
+        ),
+        (Op::Put, Status::Ok, Reply::Put { version: 0 }, "82 00 00"),
+    ] {
+        let len = wire::emit_reply(&header(op).reply(status), &reply, &mut buf).unwrap();
+        assert_eq!((hex(&buf[3..6]), len), (code.to_string(), HEADER_LEN + 8));
+        assert_eq!(hex(&buf[HEADER_LEN..len]), "00 00 00 00 00 00 00 00");
+        let (h, body) = wire::parse_header(&buf[..len]).unwrap();
+        assert_eq!(Reply::parse(&h, body), Ok(reply));
+    }
+}
+
+/// Fulva's progress trailer: after the reply, `n × hot key hash` · `n u16` · 2 zero bytes ·
+/// `migrated_upto u32`, read from the end of the datagram.
+#[test]
+fn progress_trailer_vector() {
+    use dataplane::wire::{append_progress, split_progress};
+    let abcd = 0xC5FA_E977_BFC9_0C32;
+    let reply_header = HeaderRepr {
+        flags: Flags::FROM_DESTINATION.with(Flags::PROGRESS),
+        ..header(Op::Get).reply(Status::Ok)
+    };
+    let reply = Reply::Get {
+        version: 7,
+        value: b"xy",
+    };
+    let mut buf = [0u8; 128];
+    let len = wire::emit_reply(&reply_header, &reply, &mut buf).unwrap();
+    let len = append_progress(&mut buf, len, 0xBF00, &[abcd]).unwrap();
+    assert_eq!(
+        hex(&buf[..len]),
+        "4e 4d 01 81 41 00 00 00 00 00 00 00 00 00 00 01 c5 fa e9 77 bf c9 0c 32 \
+         01 02 03 04 00 00 00 00 00 00 00 00 00 00 00 07 00 02 78 79 \
+         c5 fa e9 77 bf c9 0c 32 00 01 00 00 00 00 bf 00"
+    );
+    let (h, _) = wire::parse_header(&buf[..len]).unwrap();
+    assert!(h.flags.contains(Flags::PROGRESS));
+    let (rest, progress) = split_progress(&buf[..len]).unwrap();
+    assert_eq!(progress.migrated_upto, 0xBF00);
+    assert_eq!(progress.hot_keys().collect::<Vec<_>>(), vec![abcd]);
+    assert_eq!(Reply::parse(&h, &rest[HEADER_LEN..]), Ok(reply));
+    // Left on, the trailer is trailing bytes to the reply's parser.
+    assert_eq!(
+        Reply::parse(&h, &buf[HEADER_LEN..len]),
+        Err(WireError::TrailingBytes)
+    );
+    // Without hot keys: 8 bytes.
+    let len = append_progress(&mut buf, 44, 0xBF00, &[]).unwrap();
+    assert_eq!(hex(&buf[44..len]), "00 00 00 00 00 00 bf 00");
+    // A count above 32 or non-zero reserved bytes are refused.
+    let mut bad = buf;
+    bad[len - 7] = 33;
+    assert_eq!(split_progress(&bad[..len]).unwrap_err(), WireError::TooLong);
+    let mut bad = buf;
+    bad[len - 5] = 1;
+    assert_eq!(
+        split_progress(&bad[..len]).unwrap_err(),
+        WireError::NonZeroReserved
+    );
+}
