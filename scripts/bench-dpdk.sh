@@ -5,7 +5,8 @@
 #   netmigrate_ops_per_s=N   redis_ops_per_s=N   ratio=X
 #
 # Usage: scripts/bench-dpdk.sh [records] [seconds] [window] [runs]
-# Needs root, DPDK (scripts/setup.sh) and a release build with --features dpdk (done here).
+# Needs root, the DPDK build's packages (scripts/setup.sh), redis-server and redis-benchmark
+# (scripts/setup.sh --bench-tools), and a release build with --features dpdk (done here).
 # Frames over memif carry no UDP checksum (--udp-checksum auto: no wire, as on loopback, where
 # the kernel skips it for redis too); UDP_CHECKSUM=compute makes both processes compute it.
 # The client is memif's zero-copy side (its mbufs lie in memory it shares with the server, as
@@ -21,17 +22,22 @@ redis_port=6391
 udp_checksum=${UDP_CHECKSUM:-auto}
 zero_copy=${ZERO_COPY:-yes}
 
-scripts/setup.sh >/dev/null
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+need() { # command, how to get it
+    command -v "$1" >/dev/null 2>&1 || { echo "bench-dpdk.sh: $1 not found: $2" >&2; exit 1; }
+}
+need cargo "install Rust (https://rustup.rs)"
+need python3 "run scripts/setup.sh"
+need taskset "run scripts/setup.sh"
+need redis-server "run scripts/setup.sh --bench-tools"
+need redis-benchmark "run scripts/setup.sh --bench-tools"
+scripts/setup.sh --check >/dev/null || exit 1 # Names the DPDK build's missing packages.
 cargo build --release --quiet --features dpdk
 bin=target/release/netmigrate
 work=$(mktemp -d)
 socket="$work/memif.sock"
 cleanup() {
-    [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null || true
-    [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
+    if [ -n "${server_pid:-}" ]; then kill "$server_pid" 2>/dev/null || true; fi
+    if [ -n "${redis_pid:-}" ]; then kill "$redis_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT

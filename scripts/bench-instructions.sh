@@ -17,13 +17,14 @@
 #   records       keys in the table (default 10000: the table fits the caches)
 #   distribution  server only: uniform | zipfian | latest ... (default uniform)
 # Prints instructions_per_request=N (client: also server_instructions_per_request and
-# client_instructions_per_request).
+# client_instructions_per_request). Needs valgrind (scripts/setup.sh --bench-tools);
+# dpdk-client also the DPDK build's packages (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=server
 case "${1:-}" in
     server|client|dpdk-client) what=$1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
 esac
 records=${1:-10000}
 distribution=${2:-uniform}
@@ -31,14 +32,17 @@ case "$records" in
     ''|*[!0-9]*) echo "bench-instructions.sh: records must be a number, got '$records' (try --help)" >&2; exit 2 ;;
 esac
 
-if ! command -v valgrind >/dev/null; then
-    echo "installing valgrind (apt-get install valgrind)" >&2
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
+need() { # command, how to get it
+    command -v "$1" >/dev/null 2>&1 || { echo "bench-instructions.sh: $1 not found: $2" >&2; exit 1; }
+}
+need valgrind "run scripts/setup.sh --bench-tools"
+need python3 "run scripts/setup.sh"
+need cargo "install Rust (https://rustup.rs)"
 
 if [ "$what" = dpdk-client ]; then
     [ "$(id -u)" -eq 0 ] || { echo "bench-instructions.sh: dpdk-client needs root (DPDK)" >&2; exit 1; }
-    scripts/setup.sh >/dev/null
+    need taskset "run scripts/setup.sh"
+    scripts/setup.sh --check >/dev/null || exit 1 # Names the DPDK build's missing packages.
     # NM_BIN counts another build (say, a copy of an older one) for an A/B comparison.
     bin=${NM_BIN:-target/release/netmigrate}
     [ -n "${NM_BIN:-}" ] || cargo build --release --quiet --features dpdk

@@ -8,6 +8,7 @@
 # equal to our outstanding window. Prints ops/s for GET and SET and the ratios.
 #
 # Usage: scripts/bench-redis.sh [records] [seconds] [window]
+# Needs redis-server and redis-benchmark (scripts/setup.sh --bench-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-200000}
@@ -16,16 +17,20 @@ window=${3:-32}
 port=7300
 redis_port=6390
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "installing redis (apt-get install redis-server redis-tools)" >&2
-    apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+need() { # command, how to get it
+    command -v "$1" >/dev/null 2>&1 || { echo "bench-redis.sh: $1 not found: $2" >&2; exit 1; }
+}
+need cargo "install Rust (https://rustup.rs)"
+need python3 "run scripts/setup.sh"
+need taskset "run scripts/setup.sh"
+need redis-server "run scripts/setup.sh --bench-tools"
+need redis-benchmark "run scripts/setup.sh --bench-tools"
 cargo build --release --quiet
 bin=target/release/netmigrate
 work=$(mktemp -d)
 cleanup() {
-    [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null || true
-    [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
+    if [ -n "${server_pid:-}" ]; then kill "$server_pid" 2>/dev/null || true; fi
+    if [ -n "${redis_pid:-}" ]; then kill "$redis_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT

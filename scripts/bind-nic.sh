@@ -8,19 +8,20 @@
 #   scripts/bind-nic.sh --undo PCI_ADDRESS
 #
 # This cannot work inside a VM without an IOMMU or UIO support (such as the project's CI
-# machines); the script detects that and says so.
+# machines); the script detects that and says so. Needs dpdk-devbind.py and modprobe
+# (scripts/setup.sh --nic-tools).
 set -euo pipefail
 state_dir=/var/lib/netmigrate
 die() { echo "bind-nic.sh: $*" >&2; exit 1; }
+need() { # command, how to get it
+    command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
+}
 
+case "${1:-}" in ""|-h|--help) sed -n '2,12p' "$0"; exit 0 ;; esac
 [ "$(id -u)" -eq 0 ] || die "run as root"
-if ! command -v dpdk-devbind.py >/dev/null; then
-    echo "bind-nic.sh: installing dpdk (dpdk-devbind.py) and kmod"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpdk kmod >/dev/null
-fi
+need dpdk-devbind.py "run scripts/setup.sh --nic-tools"
 
-case "${1:-}" in
-    ""|-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+case "$1" in
     --status) exec dpdk-devbind.py --status-dev net ;;
     --undo)
         pci=${2:?--undo needs a PCI address}
@@ -37,6 +38,8 @@ driver=${2:-vfio-pci}
 [ -e "/sys/bus/pci/devices/$pci" ] || die "no PCI device $pci (see --status)"
 case "$driver" in vfio-pci|igb_uio) ;; *) die "driver must be vfio-pci or igb_uio, not $driver" ;; esac
 
+need modprobe "run scripts/setup.sh --nic-tools"
+need ip "run scripts/setup.sh"
 if ! modprobe "$driver" 2>/dev/null; then
     if [ "$driver" = igb_uio ]; then
         die "igb_uio is not available: build it from dpdk-kmods (git clone of dpdk-kmods, \
@@ -52,7 +55,7 @@ if [ "$driver" = vfio-pci ] && [ -z "$(ls -A /sys/kernel/iommu_groups 2>/dev/nul
 fi
 current=$(basename "$(readlink -f "/sys/bus/pci/devices/$pci/driver")" 2>/dev/null || echo none)
 [ "$current" = "$driver" ] && { echo "bind-nic.sh: $pci is already on $driver"; exit 0; }
-iface=$(ls "/sys/bus/pci/devices/$pci/net" 2>/dev/null | head -1 || true)
+iface=$(find "/sys/bus/pci/devices/$pci/net" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | head -1 || true)
 if [ -n "$iface" ]; then
     ip link set "$iface" down
 fi

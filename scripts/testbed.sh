@@ -11,9 +11,20 @@
 # `to-source`, `to-dest`.
 #
 # Usage: scripts/testbed.sh up|down|status [PREFIX]   (namespaces are PREFIX-client, …; default nm)
+# Needs ip and sysctl (scripts/setup.sh).
 set -euo pipefail
 action=${1:-status}
 prefix=${2:-nm}
+case "$action" in
+    up|down|status) ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/testbed.sh up|down|status [PREFIX]" >&2; exit 2 ;;
+esac
+need() { # command, how to get it
+    command -v "$1" >/dev/null 2>&1 || { echo "testbed.sh: $1 not found: $2" >&2; exit 1; }
+}
+need ip "run scripts/setup.sh"
+[ "$action" != up ] || need sysctl "run scripts/setup.sh"
 hosts=(client source destination)
 declare -A subnet=([client]=1 [source]=2 [destination]=3)
 declare -A switch_if=([client]=to-client [source]=to-source [destination]=to-dest)
