@@ -1299,6 +1299,9 @@ impl PartitionServer {
             let free = match &shard.role {
                 Role::Owned => empty,
                 Role::Returning(agent) => agent.is_done() && empty,
+                // The shard left this partition and comes back (A→B→A): what it held was
+                // freed at the hand-over.
+                Role::Moved { .. } => empty,
                 // The same source core started over with a new stream: the old one is dead
                 // (an INIT that arrived after its abort was answered), and what it left
                 // here is a copy of the source's data no client has seen.

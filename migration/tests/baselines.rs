@@ -172,6 +172,23 @@ impl Cluster {
         matches!(self.source.role(SHARD), Some(Role::Moved { .. }))
             && matches!(self.destination.role(SHARD), Some(Role::Owned))
     }
+
+    /// Migrates the shard from the destination back to the source (its origin), with the
+    /// same protocol and a new ticket.
+    fn migrate_back(&mut self) {
+        let back = OutgoingPlan {
+            destination: SOURCE,
+            source: DESTINATION,
+            ticket: Arc::new(MigrationTicket::fresh()),
+            ..self.plan.clone()
+        };
+        self.destination.start_outgoing(back).unwrap();
+    }
+
+    fn migrated_back(&self) -> bool {
+        matches!(self.source.role(SHARD), Some(Role::Owned))
+            && matches!(self.destination.role(SHARD), Some(Role::Moved { .. }))
+    }
 }
 
 /// A client with one request outstanding: retransmits, follows MOVED, waits on
@@ -413,6 +430,45 @@ fn source_based_reships_late_writes_and_stops_only_at_the_end() {
             "writes after a group left were re-shipped"
         );
         assert!(client.moved >= 1);
+    }
+}
+
+/// A shard migrated to the destination and back to its origin (A→B→A) under loss,
+/// duplication and reordering, with every protocol (NetMigrate through the switch): the
+/// origin, which had handed the shard over and holds nothing of it, takes the migration
+/// back in, and every read sees the last write. (The origin used to drop the second INIT,
+/// since its partition was `Moved`, not free: the migration back never finished.)
+#[test]
+fn a_shard_migrates_back_to_its_origin() {
+    for protocol in [
+        Protocol::NetMigrate,
+        Protocol::Rocksteady,
+        Protocol::Fulva,
+        Protocol::SourceBased,
+    ] {
+        for seed in 1..=2 {
+            let (mut cluster, keys) = Cluster::new(protocol, seed);
+            if protocol == Protocol::NetMigrate {
+                cluster.switch = Some(tofino::Switch::new(tofino::SwitchConfig::new(SWITCH, 6)));
+            }
+            let mut client = client();
+            let mut workload = Workload::new(keys, seed);
+            let what = format!("{protocol:?} A→B→A, seed {seed}");
+            workload.run_until(&mut cluster, &mut client, &what, Cluster::migrated);
+            cluster.migrate_back();
+            workload.run_until(&mut cluster, &mut client, &what, Cluster::migrated_back);
+            workload.check_all(&mut cluster, &mut client, &what);
+            let back = cluster.destination.migration_counters().outgoing;
+            assert!(back.finished && back.keys_moved > 0, "{what}: {back:?}");
+            if let Some(switch) = &cluster.switch {
+                let counters = switch.counters();
+                assert_eq!(
+                    (counters.pairs_installed, counters.pairs_removed),
+                    (2, 2),
+                    "{what}: {counters:?}"
+                );
+            }
+        }
     }
 }
 
