@@ -71,6 +71,7 @@ impl From<&MigrationCounters> for proto::MigrationStatus {
             returned_keys: o.returned_keys,
             returning_active: c.returning_active,
             switch_refusals: o.switch_refusals,
+            destination_refusals: o.destination_refusals,
         }
     }
 }

@@ -16,6 +16,10 @@ use std::net::SocketAddrV4;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+/// Most entries an INIT makes a destination reserve room for (256 MiB of buckets): a
+/// hostile INIT announcing 2^32 − 1 entries must not make the allocator abort.
+pub const MAX_RESERVED_ENTRIES: usize = 1 << 24;
+
 /// Counters of one incoming migration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IncomingStats {
@@ -256,7 +260,10 @@ impl Incoming {
             } => {
                 self.protocol = protocol;
                 table.advance_clock(source_clock);
-                table.reserve(entries as usize);
+                // Sized up front to spare the core a rehash mid-migration, but never past
+                // MAX_RESERVED_ENTRIES: the count is the peer's word. Beyond it the table
+                // grows as entries arrive.
+                table.reserve((entries as usize).min(MAX_RESERVED_ENTRIES));
                 if protocol == Protocol::Rocksteady {
                     self.bulk = Some(BulkPuller::new(
                         self.source,

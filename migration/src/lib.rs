@@ -21,6 +21,6 @@ pub use incoming::{DestinationRule, Incoming, IncomingStats};
 pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, SourceRule};
 pub use pull::PullStats;
 pub use returning::{ReturnStats, Returning};
-pub use serve::{DropReason, MigrationCounters, PartitionServer, Role, ServeCounters};
+pub use serve::{DropReason, MigrationCounters, PartitionServer, Role, ServeCounters, MAX_SHARDS};
 pub use throttle::{MigrationBudget, Preset, TokenBucket};
 pub use ticket::{MigrationTicket, PastCutOver};

@@ -108,6 +108,9 @@ pub struct OutgoingStats {
     /// full, the shard is paired with another destination or by another migration, or it
     /// lost the pair). The switch does not steer such a migration, so it is called off.
     pub switch_refusals: u64,
+    /// ERROR answers from the destination to INIT: it holds data of the shard, or its
+    /// partitions or group bits differ. The migration is called off.
+    pub destination_refusals: u64,
 }
 
 impl OutgoingStats {
@@ -129,6 +132,7 @@ impl OutgoingStats {
         self.aborted |= s.aborted;
         self.returned_keys += s.returned_keys;
         self.switch_refusals += s.switch_refusals;
+        self.destination_refusals += s.destination_refusals;
     }
 }
 
@@ -327,6 +331,7 @@ impl Outgoing {
         let init = StreamMessage::Init {
             source_shard: plan.shard,
             partitions: self.map.partitions() as u16,
+            group_bits: self.map.layout().group_bits(),
             entries: (table.len() + table.tombstones()).min(u32::MAX as usize) as u32,
             source_clock: table.clock(),
             protocol: plan.protocol,
@@ -557,6 +562,13 @@ impl Outgoing {
             {
                 // The destination never applied INIT: it holds nothing to send back.
                 self.finish_return();
+                return;
+            }
+            if ack.op == wire::Op::MigrateInitAck && ack.status == wire::Status::Error {
+                // The destination will not take the shard (it holds data of it, or its
+                // partitions or group bits differ): call the migration off.
+                self.stats.destination_refusals += 1;
+                let _ = self.plan.ticket.abort();
                 return;
             }
             self.to_destination.on_ack(ack.seq, now);

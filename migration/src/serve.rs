@@ -32,6 +32,8 @@ pub enum DropReason {
     HashMismatch,
     /// A late copy of a write the client already has its answer for.
     StaleWrite,
+    /// A migration in for a shard this partition does not know, past `MAX_SHARDS`.
+    TooManyShards,
 }
 
 /// Counters of one partition server; summed across cores for reporting.
@@ -54,6 +56,11 @@ pub struct ServeCounters {
     pub dropped_not_request: u64,
     pub dropped_hash_mismatch: u64,
     pub dropped_stale_write: u64,
+    /// Migration stream messages for new shards past `MAX_SHARDS`.
+    pub dropped_too_many_shards: u64,
+    /// Migrations in refused with `ERROR`: the partition holds data of the shard, or the
+    /// source's partitions or group bits differ from ours.
+    pub refused_inits: u64,
 }
 
 impl ServeCounters {
@@ -66,6 +73,7 @@ impl ServeCounters {
             + self.dropped_not_request
             + self.dropped_hash_mismatch
             + self.dropped_stale_write
+            + self.dropped_too_many_shards
     }
 
     fn count_drop(&mut self, reason: DropReason) {
@@ -74,6 +82,7 @@ impl ServeCounters {
             DropReason::NotARequest => self.dropped_not_request += 1,
             DropReason::HashMismatch => self.dropped_hash_mismatch += 1,
             DropReason::StaleWrite => self.dropped_stale_write += 1,
+            DropReason::TooManyShards => self.dropped_too_many_shards += 1,
         }
     }
 
@@ -91,6 +100,8 @@ impl ServeCounters {
         self.dropped_not_request += other.dropped_not_request;
         self.dropped_hash_mismatch += other.dropped_hash_mismatch;
         self.dropped_stale_write += other.dropped_stale_write;
+        self.dropped_too_many_shards += other.dropped_too_many_shards;
+        self.refused_inits += other.refused_inits;
     }
 }
 
@@ -178,6 +189,19 @@ pub struct PartitionServer {
 
 /// Ended incoming streams a partition still re-acknowledges (one or two per migration).
 const MAX_FINISHED_STREAMS: usize = 64;
+
+/// Shards a partition holds at once. A migration in for a new shard adds one; past this,
+/// its messages are counted and dropped, so a peer cannot grow the list without bound.
+pub const MAX_SHARDS: usize = 64;
+
+/// Whether a partition can take a migration in (its INIT).
+enum InitFit {
+    Take,
+    /// Not yet: a return to the same source is still ending. The source resends INIT.
+    Wait,
+    /// Never: answered `ERROR`, and the source calls the migration off.
+    Refuse,
+}
 
 /// Most reads parked at once; beyond, the client is asked to retry.
 const MAX_PARKED: usize = 4096;
@@ -1246,6 +1270,25 @@ impl PartitionServer {
         self.forward(header, len, buf, requester, to)
     }
 
+    /// Whether `shard` can take in a migration from `src`: only into a partition that holds
+    /// nothing of the shard for anyone else, so a migration never merges into live data.
+    fn init_fit(shard: &Shard, src: SocketAddrV4, source_shard: u16) -> InitFit {
+        let empty = shard.table.len() + shard.table.tombstones() == 0;
+        let fit = |free: bool| if free { InitFit::Take } else { InitFit::Refuse };
+        match &shard.role {
+            // The shard left this partition and comes back (A→B→A): what it held was freed
+            // at the hand-over.
+            Role::Owned | Role::Moved { .. } => fit(empty),
+            Role::Returning(agent) if !agent.is_done() => InitFit::Wait,
+            Role::Returning(_) => fit(empty),
+            // The same source core started over with a new stream: the old one is dead (an
+            // INIT that arrived after its abort was answered), and what it left here is a
+            // copy of the source's data no client has seen.
+            Role::Incoming(agent) => fit(agent.source == src && agent.source_shard == source_shard),
+            Role::Outgoing(_) => InitFit::Refuse,
+        }
+    }
+
     /// A migration stream message for a shard migrating in (or, after an abort, coming
     /// back): applied in order, then acknowledged in place.
     fn on_stream_message(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
@@ -1259,6 +1302,7 @@ impl PartitionServer {
         };
         let index = match self.shards.iter().position(|s| s.id == header.shard) {
             Some(index) => index,
+            None if self.shards.len() >= MAX_SHARDS => return Err(DropReason::TooManyShards),
             None => {
                 self.shards.push(Shard {
                     id: header.shard,
@@ -1290,26 +1334,29 @@ impl PartitionServer {
                 stream::acknowledge(packet, &header, header.seq, Status::Error);
                 return Ok(Action::Ready);
             }
-            // A new migration in: only as its first message, and only into a partition that
-            // holds nothing of the shard for anyone else.
-            let StreamMessage::Init { source_shard, .. } = message else {
+            // A new migration in: only as its first message.
+            let StreamMessage::Init {
+                source_shard,
+                partitions,
+                group_bits,
+                ..
+            } = message
+            else {
                 return Err(DropReason::NotARequest);
             };
-            let empty = shard.table.len() + shard.table.tombstones() == 0;
-            let free = match &shard.role {
-                Role::Owned => empty,
-                Role::Returning(agent) => agent.is_done() && empty,
-                // The shard left this partition and comes back (A→B→A): what it held was
-                // freed at the hand-over.
-                Role::Moved { .. } => empty,
-                // The same source core started over with a new stream: the old one is dead
-                // (an INIT that arrived after its abort was answered), and what it left
-                // here is a copy of the source's data no client has seen.
-                Role::Incoming(agent) => agent.source == src && agent.source_shard == source_shard,
-                _ => false,
-            };
-            if header.seq != 0 || !free {
+            if header.seq != 0 {
                 return Err(DropReason::NotARequest);
+            }
+            let same_layout = u32::from(partitions) == self.map.partitions()
+                && group_bits == self.map.layout().group_bits();
+            match Self::init_fit(shard, src, source_shard) {
+                InitFit::Take if same_layout => {}
+                InitFit::Wait => return Err(DropReason::NotARequest),
+                InitFit::Take | InitFit::Refuse => {
+                    self.counters.refused_inits += 1;
+                    stream::acknowledge(packet, &header, header.seq, Status::Error);
+                    return Ok(Action::Ready);
+                }
             }
             match &shard.role {
                 Role::Returning(agent) => self.migration.returned.add(&agent.stats()),

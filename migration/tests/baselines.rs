@@ -499,48 +499,55 @@ fn aborted_baselines_give_the_shard_back_and_migrate_again() {
     }
 }
 
-/// A destination that already holds data of the shard refuses the INIT (a migration never
-/// merges into live data); aborting then ends at once, since it holds nothing to send back,
-/// and its own data stays.
+/// A destination that already holds data of the shard, or whose partitions or group bits
+/// differ from the source's, answers the INIT `ERROR` (a migration never merges into live
+/// data, nor scatters keys over other groups); the source then calls the migration off by
+/// itself, its ABORT ends at once (the destination holds nothing of it), the destination's
+/// own data stays, and every key reads as before. (A refused INIT used to be dropped
+/// without an answer, and the migration hung.)
 #[test]
-fn an_abort_the_destination_never_saw_the_init_of_ends_at_once() {
-    let (mut cluster, keys) = Cluster::new(Protocol::Rocksteady, 11);
-    cluster.network.fault = 0.0;
-    let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
-    cluster.destination = PartitionServer::new(&map, 0, &[SHARD], 16);
+fn a_destination_that_cannot_take_the_shard_refuses_it_and_the_migration_is_called_off() {
     let mine = b"destination's own".as_slice();
-    cluster
-        .destination
-        .table_mut(SHARD)
-        .unwrap()
-        .put(key_hash(mine), mine, b"kept");
-    for _ in 0..200 {
-        cluster.step();
+    for (what, group_bits, holds_data) in [
+        ("holds data of the shard", 6, true),
+        ("has other group bits", 7, false),
+    ] {
+        let (mut cluster, keys) = Cluster::new(Protocol::Rocksteady, 11);
+        cluster.network.fault = 0.0;
+        let map = PartitionMap::new(GroupLayout::new(group_bits).unwrap(), 1).unwrap();
+        cluster.destination = PartitionServer::new(&map, 0, &[SHARD], 16);
+        if holds_data {
+            let table = cluster.destination.table_mut(SHARD).unwrap();
+            table.put(key_hash(mine), mine, b"kept");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(cluster.source.role(SHARD), Some(Role::Owned))
+            || cluster.source.migration_counters().outgoing_active > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the migration was called off"
+            );
+            cluster.step();
+        }
+        assert!(cluster.destination.counters().refused_inits > 0, "{what}");
+        let outgoing = cluster.source.migration_counters().outgoing;
+        assert!(
+            outgoing.aborted && outgoing.destination_refusals > 0 && outgoing.returned_keys == 0,
+            "{what}: {outgoing:?}"
+        );
+        assert!(matches!(cluster.destination.role(SHARD), Some(Role::Owned)));
+        if holds_data {
+            let table = cluster.destination.table(SHARD).unwrap();
+            assert!(matches!(
+                table.get(key_hash(mine), mine),
+                kv::Lookup::Found { .. }
+            ));
+        }
+        let mut client = client();
+        let workload = Workload::new(keys, 11);
+        workload.check_all(&mut cluster, &mut client, what);
     }
-    assert!(
-        cluster.destination.counters().dropped_not_request > 0,
-        "INIT refused"
-    );
-    cluster.plan.ticket.abort().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(cluster.source.role(SHARD), Some(Role::Owned)) {
-        assert!(Instant::now() < deadline, "the abort ended");
-        cluster.step();
-    }
-    let outgoing = cluster.source.migration_counters().outgoing;
-    assert!(
-        outgoing.aborted && outgoing.returned_keys == 0,
-        "{outgoing:?}"
-    );
-    assert!(matches!(cluster.destination.role(SHARD), Some(Role::Owned)));
-    let table = cluster.destination.table(SHARD).unwrap();
-    assert!(matches!(
-        table.get(key_hash(mine), mine),
-        kv::Lookup::Found { .. }
-    ));
-    let mut client = client();
-    let workload = Workload::new(keys, 11);
-    workload.check_all(&mut cluster, &mut client, "after the abort");
 }
 
 /// Once a partition has begun the cut-over, an abort is refused and the migration ends.

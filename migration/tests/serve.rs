@@ -4,6 +4,7 @@
 use dataplane::port::AnswerInPlace;
 use dataplane::wire::{
     self, Flags, HeaderRepr, KeyOp, MultiItem, MultiRequestItems, Op, Reply, Request, Status,
+    StreamMessage,
 };
 use dataplane::Packet;
 use kv::{key_hash, GroupLayout, PartitionMap};
@@ -493,4 +494,83 @@ fn a_reply_too_long_for_its_buffer_is_left_to_the_packet_path() {
     room.resize(2048, 0);
     assert!(s.answer(p.len(), &mut room).is_some());
     assert_eq!(s.counters().gets, 1);
+}
+
+/// A migration stream message from a peer: `message` on stream `stream_id` for `shard`.
+fn stream_packet(shard: u16, seq: u64, stream_id: u32, message: &StreamMessage) -> Box<Packet> {
+    let header = HeaderRepr {
+        op: message.op(),
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard,
+        seq,
+        key_hash: 0,
+        client: stream_id,
+        oldest_gap: 0,
+    };
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_with(&header, p.buffer_mut(), |body| message.emit(body)).unwrap();
+    p.set_len(len);
+    p.src = CLIENT;
+    p.dst = SERVER;
+    p
+}
+
+fn init(entries: u32, group_bits: u8, partitions: u16) -> StreamMessage<'static> {
+    StreamMessage::Init {
+        source_shard: 3,
+        partitions,
+        group_bits,
+        entries,
+        source_clock: 1,
+        protocol: wire::Protocol::Rocksteady,
+        parallel_pulls: 4,
+    }
+}
+
+/// Hostile but well-formed migration messages: an INIT announcing 2^32 − 1 entries is
+/// taken without reserving room for them (the allocator used to abort the process), and
+/// INITs for ever new shards stop adding shards at `MAX_SHARDS`, counted.
+#[test]
+fn hostile_inits_are_bounded() {
+    let (mut s, _) = server(1);
+    let mut p = stream_packet(40, 0, 1, &init(u32::MAX, 8, 1));
+    assert!(s.handle(&mut p), "the INIT is acknowledged");
+    let (ack, _) = wire::parse_header(p.payload()).unwrap();
+    assert_eq!((ack.op, ack.status), (Op::MigrateInitAck, Status::Ok));
+    for shard in 100..100 + migration::MAX_SHARDS as u16 {
+        let mut p = stream_packet(shard, 0, 2, &init(10, 8, 1));
+        s.handle(&mut p);
+    }
+    assert!(s.counters().dropped_too_many_shards > 0);
+    assert!(s.role(100 + migration::MAX_SHARDS as u16 - 1).is_none());
+}
+
+/// An INIT whose group bits or partitions differ from the destination's is answered
+/// `ERROR` and counted, and so is one into a partition that holds data of the shard.
+#[test]
+fn inits_that_do_not_fit_are_answered_error() {
+    let (mut s, map) = server(1);
+    for (shard, message) in [(40, init(10, 7, 1)), (41, init(10, 8, 2))] {
+        let mut p = stream_packet(shard, 0, 1, &message);
+        assert!(s.handle(&mut p));
+        let (ack, _) = wire::parse_header(p.payload()).unwrap();
+        assert_eq!(
+            (ack.op, ack.status),
+            (Op::MigrateInitAck, Status::Error),
+            "shard {shard}"
+        );
+    }
+    // Shard 3 holds a key.
+    let key = key_in_partition_0(&map, 1);
+    let put = Request::Put {
+        key: &key,
+        value: b"v",
+    };
+    call(&mut s, &header(Op::Put, 1, &key), &put).unwrap();
+    let mut p = stream_packet(3, 0, 1, &init(10, 8, 1));
+    assert!(s.handle(&mut p));
+    let (ack, _) = wire::parse_header(p.payload()).unwrap();
+    assert_eq!(ack.status, Status::Error);
+    assert_eq!(s.counters().refused_inits, 3);
 }

@@ -121,6 +121,12 @@ fn describe(s: &proto::MigrationStatus) -> String {
             s.stream_retransmissions,
             if s.outgoing_finished {
                 ", finished".to_string()
+            } else if s.outgoing_aborted && s.destination_refusals > 0 {
+                format!(
+                    ", aborted: the destination refused the shard ({} refusals; it holds \
+                     data of the shard, or its --partitions or --group-bits differ)",
+                    s.destination_refusals
+                )
             } else if s.outgoing_aborted && s.switch_refusals > 0 {
                 format!(
                     ", aborted: the switch refused to steer it ({} refusals; its pair table \

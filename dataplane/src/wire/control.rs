@@ -105,7 +105,10 @@ impl Protocol {
 pub enum StreamMessage<'a> {
     Init {
         source_shard: u16,
+        /// The source's partitions per server and group bits: a destination whose own
+        /// differ would place keys in other groups and partitions, so it refuses.
         partitions: u16,
+        group_bits: u8,
         /// Entries and tombstones the source partition holds (for sizing the table).
         entries: u32,
         source_clock: u64,
@@ -174,10 +177,12 @@ impl<'a> StreamMessage<'a> {
                 let source_clock = c.version()?;
                 let protocol = Protocol::from_u8(c.u8()?)?;
                 let parallel_pulls = c.u8()?;
-                reserved(&mut c, 6)?;
+                let group_bits = c.u8()?;
+                reserved(&mut c, 5)?;
                 StreamMessage::Init {
                     source_shard,
                     partitions,
+                    group_bits,
                     entries,
                     source_clock,
                     protocol,
@@ -270,6 +275,7 @@ impl<'a> StreamMessage<'a> {
             StreamMessage::Init {
                 source_shard,
                 partitions,
+                group_bits,
                 entries,
                 source_clock,
                 protocol,
@@ -279,7 +285,7 @@ impl<'a> StreamMessage<'a> {
                 w.put(&partitions.to_be_bytes())?;
                 w.put(&entries.to_be_bytes())?;
                 w.put(&source_clock.to_be_bytes())?;
-                w.put(&[protocol as u8, parallel_pulls, 0, 0, 0, 0, 0, 0])?;
+                w.put(&[protocol as u8, parallel_pulls, group_bits, 0, 0, 0, 0, 0])?;
             }
             StreamMessage::GroupStart { group, floor_clock } => {
                 w.put(&group.to_be_bytes())?;

@@ -494,6 +494,12 @@ fn orchestrate_until_over(
             let o = driver.source()?;
             if o.outgoing_aborted {
                 t.finished = Some(elapsed);
+                if o.destination_refusals > 0 {
+                    eprintln!(
+                        "[migration] the destination refused the shard ({} refusals): called off",
+                        o.destination_refusals
+                    );
+                }
                 if o.switch_refusals > 0 {
                     eprintln!(
                         "[migration] the switch refused to steer the migration ({} refusals): \
@@ -772,6 +778,7 @@ fn fill_migration(
         "aborted_at_s": timing.aborted_at.map(|a| a.as_secs_f64()),
         "returned_keys": o.returned_keys,
         "switch_refusals": o.switch_refusals,
+        "destination_refusals": o.destination_refusals,
         "duration_s": duration,
         "keys_moved": o.keys_moved,
         "bytes_moved": o.bytes_moved,
