@@ -10,7 +10,8 @@ Implements the control-plane half of docs/switch.md over BF Runtime gRPC:
                   acknowledged with a packet written to the CPU port.
   read-registers  pairs, nm_expected_seq and filter cells (optionally of one group).
   counters        the nm_decisions counters, by the names of docs/switch.md (and the
-                  software switch's, e.g. multi_splits), plus Tofino-only ones.
+                  software switch's, e.g. multi_splits), plus Tofino-only ones, and
+                  cbf_saturated (nm_cbf_saturated).
   hash            offline: the four filter indices of (dst_ip, dst_shard, group).
   selftest        offline: CRC check values and the ack encoder.
 
@@ -81,6 +82,7 @@ T_ARP = "NmIngress.nm_arp"
 T_SWITCH_ADDR = "NmIngress.nm_switch_addr"
 T_NEIGHBOR = "NmEgress.nm_neighbor"
 T_COUNTERS = "NmIngress.nm_decisions"
+T_CBF_SATURATED = "NmIngress.nm_cbf_saturated"   # one cell: GROUP_STARTs that saturated a CBF cell
 R_SEQ = "NmIngress.nm_expected_seq"
 R_BLOOM = ["NmIngress.nm_bloom_%d" % i for i in range(1, 5)]
 R_COUNTING_BLOOM = ["NmIngress.nm_counting_bloom_%d" % i for i in range(1, 5)]
@@ -114,12 +116,13 @@ def crc32(data, poly, reflected, init, xorout):
     return crc ^ xorout
 
 
-# docs/switch.md "Group id and filter indices", in index order 1..4.
+# docs/switch.md "Group id and filter indices", in index order 1..4. No two may be
+# affine images of each other (CRC-32/MPEG-2, index 4 before, is CRC-32/BZIP2 ^ 0xFFFFFFFF).
 CRC_CONFIGS = [
     ("CRC-32/ISCSI", 0x1EDC6F41, True, 0xFFFFFFFF, 0xFFFFFFFF),
     ("CRC-32/ISO-HDLC", 0x04C11DB7, True, 0xFFFFFFFF, 0xFFFFFFFF),
     ("CRC-32/BZIP2", 0x04C11DB7, False, 0xFFFFFFFF, 0xFFFFFFFF),
-    ("CRC-32/MPEG-2", 0x04C11DB7, False, 0xFFFFFFFF, 0x00000000),
+    ("CRC-32Q", 0x814141AB, False, 0x00000000, 0x00000000),
 ]
 
 
@@ -655,6 +658,7 @@ class Bfrt(object):
             self.clear_table(name)
         if not keep_counters:
             self.clear_table(T_COUNTERS)
+            self.clear_table(T_CBF_SATURATED)
 
     def resolve_ports(self, cfg, enable):
         port_str = None
@@ -746,6 +750,13 @@ class Bfrt(object):
             out[key.to_dict()["$COUNTER_INDEX"]["value"]] = (d.get("$COUNTER_SPEC_PKTS", 0),
                                                               d.get("$COUNTER_SPEC_BYTES", 0))
         return out
+
+    def cbf_saturated(self):
+        t = self.table(T_CBF_SATURATED)
+        keys = [t.make_key([self.gc.KeyTuple("$COUNTER_INDEX", 0)])]
+        for data, _ in t.entry_get(self.target, keys, {"from_hw": True}):
+            return data.to_dict().get("$COUNTER_SPEC_PKTS", 0)
+        return 0
 
 
 class BfrtBackend(Backend):
@@ -893,6 +904,8 @@ def cmd_counters(args):
         pkts, byts = values.get(i, (0, 0))
         note = COUNTER_NOTES.get(name, "")
         print("%-20s %14d packets %16d bytes%s" % (name, pkts, byts, note))
+    print("%-20s %14d packets  (GROUP_STARTs that saturated a counting-filter cell)" % (
+        "cbf_saturated", b.cbf_saturated()))
     return 0
 
 
@@ -959,7 +972,7 @@ def cmd_hash(args):
 
 def cmd_selftest(_args):
     # Check values of "123456789" (reveng CRC catalogue).
-    checks = [0xE3069283, 0xCBF43926, 0xFC891918, 0x0376E6E7]
+    checks = [0xE3069283, 0xCBF43926, 0xFC891918, 0x3010BF7F]
     ok = True
     for (name, poly, refl, init, xo), want in zip(CRC_CONFIGS, checks):
         got = crc32(b"123456789", poly, refl, init, xo)

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import ipaddress
 import os
+import random
 import re
 import socket
 import struct
@@ -290,6 +291,26 @@ class FilterTest(unittest.TestCase):
         data = nc.filter_tuple("10.1.2.3", 7, 123456)
         self.assertEqual(nc.filter_hashes("10.1.2.3", 7, 123456)[1], zlib.crc32(data))
 
+    def test_no_two_hashes_differ_by_a_constant(self):
+        # CRC-32/BZIP2 = CRC-32/MPEG-2 ^ 0xFFFFFFFF would give the filters three hashes,
+        # not four (docs/switch.md, "Group id and filter indices").
+        rng = random.Random(5)
+        samples = [nc.filter_hashes(rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32))
+                   for _ in range(200)]
+        for i in range(4):
+            for j in range(i + 1, 4):
+                for bits in (1, 4, 12, 20, 32):
+                    mask = (1 << bits) - 1
+                    diffs = set((h[i] ^ h[j]) & mask for h in samples)
+                    self.assertGreater(len(diffs), 1, (i + 1, j + 1, bits))
+
+    def test_vectors_match_the_software_switch(self):
+        # tofino/src/spec.rs computes them with the crc crate; here bit by bit.
+        spec = read(os.path.join(REPO, "tofino", "src", "spec.rs"))
+        m = re.search(r"filter_hashes\(Ipv4Addr::new\(10, 0, 0, 3\), 1, 0x1234\),\s*\[([^\]]*)\]", spec)
+        want = [int(x.strip().replace("_", ""), 16) for x in m.group(1).split(",") if x.strip()]
+        self.assertEqual(nc.filter_hashes("10.0.0.3", 1, 0x1234), want)
+
     def test_tuple_layout(self):
         self.assertEqual(nc.filter_tuple("10.0.0.2", 0x0102, 0x0A0B0C0D).hex(),
                          "0a0000020102" + "0a0b0c0d")
@@ -349,8 +370,15 @@ class ConsistencyTest(unittest.TestCase):
         self.assertIn("multi_splits", nc.COUNTER_NAMES)
         docs = read(os.path.join(REPO, "docs", "switch.md"))
         section = docs[docs.index("## Counters"):]
-        names = re.findall(r"`(\w+)`", section)
+        per_decision = section[section.index("Per decision:"):]
+        per_decision = per_decision[:per_decision.index("\n\n")]
+        names = re.findall(r"`(\w+)`", per_decision)
         self.assertEqual(names, nc.COUNTER_NAMES[:len(names)])
+        # The saturation counter: its own P4 counter, the software switch's field.
+        self.assertIn("`cbf_saturated`", section)
+        self.assertIn("nm_cbf_saturated", read(os.path.join(P4_DIR, "netmigrate.p4")))
+        rust = read(os.path.join(REPO, "tofino", "src", "pipeline.rs"))
+        self.assertIn("pub cbf_saturated: u64,", rust)
 
     def test_crc_configurations_match_the_p4_program(self):
         p4 = read(os.path.join(P4_DIR, "netmigrate.p4"))
@@ -999,6 +1027,103 @@ class MultiKeyLayoutTest(unittest.TestCase):
         self.assertEqual(read_branch.count("nm_decide.apply()"), 1)
         self.assertEqual(self.prog.p4.count("table nm_decide"), 1)
 
+
+
+class CountingFilterActionsTest(unittest.TestCase):
+    """The counting filter's RegisterActions (NM_COUNTING_BLOOM in netmigrate.p4), run
+    on every 8-bit value: the same cell arithmetic as tofino/src/pipeline.rs."""
+
+    def setUp(self):
+        self.prog = p4()
+        m = re.search(r"#define NM_COUNTING_BLOOM\(i\)((?:[^\n]*\\\n)*[^\n]*)", self.prog.p4)
+        self.macro = m.group(1).replace("\\\n", "\n")
+
+    @staticmethod
+    def _braced(text, start):
+        """The text between the brace at or after start and its match."""
+        open_at = text.index("{", start)
+        depth = 0
+        for i in range(open_at, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[open_at + 1:i]
+        raise ValueError("unbalanced braces")
+
+    def action(self, suffix):
+        """The RegisterAction nm_counting_bloom_##i##_<suffix> as a Python function
+        value -> (new value, rv): its apply body translated statement by statement."""
+        decl = re.search(r"nm_counting_bloom_##i##_%s = \{" % suffix, self.macro)
+        self.assertIsNotNone(decl, suffix)
+        outer = self._braced(self.macro, decl.end() - 1)
+        m = re.search(r"void apply\(([^)]*)\)", outer)
+        params = [p.split()[-1] for p in m.group(1).split(",")]
+        body = self._braced(outer, m.end())
+        widths = {"value": 8, "rv": 1}
+        lines, depth = ["def run(value):", "    rv = None"], 1
+        token = re.compile(r"\}\s*else\s+if\s*\((.*?)\)\s*\{|\}\s*else\s*\{|if\s*\((.*?)\)\s*\{|\}|([^;{}]+);",
+                           re.S)
+        def expr(text):
+            text = re.sub(r"\b\d+w(\d+)\b", r"\1", text)
+            text = re.sub(r"\b[A-Z_][A-Z0-9_]*\b", lambda m: str(self.prog.defines[m.group(0)]), text)
+            return text.replace("&&", " and ").replace("||", " or ")
+        pos = 0
+        for t in token.finditer(body):
+            self.assertEqual(body[pos:t.start()].strip(), "", "cannot model %r" % body[pos:t.start()])
+            pos = t.end()
+            text = t.group(0)
+            if t.group(1) is not None:
+                depth -= 1
+                lines.append("    " * depth + "elif %s:" % expr(t.group(1)))
+                depth += 1
+            elif re.match(r"\}\s*else", text):
+                lines.append("    " * (depth - 1) + "else:")
+            elif t.group(2) is not None:
+                lines.append("    " * depth + "if %s:" % expr(t.group(2)))
+                depth += 1
+            elif text == "}":
+                depth -= 1
+            else:
+                lhs, rhs = [x.strip() for x in t.group(3).split("=", 1)]
+                self.assertIn(lhs, widths)
+                lines.append("    " * depth + "%s = (%s) & %d" % (lhs, expr(rhs), (1 << widths[lhs]) - 1))
+        self.assertEqual(body[pos:].strip(), "")
+        lines.append("    return value, rv")
+        scope = {}
+        exec("\n".join(lines), scope)
+        return scope["run"], "rv" in params
+
+    def test_read_is_not_zero(self):
+        run, has_rv = self.action("read")
+        self.assertTrue(has_rv)
+        for v in range(256):
+            self.assertEqual(run(v), (v, int(v != 0)), v)
+
+    def test_increment_saturates_and_reports_it(self):
+        run, has_rv = self.action("inc")
+        self.assertTrue(has_rv, "the increment reports a cell it saturates")
+        for v in range(256):
+            self.assertEqual(run(v), (min(v + 1, 255), int(v == 254)), v)
+
+    def test_saturation_value_matches_the_software_switch(self):
+        self.assertEqual(self.prog.defines["CBF_SATURATED"], 255)
+        spec = read(os.path.join(REPO, "tofino", "src", "spec.rs"))
+        self.assertIn("pub const CBF_SATURATED: u8 = u8::MAX;", spec)
+
+    def test_a_saturated_cell_is_never_decremented(self):
+        # Sticky at 255: more than 255 groups in flight on a cell must not let it reach 0
+        # while one of them is still in flight (a false negative: a stale read).
+        run, _ = self.action("dec")
+        for v in range(256):
+            want = v if v in (0, 255) else v - 1
+            self.assertEqual(run(v)[0], want, v)
+
+    def test_saturations_are_counted_on_the_start_path(self):
+        apply = self.prog.p4[self.prog.p4.index("apply {"):]
+        start = apply[apply.index("else if (ig_md.filter_op == NM_FOP_START)"):]
+        start = start[:start.index("} else {")]
+        self.assertEqual(len(re.findall(r"nm_counting_bloom_\d_inc\.execute", start)), 4)
+        self.assertIn("nm_cbf_saturated.count(", start)
+        self.assertIn("NmIngress.nm_cbf_saturated", nc.T_CBF_SATURATED)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@
 #endif
 #define CBF_CELLS            (1 << CBF_CELLS_LOG2)
 
+/* A counting-filter cell at this value is saturated and sticky: never decremented
+ * again until the slot is cleared (tofino/src/spec.rs CBF_SATURATED = u8::MAX). */
+#define CBF_SATURATED        255
+
 #if BF_CELLS_LOG2 < 10 || BF_CELLS_LOG2 > 20
 #error "BF_CELLS must be 2^10 .. 2^20 (docs/switch.md)"
 #endif
@@ -127,8 +131,9 @@
 /* Which register actions run on the filters (ig_md.filter_op). */
 #define NM_FOP_NONE                  0
 #define NM_FOP_READ                  1  /* a request: read all eight cells */
-#define NM_FOP_START                 2  /* GROUP_START applied: CBF += 1 */
-#define NM_FOP_COMPLETE              3  /* GROUP_COMPLETE applied: CBF -= 1, BF := 1 */
+#define NM_FOP_START                 2  /* GROUP_START applied: CBF += 1 (up to CBF_SATURATED) */
+#define NM_FOP_COMPLETE              3  /* GROUP_COMPLETE applied: CBF -= 1 (not from 0 or
+                                           CBF_SATURATED), BF := 1 */
 
 /* ---------------------------------------------------------------- counters */
 

@@ -240,7 +240,7 @@ struct ingress_metadata_t {
     bit<32>     h3;
     bit<32>     h4;
     bit<2>      filter_op;              /* NM_FOP_* */
-    bit<1>      cbf1;                   /* CBF_i[i_i] != 0 */
+    bit<1>      cbf1;                   /* CBF_i[i_i] != 0; GROUP_START: it saturated */
     bit<1>      cbf2;
     bit<1>      cbf3;
     bit<1>      cbf4;

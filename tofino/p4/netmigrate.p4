@@ -57,9 +57,15 @@
         }                                                                                  \
     };
 
-/* One counting Bloom filter array: 8-bit counters "group in flight". The increment
- * saturates at 255 and the decrement stops at 0, so a lost or duplicated message can
- * never wrap a counter (the artifact's signed counters went negative, bug 18). */
+/* One counting Bloom filter array: 8-bit counters "group in flight". The decrement stops
+ * at 0, so a lost or duplicated message can never wrap a counter (the artifact's signed
+ * counters went negative, bug 18). A counter that reaches CBF_SATURATED (255) is
+ * saturated, and sticky: more groups were in flight on it than it counts, so it is never
+ * decremented again (counting down from it could reach 0 while a group on it is still in
+ * flight, whose reads would then go to the source only: a stale read). It reads "in
+ * flight" until the controller clears the slot when the pair is removed: false positives
+ * only. _inc returns 1 when it saturates the cell (nm_cbf_saturated counts those STARTs).
+ * The same arithmetic as tofino/src/spec.rs cbf_increment / cbf_decrement. */
 #define NM_COUNTING_BLOOM(i)                                                                          \
     Register<bit<8>, nm_cbf_index_t>(NM_CBF_SIZE, 0) nm_counting_bloom_##i;                           \
     RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_read = { \
@@ -72,15 +78,20 @@
         }                                                                                             \
     };                                                                                                \
     RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_inc = { \
-        void apply(inout bit<8> value) {                                                              \
-            if (value != 255) {                                                                       \
+        void apply(inout bit<8> value, out bit<1> rv) {                                               \
+            if (value == CBF_SATURATED - 1) {                                                         \
+                rv = 1;                                                                               \
+            } else {                                                                                  \
+                rv = 0;                                                                               \
+            }                                                                                         \
+            if (value != CBF_SATURATED) {                                                             \
                 value = value + 1;                                                                    \
             }                                                                                         \
         }                                                                                             \
     };                                                                                                \
     RegisterAction<bit<8>, nm_cbf_index_t, bit<1>>(nm_counting_bloom_##i) nm_counting_bloom_##i##_dec = { \
         void apply(inout bit<8> value) {                                                              \
-            if (value != 0) {                                                                         \
+            if (value != 0 && value != CBF_SATURATED) {                                               \
                 value = value - 1;                                                                    \
             }                                                                                         \
         }                                                                                             \
@@ -102,6 +113,9 @@ control NmIngress(
 
     /* Packets (and bytes) per decision, indexed by NM_CTR_* (defines.p4). */
     Counter<bit<32>, nm_ctr_index_t>(NM_CTR_SIZE, CounterType_t.PACKETS_AND_BYTES) nm_decisions;
+    /* Applied GROUP_STARTs that saturated a counting-filter cell (docs/switch.md
+     * cbf_saturated). A counter of its own: nm_decisions counts the packet already. */
+    Counter<bit<32>, bit<1>>(1, CounterType_t.PACKETS) nm_cbf_saturated;
 
     action drop() {
         ig_dprsr_md.drop_ctl = 1;
@@ -306,15 +320,18 @@ control NmIngress(
     // dst_ip (4 bytes) || dst_shard (2 bytes) || group (4 bytes), big-endian, in
     // field-list order. CRCPolynomial(coeff, reversed, msb, extended, init, xor):
     // reversed = reflected input and output (as in Intel's tna_custom_hash example,
-    // whose reversed CRC-32 matches Python's zlib.crc32).
+    // whose reversed CRC-32 matches Python's zlib.crc32). They are the SDE's predefined
+    // crc_32c, crc_32, crc_32_bzip2 and crc_32q (same polynomial, reflection, init and
+    // final xor). No two may be affine images of each other: index 4 was CRC-32/MPEG-2,
+    // which is CRC-32/BZIP2 XOR 0xFFFFFFFF, so the filters had three hashes, not four.
     CRCPolynomial<bit<32>>(32w0x1EDC6F41, true,  false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_iscsi;
     CRCPolynomial<bit<32>>(32w0x04C11DB7, true,  false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_iso_hdlc;
     CRCPolynomial<bit<32>>(32w0x04C11DB7, false, false, false, 32w0xFFFFFFFF, 32w0xFFFFFFFF) crc32_bzip2;
-    CRCPolynomial<bit<32>>(32w0x04C11DB7, false, false, false, 32w0xFFFFFFFF, 32w0x00000000) crc32_mpeg2;
+    CRCPolynomial<bit<32>>(32w0x814141AB, false, false, false, 32w0x00000000, 32w0x00000000) crc32_q;
     Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_iscsi)    nm_hash_1;
     Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_iso_hdlc) nm_hash_2;
     Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_bzip2)    nm_hash_3;
-    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_mpeg2)    nm_hash_4;
+    Hash<bit<32>>(HashAlgorithm_t.CUSTOM, crc32_q)        nm_hash_4;
 
     action compute_indices() {
         ig_md.h1 = nm_hash_1.get({ig_md.dst_ip, ig_md.dst_shard, ig_md.group});
@@ -811,10 +828,14 @@ control NmIngress(
                     nm_steer.apply();
                 }
             } else if (ig_md.filter_op == NM_FOP_START) {
-                nm_counting_bloom_1_inc.execute(NM_CBF_INDEX(ig_md.h1));
-                nm_counting_bloom_2_inc.execute(NM_CBF_INDEX(ig_md.h2));
-                nm_counting_bloom_3_inc.execute(NM_CBF_INDEX(ig_md.h3));
-                nm_counting_bloom_4_inc.execute(NM_CBF_INDEX(ig_md.h4));
+                // cbf1..4 are free on this path: 1 where this START saturated the cell.
+                ig_md.cbf1 = nm_counting_bloom_1_inc.execute(NM_CBF_INDEX(ig_md.h1));
+                ig_md.cbf2 = nm_counting_bloom_2_inc.execute(NM_CBF_INDEX(ig_md.h2));
+                ig_md.cbf3 = nm_counting_bloom_3_inc.execute(NM_CBF_INDEX(ig_md.h3));
+                ig_md.cbf4 = nm_counting_bloom_4_inc.execute(NM_CBF_INDEX(ig_md.h4));
+                if (ig_md.cbf1 == 1 || ig_md.cbf2 == 1 || ig_md.cbf3 == 1 || ig_md.cbf4 == 1) {
+                    nm_cbf_saturated.count(0);
+                }
             } else {
                 nm_counting_bloom_1_dec.execute(NM_CBF_INDEX(ig_md.h1));
                 nm_counting_bloom_2_dec.execute(NM_CBF_INDEX(ig_md.h2));

@@ -84,6 +84,10 @@ pub struct SwitchCounters {
     pub false_in_flight: u64,
     /// Decisions "done" for a group that was not (a Bloom-filter false positive).
     pub false_done: u64,
+    /// Applied `SWITCH_GROUP_START`s that saturated a counting-filter cell (brought it to
+    /// `spec::CBF_SATURATED`): from then on that cell reads "in flight" until the pair's
+    /// registers are cleared.
+    pub cbf_saturated: u64,
     pub control_applied: u64,
     pub control_duplicates: u64,
     pub control_gaps: u64,
@@ -445,17 +449,21 @@ impl Switch {
         match *message {
             SwitchControl::GroupStart { group, .. } => {
                 let cells = self.cells(&pair, group);
+                let mut saturated = false;
                 for i in 0..HASHES {
                     let cell = &mut self.counting[i][cells.counting[i]];
-                    *cell = cell.saturating_add(1);
+                    let (value, now_saturated) = spec::cbf_increment(*cell);
+                    *cell = value;
+                    saturated |= now_saturated;
                 }
+                self.counters.cbf_saturated += u64::from(saturated);
                 self.truth.entry((pair.slot, group)).or_default().in_flight += 1;
             }
             SwitchControl::GroupComplete { group, .. } => {
                 let cells = self.cells(&pair, group);
                 for i in 0..HASHES {
                     let cell = &mut self.counting[i][cells.counting[i]];
-                    *cell = cell.saturating_sub(1);
+                    *cell = spec::cbf_decrement(*cell);
                     self.bloom[i][cells.bloom[i]] = 1;
                 }
                 let truth = self.truth.entry((pair.slot, group)).or_default();
