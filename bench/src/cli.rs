@@ -45,10 +45,75 @@ pub enum Command {
     /// (memif, loopback) pay it for every exchange; on a VM it shows where the host placed
     /// the vCPUs. `scripts/bench-dpdk.sh` prints it beside each run.
     CoreLatency(CoreLatencyArgs),
+    /// Simulate the whole system on one thread in virtual time, from seeds: servers, the
+    /// switch, YCSB clients, a network that loses, duplicates, reorders and partitions,
+    /// migrations back and forth, chained and aborted; each run checked for linearizability
+    /// and its end state. A failing seed prints its last events and replays exactly.
+    Simulate(SimulateArgs),
     /// Check a history file (JSON lines, as `--history` writes them, or from any client in
     /// that vocabulary) for linearizability, key by key; exits 1 if a key's history is not
     /// linearizable or cannot be decided.
     CheckHistory(CheckHistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Runs this many seeds, from --seed on.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// The first seed (with --seeds 1: replay exactly this one).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Protocols the shards migrate with, one per shard in turn (repeatable; default all
+    /// four).
+    #[arg(long, value_enum)]
+    pub protocol: Vec<Protocol>,
+    /// Probability that a hop loses a datagram.
+    #[arg(long, default_value_t = 0.02)]
+    pub loss: f64,
+    /// Probability that a hop delivers a datagram twice.
+    #[arg(long, default_value_t = 0.02)]
+    pub duplicate: f64,
+    /// Random extra delay per hop, in microseconds, on top of 5 µs: datagrams overtake
+    /// each other (reordering).
+    #[arg(long, default_value_t = 40)]
+    pub jitter_us: u64,
+    /// Hosts cut off from the switch per run (network partitions), each for 1–20 ms.
+    #[arg(long, default_value_t = 2)]
+    pub cuts: usize,
+    /// Migrations per run (several shards at once; back to an earlier owner, or on to a
+    /// third server).
+    #[arg(long, default_value_t = 4)]
+    pub migrations: usize,
+    /// Chance that a migration is called off at a random point.
+    #[arg(long, default_value_t = 0.25)]
+    pub abort_chance: f64,
+    /// Servers (at least 3, so that migrations can chain).
+    #[arg(long, default_value_t = 3)]
+    pub servers: usize,
+    /// Partitions (cores) per server.
+    #[arg(long, default_value_t = 2)]
+    pub partitions: u32,
+    /// Shards; shard k starts on server k − 1 (mod servers).
+    #[arg(long, default_value_t = 3)]
+    pub shards: u16,
+    /// Records per shard.
+    #[arg(long, default_value_t = 200)]
+    pub records: u64,
+    /// Operations each client starts at least (2 clients per shard, YCSB-A with 10 %
+    /// deletes).
+    #[arg(long, default_value_t = 300)]
+    pub ops: u64,
+    /// A run that has not ended after this much virtual time fails (a migration or an
+    /// operation that never ends).
+    #[arg(long, default_value_t = 10_000)]
+    pub time_limit_ms: u64,
+    /// Events a failing run prints (the last ones).
+    #[arg(long, default_value_t = 400)]
+    pub trace_events: usize,
+    /// Print the last events of every run, not only of failing ones.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 #[derive(Args, Debug)]

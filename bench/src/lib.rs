@@ -11,6 +11,7 @@ pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod server;
+pub mod simulate;
 pub mod transport;
 pub mod value;
 pub mod workload;

@@ -17,6 +17,7 @@ fn main() {
         cli::Command::Compare(args) => commands::compare::run(*args),
         cli::Command::CoreLatency(args) => commands::core_latency::run(args),
         cli::Command::CheckHistory(args) => commands::check_history::run(args),
+        cli::Command::Simulate(args) => commands::simulate::run(args),
     };
     if let Err(error) = result {
         eprintln!("netmigrate: error: {error:#}");

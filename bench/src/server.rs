@@ -133,6 +133,7 @@ impl PartitionLoop {
         self.serve_budget
             .spend((received.answered + requests) as u64);
         if !self.rx.is_empty() {
+            self.server.set_time(now);
             self.server.handle_burst(&mut self.rx, &mut self.replies);
             for (packet, reply) in self.rx.drain(..).zip(&self.replies) {
                 if *reply {

@@ -110,9 +110,12 @@ impl WriteDedup {
         window.applied[word] |= mask;
     }
 
-    /// Every client's window: (client, floor, bitmap of seq % WINDOW, big-endian words).
+    /// Every client's window: (client, floor, bitmap of seq % WINDOW, big-endian words), in
+    /// client order, so the messages that carry them are the same in every run.
     pub fn windows(&self) -> impl Iterator<Item = (u32, u64, [u8; (WINDOW / 8) as usize])> + '_ {
-        self.clients.iter().map(|(&client, window)| {
+        let mut clients: Vec<_> = self.clients.iter().collect();
+        clients.sort_unstable_by_key(|(&client, _)| client);
+        clients.into_iter().map(|(&client, window)| {
             let mut bitmap = [0u8; (WINDOW / 8) as usize];
             for (chunk, word) in bitmap.chunks_exact_mut(8).zip(window.applied) {
                 chunk.copy_from_slice(&word.to_be_bytes());

@@ -191,7 +191,8 @@ impl Incoming {
         if self.protocol == Protocol::Fulva && pick_due && !self.hot.samples.is_empty() {
             self.hot.last_pick = Some(now);
             let mut samples: Vec<_> = self.hot.samples.drain().collect();
-            samples.sort_unstable_by_key(|(_, (_, hits))| std::cmp::Reverse(*hits));
+            // Hottest first; ties by hash, so every run picks the same.
+            samples.sort_unstable_by_key(|(hash, (_, hits))| (std::cmp::Reverse(*hits), *hash));
             for (hash, (key, _)) in samples.into_iter().take(PICK_KEYS) {
                 self.puller.want(hash, &key, false, true);
             }

@@ -132,6 +132,18 @@ struct FinishedStream {
     shard: u16,
     stream_id: u32,
     last_applied: u64,
+    /// `Error` for a migration whose ABORT came before its INIT: nothing of it is here,
+    /// and a late INIT of it must not start it.
+    status: Status,
+}
+
+/// Remembers an ended stream, to answer its retransmissions as it was answered.
+fn finish_stream(finished: &mut Vec<FinishedStream>, stream: FinishedStream) {
+    if finished.len() == MAX_FINISHED_STREAMS {
+        // Their sources were answered long ago; re-acks are for recent ones.
+        finished.remove(0);
+    }
+    finished.push(stream);
 }
 
 /// Migration counters of a partition, over every migration it took part in.
@@ -185,6 +197,8 @@ pub struct PartitionServer {
     extra: Vec<Box<Packet>>,
     /// Reads waiting for a pull, by key hash.
     parked: Vec<(u64, Box<Packet>)>,
+    /// The time its caller last gave it (`set_time`, `poll_migrations`).
+    now: Instant,
 }
 
 /// Ended incoming streams a partition still re-acknowledges (one or two per migration).
@@ -285,6 +299,8 @@ impl PartitionServer {
             scratch: Box::new([0; dataplane::port::BUFFER_CAPACITY]),
             extra: Vec::new(),
             parked: Vec::new(),
+            // A placeholder until the caller gives the time (before any migration runs).
+            now: Instant::now(),
         }
     }
 
@@ -386,9 +402,18 @@ impl PartitionServer {
             })
     }
 
-    /// Advances every migration of this partition; packets to send go to `out`.
+    /// The time from now on: requests handled next see it (migration acknowledgements time
+    /// round trips by it, bulk pulls spend budget by it). The server reads no clock.
+    #[inline]
+    pub fn set_time(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Advances every migration of this partition (at `now`, which becomes the server's
+    /// time); packets to send go to `out`.
     #[inline]
     pub fn poll_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        self.now = now;
         if self.has_migrations() {
             self.drive_migrations(now, out);
         }
@@ -873,7 +898,7 @@ impl PartitionServer {
         if agent.plan().destination != src || agent.plan().protocol != Protocol::Rocksteady {
             return Err(DropReason::NotARequest);
         }
-        let budget_left = agent.bulk_budget_left(Instant::now());
+        let budget_left = agent.bulk_budget_left(self.now);
         let answer = bulk::answer(header, &pull, &shard.table, budget_left, buf);
         agent.answered_bulk(pull.from, &answer);
         Ok(Action::Reply(answer.len, None))
@@ -887,12 +912,13 @@ impl PartitionServer {
         body: &[u8],
     ) -> Result<(), DropReason> {
         let reply = BulkPullReply::parse(body).map_err(DropReason::Malformed)?;
+        let now = self.now;
         self.incoming_from(src, header)?
             .1
             .bulk
             .as_mut()
             .ok_or(DropReason::NotARequest)?
-            .on_reply(header.status, &reply, Instant::now());
+            .on_reply(header.status, &reply, now);
         Ok(())
     }
 
@@ -1324,13 +1350,24 @@ impl PartitionServer {
                 .iter()
                 .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
             {
-                let last = done.last_applied;
-                stream::acknowledge(packet, &header, last, Status::Ok);
+                let (last, status) = (done.last_applied, done.status);
+                stream::acknowledge(packet, &header, last, status);
                 return Ok(Action::Ready);
             }
             if message == StreamMessage::Abort {
                 // Nothing of this migration is here (its INIT never arrived): say so, and
-                // the source takes the shard back at once.
+                // the source takes the shard back at once. The stream is over: its INIT,
+                // if it comes late, is answered the same and starts nothing.
+                finish_stream(
+                    &mut self.finished_streams,
+                    FinishedStream {
+                        source: src,
+                        shard: header.shard,
+                        stream_id,
+                        last_applied: header.seq,
+                        status: Status::Error,
+                    },
+                );
                 stream::acknowledge(packet, &header, header.seq, Status::Error);
                 return Ok(Action::Ready);
             }
@@ -1401,16 +1438,16 @@ impl PartitionServer {
                 incoming.receiver().applied();
                 let last = header.seq;
                 if applied != Applied::Continue {
-                    if self.finished_streams.len() == MAX_FINISHED_STREAMS {
-                        // Their sources were answered long ago; re-acks are for recent ones.
-                        self.finished_streams.remove(0);
-                    }
-                    self.finished_streams.push(FinishedStream {
-                        source: src,
-                        shard: header.shard,
-                        stream_id,
-                        last_applied: last,
-                    });
+                    finish_stream(
+                        &mut self.finished_streams,
+                        FinishedStream {
+                            source: src,
+                            shard: header.shard,
+                            stream_id,
+                            last_applied: last,
+                            status: Status::Ok,
+                        },
+                    );
                 }
                 match (&mut shard.role, applied) {
                     (Role::Outgoing(agent), Applied::Terminated) => agent.finish_return(),
@@ -1435,7 +1472,6 @@ impl PartitionServer {
                     }
                     _ => {}
                 }
-                stream::acknowledge(packet, &header, last, Status::Ok);
                 // Parked reads whose group is complete (or the whole shard) are served now
                 // rather than when their pull answers; after an abort they go to the source.
                 let layout = self.map.layout();
@@ -1444,9 +1480,30 @@ impl PartitionServer {
                 } else if let Some(group) = completed_group {
                     self.release_parked(|h| layout.group_of(h) == group);
                 }
+                // A message held because it came early is next now: applied (with those
+                // after it), and this acknowledgement covers them.
+                let last = match self.take_held(index) {
+                    Some(mut next) => match self.on_stream_message(&mut next) {
+                        Ok(Action::Ready) => wire::parse_header(next.payload())
+                            .map_or(last, |(ack, _)| ack.seq.max(last)),
+                        _ => last,
+                    },
+                    None => last,
+                };
+                stream::acknowledge(packet, &header, last, Status::Ok);
                 Ok(Action::Ready)
             }
-            Delivery::Duplicate | Delivery::Gap => match incoming.receiver().last_applied() {
+            Delivery::Gap => {
+                incoming.receiver().hold(header.seq, packet);
+                match incoming.receiver().last_applied() {
+                    Some(last) => {
+                        stream::acknowledge(packet, &header, last, Status::Ok);
+                        Ok(Action::Ready)
+                    }
+                    None => Ok(Action::Consumed),
+                }
+            }
+            Delivery::Duplicate => match incoming.receiver().last_applied() {
                 Some(last) => {
                     stream::acknowledge(packet, &header, last, Status::Ok);
                     Ok(Action::Ready)
@@ -1456,8 +1513,17 @@ impl PartitionServer {
         }
     }
 
+    /// The message a shard's incoming stream (or a return to it) held and can apply next.
+    fn take_held(&mut self, index: usize) -> Option<Box<Packet>> {
+        match &mut self.shards.get_mut(index)?.role {
+            Role::Incoming(agent) => agent.receiver().take_next(),
+            Role::Outgoing(agent) => agent.returned_mut()?.receiver().take_next(),
+            _ => None,
+        }
+    }
+
     fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) {
-        let now = Instant::now();
+        let now = self.now;
         for shard in &mut self.shards {
             match &mut shard.role {
                 Role::Outgoing(agent) => agent.on_ack(src, header, now),

@@ -253,14 +253,20 @@ pub enum Delivery {
     Apply,
     /// Applied before: acknowledge again, do nothing else.
     Duplicate,
-    /// A message after a gap: drop it; the sender goes back to the gap.
+    /// A message after a gap: hold it (`hold`) until the gap is filled; the sender
+    /// resends from the gap.
     Gap,
 }
 
-/// The receiving end: the next sequence number to apply.
-#[derive(Debug, Default, Clone)]
+/// Messages past a gap a receiver holds: a network that reorders a window's messages
+/// still makes progress by a whole window per round trip, not by one message per timeout.
+pub const REORDER_WINDOW: u64 = 64;
+
+/// The receiving end: the next sequence number to apply, and messages that came early.
+#[derive(Default)]
 pub struct StreamReceiver {
     expected: u64,
+    held: VecDeque<(u64, Box<Packet>)>,
 }
 
 impl StreamReceiver {
@@ -274,6 +280,24 @@ impl StreamReceiver {
 
     pub fn applied(&mut self) {
         self.expected += 1;
+    }
+
+    /// Keeps a copy of a message that came after a gap, if it lies within the reorder
+    /// window and is not held already; anything else is dropped (the sender resends it).
+    pub fn hold(&mut self, seq: u64, packet: &Packet) {
+        let within = seq > self.expected && seq - self.expected < REORDER_WINDOW;
+        if within && !self.held.iter().any(|(held, _)| *held == seq) {
+            self.held.push_back((seq, packet.duplicate()));
+        }
+    }
+
+    /// The held message that is next in order, if there is one (held messages that fell
+    /// behind are let go).
+    pub fn take_next(&mut self) -> Option<Box<Packet>> {
+        let expected = self.expected;
+        self.held.retain(|(seq, _)| *seq >= expected);
+        let at = self.held.iter().position(|(seq, _)| *seq == expected)?;
+        self.held.swap_remove_back(at).map(|(_, packet)| packet)
     }
 
     /// The sequence number an acknowledgement carries, if anything was applied yet.
@@ -404,5 +428,29 @@ mod tests {
         receiver.applied();
         assert_eq!(receiver.classify(0), Delivery::Duplicate);
         assert_eq!(receiver.last_applied(), Some(0));
+    }
+
+    /// Messages past a gap are held (once each, within the window) and handed out in
+    /// order once the gap is filled.
+    #[test]
+    fn receiver_holds_what_comes_early() {
+        let mut receiver = StreamReceiver::default();
+        let message = |seq: u8| {
+            let mut packet = Packet::new_boxed();
+            packet.buffer_mut()[0] = seq;
+            packet.set_len(1);
+            packet
+        };
+        for seq in [3u8, 1, 2, 1, 200] {
+            receiver.hold(u64::from(seq), &message(seq));
+        }
+        assert!(receiver.take_next().is_none(), "0 has not come");
+        receiver.applied(); // 0
+        for want in 1..=3u8 {
+            let next = receiver.take_next().expect("held");
+            assert_eq!(next.payload(), [want]);
+            receiver.applied();
+        }
+        assert!(receiver.take_next().is_none(), "200 was past the window");
     }
 }

@@ -574,3 +574,28 @@ fn inits_that_do_not_fit_are_answered_error() {
     assert_eq!(ack.status, Status::Error);
     assert_eq!(s.counters().refused_inits, 3);
 }
+
+/// An ABORT that overtakes its migration's INIT (lost, or delayed) is answered `ERROR`
+/// (nothing of it here); the INIT, when it comes late, is answered the same and starts
+/// nothing. (It used to start the migration in: the destination then waited forever for
+/// a source that had taken the shard back.)
+#[test]
+fn an_init_that_comes_after_its_abort_starts_nothing() {
+    let (mut s, _) = server(1);
+    let mut abort = stream_packet(40, 3, 7, &StreamMessage::Abort);
+    assert!(s.handle(&mut abort));
+    let (ack, _) = wire::parse_header(abort.payload()).unwrap();
+    assert_eq!((ack.op, ack.status), (Op::MigrateAbortAck, Status::Error));
+    let mut late = stream_packet(40, 0, 7, &init(10, 8, 1));
+    assert!(s.handle(&mut late));
+    let (ack, _) = wire::parse_header(late.payload()).unwrap();
+    assert_eq!(ack.status, Status::Error, "the late INIT is refused");
+    assert!(
+        !matches!(s.role(40), Some(migration::Role::Incoming(_))),
+        "nothing migrates in"
+    );
+    // A new migration of the same shard (another stream) is taken.
+    let mut fresh = stream_packet(40, 0, 8, &init(10, 8, 1));
+    assert!(s.handle(&mut fresh));
+    assert!(matches!(s.role(40), Some(migration::Role::Incoming(_))));
+}

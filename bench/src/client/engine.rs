@@ -39,7 +39,7 @@ const RETRY_LATER_PAUSE: Duration = Duration::from_micros(200);
 
 /// A time as nanoseconds since the engine's epoch: per request it is stored, compared and
 /// subtracted, which costs a few instructions on a u64 and tens on an `Instant`.
-type Nanos = u64;
+pub type Nanos = u64;
 
 fn nanos(duration: Duration) -> Nanos {
     duration.as_nanos().min(u128::from(u64::MAX)) as u64
@@ -345,27 +345,25 @@ impl Engine {
             if !exhausted && (stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d)) {
                 exhausted = true;
             }
-            while !exhausted && self.can_issue() {
-                if let Some(interval) = interval {
-                    if now < next_due {
-                        break;
+            if !exhausted {
+                exhausted = match interval {
+                    None => self.start_operations(&mut source, inserts, now_ns),
+                    Some(interval) => {
+                        let mut dry = false;
+                        while !dry && now >= next_due && self.can_issue() {
+                            next_due += interval;
+                            dry = self.start_one(&mut source, inserts, now_ns);
+                        }
+                        dry
                     }
-                    next_due += interval;
-                }
-                match source.next(inserts) {
-                    Some(planned) => self.start(planned, now_ns),
-                    None => {
-                        exhausted = true;
-                        break;
-                    }
-                }
+                };
             }
             self.flush();
             // One clock read per poll when nothing arrives: timers need only the poll's time.
-            let (received, now_ns) = match self.receive(inserts) {
-                Some((received, at)) => (received, at),
-                None => (0, now_ns),
-            };
+            let epoch = self.epoch;
+            let clock = || nanos(Instant::now().saturating_duration_since(epoch));
+            let (received, arrived) = self.take_replies(inserts, clock);
+            let now_ns = arrived.unwrap_or(now_ns);
             self.expire_timers(now_ns, inserts);
             self.flush();
             polls = polls.wrapping_add(1);
@@ -385,7 +383,12 @@ impl Engine {
             }
         }
         self.publish(progress);
-        let finished = Instant::now();
+        self.finish(Instant::now())
+    }
+
+    /// The thread's results, once nothing is outstanding; `finished` is when its last
+    /// operation ended.
+    pub fn finish(mut self, finished: Instant) -> ThreadResult {
         self.recorder.finish();
         ThreadResult {
             finished,
@@ -394,6 +397,44 @@ impl Engine {
             counters: self.counters,
             port: self.port.stats(),
         }
+    }
+
+    /// Starts operations from `source` while the window has room; true once the source is
+    /// dry. Requests are queued: `flush` sends them.
+    pub fn start_operations(
+        &mut self,
+        source: &mut OpSource,
+        inserts: &InsertCounter,
+        now: Nanos,
+    ) -> bool {
+        while self.can_issue() {
+            if self.start_one(source, inserts, now) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Starts the source's next operation; true if it had none.
+    fn start_one(&mut self, source: &mut OpSource, inserts: &InsertCounter, now: Nanos) -> bool {
+        match source.next(inserts) {
+            Some(planned) => {
+                self.start(planned, now);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Operations started and not yet ended.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// When `expire_timers` next has something to do (a retransmission or a retry after
+    /// RETRY_LATER), if anything is armed.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        self.timers.next_deadline()
     }
 
     /// Room for one more logical operation. The sequence span keeps `window` numbers spare
@@ -626,28 +667,34 @@ impl Engine {
         self.timers.push(deadline, seq, attempt, attempt == 1);
     }
 
-    fn flush(&mut self) {
+    /// Sends the requests queued so far.
+    pub fn flush(&mut self) {
         if !self.tx.is_empty() {
             // Sends that fail are dropped like lost packets and retransmitted later.
             let _ = self.port.send(&mut self.tx);
         }
     }
 
-    /// Handles the replies that arrived; returns how many and when, if any did.
-    fn receive(&mut self, inserts: &InsertCounter) -> Option<(usize, Nanos)> {
+    /// Handles the replies that arrived: how many, and the time (`clock`, read once and
+    /// only if any did) they are handled at.
+    pub fn take_replies(
+        &mut self,
+        inserts: &InsertCounter,
+        clock: impl FnOnce() -> Nanos,
+    ) -> (usize, Option<Nanos>) {
         let _ = self.port.recv(&mut self.rx, BURST);
         let received = self.rx.len();
         if received == 0 {
-            return None;
+            return (0, None);
         }
-        let now = self.since_epoch(Instant::now());
+        let now = clock();
         let mut rx = std::mem::take(&mut self.rx);
         for packet in rx.drain(..) {
             self.on_reply(packet.payload(), now, inserts);
             self.port.release(packet);
         }
         self.rx = rx;
-        Some((received, now))
+        (received, Some(now))
     }
 
     /// Most replies: an unmarked GET reply that answers an outstanding single-key read,
@@ -914,7 +961,8 @@ impl Engine {
         (multi.done == multi.all(), retry)
     }
 
-    fn expire_timers(&mut self, now: Nanos, inserts: &InsertCounter) {
+    /// Retransmits, or gives up on, the requests whose timers are due at `now`.
+    pub fn expire_timers(&mut self, now: Nanos, inserts: &InsertCounter) {
         while let Some((seq, attempt)) = self.timers.pop_due(now) {
             if seq < self.floor {
                 continue; // Answered: every number below the floor is.

@@ -5,7 +5,7 @@ mod engine;
 mod source;
 mod timers;
 
-pub use engine::Counters;
+pub use engine::{Counters, Engine, Nanos};
 pub use source::{InsertCounter, OpSource};
 
 use crate::linearizability::Op as HistoryOp;
@@ -13,7 +13,6 @@ use crate::measure::Recorder;
 use crate::transport::Fabric;
 use crate::workload::WorkloadSpec;
 use dataplane::port::PortStats;
-use engine::Engine;
 use kv::PartitionMap;
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddrV4;

@@ -31,6 +31,14 @@ impl Timers {
         }
     }
 
+    /// The earliest deadline, if any timer is armed (stale ones included: they pop and
+    /// are ignored).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let fifo = self.in_order.front().map(|&(at, _, _)| at);
+        let heap = self.any_order.peek().map(|Reverse((at, _, _))| *at);
+        fifo.into_iter().chain(heap).min()
+    }
+
     /// The next timer due at `now`, earliest first.
     pub fn pop_due(&mut self, now: u64) -> Option<(u64, u32)> {
         let fifo = self.in_order.front().map(|&(at, _, _)| at);

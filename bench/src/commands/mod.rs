@@ -6,6 +6,7 @@ pub mod core_latency;
 pub mod experiment;
 pub mod migrate;
 pub mod server;
+pub mod simulate;
 pub mod switch;
 pub mod ycsb;
 

@@ -1,0 +1,159 @@
+//! `netmigrate simulate`: the whole system on one thread in virtual time, everything drawn
+//! from one seed — servers with several partitions, the software switch, YCSB clients (the
+//! client engine users run, over simulated ports), a network that loses, duplicates,
+//! delays, reorders and cuts hosts off, and migrations of several shards at once, back and
+//! forth and chained, some of them called off. After each run: the whole history checked
+//! for linearizability, and the end state (every key once at its shard's owner, no pair
+//! left in the switch). A seed replays exactly; a failing one prints the events before it.
+
+mod network;
+mod trace;
+mod world;
+
+pub use network::Faults;
+pub use world::RunStats;
+
+use crate::linearizability;
+use crate::workload::WorkloadSpec;
+use migration::Protocol;
+use world::World;
+
+/// What every run of a batch looks like (each seed draws its own plan within it).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub servers: usize,
+    /// Partitions (cores) per server.
+    pub partitions: u32,
+    pub group_bits: u8,
+    /// Shards, ids 1..=shards; shard k starts on server (k − 1) mod servers.
+    pub shards: u16,
+    /// Shard k migrates with protocol `protocols[(k − 1) mod len]`.
+    pub protocols: Vec<Protocol>,
+    /// Records per shard, loaded through the client before the run.
+    pub records: u64,
+    pub workload: WorkloadSpec,
+    pub clients_per_shard: usize,
+    pub window: usize,
+    /// Operations each client starts at least (it goes on while the plan runs).
+    pub ops_per_client: u64,
+    pub give_up_ms: u64,
+    /// Migrations a run starts, one at a time per shard, `migration_gap_ns` apart at most.
+    pub migrations: usize,
+    pub migration_gap_ns: u64,
+    pub migration_items_per_s: f64,
+    /// Chance that a migration is called off at a random point.
+    pub abort_chance: f64,
+    /// Hosts cut off from the switch per run, each for up to `cut_max_ns`.
+    pub cuts: usize,
+    pub cut_gap_ns: u64,
+    pub cut_max_ns: u64,
+    pub faults: Faults,
+    pub cbf_cells: usize,
+    pub time_limit_ns: u64,
+    /// Events a failing seed prints.
+    pub trace_events: usize,
+}
+
+impl Config {
+    /// The default mix: 3 servers × 2 partitions, 3 shards (one per protocol in turn),
+    /// 2 % loss, 2 % duplication, delays of 5–45 µs per hop, two hosts cut off per run,
+    /// four migrations, a quarter of them called off.
+    pub fn default_mix(protocols: Vec<Protocol>) -> Config {
+        let records = 200;
+        let mut workload = WorkloadSpec::builtin("a").expect("workload a is built in");
+        workload.delete = 0.1;
+        workload.record_count = records;
+        Config {
+            servers: 3,
+            partitions: 2,
+            group_bits: 6,
+            shards: 3,
+            protocols,
+            records,
+            workload,
+            clients_per_shard: 2,
+            window: 4,
+            ops_per_client: 300,
+            give_up_ms: 2_000,
+            migrations: 4,
+            migration_gap_ns: 20_000_000,
+            migration_items_per_s: 20_000.0,
+            abort_chance: 0.25,
+            cuts: 2,
+            cut_gap_ns: 30_000_000,
+            cut_max_ns: 20_000_000,
+            faults: Faults {
+                loss: 0.02,
+                duplicate: 0.02,
+                delay_ns: 5_000,
+                jitter_ns: 40_000,
+            },
+            cbf_cells: tofino::spec::DEFAULT_CBF_CELLS,
+            time_limit_ns: 30_000_000_000,
+            trace_events: 400,
+        }
+    }
+}
+
+/// What one seed gave.
+#[derive(Debug, Clone)]
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub stats: RunStats,
+    pub checked_ops: u64,
+    /// Everything that went wrong: violations, a run that did not end, a bad end state.
+    pub problems: Vec<String>,
+    /// The last events, when something went wrong.
+    pub trace: Option<String>,
+}
+
+impl SeedOutcome {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Runs one seed.
+pub fn run_seed(config: &Config, seed: u64) -> SeedOutcome {
+    let mut world = match World::new(config, seed) {
+        Ok(world) => world,
+        Err(e) => {
+            return SeedOutcome {
+                seed,
+                stats: RunStats::default(),
+                checked_ops: 0,
+                problems: vec![format!("cannot build the run: {e}")],
+                trace: None,
+            }
+        }
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = world.run() {
+        problems.push(e);
+    } else {
+        problems.extend(world.check_end_state());
+    }
+    let history = world.history();
+    let result = linearizability::check(&history);
+    if result.violations > 0 {
+        problems.push(format!(
+            "{} key(s) not linearizable: {}",
+            result.violations,
+            result.examples.join("; ")
+        ));
+    }
+    if result.unchecked_keys > 0 {
+        problems.push(format!(
+            "{} key(s) undecided by the checker",
+            result.unchecked_keys
+        ));
+    }
+    let trace = (!problems.is_empty()).then(|| world.trace.render());
+    SeedOutcome {
+        seed,
+        stats: world.stats.clone(),
+        checked_ops: result.checked_ops,
+        problems,
+        trace,
+    }
+}

@@ -1,0 +1,716 @@
+//! One simulated run: servers with several partitions each, the software switch, YCSB
+//! clients (the real client engine over simulated ports), the network between them, and the
+//! migrations the run asks for, all on one thread in virtual time.
+
+use super::network::{Hop, Network};
+use super::trace::Trace;
+use super::Config;
+use crate::client::{Cluster, Engine, InsertCounter, Nanos, OpSource, Settings, ThreadResult};
+use crate::linearizability::Op as HistoryOp;
+use crate::workload::WorkloadSpec;
+use dataplane::port::{PortStats, BUFFER_CAPACITY};
+use dataplane::runner::Idle;
+use dataplane::{Packet, Port};
+use kv::{GroupLayout, PartitionMap};
+use migration::{MigrationTicket, OutgoingPlan, PartitionServer, Protocol, Role};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The switch's address (control messages go here).
+const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
+/// Partition p of a server listens on this port + p.
+const BASE_PORT: u16 = 7100;
+/// Servers with a migration are polled this often.
+const SERVER_TICK_NS: u64 = 20_000;
+
+fn server_ip(server: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 2, server as u8 + 1)
+}
+
+fn client_addr(client: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, client as u8 + 1), 20_000)
+}
+
+/// A client engine's port: what the simulator delivers waits in `inbox`, what the engine
+/// sends waits in `outbox` for the simulator to put on the network.
+#[derive(Clone)]
+struct SimPort {
+    addr: SocketAddrV4,
+    inbox: Arc<Mutex<VecDeque<Box<Packet>>>>,
+    outbox: Arc<Mutex<Vec<Box<Packet>>>>,
+}
+
+impl Port for SimPort {
+    fn recv(&mut self, rx: &mut Vec<Box<Packet>>, max: usize) -> io::Result<usize> {
+        let mut inbox = self.inbox.lock().expect("inbox");
+        let n = inbox.len().min(max);
+        rx.extend(inbox.drain(..n));
+        Ok(n)
+    }
+
+    fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> io::Result<usize> {
+        let n = tx.len();
+        let mut outbox = self.outbox.lock().expect("outbox");
+        for mut packet in tx.drain(..) {
+            packet.src = self.addr;
+            outbox.push(packet);
+        }
+        Ok(n)
+    }
+
+    fn alloc(&mut self) -> Box<Packet> {
+        Packet::new_boxed()
+    }
+
+    fn release(&mut self, _packet: Box<Packet>) {}
+
+    fn local_addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+
+    fn stats(&self) -> PortStats {
+        PortStats::default()
+    }
+}
+
+struct Server {
+    ip: Ipv4Addr,
+    partitions: Vec<PartitionServer>,
+}
+
+impl Server {
+    fn addr(&self, partition: usize) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip, BASE_PORT + partition as u16)
+    }
+}
+
+/// A client: loads its shard (the first of each shard) and runs the workload.
+struct Client {
+    engine: Engine,
+    port: SimPort,
+    source: OpSource,
+    shard: u16,
+    /// The load phase's engine of a loader, replaced by the run's once it is done.
+    loading: bool,
+    started: u64,
+    histories: Vec<ThreadResult>,
+}
+
+/// One migration the run started.
+struct Migration {
+    shard: u16,
+    from: usize,
+    to: usize,
+    protocol: Protocol,
+    ticket: Arc<MigrationTicket>,
+    abort_at: Option<u64>,
+}
+
+/// How a run ended, for the summary and the checks.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub events: u64,
+    pub ops: u64,
+    pub failed: u64,
+    pub migrations_finished: u64,
+    pub migrations_aborted: u64,
+    pub cuts: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub virtual_ms: f64,
+}
+
+pub struct World {
+    config: Config,
+    rng: fastrand::Rng,
+    epoch: Instant,
+    now: Nanos,
+    map: PartitionMap,
+    spec: Arc<WorkloadSpec>,
+    servers: Vec<Server>,
+    switch: tofino::Switch,
+    network: Network,
+    clients: Vec<Client>,
+    /// Per shard (index = shard id − 1): the server that owns it, and its migration.
+    owner: Vec<usize>,
+    active: Vec<Option<Migration>>,
+    inserts: Vec<Arc<InsertCounter>>,
+    migrations_left: usize,
+    next_migration_at: Nanos,
+    cuts_left: usize,
+    next_cut_at: Nanos,
+    next_stream_id: u32,
+    next_writer: u32,
+    pub trace: Trace,
+    pub stats: RunStats,
+}
+
+impl World {
+    pub fn new(config: &Config, seed: u64) -> Result<World, String> {
+        let layout = GroupLayout::new(config.group_bits).map_err(|e| e.to_string())?;
+        let map = PartitionMap::new(layout, config.partitions).map_err(|e| e.to_string())?;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let shards = config.shards as usize;
+        let owner: Vec<usize> = (0..shards).map(|s| s % config.servers).collect();
+        let servers = (0..config.servers)
+            .map(|s| {
+                let held: Vec<u16> = (1..=config.shards)
+                    .filter(|&id| owner[id as usize - 1] == s)
+                    .collect();
+                Server {
+                    ip: server_ip(s),
+                    partitions: (0..config.partitions)
+                        .map(|p| PartitionServer::new(&map, p, &held, 64))
+                        .collect(),
+                }
+            })
+            .collect();
+        let mut switch_config = tofino::SwitchConfig::new(SWITCH, config.group_bits);
+        switch_config.cbf_cells = config.cbf_cells;
+        let network = Network::new(config.faults, rng.u64(..));
+        let spec = Arc::new(config.workload.clone());
+        let mut world = World {
+            config: config.clone(),
+            epoch: Instant::now(),
+            now: 0,
+            map,
+            spec,
+            servers,
+            switch: tofino::Switch::new(switch_config),
+            network,
+            clients: Vec::new(),
+            owner,
+            active: (0..shards).map(|_| None).collect(),
+            inserts: (0..shards)
+                .map(|_| Arc::new(InsertCounter::new(0)))
+                .collect(),
+            migrations_left: config.migrations,
+            next_migration_at: 0,
+            cuts_left: config.cuts,
+            next_cut_at: 0,
+            next_stream_id: 1,
+            next_writer: 1,
+            trace: Trace::new(config.trace_events),
+            stats: RunStats::default(),
+            rng: fastrand::Rng::with_seed(rng.u64(..)),
+        };
+        world.next_migration_at = world.rng.u64(0..=config.migration_gap_ns);
+        world.next_cut_at = world.rng.u64(0..=config.cut_gap_ns);
+        for shard in 1..=config.shards {
+            for i in 0..config.clients_per_shard {
+                world.add_client(shard, i == 0);
+            }
+        }
+        Ok(world)
+    }
+
+    fn settings(&mut self, shard: u16) -> Settings {
+        Settings {
+            threads: 1,
+            window: self.config.window,
+            rate_per_thread: None,
+            timeout: Duration::from_micros(500),
+            max_timeout: Duration::from_millis(20),
+            give_up: Duration::from_millis(self.config.give_up_ms),
+            record_history: true,
+            progress: false,
+            seed: self.rng.u64(..),
+            track_migrations: self.protocol_of(shard) == Protocol::Fulva,
+            idle: Idle::Share,
+        }
+    }
+
+    fn protocol_of(&self, shard: u16) -> Protocol {
+        let protocols = &self.config.protocols;
+        protocols[(shard as usize - 1) % protocols.len()]
+    }
+
+    fn cluster(&self, shard: u16) -> Arc<Cluster> {
+        let server = &self.servers[self.owner[shard as usize - 1]];
+        Arc::new(Cluster {
+            partitions: (0..self.config.partitions as usize)
+                .map(|p| server.addr(p))
+                .collect(),
+            map: self.map,
+            shard,
+        })
+    }
+
+    fn engine(&mut self, port: &SimPort, shard: u16) -> Engine {
+        let writer = self.next_writer;
+        self.next_writer += 1;
+        Engine::new(
+            Box::new(port.clone()),
+            self.cluster(shard),
+            Arc::clone(&self.spec),
+            self.settings(shard),
+            writer,
+            writer,
+            self.epoch,
+        )
+    }
+
+    fn add_client(&mut self, shard: u16, loader: bool) {
+        let port = SimPort {
+            addr: client_addr(self.clients.len()),
+            inbox: Arc::default(),
+            outbox: Arc::default(),
+        };
+        let engine = self.engine(&port, shard);
+        let source = if loader {
+            OpSource::load(0..self.config.records)
+        } else {
+            OpSource::run(&self.spec, self.rng.u64(..), None)
+        };
+        self.clients.push(Client {
+            engine,
+            port,
+            source,
+            shard,
+            loading: loader,
+            started: 0,
+            histories: Vec::new(),
+        });
+    }
+
+    fn instant(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.now)
+    }
+
+    fn shard_loaded(&self, shard: u16) -> bool {
+        self.inserts[shard as usize - 1].limit() >= self.config.records
+    }
+
+    /// Runs until every migration ended and every client did its operations (then drains),
+    /// or the virtual time limit; Err says what did not end.
+    pub fn run(&mut self) -> Result<(), String> {
+        loop {
+            self.deliver_due();
+            self.step_clients();
+            self.step_servers();
+            self.step_plan();
+            self.stats.events += 1;
+            let issuing = self.issuing();
+            let quiet = !issuing
+                && self.clients.iter().all(|c| c.engine.outstanding() == 0)
+                && self.active.iter().all(Option::is_none)
+                && self.network.in_flight() == 0;
+            if quiet {
+                return Ok(());
+            }
+            let Some(next) = self.next_event(issuing) else {
+                return Err("nothing left to happen, yet the run has not ended".into());
+            };
+            if next > self.config.time_limit_ns {
+                return Err(format!(
+                    "the run did not end within {} ms of virtual time: {}",
+                    self.config.time_limit_ns / 1_000_000,
+                    self.stuck()
+                ));
+            }
+            self.now = next.max(self.now);
+        }
+    }
+
+    /// Clients keep starting operations until the plan has run out and each did its share.
+    fn issuing(&self) -> bool {
+        self.migrations_left > 0
+            || self.cuts_left > 0
+            || self.active.iter().any(Option::is_some)
+            || self
+                .clients
+                .iter()
+                .any(|c| c.loading || c.started < self.config.ops_per_client)
+    }
+
+    fn stuck(&self) -> String {
+        let mut what = Vec::new();
+        for m in self.active.iter().flatten() {
+            what.push(format!(
+                "{:?} migration of shard {} from server {} to {} still running",
+                m.protocol, m.shard, m.from, m.to
+            ));
+            for (side, server) in [("source", m.from), ("destination", m.to)] {
+                for (p, partition) in self.servers[server].partitions.iter().enumerate() {
+                    let c = partition.counters();
+                    what.push(format!(
+                        "{side} partition {p}: role {}, dropped {} malformed, {} not a request, \
+                         {} stale writes; {} INITs refused",
+                        role_name(partition.role(m.shard)),
+                        c.dropped_malformed,
+                        c.dropped_not_request,
+                        c.dropped_stale_write,
+                        c.refused_inits
+                    ));
+                }
+            }
+        }
+        let waiting: usize = self.clients.iter().map(|c| c.engine.outstanding()).sum();
+        if waiting > 0 {
+            what.push(format!("{waiting} client operations outstanding"));
+        }
+        what.join("; ")
+    }
+
+    fn next_event(&self, issuing: bool) -> Option<Nanos> {
+        let mut next = self.network.next_arrival();
+        let mut consider = |t: Option<Nanos>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Nanos| n.min(t)));
+            }
+        };
+        for client in &self.clients {
+            consider(client.engine.poll_timeout());
+        }
+        let migrating = self
+            .servers
+            .iter()
+            .any(|s| s.partitions.iter().any(PartitionServer::has_migrations));
+        if migrating || self.active.iter().any(Option::is_some) {
+            consider(Some(self.now + SERVER_TICK_NS));
+        }
+        if issuing {
+            if self.migrations_left > 0 {
+                consider(Some(self.next_migration_at));
+            }
+            if self.cuts_left > 0 {
+                consider(Some(self.next_cut_at));
+            }
+            for m in self.active.iter().flatten() {
+                consider(m.abort_at);
+            }
+        }
+        next
+    }
+
+    /// Delivers every datagram due now: to the switch, or to its destination host.
+    fn deliver_due(&mut self) {
+        while let Some((hop, packet)) = self.network.arrive(self.now) {
+            self.trace.record(self.now, hop, &packet);
+            match hop {
+                Hop::ToSwitch => {
+                    let (mut out, mut dropped) = (Vec::new(), Vec::new());
+                    self.switch.process(packet, &mut out, &mut dropped);
+                    for packet in out {
+                        self.network.send(self.now, Hop::ToHost, packet);
+                    }
+                }
+                Hop::ToHost => self.deliver_to_host(packet),
+            }
+        }
+    }
+
+    fn deliver_to_host(&mut self, mut packet: Box<Packet>) {
+        let dst = packet.dst;
+        if let Some(client) = self.clients.iter().find(|c| c.port.addr == dst) {
+            client.port.inbox.lock().expect("inbox").push_back(packet);
+            return;
+        }
+        let now = self.instant();
+        let Some(server) = self.servers.iter_mut().find(|s| s.ip == *dst.ip()) else {
+            return; // Nobody there: lost.
+        };
+        let Some(partition) =
+            (dst.port().checked_sub(BASE_PORT)).and_then(|p| server.partitions.get_mut(p as usize))
+        else {
+            return;
+        };
+        partition.set_time(now);
+        if partition.handle(&mut packet) {
+            self.network.send(self.now, Hop::ToSwitch, packet);
+        }
+    }
+
+    fn step_clients(&mut self) {
+        let now = self.now;
+        let issuing = self.issuing();
+        for i in 0..self.clients.len() {
+            let loaded = self.shard_loaded(self.clients[i].shard);
+            let client = &mut self.clients[i];
+            let inserts = Arc::clone(&self.inserts[client.shard as usize - 1]);
+            client.engine.take_replies(&inserts, || now);
+            client.engine.expire_timers(now, &inserts);
+            if client.loading || (loaded && issuing) {
+                let before = client.engine.outstanding();
+                let dry = client
+                    .engine
+                    .start_operations(&mut client.source, &inserts, now);
+                client.started += client.engine.outstanding().saturating_sub(before) as u64;
+                if dry && client.loading && client.engine.outstanding() == 0 {
+                    self.finish_loading(i);
+                    continue;
+                }
+            }
+            let client = &mut self.clients[i];
+            client.engine.flush();
+            let out: Vec<_> = client
+                .port
+                .outbox
+                .lock()
+                .expect("outbox")
+                .drain(..)
+                .collect();
+            for packet in out {
+                self.network.send(now, Hop::ToSwitch, packet);
+            }
+        }
+    }
+
+    /// A loader is done: its history is kept and it runs the workload from now on.
+    fn finish_loading(&mut self, i: usize) {
+        let shard = self.clients[i].shard;
+        let port = self.clients[i].port.clone();
+        let engine = self.engine(&port, shard);
+        let (finished, seed) = (self.instant(), self.rng.u64(..));
+        let source = OpSource::run(&self.spec, seed, None);
+        let client = &mut self.clients[i];
+        let loader = std::mem::replace(&mut client.engine, engine);
+        client.histories.push(loader.finish(finished));
+        client.source = source;
+        client.loading = false;
+        client.started = 0;
+    }
+
+    fn step_servers(&mut self) {
+        let now = self.instant();
+        let mut out = Vec::new();
+        for server in &mut self.servers {
+            for (p, partition) in server.partitions.iter_mut().enumerate() {
+                if partition.has_migrations() {
+                    partition.replay_migrations(64);
+                    partition.poll_migrations(now, &mut out);
+                    // Sent from this partition's address, as its port would.
+                    let addr = SocketAddrV4::new(server.ip, BASE_PORT + p as u16);
+                    for mut packet in out.drain(..) {
+                        packet.src = addr;
+                        self.network.send(self.now, Hop::ToSwitch, packet);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts and aborts migrations and cuts hosts off, as the plan says.
+    fn step_plan(&mut self) {
+        self.end_migrations();
+        for m in self.active.iter_mut().flatten() {
+            if m.abort_at.is_some_and(|at| at <= self.now) {
+                m.abort_at = None;
+                let taken = m.ticket.abort().is_ok();
+                self.trace.note(
+                    self.now,
+                    format!("abort of shard {}'s migration (taken: {taken})", m.shard),
+                );
+            }
+        }
+        if self.migrations_left > 0 && self.now >= self.next_migration_at {
+            self.start_migration();
+            self.next_migration_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns);
+        }
+        if self.cuts_left > 0 && self.now >= self.next_cut_at {
+            self.cuts_left -= 1;
+            self.stats.cuts += 1;
+            let host = if self.rng.bool() {
+                self.servers[self.rng.usize(..self.servers.len())].ip
+            } else {
+                *self.clients[self.rng.usize(..self.clients.len())]
+                    .port
+                    .addr
+                    .ip()
+            };
+            let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
+            self.network.cut_off(host, until);
+            self.trace.note(
+                self.now,
+                format!("{host} cut off for {} µs", (until - self.now) / 1000),
+            );
+            self.next_cut_at = self.now + self.rng.u64(0..=self.config.cut_gap_ns);
+        }
+    }
+
+    /// Starts a migration of an idle, loaded shard to another server, if there is one.
+    fn start_migration(&mut self) {
+        let idle: Vec<u16> = (1..=self.config.shards)
+            .filter(|&s| self.active[s as usize - 1].is_none() && self.shard_loaded(s))
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        self.migrations_left -= 1;
+        let shard = idle[self.rng.usize(..idle.len())];
+        let from = self.owner[shard as usize - 1];
+        let mut to = self.rng.usize(..self.servers.len() - 1);
+        if to >= from {
+            to += 1;
+        }
+        let protocol = self.protocol_of(shard);
+        let ticket = Arc::new(MigrationTicket::new(self.next_stream_id));
+        self.next_stream_id += 1;
+        for p in 0..self.config.partitions as usize {
+            let plan = OutgoingPlan {
+                shard,
+                destination: self.servers[to].addr(p),
+                destination_shard: shard,
+                switch: SWITCH,
+                source: self.servers[from].addr(p),
+                items_per_s: Some(self.config.migration_items_per_s),
+                pipeline: 4,
+                protocol,
+                ticket: Arc::clone(&ticket),
+            };
+            let partition = &mut self.servers[from].partitions[p];
+            partition.set_time(self.epoch + Duration::from_nanos(self.now));
+            if let Err(e) = partition.start_outgoing(plan) {
+                self.trace
+                    .note(self.now, format!("shard {shard}: start refused: {e}"));
+            }
+        }
+        let abort_at = (self.rng.f64() < self.config.abort_chance)
+            .then(|| self.now + self.rng.u64(0..=self.config.migration_gap_ns));
+        self.trace.note(
+            self.now,
+            format!(
+                "{protocol:?} migration of shard {shard}: server {from} → {to}{}",
+                if abort_at.is_some() {
+                    ", to be aborted"
+                } else {
+                    ""
+                }
+            ),
+        );
+        self.active[shard as usize - 1] = Some(Migration {
+            shard,
+            from,
+            to,
+            protocol,
+            ticket,
+            abort_at,
+        });
+    }
+
+    /// Migrations whose every partition ended (moved, or back at the source after an abort,
+    /// and the destination done sending back) are retired, and the owner updated.
+    fn end_migrations(&mut self) {
+        for slot in 0..self.active.len() {
+            let Some(m) = &self.active[slot] else {
+                continue;
+            };
+            let roles = |server: usize| {
+                self.servers[server]
+                    .partitions
+                    .iter()
+                    .map(move |p| (p.role(m.shard), p.migration_counters()))
+            };
+            let source_done = roles(m.from)
+                .all(|(role, _)| matches!(role, Some(Role::Owned) | Some(Role::Moved { .. })));
+            let destination_done = roles(m.to).all(|(role, counters)| {
+                !matches!(role, Some(Role::Incoming(_))) && counters.returning_active == 0
+            });
+            if !(source_done && destination_done) {
+                continue;
+            }
+            let moved = roles(m.from).all(|(role, _)| matches!(role, Some(Role::Moved { .. })));
+            let (shard, to) = (m.shard, m.to);
+            if moved {
+                self.owner[slot] = to;
+                self.stats.migrations_finished += 1;
+            } else {
+                self.stats.migrations_aborted += 1;
+            }
+            self.trace.note(
+                self.now,
+                format!(
+                    "shard {shard}: migration {}",
+                    if moved { "finished" } else { "called off" }
+                ),
+            );
+            self.active[slot] = None;
+        }
+    }
+
+    /// Ends every client and returns the whole history, keys made unique across shards.
+    pub fn history(&mut self) -> Vec<HistoryOp> {
+        let finished = self.instant();
+        let mut history = Vec::new();
+        let clients = std::mem::take(&mut self.clients);
+        for client in clients {
+            let shard = u64::from(client.shard);
+            let mut results = client.histories;
+            results.push(client.engine.finish(finished));
+            for result in results {
+                self.stats.failed += result.counters.failed;
+                self.stats.ops += result.counters.completed;
+                history.extend(result.history.into_iter().map(|mut op| {
+                    op.key |= shard << 48;
+                    op
+                }));
+            }
+        }
+        self.stats.virtual_ms = self.now as f64 / 1e6;
+        self.stats.lost = self.network.lost;
+        self.stats.duplicated = self.network.duplicated;
+        history
+    }
+
+    /// The end state: each shard's keys exactly once, at its owner; the switch holds no
+    /// pair; no partition is still migrating.
+    pub fn check_end_state(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for shard in 1..=self.config.shards {
+            let owner = self.owner[shard as usize - 1];
+            for (s, server) in self.servers.iter().enumerate() {
+                let entries: usize = server
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.table(shard))
+                    .map(|t| t.len() + t.tombstones())
+                    .sum();
+                let expected = if s == owner { self.config.records } else { 0 };
+                if entries as u64 != expected {
+                    problems.push(format!(
+                        "shard {shard}: server {s} holds {entries} keys, expected {expected} \
+                         (owner: server {owner})"
+                    ));
+                }
+                for (p, partition) in server.partitions.iter().enumerate() {
+                    let role = partition.role(shard);
+                    let fine = match role {
+                        None => s != owner,
+                        Some(Role::Owned) => true,
+                        Some(Role::Moved { .. }) => s != owner,
+                        Some(Role::Returning(_)) => s != owner,
+                        _ => false,
+                    };
+                    if !fine {
+                        problems.push(format!(
+                            "shard {shard}: server {s} partition {p} ends in role {}",
+                            role_name(role)
+                        ));
+                    }
+                }
+            }
+        }
+        let pairs = self.switch.pairs().count();
+        if pairs > 0 {
+            problems.push(format!("the switch still holds {pairs} pair(s)"));
+        }
+        problems
+    }
+}
+
+fn role_name(role: Option<&Role>) -> &'static str {
+    match role {
+        None => "none",
+        Some(Role::Owned) => "owned",
+        Some(Role::Moved { .. }) => "moved",
+        Some(Role::Incoming(_)) => "incoming",
+        Some(Role::Outgoing(_)) => "outgoing",
+        Some(Role::Returning(_)) => "returning",
+    }
+}
+
+/// Packets are never larger than a port's buffer.
+const _: () = assert!(BUFFER_CAPACITY >= 1500);
