@@ -23,6 +23,9 @@ echo "== cargo test"
 # Release mode: the end-to-end tests move millions of packets.
 cargo test --workspace --release
 
+echo "== deterministic simulation: 300 seeds of the default fault mix (docs/simulation.md)"
+timeout 600 cargo run --release --quiet -- simulate --seeds 300
+
 echo "== switch controller (offline tests of the bfrt controller's logic)"
 python3 tofino/controller/test_controller.py
 

@@ -55,6 +55,8 @@ pub struct Incoming {
     /// Per group, whether it is here: handed over (NetMigrate: its writes apply here and its
     /// data follows in the stream) or complete (the baselines: all its data was applied).
     handed_over: Vec<bool>,
+    /// NetMigrate: per group, whether all of its data was applied (GROUP_COMPLETE).
+    complete: Vec<bool>,
     /// Groups below this are all here (Fulva's progress, announced to clients).
     migrated_upto: u32,
     receiver: StreamReceiver,
@@ -125,6 +127,7 @@ impl Incoming {
             stream_id,
             protocol: Protocol::NetMigrate, // INIT names it
             handed_over: vec![false; groups.len()],
+            complete: vec![false; groups.len()],
             migrated_upto: groups.start,
             groups,
             receiver: StreamReceiver::default(),
@@ -149,6 +152,12 @@ impl Incoming {
         match self.protocol {
             Protocol::NetMigrate => match (here, is_read && double_read, forwarded) {
                 (true, true, _) if !present() => DestinationRule::NotMigrated,
+                // A plain read the switch did not double (a client that addresses this
+                // server itself, e.g. from before an earlier migration): while the group's
+                // data is still coming, a key not here yet is the source's to answer.
+                (true, false, false) if is_read && !self.is_complete(group) && !present() => {
+                    DestinationRule::Forward
+                }
                 (true, _, _) => DestinationRule::Serve,
                 (false, true, _) => DestinationRule::NotMigrated,
                 (false, false, true) => DestinationRule::RetryLater,
@@ -233,6 +242,14 @@ impl Incoming {
         &mut self.receiver
     }
 
+    /// NetMigrate: whether all of this group's data was applied here.
+    fn is_complete(&self, group: u32) -> bool {
+        self.complete
+            .get(group.wrapping_sub(self.groups.start) as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Whether the source has handed this group over (its writes apply here).
     pub fn has_group(&self, group: u32) -> bool {
         self.handed_over
@@ -290,7 +307,14 @@ impl Incoming {
                 self.arrived(group);
             }
             StreamMessage::GroupComplete { group } => {
-                if self.protocol != Protocol::NetMigrate {
+                if self.protocol == Protocol::NetMigrate {
+                    if let Some(done) = self
+                        .complete
+                        .get_mut(group.wrapping_sub(self.groups.start) as usize)
+                    {
+                        *done = true;
+                    }
+                } else {
                     self.arrived(group);
                 }
             }

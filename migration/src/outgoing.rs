@@ -556,19 +556,17 @@ impl Outgoing {
                 }
             }
         } else if self.to_destination.owns_ack(from, ack) {
-            if ack.op == wire::Op::MigrateAbortAck
-                && ack.status == wire::Status::Error
-                && self.stage == Stage::Aborting
-            {
-                // The destination never applied INIT: it holds nothing to send back.
-                self.finish_return();
-                return;
-            }
-            if ack.op == wire::Op::MigrateInitAck && ack.status == wire::Status::Error {
-                // The destination will not take the shard (it holds data of it, or its
-                // partitions or group bits differ): call the migration off.
-                self.stats.destination_refusals += 1;
-                let _ = self.plan.ticket.abort();
+            if ack.status == wire::Status::Error {
+                // Nothing of this migration is at the destination: it refused INIT (it
+                // holds data of the shard, or its partitions or group bits differ), or
+                // its ABORT came before INIT. Whichever message the answer is to, the
+                // migration is called off and there is nothing to take back.
+                if self.stage == Stage::Aborting {
+                    self.finish_return();
+                } else {
+                    self.stats.destination_refusals += 1;
+                    let _ = self.plan.ticket.abort();
+                }
                 return;
             }
             self.to_destination.on_ack(ack.seq, now);
