@@ -44,17 +44,7 @@ fn run(protocol: &str, extra: &[&str]) -> serde_json::Value {
         .arg(&json)
         .spawn()
         .expect("netmigrate starts");
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the experiment did not end within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_within(&mut child, RUN_LIMIT, "the experiment");
     assert!(status.success(), "the experiment failed: {status}");
     let text = std::fs::read_to_string(&json).expect("the report was written");
     let _ = std::fs::remove_file(&json);
@@ -148,6 +138,26 @@ impl Drop for Children {
     }
 }
 
+/// Waits for `child` to exit; kills it and panics if it runs past `limit`.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `netmigrate args` to its end within `limit`; panics if it fails or overruns.
 fn run_to_end(args: &[&str], limit: Duration) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_netmigrate"))
@@ -155,26 +165,9 @@ fn run_to_end(args: &[&str], limit: Duration) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("netmigrate starts");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`netmigrate {}` did not end within {limit:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "`netmigrate {}`: {status}",
-        args.join(" ")
-    );
+    let what = format!("`netmigrate {}`", args.join(" "));
+    let status = wait_within(&mut child, limit, &what);
+    assert!(status.success(), "{what}: {status}");
 }
 
 /// A shard migrated from server A to server B and back to A (`netmigrate migrate start`
