@@ -690,7 +690,7 @@ impl Engine {
         let now = clock();
         let mut rx = std::mem::take(&mut self.rx);
         for packet in rx.drain(..) {
-            self.on_reply(packet.payload(), now, inserts);
+            self.on_reply(packet.src, packet.payload(), now, inserts);
             self.port.release(packet);
         }
         self.rx = rx;
@@ -719,7 +719,13 @@ impl Engine {
         true
     }
 
-    fn on_reply(&mut self, payload: &[u8], now: Nanos, inserts: &InsertCounter) {
+    fn on_reply(
+        &mut self,
+        from: SocketAddrV4,
+        payload: &[u8],
+        now: Nanos,
+        inserts: &InsertCounter,
+    ) {
         if self.on_plain_get_reply(payload, now, inserts) {
             return;
         }
@@ -740,14 +746,21 @@ impl Engine {
             self.counters.malformed_replies += 1;
             return;
         };
-        if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
-            self.follow_moved(&header, *to, *shard);
-        }
         let slot = self.slot_of(header.seq);
         let matches = header.client == self.client_id
             && self.slots[slot]
                 .as_ref()
                 .is_some_and(|p| p.seq == header.seq && p.answered_by(header.op));
+        if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
+            if matches {
+                self.follow_moved(&header, *to, *shard);
+            } else {
+                // A late or duplicated MOVED may be from a migration since superseded (the
+                // shard went back): it moves no route. Only the tracked source saying it
+                // handed everything over still ends a Fulva client's double reads.
+                self.source_handed_over(from, &header);
+            }
+        }
         if !matches {
             // A duplicate, a late answer to a retransmitted request, or not ours (or the
             // half of a double read that arrived after the other one decided).
@@ -861,6 +874,19 @@ impl Engine {
                 hot: HashSet::new(),
             });
             *route = (to, shard);
+        }
+    }
+
+    /// A MOVED to the source's half of a double read that answers nothing outstanding: if
+    /// it comes from the source being tracked, that source has handed everything over.
+    fn source_handed_over(&mut self, from: SocketAddrV4, header: &HeaderRepr) {
+        let source_half =
+            header.flags.contains(Flags::DOUBLE_READ) && !header.flags.contains(Flags::REDIRECTED);
+        let partition = self.cluster.map.partition_of(header.key_hash) as usize;
+        if let Some(tracking) = self.tracking.get_mut(partition) {
+            if source_half && tracking.as_ref().is_some_and(|t| t.source.0 == from) {
+                *tracking = None;
+            }
         }
     }
 
@@ -1112,6 +1138,93 @@ enum Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataplane::port::PortStats;
+    use std::net::Ipv4Addr;
+
+    /// A port that keeps what is sent, for an engine driven by hand.
+    struct Captured(Vec<Box<Packet>>);
+
+    impl Port for Captured {
+        fn recv(&mut self, _: &mut Vec<Box<Packet>>, _: usize) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn send(&mut self, tx: &mut Vec<Box<Packet>>) -> std::io::Result<usize> {
+            let n = tx.len();
+            self.0.append(tx);
+            Ok(n)
+        }
+        fn alloc(&mut self) -> Box<Packet> {
+            Packet::new_boxed()
+        }
+        fn release(&mut self, _: Box<Packet>) {}
+        fn local_addr(&self) -> SocketAddrV4 {
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000)
+        }
+        fn stats(&self) -> PortStats {
+            PortStats::default()
+        }
+    }
+
+    /// A MOVED that answers no outstanding request (late, or a duplicate from before the
+    /// shard came back) leaves the route alone; one that answers a request is followed.
+    /// (A late MOVED used to re-route the partition's requests.)
+    #[test]
+    fn only_a_matched_moved_moves_the_route() {
+        let origin = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+        let elsewhere = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+        let map = kv::PartitionMap::new(kv::GroupLayout::new(8).unwrap(), 1).unwrap();
+        let cluster = Arc::new(Cluster {
+            partitions: vec![origin],
+            map,
+            shard: 1,
+        });
+        let settings = Settings {
+            threads: 1,
+            window: 4,
+            rate_per_thread: None,
+            timeout: Duration::from_millis(1),
+            max_timeout: Duration::from_millis(10),
+            give_up: Duration::from_secs(1),
+            record_history: false,
+            progress: false,
+            seed: 1,
+            track_migrations: false,
+            idle: Idle::Share,
+        };
+        let spec = Arc::new(WorkloadSpec::builtin("c").unwrap());
+        let port = Box::new(Captured(Vec::new()));
+        let mut engine = Engine::new(port, cluster, spec, settings, 9, 9, Instant::now());
+        let inserts = InsertCounter::new(1000);
+        engine.start(Planned::Read(3), 0);
+        let moved = |seq: u64| {
+            let header = HeaderRepr {
+                op: Op::GetReply,
+                flags: Flags::default(),
+                status: Status::Moved,
+                shard: 1,
+                seq,
+                key_hash: 0,
+                client: 9,
+                oldest_gap: 0,
+            };
+            let reply = Reply::Moved {
+                to: elsewhere,
+                shard: 1,
+            };
+            let mut buf = vec![0; 128];
+            let len = wire::emit_reply(&header, &reply, &mut buf).unwrap();
+            buf.truncate(len);
+            buf
+        };
+        engine.on_reply(origin, &moved(77), 1, &inserts);
+        assert_eq!(engine.routes[0], (origin, 1), "a late MOVED moves nothing");
+        engine.on_reply(origin, &moved(1), 2, &inserts);
+        assert_eq!(
+            engine.routes[0],
+            (elsewhere, 1),
+            "the answer to seq 1 is followed"
+        );
+    }
 
     fn pending(records: usize) -> MultiPending {
         let mut draws = 0..;
