@@ -50,8 +50,8 @@ pub enum OpKind {
     Write(u64),
     /// A delete (the key becomes absent), with what the server answered: `Some(true)` the
     /// key existed (OK), `Some(false)` it did not (NOT_FOUND), `None` not known (no answer,
-    /// or the answer to a copy already applied). The checker treats a delete as a blind
-    /// write of *absent* and does not hold it to that answer.
+    /// or the answer to a copy already applied). A known answer is checked like a read of
+    /// the key just before the delete.
     Delete(Option<bool>),
 }
 
@@ -441,11 +441,13 @@ fn zone_text(ops: &[KeyOp], cl: &Cluster) -> String {
 /// Register state during the search: `None` = absent.
 type Value = Option<u64>;
 
-/// Effect of `kind` on `state`, or `None` if a read disagrees with it.
+/// Effect of `kind` on `state`, or `None` if what it observed disagrees with it (a read's
+/// value, or whether a deleted key existed).
 fn apply(state: Value, kind: &OpKind) -> Option<Value> {
     match kind {
         OpKind::Read(v) => (*v == state).then_some(state),
         OpKind::Write(t) => Some(Some(*t)),
+        OpKind::Delete(Some(existed)) if *existed != state.is_some() => None,
         OpKind::Delete(_) => Some(None),
     }
 }
@@ -601,11 +603,16 @@ fn search(ops: &[KeyOp], budget: u64) -> Verdict {
             *e = (*e).max(op.ret);
         }
     }
+    // A delete that says whether the key existed observes it too: then no write or delete
+    // of unknown outcome is dropped as unobserved.
+    let deletes_observe = ops
+        .iter()
+        .any(|op| matches!(op.kind, OpKind::Delete(Some(_))));
     let ops: Vec<KeyOp> = ops
         .iter()
         .filter(|op| {
             let value = match op.kind {
-                _ if !op.pending() => return true,
+                _ if !op.pending() || deletes_observe => return true,
                 OpKind::Write(t) => Some(t),
                 OpKind::Delete(_) => None,
                 OpKind::Read(_) => return false, // unreachable: dropped earlier
@@ -735,8 +742,12 @@ mod tests {
     fn r(v: Option<u64>, call: u64, ret: u64) -> Op {
         op(OpKind::Read(v), call, Some(ret))
     }
+    /// A delete whose answer says nothing (a copy's answer).
     fn d(call: u64, ret: u64) -> Op {
-        op(OpKind::Delete(Some(true)), call, Some(ret))
+        op(OpKind::Delete(None), call, Some(ret))
+    }
+    fn d_found(existed: bool, call: u64, ret: u64) -> Op {
+        op(OpKind::Delete(Some(existed)), call, Some(ret))
     }
     fn d_unknown(call: u64) -> Op {
         op(OpKind::Delete(None), call, None)
@@ -949,6 +960,25 @@ mod tests {
         assert!(rep.examples.iter().any(|e| e.starts_with("key 100:")));
     }
 
+    /// A delete's answer is a read of the key just before it: NOT_FOUND of a key written
+    /// before, or OK of a key deleted before, is not linearizable.
+    #[test]
+    fn a_delete_answer_is_checked_like_a_read() {
+        assert!(ok(&[w(1, 0, 10), d_found(true, 20, 30), r(None, 40, 50)]));
+        assert!(!ok(&[w(1, 0, 10), d_found(false, 20, 30)]));
+        assert!(ok(&[
+            d_found(false, 0, 10),
+            w(1, 20, 30),
+            d_found(true, 40, 50)
+        ]));
+        assert!(!ok(&[w(1, 0, 10), d(20, 30), d_found(true, 40, 50)]));
+        // Concurrent with the write, either answer can be right.
+        assert!(ok(&[w(1, 0, 30), d_found(false, 10, 20)]));
+        assert!(ok(&[w(1, 0, 30), d_found(true, 10, 20)]));
+        // A write of unknown outcome may explain an OK.
+        assert!(ok(&[w_unknown(1, 0), d_found(true, 20, 30)]));
+    }
+
     #[test]
     fn examples_name_the_ops() {
         let rep = check(&[w(1, 0, 10), w(2, 20, 30), r(Some(1), 40, 50)]);
@@ -1114,7 +1144,11 @@ mod tests {
                         tags.push(t);
                         OpKind::Write(t)
                     }
-                    40..=54 if deletes => OpKind::Delete(Some(true)),
+                    40..=54 if deletes => OpKind::Delete(match rng.u8(0..3) {
+                        0 => None,
+                        1 => Some(true),
+                        _ => Some(false),
+                    }),
                     _ => OpKind::Read(None), // value chosen below
                 };
                 op(kind, call, ret)

@@ -140,10 +140,12 @@ impl Incoming {
 
     /// Who answers a request for `group`; `present` says whether the key has an entry or
     /// tombstone here (looked up only when the answer depends on it).
+    /// `(is_read, is_delete)` says what the request does. A DELETE's answer (OK or
+    /// NOT_FOUND) reads the key, so a delete of a key not here yet waits for it like a read.
     pub fn rule(
         &self,
         group: u32,
-        is_read: bool,
+        (is_read, is_delete): (bool, bool),
         double_read: bool,
         forwarded: bool,
         present: impl Fn() -> bool,
@@ -158,6 +160,11 @@ impl Incoming {
                 (true, false, false) if is_read && !self.is_complete(group) && !present() => {
                     DestinationRule::Forward
                 }
+                // A delete of a key whose data may still come: whether it existed is not
+                // known yet, so the client asks again once it is.
+                (true, false, false) if is_delete && !self.is_complete(group) && !present() => {
+                    DestinationRule::RetryLater
+                }
                 (true, _, _) => DestinationRule::Serve,
                 (false, true, _) => DestinationRule::NotMigrated,
                 (false, false, true) => DestinationRule::RetryLater,
@@ -168,9 +175,9 @@ impl Incoming {
             // Writes are newer than anything the source has; reads of what is here are
             // current; a missing key may be the source's.
             Protocol::Rocksteady | Protocol::Fulva => {
-                if here || !is_read || present() {
+                if here || (!is_read && !is_delete) || present() {
                     DestinationRule::Serve
-                } else if double_read && self.protocol == Protocol::Fulva {
+                } else if is_read && double_read && self.protocol == Protocol::Fulva {
                     DestinationRule::NotMigrated
                 } else {
                     DestinationRule::Pull
@@ -423,25 +430,15 @@ fn apply_late_write(
     } else {
         Op::DeleteReply
     };
-    let (status, version) = match dedup.admit(late.client, late.seq, late.oldest_gap) {
-        DedupVerdict::Apply => match late.value {
-            Some(value) => (Status::Ok, table.put(hash, late.key, value)),
-            None => {
-                let (version, existed) = table.delete(hash, late.key);
-                (
-                    if existed {
-                        Status::Ok
-                    } else {
-                        Status::NotFound
-                    },
-                    version,
-                )
-            }
-        },
-        DedupVerdict::Duplicate => (Status::Ok, 0),
-        DedupVerdict::Stale => return None,
-        DedupVerdict::OutOfWindow => (Status::Error, 0),
-    };
+    let absent = || matches!(table.get(hash, late.key), kv::Lookup::Absent);
+    let (status, version) =
+        if late.value.is_none() && !incoming.is_complete(layout.group_of(hash)) && absent() {
+            // A delete of a key whose data may still come in the stream: whether it existed
+            // is not known yet. Not applied (nor recorded); the client asks again.
+            (Status::RetryLater, 0)
+        } else {
+            admit_late_write(late, table, dedup, hash)?
+        };
     let header = HeaderRepr {
         op,
         flags: Flags::FROM_DESTINATION,
@@ -462,4 +459,31 @@ fn apply_late_write(
     packet.set_len(len);
     packet.dst = late.reply_to;
     Some(packet)
+}
+
+/// Applies a late write once (dedup), and what its answer says: status and version. None
+/// for a copy older than the client's floor (it has its answer).
+fn admit_late_write(
+    late: &LateWrite<'_>,
+    table: &mut Partition,
+    dedup: &mut WriteDedup,
+    hash: u64,
+) -> Option<(Status, u64)> {
+    Some(match dedup.admit(late.client, late.seq, late.oldest_gap) {
+        DedupVerdict::Apply => match late.value {
+            Some(value) => (Status::Ok, table.put(hash, late.key, value)),
+            None => {
+                let (version, existed) = table.delete(hash, late.key);
+                let status = if existed {
+                    Status::Ok
+                } else {
+                    Status::NotFound
+                };
+                (status, version)
+            }
+        },
+        DedupVerdict::Duplicate => (Status::Ok, 0),
+        DedupVerdict::Stale => return None,
+        DedupVerdict::OutOfWindow => (Status::Error, 0),
+    })
 }

@@ -406,15 +406,11 @@ impl Outgoing {
                 SourceRule::Hold
             }
             Protocol::NetMigrate => SourceRule::Serve,
-            // Until the destination has INIT (and the dedup windows) nothing is written
-            // anywhere; reads of the unchanged data stay correct here.
-            Protocol::Rocksteady | Protocol::Fulva if transferring => {
-                if is_read {
-                    SourceRule::Serve
-                } else {
-                    SourceRule::RetryLater
-                }
-            }
+            // Until the destination has INIT and the dedup windows, nothing is written here;
+            // but a client still addressing the destination (from before an earlier
+            // migration of the shard) may write there as soon as INIT is applied, so the
+            // copy here is not known current for reads either. Both wait the round trip.
+            Protocol::Rocksteady | Protocol::Fulva if transferring => SourceRule::RetryLater,
             Protocol::Rocksteady => SourceRule::Moved,
             // Fulva clients read what has not migrated from both sides; the source's copy
             // is frozen, and the client prefers the destination's when it has the key.

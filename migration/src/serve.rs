@@ -658,6 +658,7 @@ impl PartitionServer {
         }
         let group = self.map.layout().group_of(hash);
         let is_read = header.op == Op::Get;
+        let is_delete = header.op == Op::Delete;
         let double_read = header.flags.contains(Flags::DOUBLE_READ);
         let mut reply_flags = Flags::default();
         match &mut self.shards[shard_index].role {
@@ -710,7 +711,8 @@ impl PartitionServer {
                 };
                 let forwarded = header.flags.contains(Flags::FORWARDED);
                 let present = || !matches!(table.get(hash, &buf[key.clone()]), Lookup::Absent);
-                match agent.rule(group, is_read, double_read, forwarded, present) {
+                let op = (is_read, is_delete);
+                match agent.rule(group, op, double_read, forwarded, present) {
                     DestinationRule::Serve => {}
                     DestinationRule::NotMigrated => {
                         agent.sample_miss(hash, &buf[key.clone()]);
@@ -1120,6 +1122,7 @@ impl PartitionServer {
         }
         let layout = self.map.layout();
         let is_read = items.op == KeyOp::Get;
+        let is_delete = items.op == KeyOp::Delete;
         let forwarded = header.flags.contains(Flags::FORWARDED);
         let is_half = |i: usize| items.halves() & (1 << i) != 0;
         let mut fates = [ItemFate::Serve; wire::MAX_KEYS];
@@ -1161,7 +1164,8 @@ impl PartitionServer {
                 for (i, item) in items.selected() {
                     let group = layout.group_of(item.key_hash);
                     let present = || !matches!(table.get(item.key_hash, item.key), Lookup::Absent);
-                    fates[i] = match agent.rule(group, is_read, is_half(i), forwarded, present) {
+                    let op = (is_read, is_delete);
+                    fates[i] = match agent.rule(group, op, is_half(i), forwarded, present) {
                         DestinationRule::Serve => ItemFate::Serve,
                         DestinationRule::NotMigrated => {
                             agent.sample_miss(item.key_hash, item.key);

@@ -162,8 +162,10 @@ impl MultiPending {
 enum Half {
     /// The source answered (tag read, None: not found).
     Source(Option<u64>),
-    /// The destination does not have the key yet: the source's half is the answer.
-    DestinationDefers,
+    /// A destination does not have the key yet (NOT_MIGRATED), on the destination's half
+    /// (true) or on the source's (false: the server asked as the source has since become a
+    /// destination of another migration): the other half is the answer.
+    Deferred(bool),
 }
 
 impl Pending {
@@ -918,15 +920,23 @@ impl Engine {
             self.counters.extra_bytes += bytes as u64;
         }
         let from_destination = flags.contains(Flags::REDIRECTED);
-        let decided = match (from_destination, pending.half) {
-            (true, _) if !flags.contains(Flags::NOT_MIGRATED) => Some(observed),
-            (true, Some(Half::Source(source))) => Some(source),
-            (true, _) => {
-                pending.half = Some(Half::DestinationDefers);
+        let defers = flags.contains(Flags::NOT_MIGRATED);
+        let decided = match (from_destination, defers, pending.half) {
+            (true, false, _) => Some(observed),
+            // Only a destination defers, whichever half it answers: a deferral is never
+            // the answer.
+            (_, true, Some(Half::Source(source))) => Some(source),
+            (side, true, Some(Half::Deferred(other))) if side != other => {
+                // Both halves deferred (the shard moved on meanwhile): ask both again.
+                pending.half = None;
                 None
             }
-            (false, Some(Half::DestinationDefers)) => Some(observed),
-            (false, _) => {
+            (side, true, _) => {
+                pending.half = Some(Half::Deferred(side));
+                None
+            }
+            (false, false, Some(Half::Deferred(_))) => Some(observed),
+            (false, false, _) => {
                 pending.half = Some(Half::Source(observed));
                 None
             }
@@ -1168,10 +1178,8 @@ mod tests {
     /// A MOVED that answers no outstanding request (late, or a duplicate from before the
     /// shard came back) leaves the route alone; one that answers a request is followed.
     /// (A late MOVED used to re-route the partition's requests.)
-    #[test]
-    fn only_a_matched_moved_moves_the_route() {
-        let origin = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
-        let elsewhere = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+    /// An engine of one partition at `origin`, driven by hand.
+    fn engine_at(origin: SocketAddrV4) -> Engine {
         let map = kv::PartitionMap::new(kv::GroupLayout::new(8).unwrap(), 1).unwrap();
         let cluster = Arc::new(Cluster {
             partitions: vec![origin],
@@ -1193,7 +1201,40 @@ mod tests {
         };
         let spec = Arc::new(WorkloadSpec::builtin("c").unwrap());
         let port = Box::new(Captured(Vec::new()));
-        let mut engine = Engine::new(port, cluster, spec, settings, 9, 9, Instant::now());
+        Engine::new(port, cluster, spec, settings, 9, 9, Instant::now())
+    }
+
+    /// Only a destination defers (NOT_MIGRATED), on whichever half it answers: after the
+    /// shard moved on, the server asked as the source may itself be a destination. Two
+    /// deferrals decide nothing; a destination's answer decides. (A deferral on the
+    /// source's half used to be taken as the source's answer: a stale NOT_FOUND, found by
+    /// `netmigrate simulate`.)
+    #[test]
+    fn a_deferral_is_never_the_answer_of_a_double_read() {
+        let origin = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+        let mut engine = engine_at(origin);
+        engine.start(Planned::Read(3), 0);
+        let slot = engine.slot_of(1);
+        let half = Flags::DOUBLE_READ.with(Flags::FROM_DESTINATION);
+        let deferral = half.with(Flags::NOT_MIGRATED);
+        let redirected = |flags: Flags| flags.with(Flags::REDIRECTED);
+        assert_eq!(engine.merge_double_read(slot, deferral, None, 40), None);
+        assert_eq!(
+            engine.merge_double_read(slot, redirected(deferral), None, 40),
+            None,
+            "both halves deferred: undecided"
+        );
+        assert_eq!(
+            engine.merge_double_read(slot, redirected(half), Some(5), 40),
+            Some(Some(5))
+        );
+    }
+
+    #[test]
+    fn only_a_matched_moved_moves_the_route() {
+        let origin = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+        let elsewhere = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+        let mut engine = engine_at(origin);
         let inserts = InsertCounter::new(1000);
         engine.start(Planned::Read(3), 0);
         let moved = |seq: u64| {
