@@ -670,7 +670,14 @@ impl PartitionServer {
                     reply_to,
                 ));
             }
-            Role::Outgoing(agent) => match agent.rule(group, is_read, double_read) {
+            // A double read's half meant for the destination (REDIRECTED) is no source
+            // half here: a client tracking a migration that has since ended takes it for
+            // the destination's answer, so it is answered as a plain request (MOVED).
+            Role::Outgoing(agent) => match agent.rule(
+                group,
+                is_read,
+                double_read && !header.flags.contains(Flags::REDIRECTED),
+            ) {
                 SourceRule::Serve => {}
                 SourceRule::Moved => {
                     let (to, shard) = (agent.plan().destination, agent.plan().destination_shard);

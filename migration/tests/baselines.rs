@@ -800,3 +800,39 @@ fn fill_pair_table(switch: &mut tofino::Switch) {
         assert_eq!(reply.status, Status::Ok, "slot {i} installed");
     }
 }
+
+/// A Fulva source serves the source's half of a double read, but a half meant for the
+/// destination (REDIRECTED) is answered MOVED: the client sending it tracks a migration
+/// that has since ended, and would take the source's frozen copy for the destination's
+/// answer. (Found by `netmigrate simulate`: a stale NOT_FOUND after a shard moved on.)
+#[test]
+fn a_source_answers_only_the_source_half_of_a_double_read() {
+    let (mut cluster, keys) = Cluster::new(Protocol::Fulva, 9);
+    cluster.network.fault = 0.0;
+    for _ in 0..1000 {
+        cluster.step();
+    }
+    let key = &keys[0];
+    let ask = |cluster: &mut Cluster, flags: Flags| {
+        let request = Request::Get { key };
+        let header = HeaderRepr {
+            op: Op::Get,
+            flags,
+            status: Status::Ok,
+            shard: SHARD,
+            seq: 1,
+            key_hash: kv::key_hash(key),
+            client: 77,
+            oldest_gap: 0,
+        };
+        let mut packet = Packet::new_boxed();
+        let len = wire::emit_request(&header, &request, packet.buffer_mut()).unwrap();
+        packet.set_len(len);
+        (packet.src, packet.dst) = (CLIENT, SOURCE);
+        assert!(cluster.source.handle(&mut packet));
+        wire::parse_header(packet.payload()).unwrap().0.status
+    };
+    assert_eq!(ask(&mut cluster, Flags::DOUBLE_READ), Status::Ok);
+    let meant_for_destination = Flags::DOUBLE_READ.with(Flags::REDIRECTED);
+    assert_eq!(ask(&mut cluster, meant_for_destination), Status::Moved);
+}
