@@ -403,6 +403,7 @@ impl Engine {
 
     /// Starts operations from `source` while the window has room; true once the source is
     /// dry. Requests are queued: `flush` sends them.
+    #[inline]
     pub fn start_operations(
         &mut self,
         source: &mut OpSource,
@@ -418,6 +419,7 @@ impl Engine {
     }
 
     /// Starts the source's next operation; true if it had none.
+    #[inline(always)]
     fn start_one(&mut self, source: &mut OpSource, inserts: &InsertCounter, now: Nanos) -> bool {
         match source.next(inserts) {
             Some(planned) => {
@@ -510,6 +512,7 @@ impl Engine {
         self.issue_with(purpose, record, None, op_start, now);
     }
 
+    #[inline]
     fn issue_with(
         &mut self,
         purpose: Purpose,
@@ -679,6 +682,7 @@ impl Engine {
 
     /// Handles the replies that arrived: how many, and the time (`clock`, read once and
     /// only if any did) they are handled at.
+    #[inline]
     pub fn take_replies(
         &mut self,
         inserts: &InsertCounter,
@@ -721,6 +725,7 @@ impl Engine {
         true
     }
 
+    #[inline]
     fn on_reply(
         &mut self,
         from: SocketAddrV4,

@@ -18,6 +18,7 @@ pub struct Timers {
 
 impl Timers {
     /// `in_order` promises that `deadline` is not before any deadline pushed in order so far.
+    #[inline]
     pub fn push(&mut self, deadline: u64, seq: u64, attempt: u32, in_order: bool) {
         let in_order = in_order
             && self
