@@ -51,6 +51,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.migrations = args.migrations;
     config.abort_chance = args.abort_chance;
     config.cuts = args.cuts;
+    config.switch_restarts = args.switch_restarts;
     config.faults.loss = args.loss;
     config.faults.duplicate = args.duplicate;
     config.faults.jitter_ns = args.jitter_us * 1000;
@@ -133,6 +134,7 @@ struct Totals {
     finished: u64,
     aborted: u64,
     cuts: u64,
+    switch_restarts: u64,
     lost: u64,
 }
 
@@ -147,13 +149,14 @@ impl Totals {
         self.finished += o.stats.migrations_finished;
         self.aborted += o.stats.migrations_aborted;
         self.cuts += o.stats.cuts;
+        self.switch_restarts += o.stats.switch_restarts;
         self.lost += o.stats.lost;
     }
 
     fn line(&self) -> String {
         format!(
             "{} of {} passed; {} events, {} ops ({} timed out), {} checked; migrations {} \
-             finished, {} called off; {} hosts cut off; {} datagrams lost",
+             finished, {} called off; {} hosts cut off; {} switch restarts; {} datagrams lost",
             self.passed,
             self.seeds,
             self.events,
@@ -163,6 +166,7 @@ impl Totals {
             self.finished,
             self.aborted,
             self.cuts,
+            self.switch_restarts,
             self.lost
         )
     }

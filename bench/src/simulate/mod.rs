@@ -47,6 +47,8 @@ pub struct Config {
     pub cuts: usize,
     pub cut_gap_ns: u64,
     pub cut_max_ns: u64,
+    /// Switch restarts per run (empty registers and pair table afterwards).
+    pub switch_restarts: usize,
     pub faults: Faults,
     pub cbf_cells: usize,
     pub time_limit_ns: u64,
@@ -82,6 +84,7 @@ impl Config {
             cuts: 2,
             cut_gap_ns: 30_000_000,
             cut_max_ns: 20_000_000,
+            switch_restarts: 0,
             faults: Faults {
                 loss: 0.02,
                 duplicate: 0.02,

@@ -118,6 +118,7 @@ pub struct RunStats {
     pub migrations_finished: u64,
     pub migrations_aborted: u64,
     pub cuts: u64,
+    pub switch_restarts: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub virtual_ms: f64,
@@ -142,6 +143,10 @@ pub struct World {
     next_migration_at: Nanos,
     cuts_left: usize,
     next_cut_at: Nanos,
+    /// Switch restarts still to come (each with empty registers and pair table).
+    switch_restarts_left: usize,
+    next_switch_restart_at: Nanos,
+    switch_config: tofino::SwitchConfig,
     next_stream_id: u32,
     next_writer: u32,
     pub trace: Trace,
@@ -180,6 +185,9 @@ impl World {
             spec,
             servers,
             switch: tofino::Switch::new(switch_config),
+            switch_config,
+            switch_restarts_left: config.switch_restarts,
+            next_switch_restart_at: 0,
             network,
             clients: Vec::new(),
             owner,
@@ -199,6 +207,7 @@ impl World {
         };
         world.next_migration_at = world.rng.u64(0..=config.migration_gap_ns);
         world.next_cut_at = world.rng.u64(0..=config.cut_gap_ns);
+        world.next_switch_restart_at = world.rng.u64(0..=config.migration_gap_ns * 2);
         for shard in 1..=config.shards {
             for i in 0..config.clients_per_shard {
                 world.add_client(shard, i == 0);
@@ -319,6 +328,7 @@ impl World {
     fn issuing(&self) -> bool {
         self.migrations_left > 0
             || self.cuts_left > 0
+            || self.switch_restarts_left > 0
             || self.active.iter().any(Option::is_some)
             || self
                 .clients
@@ -375,6 +385,9 @@ impl World {
         if issuing {
             if self.migrations_left > 0 {
                 consider(Some(self.next_migration_at));
+            }
+            if self.switch_restarts_left > 0 {
+                consider(Some(self.next_switch_restart_at));
             }
             if self.cuts_left > 0 {
                 consider(Some(self.next_cut_at));
@@ -509,6 +522,16 @@ impl World {
         if self.migrations_left > 0 && self.now >= self.next_migration_at {
             self.start_migration();
             self.next_migration_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns);
+        }
+        if self.switch_restarts_left > 0 && self.now >= self.next_switch_restart_at {
+            // A restarted switch has empty registers and no pairs.
+            self.switch_restarts_left -= 1;
+            self.stats.switch_restarts += 1;
+            self.switch = tofino::Switch::new(self.switch_config);
+            self.trace
+                .note(self.now, "the switch restarts, empty".into());
+            self.next_switch_restart_at =
+                self.now + self.rng.u64(0..=self.config.migration_gap_ns * 2);
         }
         if self.cuts_left > 0 && self.now >= self.next_cut_at {
             self.cuts_left -= 1;
