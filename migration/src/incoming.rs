@@ -249,20 +249,20 @@ impl Incoming {
         &mut self.receiver
     }
 
+    /// A group's place in the per-group flags (past their end for a group of another
+    /// partition).
+    fn index(&self, group: u32) -> usize {
+        group.wrapping_sub(self.groups.start) as usize
+    }
+
     /// NetMigrate: whether all of this group's data was applied here.
     fn is_complete(&self, group: u32) -> bool {
-        self.complete
-            .get(group.wrapping_sub(self.groups.start) as usize)
-            .copied()
-            .unwrap_or(false)
+        self.complete.get(self.index(group)) == Some(&true)
     }
 
     /// Whether the source has handed this group over (its writes apply here).
     pub fn has_group(&self, group: u32) -> bool {
-        self.handed_over
-            .get(group.wrapping_sub(self.groups.start) as usize)
-            .copied()
-            .unwrap_or(false)
+        self.handed_over.get(self.index(group)) == Some(&true)
     }
 
     /// Applies the next in-order stream message. Late writes are answered through `out`.
@@ -315,10 +315,8 @@ impl Incoming {
             }
             StreamMessage::GroupComplete { group } => {
                 if self.protocol == Protocol::NetMigrate {
-                    if let Some(done) = self
-                        .complete
-                        .get_mut(group.wrapping_sub(self.groups.start) as usize)
-                    {
+                    let index = self.index(group);
+                    if let Some(done) = self.complete.get_mut(index) {
                         *done = true;
                     }
                 } else {
@@ -392,10 +390,8 @@ impl Incoming {
     }
 
     fn arrived(&mut self, group: u32) {
-        match self
-            .handed_over
-            .get_mut(group.wrapping_sub(self.groups.start) as usize)
-        {
+        let index = self.index(group);
+        match self.handed_over.get_mut(index) {
             Some(slot) => {
                 if !*slot {
                     self.stats.groups_started += 1;

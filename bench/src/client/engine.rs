@@ -45,6 +45,10 @@ fn nanos(duration: Duration) -> Nanos {
     duration.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
+fn nanos_since(epoch: Instant, at: Instant) -> Nanos {
+    nanos(at.saturating_duration_since(epoch))
+}
+
 /// Operations per history chunk.
 const HISTORY_CHUNK: usize = 1 << 16;
 /// Hot keys a Fulva client remembers per partition before starting over.
@@ -363,7 +367,7 @@ impl Engine {
             self.flush();
             // One clock read per poll when nothing arrives: timers need only the poll's time.
             let epoch = self.epoch;
-            let clock = || nanos(Instant::now().saturating_duration_since(epoch));
+            let clock = || nanos_since(epoch, Instant::now());
             let (received, arrived) = self.take_replies(inserts, clock);
             let now_ns = arrived.unwrap_or(now_ns);
             self.expire_timers(now_ns, inserts);
@@ -471,7 +475,7 @@ impl Engine {
     }
 
     fn since_epoch(&self, at: Instant) -> Nanos {
-        nanos(at.saturating_duration_since(self.epoch))
+        nanos_since(self.epoch, at)
     }
 
     fn start(&mut self, planned: Planned, now: Nanos) {
@@ -801,11 +805,8 @@ impl Engine {
                 // A multi-key request's answer always carries its items.
                 self.counters.malformed_replies += 1;
             }
-            Status::Ok | Status::NotFound
-                if self.slots[slot]
-                    .as_ref()
-                    .is_some_and(|p| p.purpose == Purpose::Delete) =>
-            {
+            // Only a delete is answered by a DELETE reply (`answered_by`).
+            Status::Ok | Status::NotFound if header.op == Op::DeleteReply => {
                 // OK with version 0 answers a copy of a delete already applied: whether
                 // the key existed went with the first answer.
                 let existed = match (header.status, &reply) {

@@ -8,7 +8,7 @@ use super::Config;
 use crate::client::{Cluster, Engine, InsertCounter, Nanos, OpSource, Settings, ThreadResult};
 use crate::linearizability::Op as HistoryOp;
 use crate::workload::WorkloadSpec;
-use dataplane::port::{PortStats, BUFFER_CAPACITY};
+use dataplane::port::PortStats;
 use dataplane::runner::Idle;
 use dataplane::{Packet, Port};
 use kv::{GroupLayout, PartitionMap};
@@ -734,6 +734,3 @@ fn role_name(role: Option<&Role>) -> &'static str {
         Some(Role::Returning(_)) => "returning",
     }
 }
-
-/// Packets are never larger than a port's buffer.
-const _: () = assert!(BUFFER_CAPACITY >= 1500);
