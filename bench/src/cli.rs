@@ -82,9 +82,13 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 2)]
     pub cuts: usize,
     /// Switch restarts per run: the switch comes back with empty registers and no pairs.
-    /// Off by default: NetMigrate does not survive it yet (docs/simulation.md).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1)]
     pub switch_restarts: usize,
+    /// Server crashes per run: the server is down for 1–20 ms and comes back empty, with a
+    /// new incarnation and no shards. What only it held is lost, and must be refused
+    /// (DATA_LOST or ERROR), never read stale.
+    #[arg(long, default_value_t = 1)]
+    pub crashes: usize,
     /// Migrations per run (several shards at once; back to an earlier owner, or on to a
     /// third server).
     #[arg(long, default_value_t = 4)]

@@ -63,3 +63,25 @@ fn every_protocol_survives_the_default_mix() {
         );
     }
 }
+
+/// A switch that restarts mid-migration forgets the pair and its registers, so reads of
+/// groups already handed over come to the NetMigrate source as plain reads. Served from the
+/// frozen copy they were stale (13 of the first 50 seeds); the source asks again until the
+/// refused control message has called the migration off and the groups are back.
+#[test]
+fn scenario_switch_restart_mid_migration() {
+    let mut config = Config::default_mix(vec![Protocol::NetMigrate]);
+    config.switch_restarts = 1;
+    let mut restarts = 0;
+    for seed in 1..=20 {
+        let outcome = run_seed(&config, seed);
+        assert!(
+            outcome.passed(),
+            "seed {seed}: {:?}\n{}",
+            outcome.problems,
+            outcome.trace.unwrap_or_default()
+        );
+        restarts += outcome.stats.switch_restarts;
+    }
+    assert_eq!(restarts, 20);
+}

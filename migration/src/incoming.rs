@@ -4,6 +4,7 @@
 
 use crate::bulk::{BulkPuller, Replayed};
 use crate::dedup::{DedupVerdict, WriteDedup};
+use crate::lost::LostGroups;
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
 use dataplane::wire::{
@@ -31,6 +32,10 @@ pub struct IncomingStats {
     /// Stream messages that parsed but made no sense (wrong group, bad hash): dropped.
     pub rejected: u64,
     pub finished: bool,
+    /// The source restarted empty mid-migration (it answered a probe `ERROR`): the groups
+    /// not wholly here are lost and refused with DATA_LOST (`lost_groups` of them).
+    pub data_lost: bool,
+    pub lost_groups: u64,
 }
 
 impl IncomingStats {
@@ -41,6 +46,8 @@ impl IncomingStats {
         self.late_writes += s.late_writes;
         self.rejected += s.rejected;
         self.finished |= s.finished;
+        self.data_lost |= s.data_lost;
+        self.lost_groups += s.lost_groups;
     }
 }
 
@@ -64,8 +71,17 @@ pub struct Incoming {
     /// Rocksteady's bulk transfer (from INIT on).
     pub bulk: Option<BulkPuller>,
     hot: HotKeys,
+    /// When the source's stream last brought something, and whether it answered the
+    /// latest probe `ERROR` (it restarted).
+    last_heard: Option<Instant>,
+    source_lost: bool,
     stats: IncomingStats,
 }
+
+/// A source silent this long is asked whether it still knows the stream: the destination
+/// sends it the stream's acknowledgement again (PROBE's ack); a source that restarted
+/// answers it `ERROR`.
+const PROBE_AFTER: Duration = Duration::from_millis(10);
 
 /// Fulva's sampled hot keys: misses sampled from double reads, the hottest pulled early,
 /// and those announced to clients once applied so they read them here alone.
@@ -134,6 +150,8 @@ impl Incoming {
             puller: Puller::new(source, source_shard, stream_id),
             bulk: None,
             hot: HotKeys::default(),
+            last_heard: None,
+            source_lost: false,
             stats: IncomingStats::default(),
         }
     }
@@ -217,6 +235,64 @@ impl Incoming {
         if let Some(bulk) = &mut self.bulk {
             bulk.poll(now, out);
         }
+        self.probe_if_silent(now, out);
+    }
+
+    /// The source's stream brought a message (at `now`).
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
+    fn probe_if_silent(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        let heard = *self.last_heard.get_or_insert(now);
+        if now.duration_since(heard) < PROBE_AFTER {
+            return;
+        }
+        self.last_heard = Some(now);
+        let header = HeaderRepr {
+            op: Op::MigrateProbeAck,
+            flags: Flags::default(),
+            status: Status::Ok,
+            shard: self.source_shard,
+            seq: self.receiver.last_applied().unwrap_or(0),
+            key_hash: 0,
+            client: self.stream_id,
+            oldest_gap: 0,
+        };
+        let mut packet = Packet::new_boxed();
+        let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+        packet.set_len(len);
+        packet.dst = self.source;
+        out.push(packet);
+    }
+
+    /// An answer to the probe: `ERROR` means the source no longer knows the stream.
+    pub fn on_probe_answer(&mut self, from: SocketAddrV4, ack: &HeaderRepr) {
+        if from == self.source && ack.client == self.stream_id && ack.status == Status::Error {
+            self.source_lost = true;
+        }
+    }
+
+    /// The source restarted: the groups whose data is not wholly here are lost. The
+    /// partition serves the rest as their owner from now on.
+    pub fn lost_with_source(&mut self) -> Option<LostGroups> {
+        if !self.source_lost {
+            return None;
+        }
+        let mut lost = LostGroups::new(self.groups.clone());
+        for group in self.groups.clone() {
+            let whole = match self.protocol {
+                Protocol::NetMigrate => self.is_complete(group),
+                Protocol::Rocksteady | Protocol::Fulva => self.has_group(group),
+                Protocol::SourceBased => false,
+            };
+            if !whole {
+                lost.mark(group);
+            }
+        }
+        self.stats.data_lost = true;
+        self.stats.lost_groups = u64::from(lost.count());
+        Some(lost)
     }
 
     /// A pulled hot key is here: announce it.
@@ -342,6 +418,7 @@ impl Incoming {
                 return Applied::Terminated;
             }
             StreamMessage::Abort => return Applied::Aborted,
+            StreamMessage::Probe => {}
         }
         Applied::Continue
     }

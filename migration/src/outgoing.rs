@@ -16,6 +16,7 @@
 use crate::bulk::BulkAnswer;
 use crate::dedup::WriteDedup;
 use crate::incoming::Incoming;
+use crate::lost::LostGroups;
 use crate::stream::StreamSender;
 use crate::throttle::TokenBucket;
 use crate::ticket::MigrationTicket;
@@ -28,7 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddrV4;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a group of the migrating partition stands, as the source sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub enum SourceRule {
     RetryLater,
     /// The destination serves it: answer MOVED.
     Moved,
+    /// The destination restarted and lost the group's newer writes: answer DATA_LOST.
+    DataLost,
 }
 
 /// Source-based: stop and copy once a catch-up round has at most this many keys to re-ship
@@ -111,6 +114,11 @@ pub struct OutgoingStats {
     /// ERROR answers from the destination to INIT: it holds data of the shard, or its
     /// partitions or group bits differ. The migration is called off.
     pub destination_refusals: u64,
+    /// The destination restarted empty after it had applied INIT (it answered `ERROR` for
+    /// a stream it had known): what only it held is lost, and `lost_groups` groups of
+    /// this partition are refused with DATA_LOST from then on.
+    pub data_lost: bool,
+    pub lost_groups: u64,
 }
 
 impl OutgoingStats {
@@ -228,6 +236,10 @@ const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
 pub(crate) const STREAM_WINDOW: usize = 64;
 /// Groups frozen but not yet fully pushed into the stream.
 const UNSHIPPED_GROUPS: usize = 2;
+/// A stream with nothing in flight this long gets a PROBE: a destination that restarted
+/// answers it `ERROR`, and the source learns the loss even while it has nothing to send
+/// (Rocksteady's source waits for pulls).
+const PROBE_AFTER: Duration = Duration::from_millis(10);
 
 pub struct Outgoing {
     plan: OutgoingPlan,
@@ -251,6 +263,14 @@ pub struct Outgoing {
     bulk_answered: HashSet<ScanPosition>,
     /// After an abort: applies what the destination sends back (its own stream).
     returned: Option<Box<Incoming>>,
+    /// The ABORT's stream seq, once sent: an `ERROR` answering it means nothing is there.
+    abort_seq: Option<u64>,
+    /// When the destination last acknowledged anything, or was last probed.
+    quiet_since: Option<Instant>,
+    /// The destination's incarnation, from its first acknowledgement.
+    destination_incarnation: Option<u64>,
+    /// Groups the destination lost when it restarted.
+    lost: LostGroups,
     stats: OutgoingStats,
 }
 
@@ -306,6 +326,10 @@ impl Outgoing {
             stopped: false,
             bulk_answered: HashSet::new(),
             returned: None,
+            abort_seq: None,
+            quiet_since: None,
+            destination_incarnation: None,
+            lost: LostGroups::new(map.groups_of(partition)),
             stats: OutgoingStats::default(),
             plan,
         }
@@ -382,8 +406,19 @@ impl Outgoing {
         )
     }
 
-    /// Who answers a request for `group` (see the module comment).
-    pub fn rule(&self, group: u32, is_read: bool, double_read: bool) -> SourceRule {
+    /// Who answers a request for `group` (see the module comment). `double_read`: the
+    /// switch sent it as a double read's source half; `forwarded`: the destination passed
+    /// it on.
+    pub fn rule(
+        &self,
+        group: u32,
+        is_read: bool,
+        double_read: bool,
+        forwarded: bool,
+    ) -> SourceRule {
+        if self.lost.contains(group) {
+            return SourceRule::DataLost;
+        }
         let transferring = matches!(self.stage, Stage::Init { .. });
         match self.stage {
             // The source's copy of what the destination held may be stale until it is
@@ -404,6 +439,15 @@ impl Outgoing {
             Protocol::NetMigrate if self.is_moved() => SourceRule::Moved,
             Protocol::NetMigrate if !is_read && self.phase(group) != GroupPhase::NotStarted => {
                 SourceRule::Hold
+            }
+            // A plain read of a group handed over comes here only from a switch that no
+            // longer steers the migration (it restarted): writes since went to the
+            // destination, so the frozen copy may be stale. The refused control message
+            // calls the migration off; until the group is back, ask again.
+            Protocol::NetMigrate
+                if !double_read && !forwarded && self.phase(group) == GroupPhase::HandedOver =>
+            {
+                SourceRule::RetryLater
             }
             Protocol::NetMigrate => SourceRule::Serve,
             // Until the destination has INIT and the dedup windows, nothing is written here;
@@ -553,20 +597,73 @@ impl Outgoing {
             }
         } else if self.to_destination.owns_ack(from, ack) {
             if ack.status == wire::Status::Error {
-                // Nothing of this migration is at the destination: it refused INIT (it
-                // holds data of the shard, or its partitions or group bits differ), or
-                // its ABORT came before INIT. Whichever message the answer is to, the
-                // migration is called off and there is nothing to take back.
-                if self.stage == Stage::Aborting {
-                    self.finish_return();
-                } else {
-                    self.stats.destination_refusals += 1;
-                    let _ = self.plan.ticket.abort();
-                }
+                self.on_destination_error(ack.seq, ack.key_hash);
                 return;
             }
+            self.destination_incarnation.get_or_insert(ack.key_hash);
+            self.quiet_since = Some(now);
             self.to_destination.on_ack(ack.seq, now);
         }
+    }
+
+    /// The destination does not know this migration's stream. If another incarnation of it
+    /// acknowledged INIT, it restarted and lost what it held; the same one answered a
+    /// message that overtook INIT. Otherwise nothing of the migration is there: it refused
+    /// INIT (it holds data of the shard, or its partitions or group bits differ), or the
+    /// ABORT came before INIT; the migration is called off with nothing to take back.
+    fn on_destination_error(&mut self, seq: u64, incarnation: u64) {
+        const INIT_SEQ: u64 = 0;
+        if let Some(known) = self.destination_incarnation {
+            if known != incarnation {
+                self.lose_destination();
+            }
+        } else if self.stage == Stage::Aborting && self.abort_seq == Some(seq) {
+            self.finish_return();
+        } else if seq == INIT_SEQ && !self.is_aborting() {
+            self.stats.destination_refusals += 1;
+            let _ = self.plan.ticket.abort();
+        } else if seq == INIT_SEQ && self.stage == Stage::Aborting {
+            self.finish_return();
+        }
+    }
+
+    /// The destination restarted empty: the groups whose newer writes only it held are
+    /// lost (NetMigrate: those handed over; Rocksteady and Fulva: all, ownership moved at
+    /// INIT; source-based: all once the source stopped, none before). The migration ends
+    /// here, for every partition; the shard stays the source's, those groups refused.
+    fn lose_destination(&mut self) {
+        if self.stage == Stage::Aborted || matches!(self.stage, Stage::Unpairing(_)) {
+            return;
+        }
+        let everything = match self.plan.protocol {
+            Protocol::NetMigrate => self.is_moved(),
+            Protocol::Rocksteady | Protocol::Fulva => true,
+            Protocol::SourceBased => self.stopped,
+        };
+        for group in self.groups.clone() {
+            if everything || self.phase(group) == GroupPhase::HandedOver {
+                self.lost.mark(group);
+            }
+        }
+        self.stats.lost_groups = u64::from(self.lost.count());
+        self.stats.data_lost = !self.lost.is_empty();
+        let _ = self.plan.ticket.abort();
+        self.active.clear();
+        self.held.clear();
+        self.dirty.clear();
+        self.dedup_log.clear();
+        self.returned = None;
+        self.finish_return();
+    }
+
+    /// Whether this acknowledgement is from this migration's destination, for its stream.
+    pub fn sends_to(&self, from: SocketAddrV4, ack: &wire::HeaderRepr) -> bool {
+        self.to_destination.owns_ack(from, ack)
+    }
+
+    /// The groups the destination lost (empty unless it restarted).
+    pub fn lost_groups(&self) -> &LostGroups {
+        &self.lost
     }
 
     /// A refused TERMINATE while unpairing after an abort: the switch holds nothing of
@@ -653,8 +750,28 @@ impl Outgoing {
                 }
             }
         }
+        self.probe_if_quiet(now);
         self.to_switch.poll(now, out);
         self.to_destination.poll(now, out);
+    }
+
+    /// While the destination holds the migration's state and has acknowledged nothing for
+    /// a while, a PROBE finds out whether it still does (a restarted one answers it with
+    /// its new incarnation; so does every message it is resent).
+    fn probe_if_quiet(&mut self, now: Instant) {
+        let holding = self.destination_incarnation.is_some()
+            && matches!(
+                self.stage,
+                Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
+            );
+        if !holding || self.to_destination.pending() >= STREAM_WINDOW {
+            return;
+        }
+        let since = *self.quiet_since.get_or_insert(now);
+        if now.duration_since(since) >= PROBE_AFTER {
+            self.tell_destination(&StreamMessage::Probe);
+            self.quiet_since = Some(now);
+        }
     }
 
     /// Source-based: re-ships the keys written since their group left; once a round is
@@ -717,7 +834,7 @@ impl Outgoing {
     /// writes held for it are dropped unanswered (clients resend them and are asked to
     /// retry until the shard is back).
     fn begin_abort(&mut self) {
-        self.tell_destination(&StreamMessage::Abort);
+        self.abort_seq = Some(self.tell_destination(&StreamMessage::Abort));
         self.active.clear();
         self.held.clear();
         self.dirty.clear();

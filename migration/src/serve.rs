@@ -6,6 +6,7 @@
 use crate::bulk::{self, BulkStats};
 use crate::dedup::{DedupVerdict, WriteDedup};
 use crate::incoming::{Applied, DestinationRule, Incoming, IncomingStats};
+use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, SourceRule};
 use crate::pull::{self, PullStats};
 use crate::returning::{ReturnStats, Returning};
@@ -61,6 +62,12 @@ pub struct ServeCounters {
     /// Migrations in refused with `ERROR`: the partition holds data of the shard, or the
     /// source's partitions or group bits differ from ours.
     pub refused_inits: u64,
+    /// Requests refused with `DATA_LOST`: their group was lost when a migration's other
+    /// end restarted empty.
+    pub data_lost_replies: u64,
+    /// Migration stream messages of a stream this partition does not know (it restarted,
+    /// or they overtook their INIT), answered `ERROR`; and probes answered the same.
+    pub unknown_streams: u64,
 }
 
 impl ServeCounters {
@@ -102,6 +109,8 @@ impl ServeCounters {
         self.dropped_stale_write += other.dropped_stale_write;
         self.dropped_too_many_shards += other.dropped_too_many_shards;
         self.refused_inits += other.refused_inits;
+        self.data_lost_replies += other.data_lost_replies;
+        self.unknown_streams += other.unknown_streams;
     }
 }
 
@@ -118,6 +127,9 @@ pub enum Role {
     /// A migration in was aborted: what is here goes back to the source, and requests are
     /// passed to it (see `returning.rs`).
     Returning(Box<Returning>),
+    /// It owns the shard's partition, but a crash at the migration's other end lost some
+    /// groups (see `lost.rs`): those are refused with DATA_LOST, the rest served.
+    Damaged(Box<LostGroups>),
 }
 
 struct Shard {
@@ -199,6 +211,9 @@ pub struct PartitionServer {
     parked: Vec<(u64, Box<Packet>)>,
     /// The time its caller last gave it (`set_time`, `poll_migrations`).
     now: Instant,
+    /// This run of the partition (`set_incarnation`): stream acknowledgements carry it, so
+    /// a source tells a destination that restarted from one that has not yet seen INIT.
+    incarnation: u64,
 }
 
 /// Ended incoming streams a partition still re-acknowledges (one or two per migration).
@@ -301,6 +316,7 @@ impl PartitionServer {
             parked: Vec::new(),
             // A placeholder until the caller gives the time (before any migration runs).
             now: Instant::now(),
+            incarnation: 0,
         }
     }
 
@@ -368,6 +384,13 @@ impl PartitionServer {
         let Some(hosted) = self.shards.iter().find(|s| s.id == shard) else {
             return Err(format!("shard {shard} is not hosted here"));
         };
+        if let Role::Damaged(lost) = &hosted.role {
+            return Err(format!(
+                "shard {shard} of partition {partition} lost {} groups in a crash; they \
+                 cannot move",
+                lost.count()
+            ));
+        }
         if !matches!(hosted.role, Role::Owned) {
             return Err(format!(
                 "shard {shard} of partition {partition} is already migrating or moved"
@@ -396,7 +419,7 @@ impl PartitionServer {
     pub fn has_migrations(&self) -> bool {
         !self.extra.is_empty()
             || self.shards.iter().any(|s| match &s.role {
-                Role::Owned | Role::Moved { .. } => false,
+                Role::Owned | Role::Moved { .. } | Role::Damaged(_) => false,
                 Role::Returning(agent) => !agent.is_finished(),
                 Role::Incoming(_) | Role::Outgoing(_) => true,
             })
@@ -404,6 +427,12 @@ impl PartitionServer {
 
     /// The time from now on: requests handled next see it (migration acknowledgements time
     /// round trips by it, bulk pulls spend budget by it). The server reads no clock.
+    /// Names this run of the partition; a restarted server must take a new one (the
+    /// server draws it at start). Stream acknowledgements carry it.
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+    }
+
     #[inline]
     pub fn set_time(&mut self, now: Instant) {
         self.now = now;
@@ -422,9 +451,18 @@ impl PartitionServer {
     #[inline(never)]
     fn drive_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
         out.append(&mut self.extra);
+        let mut source_lost = false;
         for shard in &mut self.shards {
             if let Role::Incoming(agent) = &mut shard.role {
                 agent.poll(now, out);
+                if let Some(lost) = agent.lost_with_source() {
+                    // The source restarted: what is wholly here is this partition's now.
+                    self.migration.incoming.add(&agent.stats());
+                    self.migration.pulls.add(&agent.puller.stats());
+                    shard.role = Role::Damaged(Box::new(lost));
+                    source_lost = true;
+                    continue;
+                }
             }
             if let Role::Returning(agent) = &mut shard.role {
                 agent.poll(now, &shard.table, &self.dedup, out);
@@ -440,7 +478,12 @@ impl PartitionServer {
             if agent.is_aborted() {
                 self.migration.outgoing.add(&agent.stats());
                 self.latest_outgoing = agent.stats();
-                shard.role = Role::Owned;
+                let lost = agent.lost_groups();
+                shard.role = if lost.is_empty() {
+                    Role::Owned
+                } else {
+                    Role::Damaged(Box::new(lost.clone()))
+                };
             } else if agent.is_done() {
                 self.migration.outgoing.add(&agent.stats());
                 self.latest_outgoing = agent.stats();
@@ -449,6 +492,10 @@ impl PartitionServer {
                 // The data lives at the destination now; free it here.
                 shard.table = Partition::new(&self.map, self.partition, 0);
             }
+        }
+        if source_lost {
+            // Reads parked for pulls from the lost source are answered as the rest now.
+            self.release_parked(|_| true);
         }
     }
 
@@ -552,7 +599,25 @@ impl PartitionServer {
             return self.on_stream_message(packet);
         }
         if header.op.is_migration_stream_ack() || header.op.is_switch_control_ack() {
-            self.on_ack(src, &header);
+            let known = self.on_ack(src, &header);
+            if !known && header.op == Op::MigrateProbeAck && header.status == Status::Ok {
+                // A destination asks whether this partition still sends it the stream:
+                // not any more (it restarted).
+                self.counters.unknown_streams += 1;
+                let reply = header.reply(Status::Error);
+                let len = wire::emit_with(
+                    &HeaderRepr {
+                        op: header.op,
+                        ..reply
+                    },
+                    buf,
+                    |_| Ok(0),
+                )
+                .expect("an ack fits");
+                packet.set_len(len);
+                packet.swap_addresses();
+                return Ok(Action::Ready);
+            }
             return Ok(Action::Consumed);
         }
         if header.op == Op::Pull {
@@ -663,6 +728,10 @@ impl PartitionServer {
         let mut reply_flags = Flags::default();
         match &mut self.shards[shard_index].role {
             Role::Owned => {}
+            Role::Damaged(lost) if lost.contains(group) => {
+                return Ok(Action::Reply(self.data_lost_reply(&header, buf), reply_to));
+            }
+            Role::Damaged(_) => {}
             Role::Moved { to, shard } => {
                 let (to, shard) = (*to, *shard);
                 return Ok(Action::Reply(
@@ -677,8 +746,12 @@ impl PartitionServer {
                 group,
                 is_read,
                 double_read && !header.flags.contains(Flags::REDIRECTED),
+                header.flags.contains(Flags::FORWARDED),
             ) {
                 SourceRule::Serve => {}
+                SourceRule::DataLost => {
+                    return Ok(Action::Reply(self.data_lost_reply(&header, buf), reply_to));
+                }
                 SourceRule::Moved => {
                     let (to, shard) = (agent.plan().destination, agent.plan().destination_shard);
                     return Ok(Action::Reply(
@@ -1137,6 +1210,15 @@ impl PartitionServer {
         let Shard { table, role, .. } = &mut self.shards[shard_index];
         match role {
             Role::Owned => {}
+            Role::Damaged(lost) => {
+                if items
+                    .selected()
+                    .any(|(_, item)| lost.contains(layout.group_of(item.key_hash)))
+                {
+                    self.counters.data_lost_replies += 1;
+                    return Ok(MultiOutcome::Status(Status::DataLost));
+                }
+            }
             Role::Moved { to, shard } => return Ok(MultiOutcome::Moved(*to, *shard)),
             // As for single keys: passed here by someone else, never passed on twice.
             Role::Returning(_) if forwarded => {
@@ -1152,8 +1234,12 @@ impl PartitionServer {
             Role::Outgoing(agent) => {
                 for (i, item) in items.selected() {
                     let group = layout.group_of(item.key_hash);
-                    fates[i] = match agent.rule(group, is_read, is_half(i)) {
+                    fates[i] = match agent.rule(group, is_read, is_half(i), forwarded) {
                         SourceRule::Serve => ItemFate::Serve,
+                        SourceRule::DataLost => {
+                            self.counters.data_lost_replies += 1;
+                            return Ok(MultiOutcome::Status(Status::DataLost));
+                        }
                         SourceRule::Moved => {
                             let plan = agent.plan();
                             return Ok(MultiOutcome::Moved(
@@ -1322,7 +1408,7 @@ impl PartitionServer {
             // INIT that arrived after its abort was answered), and what it left here is a
             // copy of the source's data no client has seen.
             Role::Incoming(agent) => fit(agent.source == src && agent.source_shard == source_shard),
-            Role::Outgoing(_) => InitFit::Refuse,
+            Role::Outgoing(_) | Role::Damaged(_) => InitFit::Refuse,
         }
     }
 
@@ -1333,12 +1419,23 @@ impl PartitionServer {
         let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
         let stream_id = header.client;
+        let incarnation = self.incarnation;
         let completed_group = match message {
             StreamMessage::GroupComplete { group } => Some(group),
             _ => None,
         };
-        let index = match self.shards.iter().position(|s| s.id == header.shard) {
-            Some(index) => index,
+        let is_init = matches!(message, StreamMessage::Init { .. }) && header.seq == 0;
+        let (index, new_shard) = match self.shards.iter().position(|s| s.id == header.shard) {
+            Some(index) => (index, false),
+            // A shard is added only by an INIT it takes (and removed again if refused):
+            // anything else for a shard not here must not leave an empty one to serve.
+            None if !is_init => {
+                return Ok(self.answer_unknown_stream(
+                    packet,
+                    &header,
+                    message == StreamMessage::Abort,
+                ))
+            }
             None if self.shards.len() >= MAX_SHARDS => return Err(DropReason::TooManyShards),
             None => {
                 self.shards.push(Shard {
@@ -1346,7 +1443,7 @@ impl PartitionServer {
                     table: Partition::new(&self.map, self.partition, 0),
                     role: Role::Owned,
                 });
-                self.shards.len() - 1
+                (self.shards.len() - 1, true)
             }
         };
         let shard = &mut self.shards[index];
@@ -1362,47 +1459,37 @@ impl PartitionServer {
                 .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
             {
                 let (last, status) = (done.last_applied, done.status);
-                stream::acknowledge(packet, &header, last, status);
-                return Ok(Action::Ready);
-            }
-            if message == StreamMessage::Abort {
-                // Nothing of this migration is here (its INIT never arrived): say so, and
-                // the source takes the shard back at once. The stream is over: its INIT,
-                // if it comes late, is answered the same and starts nothing.
-                finish_stream(
-                    &mut self.finished_streams,
-                    FinishedStream {
-                        source: src,
-                        shard: header.shard,
-                        stream_id,
-                        last_applied: header.seq,
-                        status: Status::Error,
-                    },
-                );
-                stream::acknowledge(packet, &header, header.seq, Status::Error);
+                stream::acknowledge(packet, &header, last, status, incarnation);
                 return Ok(Action::Ready);
             }
             // A new migration in: only as its first message.
-            let StreamMessage::Init {
-                source_shard,
-                partitions,
-                group_bits,
-                ..
-            } = message
+            let (
+                true,
+                StreamMessage::Init {
+                    source_shard,
+                    partitions,
+                    group_bits,
+                    ..
+                },
+            ) = (is_init, message)
             else {
-                return Err(DropReason::NotARequest);
+                return Ok(self.answer_unknown_stream(
+                    packet,
+                    &header,
+                    message == StreamMessage::Abort,
+                ));
             };
-            if header.seq != 0 {
-                return Err(DropReason::NotARequest);
-            }
             let same_layout = u32::from(partitions) == self.map.partitions()
                 && group_bits == self.map.layout().group_bits();
             match Self::init_fit(shard, src, source_shard) {
                 InitFit::Take if same_layout => {}
                 InitFit::Wait => return Err(DropReason::NotARequest),
                 InitFit::Take | InitFit::Refuse => {
+                    if new_shard {
+                        self.shards.pop();
+                    }
                     self.counters.refused_inits += 1;
-                    stream::acknowledge(packet, &header, header.seq, Status::Error);
+                    stream::acknowledge(packet, &header, header.seq, Status::Error, incarnation);
                     return Ok(Action::Ready);
                 }
             }
@@ -1420,7 +1507,10 @@ impl PartitionServer {
             )));
         }
         let incoming = match &mut shard.role {
-            Role::Incoming(agent) => &mut **agent,
+            Role::Incoming(agent) => {
+                agent.heard(self.now);
+                &mut **agent
+            }
             Role::Outgoing(agent) => {
                 // What comes back is windows, entries and the end; nothing else applies.
                 let returnable = matches!(
@@ -1501,14 +1591,14 @@ impl PartitionServer {
                     },
                     None => last,
                 };
-                stream::acknowledge(packet, &header, last, Status::Ok);
+                stream::acknowledge(packet, &header, last, Status::Ok, incarnation);
                 Ok(Action::Ready)
             }
             Delivery::Gap => {
                 incoming.receiver().hold(header.seq, packet);
                 match incoming.receiver().last_applied() {
                     Some(last) => {
-                        stream::acknowledge(packet, &header, last, Status::Ok);
+                        stream::acknowledge(packet, &header, last, Status::Ok, incarnation);
                         Ok(Action::Ready)
                     }
                     None => Ok(Action::Consumed),
@@ -1516,12 +1606,42 @@ impl PartitionServer {
             }
             Delivery::Duplicate => match incoming.receiver().last_applied() {
                 Some(last) => {
-                    stream::acknowledge(packet, &header, last, Status::Ok);
+                    stream::acknowledge(packet, &header, last, Status::Ok, incarnation);
                     Ok(Action::Ready)
                 }
                 None => Ok(Action::Consumed),
             },
         }
+    }
+
+    /// A stream message (not its INIT) for a stream this partition does not know: an
+    /// ABORT whose INIT never arrived, or a partition that restarted and lost the stream
+    /// (or a message that overtook its INIT: the source tells that case by this
+    /// partition's incarnation, unchanged since INIT's acknowledgement).
+    fn answer_unknown_stream(
+        &mut self,
+        packet: &mut Packet,
+        header: &HeaderRepr,
+        is_abort: bool,
+    ) -> Action {
+        self.counters.unknown_streams += 1;
+        if is_abort {
+            // Nothing of this migration is here: say so, and the source takes the shard
+            // back at once. The stream is over: its INIT, if it comes late, is answered
+            // the same and starts nothing.
+            finish_stream(
+                &mut self.finished_streams,
+                FinishedStream {
+                    source: packet.src,
+                    shard: header.shard,
+                    stream_id: header.client,
+                    last_applied: header.seq,
+                    status: Status::Error,
+                },
+            );
+        }
+        stream::acknowledge(packet, header, header.seq, Status::Error, self.incarnation);
+        Action::Ready
     }
 
     /// The message a shard's incoming stream (or a return to it) held and can apply next.
@@ -1533,15 +1653,24 @@ impl PartitionServer {
         }
     }
 
-    fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) {
+    /// Gives an acknowledgement to the migration it belongs to; false if none knows it.
+    fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) -> bool {
         let now = self.now;
+        let mut known = false;
         for shard in &mut self.shards {
             match &mut shard.role {
-                Role::Outgoing(agent) => agent.on_ack(src, header, now),
+                Role::Outgoing(agent) => {
+                    known |= agent.sends_to(src, header);
+                    agent.on_ack(src, header, now);
+                }
                 Role::Returning(agent) => agent.on_ack(src, header, now),
+                Role::Incoming(agent) if header.op == Op::MigrateProbeAck => {
+                    agent.on_probe_answer(src, header);
+                }
                 _ => {}
             }
         }
+        known
     }
 
     fn checked_hash(&self, header: &HeaderRepr, key: &[u8]) -> Result<u64, DropReason> {
@@ -1605,6 +1734,11 @@ impl PartitionServer {
             ..header.reply(status)
         };
         wire::emit_reply(&reply_header, &reply, buf).expect("a status reply fits")
+    }
+
+    fn data_lost_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {
+        self.counters.data_lost_replies += 1;
+        self.status_reply(header, Status::DataLost, buf)
     }
 
     fn error_reply(&mut self, header: &HeaderRepr, buf: &mut [u8]) -> usize {

@@ -307,12 +307,20 @@ impl StreamReceiver {
 }
 
 /// Builds the acknowledgement of a stream message into `packet` (turned around in place).
-pub fn acknowledge(packet: &mut Packet, request: &HeaderRepr, last_applied: u64, status: Status) {
+/// Its key-hash field carries the receiver's `incarnation`.
+pub fn acknowledge(
+    packet: &mut Packet,
+    request: &HeaderRepr,
+    last_applied: u64,
+    status: Status,
+    incarnation: u64,
+) {
     let header = HeaderRepr {
         op: request.op.reply(),
         flags: Flags::default(),
         status,
         seq: last_applied,
+        key_hash: incarnation,
         ..*request
     };
     let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");

@@ -601,9 +601,9 @@ fn source_rule(server: &PartitionServer, group: u32) -> [SourceRule; 3] {
         panic!("migrating out");
     };
     [
-        agent.rule(group, true, false),
-        agent.rule(group, true, true),
-        agent.rule(group, false, false),
+        agent.rule(group, true, false, false),
+        agent.rule(group, true, true, false),
+        agent.rule(group, false, false, false),
     ]
 }
 
@@ -667,7 +667,7 @@ fn bulk_done_is_taken_from_the_destination_once_ownership_moved() {
     cluster.network.fault = 0.0;
     while matches!(
         cluster.source.role(SHARD),
-        Some(Role::Outgoing(agent)) if agent.rule(0, false, false) != SourceRule::Moved
+        Some(Role::Outgoing(agent)) if agent.rule(0, false, false, false) != SourceRule::Moved
     ) {
         cluster.step();
     }

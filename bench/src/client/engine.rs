@@ -202,6 +202,8 @@ pub struct Counters {
     pub deletes: u64,
     pub deletes_not_found: u64,
     pub error_replies: u64,
+    /// Requests refused with DATA_LOST: their group was lost in a crash.
+    pub data_lost: u64,
     pub ignored_replies: u64,
     pub malformed_replies: u64,
     pub retry_later: u64,
@@ -230,6 +232,7 @@ impl Counters {
         self.deletes += other.deletes;
         self.deletes_not_found += other.deletes_not_found;
         self.error_replies += other.error_replies;
+        self.data_lost += other.data_lost;
         self.ignored_replies += other.ignored_replies;
         self.malformed_replies += other.malformed_replies;
         self.retry_later += other.retry_later;
@@ -850,6 +853,12 @@ impl Engine {
                 self.counters.error_replies += 1;
                 self.complete(header.seq, now, Outcome::Failed, inserts);
             }
+            // Refused, not answered: a write may have been applied before the loss, so the
+            // history says its outcome is unknown.
+            Status::DataLost => {
+                self.counters.data_lost += 1;
+                self.complete(header.seq, now, Outcome::Failed, inserts);
+            }
         }
     }
 
@@ -985,8 +994,12 @@ impl Engine {
                     retry = true;
                     continue;
                 }
-                Status::Moved | Status::Error => {
-                    self.counters.error_replies += 1;
+                Status::Moved | Status::Error | Status::DataLost => {
+                    if item.status == Status::DataLost {
+                        self.counters.data_lost += 1;
+                    } else {
+                        self.counters.error_replies += 1;
+                    }
                     multi.failed |= bit;
                     multi.done |= bit;
                     continue;

@@ -52,6 +52,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.abort_chance = args.abort_chance;
     config.cuts = args.cuts;
     config.switch_restarts = args.switch_restarts;
+    config.crashes = args.crashes;
     config.faults.loss = args.loss;
     config.faults.duplicate = args.duplicate;
     config.faults.jitter_ns = args.jitter_us * 1000;
@@ -135,6 +136,8 @@ struct Totals {
     aborted: u64,
     cuts: u64,
     switch_restarts: u64,
+    crashes: u64,
+    data_lost: u64,
     lost: u64,
 }
 
@@ -150,13 +153,16 @@ impl Totals {
         self.aborted += o.stats.migrations_aborted;
         self.cuts += o.stats.cuts;
         self.switch_restarts += o.stats.switch_restarts;
+        self.crashes += o.stats.crashes;
+        self.data_lost += o.stats.data_lost_replies;
         self.lost += o.stats.lost;
     }
 
     fn line(&self) -> String {
         format!(
-            "{} of {} passed; {} events, {} ops ({} timed out), {} checked; migrations {} \
-             finished, {} called off; {} hosts cut off; {} switch restarts; {} datagrams lost",
+            "{} of {} passed; {} events, {} ops ({} failed or refused), {} checked; migrations {} \
+             finished, {} called off; {} hosts cut off; {} switch restarts; {} server crashes \
+             ({} requests refused DATA_LOST); {} datagrams lost",
             self.passed,
             self.seeds,
             self.events,
@@ -167,6 +173,8 @@ impl Totals {
             self.aborted,
             self.cuts,
             self.switch_restarts,
+            self.crashes,
+            self.data_lost,
             self.lost
         )
     }

@@ -318,6 +318,13 @@ pub(crate) fn hint_failures(phase: &PhaseResult) {
             c.error_replies
         );
     }
+    if c.data_lost > 0 {
+        eprintln!(
+            "netmigrate: {} request(s) were refused with DATA_LOST: a crash during a \
+             migration lost their keys' data (see the server's migration status)",
+            c.data_lost
+        );
+    }
     if c.timeouts > 0 {
         eprintln!(
             "netmigrate: {} request(s) got no answer within --give-up-ms: is the server \
@@ -421,6 +428,7 @@ pub(crate) fn build_report(
             "deletes": c.deletes,
             "deletes_not_found": c.deletes_not_found,
             "error_replies": c.error_replies,
+            "data_lost": c.data_lost,
             "retry_later": c.retry_later,
             "multi_key_requests": c.multi_requests,
             "multi_key_keys": c.multi_keys,

@@ -49,6 +49,8 @@ pub struct Config {
     pub cut_max_ns: u64,
     /// Switch restarts per run (empty registers and pair table afterwards).
     pub switch_restarts: usize,
+    /// Server crashes per run: down for up to `cut_max_ns`, then back empty.
+    pub crashes: usize,
     pub faults: Faults,
     pub cbf_cells: usize,
     pub time_limit_ns: u64,
@@ -58,8 +60,8 @@ pub struct Config {
 
 impl Config {
     /// The default mix: 3 servers × 2 partitions, 3 shards (one per protocol in turn),
-    /// 2 % loss, 2 % duplication, delays of 5–45 µs per hop, two hosts cut off per run,
-    /// four migrations, a quarter of them called off.
+    /// 2 % loss, 2 % duplication, delays of 5–45 µs per hop, two hosts cut off, one
+    /// switch restart and one server crash per run, four migrations, a quarter of them called off.
     pub fn default_mix(protocols: Vec<Protocol>) -> Config {
         let records = 200;
         let mut workload = WorkloadSpec::builtin("a").expect("workload a is built in");
@@ -84,7 +86,8 @@ impl Config {
             cuts: 2,
             cut_gap_ns: 30_000_000,
             cut_max_ns: 20_000_000,
-            switch_restarts: 0,
+            switch_restarts: 1,
+            crashes: 1,
             faults: Faults {
                 loss: 0.02,
                 duplicate: 0.02,

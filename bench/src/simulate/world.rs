@@ -119,6 +119,9 @@ pub struct RunStats {
     pub migrations_aborted: u64,
     pub cuts: u64,
     pub switch_restarts: u64,
+    pub crashes: u64,
+    /// Requests the servers refused with DATA_LOST (crashed servers' counts are gone).
+    pub data_lost_replies: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub virtual_ms: f64,
@@ -147,6 +150,13 @@ pub struct World {
     switch_restarts_left: usize,
     next_switch_restart_at: Nanos,
     switch_config: tofino::SwitchConfig,
+    crashes_left: usize,
+    next_crash_at: Nanos,
+    /// Per shard: a crash touched its data (its owner, or a migration's end, crashed), so
+    /// it is not expected whole at the end; what was lost must only never be read stale.
+    damaged: Vec<bool>,
+    /// Servers that crashed (by address).
+    crashed: Vec<Ipv4Addr>,
     next_stream_id: u32,
     next_writer: u32,
     pub trace: Trace,
@@ -188,6 +198,10 @@ impl World {
             switch_config,
             switch_restarts_left: config.switch_restarts,
             next_switch_restart_at: 0,
+            crashes_left: config.crashes,
+            next_crash_at: 0,
+            damaged: vec![false; shards],
+            crashed: Vec::new(),
             network,
             clients: Vec::new(),
             owner,
@@ -208,6 +222,13 @@ impl World {
         world.next_migration_at = world.rng.u64(0..=config.migration_gap_ns);
         world.next_cut_at = world.rng.u64(0..=config.cut_gap_ns);
         world.next_switch_restart_at = world.rng.u64(0..=config.migration_gap_ns * 2);
+        world.next_crash_at = world.rng.u64(0..=config.migration_gap_ns * 3);
+        for s in 0..world.servers.len() {
+            let incarnation = world.rng.u64(1..);
+            for partition in &mut world.servers[s].partitions {
+                partition.set_incarnation(incarnation);
+            }
+        }
         for shard in 1..=config.shards {
             for i in 0..config.clients_per_shard {
                 world.add_client(shard, i == 0);
@@ -329,11 +350,14 @@ impl World {
         self.migrations_left > 0
             || self.cuts_left > 0
             || self.switch_restarts_left > 0
+            || self.crashes_left > 0
             || self.active.iter().any(Option::is_some)
-            || self
-                .clients
-                .iter()
-                .any(|c| c.loading || c.started < self.config.ops_per_client)
+            || self.clients.iter().any(|c| {
+                // A shard a crash damaged may never finish loading: its clients do not
+                // hold the run up.
+                !self.damaged[c.shard as usize - 1]
+                    && (c.loading || c.started < self.config.ops_per_client)
+            })
     }
 
     fn stuck(&self) -> String {
@@ -389,6 +413,9 @@ impl World {
             if self.switch_restarts_left > 0 {
                 consider(Some(self.next_switch_restart_at));
             }
+            if self.crashes_left > 0 {
+                consider(Some(self.next_crash_at));
+            }
             if self.cuts_left > 0 {
                 consider(Some(self.next_cut_at));
             }
@@ -441,12 +468,16 @@ impl World {
         let now = self.now;
         let issuing = self.issuing();
         for i in 0..self.clients.len() {
-            let loaded = self.shard_loaded(self.clients[i].shard);
+            let shard = self.clients[i].shard;
+            let loaded = self.shard_loaded(shard);
+            // Clients of a damaged shard do their share and stop: mostly refusals.
+            let done = self.damaged[shard as usize - 1]
+                && self.clients[i].started >= self.config.ops_per_client;
             let client = &mut self.clients[i];
             let inserts = Arc::clone(&self.inserts[client.shard as usize - 1]);
             client.engine.take_replies(&inserts, || now);
             client.engine.expire_timers(now, &inserts);
-            if client.loading || (loaded && issuing) {
+            if client.loading || (loaded && issuing && !done) {
                 let before = client.engine.outstanding();
                 let dry = client
                     .engine
@@ -533,6 +564,9 @@ impl World {
             self.next_switch_restart_at =
                 self.now + self.rng.u64(0..=self.config.migration_gap_ns * 2);
         }
+        if self.crashes_left > 0 && self.now >= self.next_crash_at {
+            self.crash_server();
+        }
         if self.cuts_left > 0 && self.now >= self.next_cut_at {
             self.cuts_left -= 1;
             self.stats.cuts += 1;
@@ -554,11 +588,56 @@ impl World {
         }
     }
 
+    /// A server crashes: it is down for a while and comes back empty, a new incarnation
+    /// with no shards. The shards it owned, and those migrating to or from it, are damaged.
+    fn crash_server(&mut self) {
+        self.crashes_left -= 1;
+        self.stats.crashes += 1;
+        let s = self.rng.usize(..self.servers.len());
+        for partition in &self.servers[s].partitions {
+            self.stats.data_lost_replies += partition.counters().data_lost_replies;
+        }
+        let incarnation = self.rng.u64(1..);
+        let partitions = (0..self.config.partitions)
+            .map(|p| {
+                let mut partition = PartitionServer::new(&self.map, p, &[], 64);
+                partition.set_incarnation(incarnation);
+                partition
+            })
+            .collect();
+        self.servers[s].partitions = partitions;
+        self.crashed.push(self.servers[s].ip);
+        for shard in 0..self.owner.len() {
+            let migrating = self.active[shard]
+                .as_ref()
+                .is_some_and(|m| m.from == s || m.to == s);
+            if self.owner[shard] == s || migrating {
+                self.damaged[shard] = true;
+            }
+        }
+        let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
+        self.network.cut_off(self.servers[s].ip, until);
+        self.trace.note(
+            self.now,
+            format!(
+                "server {s} crashes; back empty in {} µs",
+                (until - self.now) / 1000
+            ),
+        );
+        self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
+    }
+
     /// Starts a migration of an idle, loaded shard to another server, if there is one.
     fn start_migration(&mut self) {
         let idle: Vec<u16> = (1..=self.config.shards)
-            .filter(|&s| self.active[s as usize - 1].is_none() && self.shard_loaded(s))
+            .filter(|&s| {
+                let slot = s as usize - 1;
+                self.active[slot].is_none() && self.shard_loaded(s) && !self.damaged[slot]
+            })
             .collect();
+        if self.damaged.iter().all(|&d| d) {
+            self.migrations_left = 0; // Nothing left that may move.
+        }
         if idle.is_empty() {
             return;
         }
@@ -627,8 +706,9 @@ impl World {
                     .iter()
                     .map(move |p| (p.role(m.shard), p.migration_counters()))
             };
-            let source_done = roles(m.from)
-                .all(|(role, _)| matches!(role, Some(Role::Owned) | Some(Role::Moved { .. })));
+            // A crashed end holds nothing of the shard any more (role None).
+            let source_done =
+                roles(m.from).all(|(role, _)| !matches!(role, Some(Role::Outgoing(_))));
             let destination_done = roles(m.to).all(|(role, counters)| {
                 !matches!(role, Some(Role::Incoming(_))) && counters.returning_active == 0
             });
@@ -674,6 +754,11 @@ impl World {
         }
         self.stats.virtual_ms = self.now as f64 / 1e6;
         self.stats.lost = self.network.lost;
+        for server in &self.servers {
+            for partition in &server.partitions {
+                self.stats.data_lost_replies += partition.counters().data_lost_replies;
+            }
+        }
         self.stats.duplicated = self.network.duplicated;
         history
     }
@@ -684,6 +769,10 @@ impl World {
         let mut problems = Vec::new();
         for shard in 1..=self.config.shards {
             let owner = self.owner[shard as usize - 1];
+            if self.damaged[shard as usize - 1] {
+                problems.extend(self.check_damaged(shard));
+                continue;
+            }
             for (s, server) in self.servers.iter().enumerate() {
                 let entries: usize = server
                     .partitions
@@ -716,9 +805,36 @@ impl World {
                 }
             }
         }
-        let pairs = self.switch.pairs().count();
+        // A NetMigrate source that crashed cannot tell the switch to forget its pair (see
+        // docs/simulation.md); every other pair must be gone.
+        let crashed_source = |ip: Ipv4Addr| self.crashed.contains(&ip);
+        let pairs = self
+            .switch
+            .pairs()
+            .filter(|pair| !crashed_source(pair.source_ip))
+            .count();
         if pairs > 0 {
             problems.push(format!("the switch still holds {pairs} pair(s)"));
+        }
+        problems
+    }
+}
+
+impl World {
+    /// A shard a crash touched: nothing of it is still migrating anywhere.
+    fn check_damaged(&self, shard: u16) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (s, server) in self.servers.iter().enumerate() {
+            for (p, partition) in server.partitions.iter().enumerate() {
+                let role = partition.role(shard);
+                if matches!(role, Some(Role::Incoming(_)) | Some(Role::Outgoing(_))) {
+                    problems.push(format!(
+                        "shard {shard} (damaged by a crash): server {s} partition {p} ends in \
+                         role {}",
+                        role_name(role)
+                    ));
+                }
+            }
         }
         problems
     }
@@ -732,5 +848,6 @@ fn role_name(role: Option<&Role>) -> &'static str {
         Some(Role::Incoming(_)) => "incoming",
         Some(Role::Outgoing(_)) => "outgoing",
         Some(Role::Returning(_)) => "returning",
+        Some(Role::Damaged(_)) => "damaged",
     }
 }

@@ -133,6 +133,10 @@ pub enum StreamMessage<'a> {
     /// The migration is called off: the destination sends back what it holds of the
     /// shard (its own stream, same stream id) and stops serving it. Empty body.
     Abort,
+    /// Nothing to apply: a source whose destination has been silent asks whether the
+    /// stream is still known there (a destination that restarted answers `ERROR`). Empty
+    /// body.
+    Probe,
     /// Entries of one group; `items` is the encoded list, iterate with [`data_items`].
     Data {
         group: u32,
@@ -160,6 +164,7 @@ impl<'a> StreamMessage<'a> {
             StreamMessage::GroupComplete { .. } => Op::GroupComplete,
             StreamMessage::Terminate { .. } => Op::Terminate,
             StreamMessage::Abort => Op::MigrateAbort,
+            StreamMessage::Probe => Op::MigrateProbe,
             StreamMessage::Data { .. } => Op::MigrateData,
             StreamMessage::DedupEntries { .. } => Op::DedupEntries,
             StreamMessage::DedupWindow { .. } => Op::DedupWindow,
@@ -202,6 +207,7 @@ impl<'a> StreamMessage<'a> {
                 floor_clock: c.version()?,
             },
             Op::MigrateAbort => StreamMessage::Abort,
+            Op::MigrateProbe => StreamMessage::Probe,
             Op::MigrateData => {
                 let group = c.u32()?;
                 let count = c.u16()?;
@@ -294,7 +300,7 @@ impl<'a> StreamMessage<'a> {
             }
             StreamMessage::GroupComplete { group } => w.put(&group.to_be_bytes())?,
             StreamMessage::Terminate { floor_clock } => w.put(&floor_clock.to_be_bytes())?,
-            StreamMessage::Abort => {}
+            StreamMessage::Abort | StreamMessage::Probe => {}
             StreamMessage::Data {
                 group,
                 count,

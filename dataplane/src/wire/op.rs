@@ -33,6 +33,8 @@ ops! {
     GroupComplete = 0x12,
     Terminate = 0x13,
     MigrateAbort = 0x14,
+    /// Is the stream still known there? (A source asks while its destination is silent.)
+    MigrateProbe = 0x15,
     // Migration data, source core → destination core.
     MigrateData = 0x30,
     DedupEntries = 0x31,
@@ -60,6 +62,7 @@ ops! {
     GroupCompleteAck = 0x92,
     TerminateAck = 0x93,
     MigrateAbortAck = 0x94,
+    MigrateProbeAck = 0x95,
     MigrateDataAck = 0xB0,
     DedupEntriesAck = 0xB1,
     DedupWindowAck = 0xB2,
@@ -158,6 +161,9 @@ pub enum Status {
     RetryLater = 3,
     /// The request was understood but could not be served (e.g. unknown shard).
     Error = 4,
+    /// The key's group was lost in a crash (a migration's other end restarted empty):
+    /// refused rather than answered from an older copy.
+    DataLost = 5,
 }
 
 impl Status {
@@ -168,6 +174,7 @@ impl Status {
             2 => Status::Moved,
             3 => Status::RetryLater,
             4 => Status::Error,
+            5 => Status::DataLost,
             other => return Err(WireError::UnknownStatus(other)),
         })
     }
