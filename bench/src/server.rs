@@ -240,6 +240,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
     let mut loops = Vec::new();
     let mut commands = Vec::new();
     let mut published_reports = Vec::new();
+    let incarnation = draw_incarnation();
     for partition in 0..spec.map.partitions() {
         let addr = spec.partition_addr(partition);
         let port = fabric.bind(addr).map_err(|e| {
@@ -255,14 +256,16 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         }));
         commands.push(command_tx);
         published_reports.push(Arc::clone(&published));
+        let mut server = PartitionServer::new(
+            &spec.map,
+            partition,
+            &spec.shards,
+            spec.capacity_per_partition,
+        );
+        server.set_incarnation(incarnation);
         let state = PartitionLoop {
             port,
-            server: PartitionServer::new(
-                &spec.map,
-                partition,
-                &spec.shards,
-                spec.capacity_per_partition,
-            ),
+            server,
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
             replies: Vec::with_capacity(BURST),
@@ -501,4 +504,15 @@ pub fn format_reports(reports: &[PartitionReport]) -> String {
         total.error_replies
     ));
     out
+}
+
+/// A new name for this run of the server (never 0), so that a migration's other end can
+/// tell it restarted: the wall clock's nanoseconds, mixed with the process id.
+fn draw_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed =
+        (nanos ^ u64::from(std::process::id()).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    mixed.max(1)
 }

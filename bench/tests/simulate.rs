@@ -85,3 +85,34 @@ fn scenario_switch_restart_mid_migration() {
     }
     assert_eq!(restarts, 20);
 }
+
+/// A server crashes and comes back empty, for each protocol alone: whatever only it held is
+/// lost, and must be refused (DATA_LOST from the migration's other end, ERROR from the
+/// empty server), never answered from an older copy. Before the fix a source took the
+/// restarted destination's ERROR for a clean abort and served its frozen copy again,
+/// rolling back writes the destination had acknowledged (stale reads in a few seeds).
+#[test]
+fn scenario_server_crash_mid_migration() {
+    let mut refused = 0;
+    for protocol in [
+        Protocol::NetMigrate,
+        Protocol::Rocksteady,
+        Protocol::Fulva,
+        Protocol::SourceBased,
+    ] {
+        let mut config = Config::default_mix(vec![protocol]);
+        config.crashes = 1;
+        for seed in 1..=10 {
+            let outcome = run_seed(&config, seed);
+            assert!(
+                outcome.passed(),
+                "{protocol:?}, seed {seed}: {:?}\n{}",
+                outcome.problems,
+                outcome.trace.unwrap_or_default()
+            );
+            assert_eq!(outcome.stats.crashes, 1);
+            refused += outcome.stats.data_lost_replies;
+        }
+    }
+    assert!(refused > 0, "no run lost data to a crash mid-migration");
+}

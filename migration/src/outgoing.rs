@@ -762,7 +762,7 @@ impl Outgoing {
         let holding = self.destination_incarnation.is_some()
             && matches!(
                 self.stage,
-                Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. }
+                Stage::Init { .. } | Stage::Groups | Stage::CatchingUp { .. } | Stage::Aborting
             );
         if !holding || self.to_destination.pending() >= STREAM_WINDOW {
             return;

@@ -1425,7 +1425,24 @@ impl PartitionServer {
             _ => None,
         };
         let is_init = matches!(message, StreamMessage::Init { .. }) && header.seq == 0;
-        let (index, new_shard) = match self.shards.iter().position(|s| s.id == header.shard) {
+        let position = self.shards.iter().position(|s| s.id == header.shard);
+        let ours = position.is_some_and(|index| match &self.shards[index].role {
+            Role::Incoming(agent) => agent.source == src && agent.stream_id == stream_id,
+            Role::Outgoing(agent) => agent.accepts_return(src, stream_id),
+            _ => false,
+        });
+        if !ours {
+            if let Some(done) = self
+                .finished_streams
+                .iter()
+                .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
+            {
+                let (last, status) = (done.last_applied, done.status);
+                stream::acknowledge(packet, &header, last, status, incarnation);
+                return Ok(Action::Ready);
+            }
+        }
+        let (index, new_shard) = match position {
             Some(index) => (index, false),
             // A shard is added only by an INIT it takes (and removed again if refused):
             // anything else for a shard not here must not leave an empty one to serve.
@@ -1447,21 +1464,7 @@ impl PartitionServer {
             }
         };
         let shard = &mut self.shards[index];
-        let ours = match &shard.role {
-            Role::Incoming(agent) => agent.source == src && agent.stream_id == stream_id,
-            Role::Outgoing(agent) => agent.accepts_return(src, stream_id),
-            _ => false,
-        };
         if !ours {
-            if let Some(done) = self
-                .finished_streams
-                .iter()
-                .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
-            {
-                let (last, status) = (done.last_applied, done.status);
-                stream::acknowledge(packet, &header, last, status, incarnation);
-                return Ok(Action::Ready);
-            }
             // A new migration in: only as its first message.
             let (
                 true,
