@@ -4,8 +4,10 @@
 //! could overwrite a newer value. Each request names its client, its sequence number and the
 //! gap to the oldest sequence number that client still awaits. A server remembers, per
 //! client, which writes at or after that floor it has applied; anything below the floor was
-//! answered already and is never applied again.
+//! answered already and is never applied again. A repeat is answered as its first copy was:
+//! a DELETE that found no key is remembered, so its retransmission says NOT_FOUND again.
 
+use dataplane::wire::Status;
 use std::collections::HashMap;
 
 /// Sequence numbers a client may have in flight beyond its oldest unanswered one.
@@ -16,8 +18,9 @@ const WORDS: usize = (WINDOW / 64) as usize;
 pub enum DedupVerdict {
     /// First time seen: apply it.
     Apply,
-    /// Applied before and the client may still wait for the answer: answer, don't apply.
-    Duplicate,
+    /// Applied before and the client may still wait for the answer: answer as the first
+    /// copy was (`found` is false for a DELETE that found no key), don't apply.
+    Duplicate { found: bool },
     /// Older than the client's floor: the client has its answer; drop it.
     Stale,
     /// The client broke the window contract (gap ≥ WINDOW).
@@ -27,6 +30,8 @@ pub enum DedupVerdict {
 struct ClientWindow {
     floor: u64,
     applied: [u64; WORDS],
+    /// Applied DELETEs that found no key (answered NOT_FOUND).
+    not_found: [u64; WORDS],
 }
 
 impl ClientWindow {
@@ -35,20 +40,62 @@ impl ClientWindow {
         ((slot / 64) as usize, 1 << (slot % 64))
     }
 
+    fn new(floor: u64) -> Self {
+        ClientWindow {
+            floor,
+            applied: [0; WORDS],
+            not_found: [0; WORDS],
+        }
+    }
+
     fn advance(&mut self, floor: u64) {
         if floor <= self.floor {
             return;
         }
         if floor - self.floor >= WINDOW {
             self.applied = [0; WORDS];
+            self.not_found = [0; WORDS];
         } else {
             for seq in self.floor..floor {
                 let (word, mask) = Self::bit(seq);
                 self.applied[word] &= !mask;
+                self.not_found[word] &= !mask;
             }
         }
         self.floor = floor;
     }
+
+    fn in_window(&self, seq: u64) -> bool {
+        seq >= self.floor && seq - self.floor < WINDOW
+    }
+
+    /// Marks `seq` applied (and how it was answered).
+    fn record(&mut self, seq: u64, found: bool) {
+        let (word, mask) = Self::bit(seq);
+        self.applied[word] |= mask;
+        if found {
+            self.not_found[word] &= !mask;
+        } else {
+            self.not_found[word] |= mask;
+        }
+    }
+}
+
+/// A bitmap of `seq % WINDOW`, as DEDUP_WINDOW carries it: big-endian words.
+fn encode_bitmap(words: &[u64; WORDS]) -> [u8; (WINDOW / 8) as usize] {
+    let mut bitmap = [0u8; (WINDOW / 8) as usize];
+    for (chunk, word) in bitmap.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    bitmap
+}
+
+/// Whether `seq`'s bit is set in a bitmap encoded by `encode_bitmap`.
+fn bitmap_has(bitmap: &[u8], seq: u64) -> bool {
+    // Word `slot / 64` is stored big-endian, so bit b of it is in byte 7 − b / 8.
+    let slot = (seq % WINDOW) as usize;
+    let byte = slot / 64 * 8 + 7 - slot % 64 / 8;
+    bitmap.get(byte).is_some_and(|b| b & (1 << (slot % 8)) != 0)
 }
 
 /// Per-client write windows of one partition.
@@ -65,10 +112,10 @@ impl WriteDedup {
             return DedupVerdict::OutOfWindow;
         }
         let floor = seq - gap;
-        let window = self.clients.entry(client).or_insert(ClientWindow {
-            floor,
-            applied: [0; WORDS],
-        });
+        let window = self
+            .clients
+            .entry(client)
+            .or_insert_with(|| ClientWindow::new(floor));
         window.advance(floor);
         if seq < window.floor {
             return DedupVerdict::Stale;
@@ -80,10 +127,22 @@ impl WriteDedup {
         }
         let (word, mask) = ClientWindow::bit(seq);
         if window.applied[word] & mask != 0 {
-            DedupVerdict::Duplicate
+            DedupVerdict::Duplicate {
+                found: window.not_found[word] & mask == 0,
+            }
         } else {
             window.applied[word] |= mask;
             DedupVerdict::Apply
+        }
+    }
+
+    /// The write `(client, seq)` just admitted was a DELETE that found no key: a repeat is
+    /// answered NOT_FOUND too.
+    pub fn found_nothing(&mut self, client: u32, seq: u64) {
+        if let Some(window) = self.clients.get_mut(&client) {
+            if window.in_window(seq) {
+                window.record(seq, false);
+            }
         }
     }
 
@@ -91,58 +150,94 @@ impl WriteDedup {
         self.clients.len()
     }
 
-    /// Records that `(client, seq)` was applied elsewhere (by a migration's source), so a
-    /// retransmission arriving here is answered without applying it again.
-    pub fn remember(&mut self, client: u32, seq: u64) {
+    /// Records that `(client, seq)` was applied elsewhere (by a migration's source), and
+    /// whether it found its key (`found` is false for a DELETE answered NOT_FOUND), so a
+    /// retransmission arriving here is answered as it was there, without applying it again.
+    pub fn remember(&mut self, client: u32, seq: u64, found: bool) {
         // Without a window, the client's floor is unknown: it may still await any earlier
         // write in the window, so none of them may look stale.
-        let window = self.clients.entry(client).or_insert(ClientWindow {
-            floor: seq.saturating_sub(WINDOW - 1),
-            applied: [0; WORDS],
-        });
+        let window = self
+            .clients
+            .entry(client)
+            .or_insert_with(|| ClientWindow::new(seq.saturating_sub(WINDOW - 1)));
         if seq < window.floor {
             return; // The client has its answer already.
         }
         if seq - window.floor >= WINDOW {
             window.advance(seq - (WINDOW - 1));
         }
-        let (word, mask) = ClientWindow::bit(seq);
-        window.applied[word] |= mask;
+        window.record(seq, found);
     }
 
-    /// Every client's window: (client, floor, bitmap of seq % WINDOW, big-endian words), in
-    /// client order, so the messages that carry them are the same in every run.
-    pub fn windows(&self) -> impl Iterator<Item = (u32, u64, [u8; (WINDOW / 8) as usize])> + '_ {
+    /// Every client's window, in client order (so the messages that carry them are the
+    /// same in every run).
+    pub fn windows(&self) -> impl Iterator<Item = EncodedWindow> + '_ {
         let mut clients: Vec<_> = self.clients.iter().collect();
         clients.sort_unstable_by_key(|(&client, _)| client);
-        clients.into_iter().map(|(&client, window)| {
-            let mut bitmap = [0u8; (WINDOW / 8) as usize];
-            for (chunk, word) in bitmap.chunks_exact_mut(8).zip(window.applied) {
-                chunk.copy_from_slice(&word.to_be_bytes());
-            }
-            (client, window.floor, bitmap)
+        clients.into_iter().map(|(&client, window)| EncodedWindow {
+            client,
+            floor: window.floor,
+            applied: encode_bitmap(&window.applied),
+            not_found: encode_bitmap(&window.not_found),
         })
     }
 
-    /// Adds another server's window of `client` (from [`WriteDedup::windows`]).
-    pub fn merge_window(&mut self, client: u32, floor: u64, bitmap: &[u8]) {
+    /// Adds another server's window of `client` (from [`WriteDedup::windows`]): bitmaps
+    /// of `seq % WINDOW` from `floor` on, of the writes applied and of the DELETEs among
+    /// them that found no key.
+    pub fn merge_window(&mut self, client: u32, floor: u64, applied: &[u8], not_found: &[u8]) {
         // The client told the other server its floor, so it awaits nothing older; but it
         // may await anything from the floor on, applied or not.
-        let window = self.clients.entry(client).or_insert(ClientWindow {
-            floor,
-            applied: [0; WORDS],
-        });
-        window.advance(floor);
+        self.clients
+            .entry(client)
+            .or_insert_with(|| ClientWindow::new(floor))
+            .advance(floor);
         // Saturating: a hostile floor near u64::MAX must not overflow.
         for seq in floor..floor.saturating_add(WINDOW) {
-            // Word `slot / 64` is stored big-endian, so bit b of it is in byte 7 − b / 8.
-            let slot = (seq % WINDOW) as usize;
-            let byte = slot / 64 * 8 + 7 - slot % 64 / 8;
-            if bitmap.get(byte).is_some_and(|b| b & (1 << (slot % 8)) != 0) {
-                self.remember(client, seq);
+            if bitmap_has(applied, seq) {
+                self.remember(client, seq, !bitmap_has(not_found, seq));
             }
         }
     }
+}
+
+/// One client's window as DEDUP_WINDOW carries it: bitmaps of `seq % WINDOW` in big-endian
+/// 64-bit words.
+pub struct EncodedWindow {
+    pub client: u32,
+    pub floor: u64,
+    pub applied: [u8; (WINDOW / 8) as usize],
+    pub not_found: [u8; (WINDOW / 8) as usize],
+}
+
+impl EncodedWindow {
+    /// The DEDUP_WINDOW message that carries it.
+    pub fn message(&self) -> dataplane::wire::StreamMessage<'_> {
+        dataplane::wire::StreamMessage::DedupWindow {
+            client: self.client,
+            floor: self.floor,
+            bitmap: &self.applied,
+            not_found: &self.not_found,
+        }
+    }
+}
+
+/// Applies a DELETE to `table`: its version, and its answer (OK, or NOT_FOUND when there
+/// was no key to delete).
+pub fn delete_answer(table: &mut kv::Partition, hash: u64, key: &[u8]) -> (Status, u64) {
+    let (version, existed) = table.delete(hash, key);
+    let status = if existed {
+        Status::Ok
+    } else {
+        Status::NotFound
+    };
+    (status, version)
+}
+
+/// How a repeated write is answered: as its first copy was, version 0 (the version it got
+/// is not kept).
+pub fn repeat_answer(found: bool) -> (Status, u64) {
+    (if found { Status::Ok } else { Status::NotFound }, 0)
 }
 
 #[cfg(test)]
@@ -153,7 +248,7 @@ mod tests {
     fn applies_once_and_rejects_stale_copies() {
         let mut d = WriteDedup::default();
         assert_eq!(d.admit(1, 10, 0), DedupVerdict::Apply);
-        assert_eq!(d.admit(1, 10, 0), DedupVerdict::Duplicate);
+        assert_eq!(d.admit(1, 10, 0), DedupVerdict::Duplicate { found: true });
         assert_eq!(d.admit(1, 11, 1), DedupVerdict::Apply);
         // The client has its answer for 10 and 11; a late copy of 10 must not run.
         assert_eq!(d.admit(1, 12, 0), DedupVerdict::Apply);
@@ -174,14 +269,14 @@ mod tests {
             assert_eq!(source.admit(3, seq, (seq - 5) as u32), DedupVerdict::Apply);
         }
         let mut destination = WriteDedup::default();
-        for (client, floor, bitmap) in source.windows() {
-            destination.merge_window(client, floor, &bitmap);
+        for w in source.windows() {
+            destination.merge_window(w.client, w.floor, &w.applied, &w.not_found);
         }
-        destination.remember(3, 12);
+        destination.remember(3, 12, true);
         for seq in [6, 9, 12] {
             assert_eq!(
                 destination.admit(3, seq, (seq - 6) as u32),
-                DedupVerdict::Duplicate,
+                DedupVerdict::Duplicate { found: true },
                 "seq {seq}"
             );
         }
@@ -196,29 +291,38 @@ mod tests {
         let mut source = WriteDedup::default();
         assert_eq!(source.admit(3, 105, 5), DedupVerdict::Apply);
         let mut destination = WriteDedup::default();
-        for (client, floor, bitmap) in source.windows() {
-            destination.merge_window(client, floor, &bitmap);
+        for w in source.windows() {
+            destination.merge_window(w.client, w.floor, &w.applied, &w.not_found);
         }
         assert_eq!(destination.admit(3, 101, 1), DedupVerdict::Apply);
-        assert_eq!(destination.admit(3, 105, 4), DedupVerdict::Duplicate);
+        assert_eq!(
+            destination.admit(3, 105, 4),
+            DedupVerdict::Duplicate { found: true }
+        );
         assert_eq!(destination.admit(3, 99, 0), DedupVerdict::Stale);
     }
 
     #[test]
     fn remembered_write_does_not_make_earlier_writes_stale() {
         let mut destination = WriteDedup::default();
-        destination.remember(4, 50);
+        destination.remember(4, 50, true);
         assert_eq!(destination.admit(4, 48, 0), DedupVerdict::Apply);
-        assert_eq!(destination.admit(4, 50, 2), DedupVerdict::Duplicate);
+        assert_eq!(
+            destination.admit(4, 50, 2),
+            DedupVerdict::Duplicate { found: true }
+        );
     }
 
     #[test]
     fn hostile_floors_and_sequence_numbers_do_not_overflow() {
         let mut d = WriteDedup::default();
-        d.merge_window(1, u64::MAX - 3, &[0xFF; (WINDOW / 8) as usize]);
-        d.remember(2, u64::MAX);
-        d.remember(2, 0);
-        assert_eq!(d.admit(2, u64::MAX, 0), DedupVerdict::Duplicate);
+        d.merge_window(1, u64::MAX - 3, &[0xFF; (WINDOW / 8) as usize], &[]);
+        d.remember(2, u64::MAX, true);
+        d.remember(2, 0, true);
+        assert_eq!(
+            d.admit(2, u64::MAX, 0),
+            DedupVerdict::Duplicate { found: true }
+        );
     }
 
     #[test]
@@ -227,16 +331,53 @@ mod tests {
         for seq in 0..3 * WINDOW {
             let gap = seq.min(WINDOW / 2) as u32;
             assert_eq!(d.admit(7, seq, gap), DedupVerdict::Apply, "seq {seq}");
-            assert_eq!(d.admit(7, seq, gap), DedupVerdict::Duplicate);
+            assert_eq!(
+                d.admit(7, seq, gap),
+                DedupVerdict::Duplicate { found: true }
+            );
             if seq >= 1 {
                 let earlier = seq - 1;
                 let expected = if earlier < seq - u64::from(gap) {
                     DedupVerdict::Stale
                 } else {
-                    DedupVerdict::Duplicate
+                    DedupVerdict::Duplicate { found: true }
                 };
                 assert_eq!(d.admit(7, earlier, 0), expected);
             }
         }
+    }
+
+    #[test]
+    fn a_repeated_delete_is_answered_as_its_first_copy_was() {
+        let mut source = WriteDedup::default();
+        assert_eq!(source.admit(5, 20, 0), DedupVerdict::Apply);
+        source.found_nothing(5, 20);
+        assert_eq!(source.admit(5, 21, 1), DedupVerdict::Apply);
+        assert_eq!(
+            source.admit(5, 20, 0),
+            DedupVerdict::Duplicate { found: false }
+        );
+        assert_eq!(
+            source.admit(5, 21, 1),
+            DedupVerdict::Duplicate { found: true }
+        );
+        // Carried to a migration's destination, by window and by entry.
+        let mut destination = WriteDedup::default();
+        for w in source.windows() {
+            destination.merge_window(w.client, w.floor, &w.applied, &w.not_found);
+        }
+        destination.remember(5, 22, false);
+        assert_eq!(
+            destination.admit(5, 20, 0),
+            DedupVerdict::Duplicate { found: false }
+        );
+        assert_eq!(
+            destination.admit(5, 21, 1),
+            DedupVerdict::Duplicate { found: true }
+        );
+        assert_eq!(
+            destination.admit(5, 22, 2),
+            DedupVerdict::Duplicate { found: false }
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! decides how the partition serves requests for them (see `serve.rs`).
 
 use crate::bulk::{BulkPuller, Replayed};
-use crate::dedup::{DedupVerdict, WriteDedup};
+use crate::dedup::{delete_answer, repeat_answer, DedupVerdict, WriteDedup};
 use crate::lost::LostGroups;
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
@@ -379,10 +379,11 @@ impl Incoming {
                 client,
                 floor,
                 bitmap,
-            } => dedup.merge_window(client, floor, bitmap),
+                not_found,
+            } => dedup.merge_window(client, floor, bitmap, not_found),
             StreamMessage::DedupEntries { entries } => {
-                for (client, seq) in wire::dedup_entries(entries) {
-                    dedup.remember(client, seq);
+                for (client, seq, found) in wire::dedup_entries(entries) {
+                    dedup.remember(client, seq, found);
                 }
             }
             StreamMessage::GroupStart { group, floor_clock } => {
@@ -546,16 +547,14 @@ fn admit_late_write(
         DedupVerdict::Apply => match late.value {
             Some(value) => (Status::Ok, table.put(hash, late.key, value)),
             None => {
-                let (version, existed) = table.delete(hash, late.key);
-                let status = if existed {
-                    Status::Ok
-                } else {
-                    Status::NotFound
-                };
-                (status, version)
+                let answer = delete_answer(table, hash, late.key);
+                if answer.0 == Status::NotFound {
+                    dedup.found_nothing(late.client, late.seq);
+                }
+                answer
             }
         },
-        DedupVerdict::Duplicate => (Status::Ok, 0),
+        DedupVerdict::Duplicate { found } => repeat_answer(found),
         DedupVerdict::Stale => return None,
         DedupVerdict::OutOfWindow => (Status::Error, 0),
     })

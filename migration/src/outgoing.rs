@@ -231,6 +231,8 @@ enum Stage {
 
 /// Room for the items of one data batch (the rest of the frame is header and batch header).
 const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
+/// DEDUP_ENTRIES items in one message (12 bytes each).
+const DEDUP_ENTRIES_PER_BATCH: usize = (BATCH_BYTES - 4) / 12;
 /// Destination stream window (messages). Data is pushed only while the stream holds less
 /// than this, so a late write queues behind at most a window of data.
 pub(crate) const STREAM_WINDOW: usize = 64;
@@ -362,14 +364,9 @@ impl Outgoing {
             parallel_pulls: plan.pipeline.clamp(1, 255) as u8,
         };
         let mut destination = self.tell_destination(&init);
-        for (client, floor, bitmap) in dedup.windows() {
-            let message = StreamMessage::DedupWindow {
-                client,
-                floor,
-                bitmap: &bitmap,
-            };
+        for window in dedup.windows() {
             // Ownership may move once the windows are there, not just INIT.
-            destination = self.tell_destination(&message);
+            destination = self.tell_destination(&window.message());
         }
         self.stage = Stage::Init {
             switch,
@@ -564,11 +561,17 @@ impl Outgoing {
         };
     }
 
-    /// A client write the source applied itself (its group is not started): the
-    /// destination must learn it, so a retransmission that reaches it is not re-applied.
-    pub fn applied_write(&mut self, client: u32, seq: u64) {
+    /// A client write the source applied itself (its group is not started), and whether
+    /// it found its key (false for a DELETE answered NOT_FOUND): the destination must
+    /// learn it, so a retransmission that reaches it is answered the same and not
+    /// re-applied. The log goes out a batch at a time, so it stays bounded.
+    pub fn applied_write(&mut self, client: u32, seq: u64, found: bool) {
         if !self.is_aborting() {
-            self.dedup_log.push((client, seq));
+            let flag = if found { 0 } else { wire::DEDUP_NOT_FOUND };
+            self.dedup_log.push((client, seq | flag));
+            if self.dedup_log.len() >= DEDUP_ENTRIES_PER_BATCH {
+                self.flush_dedup_log();
+            }
         }
     }
 
@@ -1004,7 +1007,7 @@ impl Outgoing {
 
     fn flush_dedup_log(&mut self) {
         let log = std::mem::take(&mut self.dedup_log);
-        for chunk in log.chunks((BATCH_BYTES - 4) / 12) {
+        for chunk in log.chunks(DEDUP_ENTRIES_PER_BATCH) {
             let mut entries = Vec::with_capacity(chunk.len() * 12);
             for (client, seq) in chunk {
                 entries.extend_from_slice(&client.to_be_bytes());

@@ -121,12 +121,8 @@ impl Returning {
         loop {
             match self.step {
                 Step::Windows => {
-                    for (client, floor, bitmap) in dedup.windows() {
-                        self.send(&StreamMessage::DedupWindow {
-                            client,
-                            floor,
-                            bitmap: &bitmap,
-                        });
+                    for window in dedup.windows() {
+                        self.send(&window.message());
                     }
                     self.step = Step::Entries(self.groups.start);
                 }

@@ -4,7 +4,7 @@
 //! see `docs/migration.md` for the rules and why they keep every operation linearizable.
 
 use crate::bulk::{self, BulkStats};
-use crate::dedup::{DedupVerdict, WriteDedup};
+use crate::dedup::{delete_answer, repeat_answer, DedupVerdict, WriteDedup};
 use crate::incoming::{Applied, DestinationRule, Incoming, IncomingStats};
 use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats, OwnedLateWrite, SourceRule};
@@ -1148,26 +1148,26 @@ impl PartitionServer {
         let shard = &mut self.shards[shard_index];
         let (status, version) = match verdict {
             DedupVerdict::Apply => {
+                let answer = match value {
+                    Some(value) => (
+                        Status::Ok,
+                        shard.table.put(hash, &buf[key.clone()], &buf[value]),
+                    ),
+                    None => delete_answer(&mut shard.table, hash, &buf[key.clone()]),
+                };
+                let found = answer.0 == Status::Ok;
+                if !found {
+                    self.dedup.found_nothing(header.client, header.seq);
+                }
                 if let Role::Outgoing(agent) = &mut shard.role {
-                    agent.applied_write(header.client, header.seq);
-                    agent.dirtied(self.map.layout().group_of(hash), hash, &buf[key.clone()]);
+                    agent.applied_write(header.client, header.seq, found);
+                    agent.dirtied(self.map.layout().group_of(hash), hash, &buf[key]);
                 }
-                match value {
-                    Some(value) => (Status::Ok, shard.table.put(hash, &buf[key], &buf[value])),
-                    None => {
-                        let (version, existed) = shard.table.delete(hash, &buf[key]);
-                        let status = if existed {
-                            Status::Ok
-                        } else {
-                            Status::NotFound
-                        };
-                        (status, version)
-                    }
-                }
+                answer
             }
-            DedupVerdict::Duplicate => {
+            DedupVerdict::Duplicate { found } => {
                 self.counters.duplicate_writes += 1;
-                (Status::Ok, 0)
+                repeat_answer(found)
             }
             DedupVerdict::Stale => return Err(DropReason::StaleWrite),
             DedupVerdict::OutOfWindow => return Ok(None),
@@ -1283,7 +1283,7 @@ impl PartitionServer {
                 fates[i] = ItemFate::Refuse;
             }
         }
-        let mut applied = 0u16;
+        let (mut applied, mut repeated_not_found) = (0u16, 0u16);
         if !is_read {
             for (i, item) in items.selected() {
                 if fates[i] != ItemFate::Serve {
@@ -1300,11 +1300,13 @@ impl PartitionServer {
                     DedupVerdict::Apply => {
                         applied |= 1 << i;
                         if let Role::Outgoing(agent) = role {
-                            agent.applied_write(header.client, seq);
                             agent.dirtied(layout.group_of(item.key_hash), item.key_hash, item.key);
                         }
                     }
-                    DedupVerdict::Duplicate => self.counters.duplicate_writes += 1,
+                    DedupVerdict::Duplicate { found } => {
+                        self.counters.duplicate_writes += 1;
+                        repeated_not_found |= u16::from(!found) << i;
+                    }
                     // The client has its answer: nothing to say about this item.
                     DedupVerdict::Stale => fates[i] = ItemFate::Stale,
                     DedupVerdict::OutOfWindow => fates[i] = ItemFate::Refuse,
@@ -1321,7 +1323,28 @@ impl PartitionServer {
                 value: &[],
             };
             let reply = match fates[i] {
-                ItemFate::Serve => execute_item(table, items.op, item, applied & (1 << i) != 0),
+                ItemFate::Serve if applied & (1 << i) != 0 => {
+                    let reply = execute_item(table, items.op, item);
+                    // The item's identity for dedup (checked above to fit).
+                    let seq = header.seq + i as u64;
+                    let found = reply.status == Status::Ok;
+                    if !found {
+                        self.dedup.found_nothing(header.client, seq);
+                    }
+                    if let Role::Outgoing(agent) = role {
+                        agent.applied_write(header.client, seq, found);
+                    }
+                    reply
+                }
+                ItemFate::Serve if is_read => execute_item(table, items.op, item),
+                ItemFate::Serve => {
+                    let (status, version) = repeat_answer(repeated_not_found & (1 << i) == 0);
+                    ReplyItem {
+                        status,
+                        version,
+                        value: &[],
+                    }
+                }
                 ItemFate::Defer => {
                     deferred |= 1 << i;
                     answer(Status::NotFound)
@@ -1836,12 +1859,11 @@ fn execute_item<'t>(
     table: &'t mut Partition,
     op: KeyOp,
     item: wire::MultiItem<'_>,
-    apply: bool,
 ) -> ReplyItem<'t> {
     // Keys of another partition were refused before (`ItemFate::Refuse`).
     let hash = item.key_hash;
-    let (status, version) = match (op, apply) {
-        (KeyOp::Get, _) => {
+    let (status, version) = match op {
+        KeyOp::Get => {
             return match table.get(hash, item.key) {
                 Lookup::Found { version, value } => ReplyItem {
                     status: Status::Ok,
@@ -1860,19 +1882,8 @@ fn execute_item<'t>(
                 },
             }
         }
-        (_, false) => (Status::Ok, 0),
-        (KeyOp::Put, true) => (Status::Ok, table.put(hash, item.key, item.value)),
-        (KeyOp::Delete, true) => {
-            let (version, existed) = table.delete(hash, item.key);
-            (
-                if existed {
-                    Status::Ok
-                } else {
-                    Status::NotFound
-                },
-                version,
-            )
-        }
+        KeyOp::Put => (Status::Ok, table.put(hash, item.key, item.value)),
+        KeyOp::Delete => delete_answer(table, hash, item.key),
     };
     ReplyItem {
         status,

@@ -165,6 +165,57 @@ fn a_retransmitted_write_is_applied_once_and_a_late_copy_never() {
     assert_eq!(get(&mut s, 12, &k).1, b"new");
 }
 
+/// A retransmitted DELETE is answered as its first copy was: NOT_FOUND if that found no
+/// key (it was answered OK, version 0, which told the client the key had existed), OK if
+/// it deleted one; a multi-key DELETE item the same.
+#[test]
+fn a_retransmitted_delete_is_answered_as_its_first_copy_was() {
+    let (mut s, map) = server(1);
+    let absent = key_in_partition_0(&map, 0);
+    let present = key_in_partition_0(&map, 100);
+    let put = header(Op::Put, 1, &present);
+    call(
+        &mut s,
+        &put,
+        &Request::Put {
+            key: &present,
+            value: b"v",
+        },
+    )
+    .unwrap();
+    for (seq, key, expected) in [(2, &absent, Status::NotFound), (3, &present, Status::Ok)] {
+        let delete = HeaderRepr {
+            oldest_gap: 1,
+            ..header(Op::Delete, seq, key)
+        };
+        for copy in 0..2 {
+            let (h, _) = call(&mut s, &delete, &Request::Delete { key }).unwrap();
+            assert_eq!(h.status, expected, "seq {seq}, copy {copy}");
+        }
+    }
+    assert_eq!(s.counters().duplicate_writes, 2);
+    let multi = HeaderRepr {
+        oldest_gap: 0,
+        ..header(Op::MultiDelete, 4, &absent)
+    };
+    let items = [MultiItem {
+        key_hash: key_hash(&absent),
+        key: &absent,
+        value: &[],
+    }];
+    let mut scratch = [0u8; 2048];
+    let request =
+        Request::Multi(MultiRequestItems::build(KeyOp::Delete, &items, &mut scratch).unwrap());
+    for copy in 0..2 {
+        let (h, body) = call(&mut s, &multi, &request).unwrap();
+        let Reply::Multi(reply) = Reply::parse(&h, &body).unwrap() else {
+            panic!("a multi-key reply");
+        };
+        let (_, item) = reply.iter().next().unwrap();
+        assert_eq!(item.status, Status::NotFound, "copy {copy}");
+    }
+}
+
 #[test]
 fn wrong_partition_unknown_shard_and_bad_hash() {
     let (mut s, map) = server(2);

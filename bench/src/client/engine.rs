@@ -810,12 +810,8 @@ impl Engine {
             }
             // Only a delete is answered by a DELETE reply (`answered_by`).
             Status::Ok | Status::NotFound if header.op == Op::DeleteReply => {
-                // OK with version 0 answers a copy of a delete already applied: whether
-                // the key existed went with the first answer.
-                let existed = match (header.status, &reply) {
-                    (Status::Ok, Reply::Delete { version: 0 }) => None,
-                    (status, _) => Some(status == Status::Ok),
-                };
+                // A copy of a delete already applied is answered as its first copy was.
+                let existed = Some(header.status == Status::Ok);
                 self.complete(header.seq, now, Outcome::Deleted { existed }, inserts);
             }
             Status::Ok | Status::NotFound => {

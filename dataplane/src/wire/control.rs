@@ -143,15 +143,18 @@ pub enum StreamMessage<'a> {
         count: u16,
         items: &'a [u8],
     },
-    /// Writes `(client, seq)` the source applied; `entries` is 12 bytes each.
+    /// Writes `(client, seq)` the source applied; `entries` is 12 bytes each, the top bit
+    /// of `seq` set for a DELETE that found no key ([`dedup_entries`]).
     DedupEntries {
         entries: &'a [u8],
     },
-    /// A whole client window of the source's write dedup.
+    /// A whole client window of the source's write dedup: the writes applied from `floor`
+    /// on, and the DELETEs among them that found no key (bitmaps of `seq % 4096`).
     DedupWindow {
         client: u32,
         floor: u64,
         bitmap: &'a [u8],
+        not_found: &'a [u8],
     },
     LateWrite(LateWrite<'a>),
 }
@@ -236,6 +239,7 @@ impl<'a> StreamMessage<'a> {
                     client,
                     floor,
                     bitmap: c.take(DEDUP_BITMAP_LEN)?,
+                    not_found: c.take(DEDUP_BITMAP_LEN)?,
                 }
             }
             Op::LateWrite => {
@@ -323,14 +327,16 @@ impl<'a> StreamMessage<'a> {
                 client,
                 floor,
                 bitmap,
+                not_found,
             } => {
-                if bitmap.len() != DEDUP_BITMAP_LEN {
+                if bitmap.len() != DEDUP_BITMAP_LEN || not_found.len() != DEDUP_BITMAP_LEN {
                     return Err(WireError::Truncated);
                 }
                 w.put(&client.to_be_bytes())?;
                 w.put(&[0; 4])?;
                 w.put(&floor.to_be_bytes())?;
                 w.put(bitmap)?;
+                w.put(not_found)?;
             }
             StreamMessage::LateWrite(late) => {
                 if late.key.is_empty() || late.key.len() > u8::MAX as usize {
@@ -399,12 +405,18 @@ pub fn data_items(items: &[u8]) -> impl Iterator<Item = MigratedItem<'_>> {
     std::iter::from_fn(move || next_item(&mut cursor).ok())
 }
 
-/// The `(client, seq)` pairs of a validated `DedupEntries` message.
-pub fn dedup_entries(entries: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+/// In a `DedupEntries` entry's `seq`: the write was a DELETE that found no key.
+pub const DEDUP_NOT_FOUND: u64 = 1 << 63;
+
+/// The `(client, seq, found)` entries of a validated `DedupEntries` message (`found` is
+/// false for a DELETE that found no key).
+pub fn dedup_entries(entries: &[u8]) -> impl Iterator<Item = (u32, u64, bool)> + '_ {
     entries.chunks_exact(12).map(|e| {
+        let seq = u64::from_be_bytes(e[4..].try_into().unwrap());
         (
             u32::from_be_bytes(e[..4].try_into().unwrap()),
-            u64::from_be_bytes(e[4..].try_into().unwrap()),
+            seq & !DEDUP_NOT_FOUND,
+            seq & DEDUP_NOT_FOUND == 0,
         )
     })
 }

@@ -20,7 +20,8 @@ pub mod udp;
 pub use bulk::{BulkPull, BulkPullReply, ScanPosition, BULK_REPLY_FIXED};
 pub use control::{
     append_reply_to, data_items, dedup_entries, push_item, split_reply_to, LateWrite, MigratedItem,
-    Protocol, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, ITEM_OVERHEAD, TRAILER_LEN,
+    Protocol, StreamMessage, SwitchControl, DEDUP_BITMAP_LEN, DEDUP_NOT_FOUND, ITEM_OVERHEAD,
+    TRAILER_LEN,
 };
 pub use error::WireError;
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
