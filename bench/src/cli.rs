@@ -560,7 +560,8 @@ pub struct YcsbArgs {
     /// Initial retransmission timeout in milliseconds (doubles per attempt).
     #[arg(long, default_value_t = 2.0)]
     pub timeout_ms: f64,
-    /// A request unanswered for this many milliseconds fails.
+    /// A request unanswered for this many milliseconds fails (below 60000: the servers
+    /// forget a client silent that long).
     #[arg(long, default_value_t = 10_000.0)]
     pub give_up_ms: f64,
     /// Skip the load phase (the server already holds the records).

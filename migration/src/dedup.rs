@@ -9,9 +9,18 @@
 
 use dataplane::wire::Status;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Sequence numbers a client may have in flight beyond its oldest unanswered one.
 pub const WINDOW: u64 = 4096;
+/// Clients a partition keeps windows for (about 1 KiB each).
+pub const MAX_CLIENTS: usize = 16_384;
+/// A client silent this long is forgotten when room is needed: far longer than any client
+/// keeps resending a write (ours gives up after `--give-up-ms`, 10 s by default, and refuses
+/// a value this long), so no write of a live client can be applied twice.
+pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// A full table is searched for silent clients at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const WORDS: usize = (WINDOW / 64) as usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,9 @@ pub enum DedupVerdict {
     Stale,
     /// The client broke the window contract (gap ≥ WINDOW).
     OutOfWindow,
+    /// A client not known here, and no room for its window (`MAX_CLIENTS`, none silent for
+    /// `IDLE_EXPIRY`): refused, not applied.
+    Full,
 }
 
 struct ClientWindow {
@@ -32,6 +44,8 @@ struct ClientWindow {
     applied: [u64; WORDS],
     /// Applied DELETEs that found no key (answered NOT_FOUND).
     not_found: [u64; WORDS],
+    /// When the client was last heard from (None: before the partition was given a time).
+    last_seen: Option<Instant>,
 }
 
 impl ClientWindow {
@@ -45,6 +59,7 @@ impl ClientWindow {
             floor,
             applied: [0; WORDS],
             not_found: [0; WORDS],
+            last_seen: None,
         }
     }
 
@@ -98,13 +113,57 @@ fn bitmap_has(bitmap: &[u8], seq: u64) -> bool {
     bitmap.get(byte).is_some_and(|b| b & (1 << (slot % 8)) != 0)
 }
 
-/// Per-client write windows of one partition.
+/// Per-client write windows of one partition, at most `MAX_CLIENTS` of them.
 #[derive(Default)]
 pub struct WriteDedup {
     clients: HashMap<u32, ClientWindow>,
+    now: Option<Instant>,
+    last_sweep: Option<Instant>,
+    pub counters: DedupCounters,
+}
+
+/// What the bound on clients did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DedupCounters {
+    /// Windows of clients silent for `IDLE_EXPIRY`, forgotten to make room.
+    pub expired: u64,
+    /// Writes of new clients refused for want of room (answered ERROR).
+    pub refused_full: u64,
+    /// Windows a migration brought for new clients, dropped for want of room.
+    pub dropped_windows: u64,
 }
 
 impl WriteDedup {
+    /// The time from now on (the partition's; it reads no clock).
+    pub fn set_time(&mut self, now: Instant) {
+        self.now = Some(now);
+    }
+
+    /// Whether a window for a new client fits, forgetting silent clients if need be.
+    fn has_room(&mut self) -> bool {
+        if self.clients.len() < MAX_CLIENTS {
+            return true;
+        }
+        let Some(now) = self.now else {
+            return false;
+        };
+        if self
+            .last_sweep
+            .is_some_and(|at| now.duration_since(at) < SWEEP_EVERY)
+        {
+            return false;
+        }
+        self.last_sweep = Some(now);
+        let before = self.clients.len();
+        self.clients.retain(|_, window| {
+            window
+                .last_seen
+                .is_some_and(|seen| now.duration_since(seen) < IDLE_EXPIRY)
+        });
+        self.counters.expired += (before - self.clients.len()) as u64;
+        self.clients.len() < MAX_CLIENTS
+    }
+
     /// Decides whether the write `(client, seq)` runs, and records it if so.
     pub fn admit(&mut self, client: u32, seq: u64, oldest_gap: u32) -> DedupVerdict {
         let gap = u64::from(oldest_gap);
@@ -112,10 +171,16 @@ impl WriteDedup {
             return DedupVerdict::OutOfWindow;
         }
         let floor = seq - gap;
+        if !self.clients.contains_key(&client) && !self.has_room() {
+            self.counters.refused_full += 1;
+            return DedupVerdict::Full;
+        }
+        let now = self.now;
         let window = self
             .clients
             .entry(client)
             .or_insert_with(|| ClientWindow::new(floor));
+        window.last_seen = now;
         window.advance(floor);
         if seq < window.floor {
             return DedupVerdict::Stale;
@@ -154,12 +219,18 @@ impl WriteDedup {
     /// whether it found its key (`found` is false for a DELETE answered NOT_FOUND), so a
     /// retransmission arriving here is answered as it was there, without applying it again.
     pub fn remember(&mut self, client: u32, seq: u64, found: bool) {
+        if !self.clients.contains_key(&client) && !self.has_room() {
+            self.counters.dropped_windows += 1;
+            return;
+        }
+        let now = self.now;
         // Without a window, the client's floor is unknown: it may still await any earlier
         // write in the window, so none of them may look stale.
         let window = self
             .clients
             .entry(client)
             .or_insert_with(|| ClientWindow::new(seq.saturating_sub(WINDOW - 1)));
+        window.last_seen = window.last_seen.or(now);
         if seq < window.floor {
             return; // The client has its answer already.
         }
@@ -188,6 +259,10 @@ impl WriteDedup {
     pub fn merge_window(&mut self, client: u32, floor: u64, applied: &[u8], not_found: &[u8]) {
         // The client told the other server its floor, so it awaits nothing older; but it
         // may await anything from the floor on, applied or not.
+        if !self.clients.contains_key(&client) && !self.has_room() {
+            self.counters.dropped_windows += 1;
+            return;
+        }
         self.clients
             .entry(client)
             .or_insert_with(|| ClientWindow::new(floor))
@@ -379,5 +454,29 @@ mod tests {
             destination.admit(5, 22, 2),
             DedupVerdict::Duplicate { found: false }
         );
+    }
+
+    #[test]
+    fn a_full_table_forgets_only_clients_silent_long_enough() {
+        let start = Instant::now();
+        let mut d = WriteDedup::default();
+        d.set_time(start);
+        for client in 0..MAX_CLIENTS as u32 {
+            assert_eq!(d.admit(client, 1, 0), DedupVerdict::Apply);
+        }
+        // Everyone is recent: a new client is refused, and nobody is forgotten.
+        d.set_time(start + IDLE_EXPIRY / 2);
+        assert_eq!(
+            d.admit(1, 2, 0),
+            DedupVerdict::Apply,
+            "a known client goes on"
+        );
+        assert_eq!(d.admit(u32::MAX, 1, 0), DedupVerdict::Full);
+        assert_eq!(d.counters.refused_full, 1);
+        // Later, everyone but client 1 has been silent long enough.
+        d.set_time(start + IDLE_EXPIRY + SWEEP_EVERY);
+        assert_eq!(d.admit(u32::MAX, 1, 0), DedupVerdict::Apply);
+        assert_eq!(d.counters.expired, MAX_CLIENTS as u64 - 1);
+        assert_eq!(d.admit(1, 2, 0), DedupVerdict::Duplicate { found: true });
     }
 }

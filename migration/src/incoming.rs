@@ -98,6 +98,8 @@ struct HotKeys {
 const SAMPLE_EVERY: u64 = 16;
 /// How often the hottest samples are pulled.
 const PICK_EVERY: Duration = Duration::from_millis(10);
+/// Distinct keys sampled between two picks; past it, only known keys gain hits.
+const MAX_SAMPLES: usize = 4096;
 /// Keys pulled per pick.
 const PICK_KEYS: usize = 16;
 /// One reply in this many carries the progress trailer.
@@ -207,7 +209,8 @@ impl Incoming {
     /// A double-read miss (Fulva): every `SAMPLE_EVERY`th is counted towards hotness.
     pub fn sample_miss(&mut self, hash: u64, key: &[u8]) {
         self.hot.misses += 1;
-        if self.hot.misses % SAMPLE_EVERY == 0 {
+        let room = self.hot.samples.len() < MAX_SAMPLES || self.hot.samples.contains_key(&hash);
+        if self.hot.misses % SAMPLE_EVERY == 0 && room {
             self.hot
                 .samples
                 .entry(hash)
@@ -556,6 +559,6 @@ fn admit_late_write(
         },
         DedupVerdict::Duplicate { found } => repeat_answer(found),
         DedupVerdict::Stale => return None,
-        DedupVerdict::OutOfWindow => (Status::Error, 0),
+        DedupVerdict::OutOfWindow | DedupVerdict::Full => (Status::Error, 0),
     })
 }

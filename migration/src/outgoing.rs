@@ -91,6 +91,8 @@ pub struct OutgoingStats {
     pub keys_moved: u64,
     pub bytes_moved: u64,
     pub late_writes: u64,
+    /// Late writes answered RETRY_LATER because `MAX_LATE_WRITES` were waiting.
+    pub late_writes_refused: u64,
     pub dedup_entries: u64,
     pub stream_bytes: u64,
     pub retransmissions: u64,
@@ -141,6 +143,9 @@ impl OutgoingStats {
         self.returned_keys += s.returned_keys;
         self.switch_refusals += s.switch_refusals;
         self.destination_refusals += s.destination_refusals;
+        self.late_writes_refused += s.late_writes_refused;
+        self.data_lost |= s.data_lost;
+        self.lost_groups += s.lost_groups;
     }
 }
 
@@ -231,6 +236,9 @@ enum Stage {
 
 /// Room for the items of one data batch (the rest of the frame is header and batch header).
 const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
+/// Late writes waiting at once, held for a freezing group or queued in the destination
+/// stream; past it, clients are asked to retry.
+const MAX_LATE_WRITES: usize = 4096;
 /// DEDUP_ENTRIES items in one message (12 bytes each).
 const DEDUP_ENTRIES_PER_BATCH: usize = (BATCH_BYTES - 4) / 12;
 /// Destination stream window (messages). Data is pushed only while the stream holds less
@@ -577,7 +585,13 @@ impl Outgoing {
 
     /// A client write for a group the source has frozen: held until the destination knows
     /// the group, then passed on in the stream; the destination answers the client.
-    pub fn late_write(&mut self, group: u32, write: OwnedLateWrite) {
+    /// Returns false, taking nothing, when `MAX_LATE_WRITES` wait already (held, or queued
+    /// for a slow destination): the client is asked to retry.
+    pub fn late_write(&mut self, group: u32, write: OwnedLateWrite) -> bool {
+        if self.held.len() >= MAX_LATE_WRITES || self.to_destination.pending() >= MAX_LATE_WRITES {
+            self.stats.late_writes_refused += 1;
+            return false;
+        }
         self.stats.late_writes += 1;
         match self.phase(group) {
             GroupPhase::HandedOver => {
@@ -586,6 +600,7 @@ impl Outgoing {
             }
             _ => self.held.push((group, write)),
         }
+        true
     }
 
     /// An acknowledgement from the destination or the switch.

@@ -324,6 +324,11 @@ impl PartitionServer {
         self.partition
     }
 
+    /// What the bound on write-dedup clients did (`dedup.rs`).
+    pub fn dedup_counters(&self) -> crate::dedup::DedupCounters {
+        self.dedup.counters
+    }
+
     pub fn counters(&self) -> &ServeCounters {
         &self.counters
     }
@@ -436,13 +441,14 @@ impl PartitionServer {
     #[inline]
     pub fn set_time(&mut self, now: Instant) {
         self.now = now;
+        self.dedup.set_time(now);
     }
 
     /// Advances every migration of this partition (at `now`, which becomes the server's
     /// time); packets to send go to `out`.
     #[inline]
     pub fn poll_migrations(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
-        self.now = now;
+        self.set_time(now);
         if self.has_migrations() {
             self.drive_migrations(now, out);
         }
@@ -768,19 +774,23 @@ impl PartitionServer {
                 }
                 SourceRule::Hold => {
                     // Frozen here: the destination applies it and answers the client.
-                    agent.late_write(
-                        group,
-                        OwnedLateWrite {
-                            reply_to: requester,
-                            client: header.client,
-                            seq: header.seq,
-                            oldest_gap: header.oldest_gap,
-                            key_hash: hash,
-                            key: buf[key].to_vec(),
-                            value: value.map(|v| buf[v].to_vec()),
-                        },
-                    );
-                    return Ok(Action::Consumed);
+                    let write = OwnedLateWrite {
+                        reply_to: requester,
+                        client: header.client,
+                        seq: header.seq,
+                        oldest_gap: header.oldest_gap,
+                        key_hash: hash,
+                        key: buf[key].to_vec(),
+                        value: value.map(|v| buf[v].to_vec()),
+                    };
+                    if agent.late_write(group, write) {
+                        return Ok(Action::Consumed);
+                    }
+                    self.migration.retry_later += 1;
+                    return Ok(Action::Reply(
+                        self.status_reply(&header, Status::RetryLater, buf),
+                        reply_to,
+                    ));
                 }
             },
             Role::Incoming(_) => {
@@ -1129,7 +1139,8 @@ impl PartitionServer {
         wire::emit_reply(&reply_header, &reply, buf).expect("a stored value fits a reply")
     }
 
-    /// Applies a PUT (value Some) or DELETE; None when the client broke its window.
+    /// Applies a PUT (value Some) or DELETE; None when the client broke its window or no
+    /// room is left for a new client's window (answered ERROR).
     #[allow(clippy::too_many_arguments)]
     fn serve_write(
         &mut self,
@@ -1170,7 +1181,7 @@ impl PartitionServer {
                 repeat_answer(found)
             }
             DedupVerdict::Stale => return Err(DropReason::StaleWrite),
-            DedupVerdict::OutOfWindow => return Ok(None),
+            DedupVerdict::OutOfWindow | DedupVerdict::Full => return Ok(None),
         };
         let mut reply_header = header.reply(status);
         reply_header.flags = reply_header.flags.with(flags);
@@ -1309,7 +1320,7 @@ impl PartitionServer {
                     }
                     // The client has its answer: nothing to say about this item.
                     DedupVerdict::Stale => fates[i] = ItemFate::Stale,
-                    DedupVerdict::OutOfWindow => fates[i] = ItemFate::Refuse,
+                    DedupVerdict::OutOfWindow | DedupVerdict::Full => fates[i] = ItemFate::Refuse,
                 }
             }
         }

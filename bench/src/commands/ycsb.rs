@@ -72,6 +72,15 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
     if !(args.timeout_ms > 0.0 && args.give_up_ms >= args.timeout_ms) {
         return fail("--timeout-ms must be positive and at most --give-up-ms");
     }
+    // Servers forget a client's write window after this much silence; a write resent
+    // later could be applied twice.
+    let expiry_ms = migration::dedup::IDLE_EXPIRY.as_secs_f64() * 1000.0;
+    if args.give_up_ms >= expiry_ms {
+        return fail(&format!(
+            "--give-up-ms must stay below {expiry_ms} (the servers forget a client silent \
+             that long)"
+        ));
+    }
     if !(args.link_timeout >= 0.0 && args.link_timeout <= 3600.0) {
         return fail("--link-timeout must be a number of seconds from 0 to 3600");
     }
