@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use crate::transport::Transport;
+use crate::server::transport::Transport;
 use clap::{Args, Parser, Subcommand};
 use dataplane::wire::udp::UdpChecksum;
 use std::net::SocketAddrV4;
@@ -260,7 +260,7 @@ pub struct MigrationRunArgs {
     pub capacity: f64,
     /// Groups each source core hands over at once (Rocksteady: bulk pulls each destination
     /// core keeps in flight, over as many runs of groups).
-    #[arg(long, default_value_t = crate::control::DEFAULT_PIPELINE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    #[arg(long, default_value_t = crate::server::control::DEFAULT_PIPELINE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub pipeline: usize,
     #[command(flatten)]
     pub filters: FilterArgs,
@@ -471,7 +471,7 @@ pub struct MigrateStartArgs {
     #[arg(long)]
     pub destination_shard: Option<u16>,
     /// Groups each source core hands over at once.
-    #[arg(long, default_value_t = crate::control::DEFAULT_PIPELINE as u32, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=1024))]
+    #[arg(long, default_value_t = crate::server::control::DEFAULT_PIPELINE as u32, value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=1024))]
     pub pipeline: u32,
     /// Then watch it until it ends.
     #[arg(long)]

@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
-pub mod control;
 pub mod history;
 pub mod linearizability;
 pub mod measure;
@@ -12,6 +11,5 @@ pub mod plot;
 pub mod report;
 pub mod server;
 pub mod simulate;
-pub mod transport;
 pub mod value;
 pub mod workload;

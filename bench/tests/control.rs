@@ -2,8 +2,8 @@
 //! wrong, starts one migration at a time, and reports status and counters.
 
 use bench::commands::server::spec;
-use bench::control::{self, ControlClient};
-use bench::transport::{DpdkOptions, Fabric, Transport};
+use bench::server::control::{self, ControlClient};
+use bench::server::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use migration::control::proto::{self, Preset, Protocol};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The destination side of a migration, for one partition of one shard: applies the
 //! source's stream strictly in order and knows which groups it has been handed, which
-//! decides how the partition serves requests for them (see `serve.rs`).
+//! decides how the partition serves requests for them (see `serve/requests.rs`).
 
 use crate::bulk::{BulkPuller, Replayed};
 use crate::dedup::{delete_answer, repeat_answer, DedupVerdict, WriteDedup};

@@ -4,7 +4,7 @@
 //! applied. From then on the destination serves nothing of the shard: requests steered to
 //! it are forwarded to the source, which answers RETRY_LATER for what may be stale there
 //! until the return is applied, and clients that followed MOVED here are sent back.
-//! (`serve.rs` decides which.) The destination sends back, in its own ordered stream (same
+//! (`serve/requests.rs` decides which.) The destination sends back, in its own ordered stream (same
 //! stream id): its write-dedup windows (so a write it applied is never applied again at
 //! the source), every entry and tombstone it holds group by group, and TERMINATE with its
 //! clock (so later writes at the source are newer). Source-based skips the entries: its

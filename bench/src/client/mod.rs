@@ -10,7 +10,7 @@ pub use source::{InsertCounter, OpSource};
 
 use crate::linearizability::Op as HistoryOp;
 use crate::measure::Recorder;
-use crate::transport::Fabric;
+use crate::server::transport::Fabric;
 use crate::workload::WorkloadSpec;
 use dataplane::port::PortStats;
 use kv::PartitionMap;

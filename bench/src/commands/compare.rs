@@ -45,7 +45,7 @@ fn runs(baseline_preset: PresetArg) -> Vec<Run> {
 }
 
 pub fn run(args: CompareArgs) -> Result<(), CommandError> {
-    if args.ycsb.transport == Some(crate::transport::Transport::Dpdk) {
+    if args.ycsb.transport == Some(crate::server::transport::Transport::Dpdk) {
         return super::fail(
             "--transport dpdk: compare runs every protocol in this one process, and DPDK's EAL \
              starts only once per process; run `netmigrate experiment --transport dpdk \

@@ -2,7 +2,7 @@
 
 use super::CommandError;
 use crate::cli::{MigrateAction, MigrateArgs};
-use crate::control::ControlClient;
+use crate::server::control::ControlClient;
 use migration::control::{self, proto};
 
 pub fn run(args: MigrateArgs) -> Result<(), CommandError> {
@@ -84,7 +84,8 @@ pub fn run(args: MigrateArgs) -> Result<(), CommandError> {
             Ok(())
         }
         MigrateAction::Switch(target) => {
-            let state = crate::control::switch_state(target.control).map_err(CommandError)?;
+            let state =
+                crate::server::control::switch_state(target.control).map_err(CommandError)?;
             let out = serde_json::to_string_pretty(&state).expect("JSON of the switch state");
             println!("{out}");
             Ok(())

@@ -3,8 +3,8 @@
 
 use super::{fail, CommandError};
 use crate::cli::{LayoutArgs, ServerArgs};
+use crate::server::transport::{DpdkOptions, Fabric, Transport};
 use crate::server::{self, ServerSpec};
-use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{parse_core_list, shutdown_on_signals, Idle};
 use kv::{GroupLayout, PartitionMap};
@@ -82,7 +82,7 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     let running = server::start(&fabric, &spec)?;
     let control = args
         .control
-        .map(|addr| crate::control::serve(addr, running.control()))
+        .map(|addr| crate::server::control::serve(addr, running.control()))
         .transpose()?;
     let last = spec.partition_addr(spec.map.partitions() - 1);
     eprintln!(

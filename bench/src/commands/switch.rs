@@ -3,7 +3,7 @@
 
 use super::{fail, CommandError};
 use crate::cli::SwitchArgs;
-use crate::transport::{DpdkOptions, Fabric, Transport};
+use crate::server::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::{FaultConfig, UdpOverlay, UdpPort};
 use dataplane::runner::{shutdown_on_signals, Placement};
 use std::sync::atomic::Ordering;
@@ -51,7 +51,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
         .control
         .map(|addr| {
             let routes = tonic::service::Routes::new(switch.control_service());
-            crate::control::spawn_grpc(addr, routes)
+            crate::server::control::spawn_grpc(addr, routes)
         })
         .transpose()?;
     let attached = match args.transport {

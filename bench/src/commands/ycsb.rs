@@ -10,8 +10,8 @@ use crate::measure::micros;
 use crate::report::{
     self, Consistency, LatencyReport, OpsReport, Percentiles, Report, Throughput, WorkloadReport,
 };
+use crate::server::transport::{DpdkOptions, Fabric, Transport};
 use crate::server::{self, partition_addr};
-use crate::transport::{DpdkOptions, Fabric, Transport};
 use crate::workload::{Properties, WorkloadSpec};
 use dataplane::port::FaultConfig;
 use dataplane::runner::shutdown_on_signals;
@@ -76,7 +76,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
     // later could be applied twice.
     let expiry_ms = migration::dedup::IDLE_EXPIRY.as_secs_f64() * 1000.0;
     if args.give_up_ms >= expiry_ms {
-        return fail(&format!(
+        return fail(format!(
             "--give-up-ms must stay below {expiry_ms} (the servers forget a client silent \
              that long)"
         ));

@@ -11,10 +11,10 @@ use super::ycsb::{
 use super::{fail, CommandError};
 use crate::cli::{ExperimentArgs, Protocol};
 use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase};
-use crate::control::ControlClient;
 use crate::report::{self, Percentiles};
+use crate::server::control::ControlClient;
+use crate::server::transport::{DpdkOptions, Fabric, Transport};
 use crate::server::{self, partition_addr, PartitionReport, RunningServer, ServerControl};
-use crate::transport::{DpdkOptions, Fabric, Transport};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{shutdown_on_signals, Idle, Placement};
 use migration::control::{self, proto};
@@ -719,7 +719,7 @@ impl Roles {
                 let finished = Finished {
                     source: reports(addrs.source)?,
                     destination: reports(addrs.destination)?,
-                    switch: crate::control::switch_state(addrs.control_of(addrs.switch))
+                    switch: crate::server::control::switch_state(addrs.control_of(addrs.switch))
                         .map(|state| serde_json::to_value(state).unwrap_or_default())
                         .map_err(CommandError)?,
                 };

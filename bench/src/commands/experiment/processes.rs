@@ -7,7 +7,7 @@
 //! collide.
 
 use super::super::CommandError;
-use crate::control::ControlClient;
+use crate::server::control::ControlClient;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::process::CommandExt;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::transport::Transport;
+use crate::server::transport::Transport;
 
 const DATA_PORT: u16 = 7100;
 const SWITCH_PORT: u16 = 9000;
@@ -352,7 +352,7 @@ impl Processes {
             .roles
             .push(Role::spawn("switch", &binary, &switch, &processes.logs)?);
         processes.wait_until_ready(switch_control, |addr| {
-            crate::control::switch_state(addr).map(|_| ())
+            crate::server::control::switch_state(addr).map(|_| ())
         })?;
         for (name, listen, table) in [
             ("source", addrs.source, source_table_capacity),

@@ -1,7 +1,12 @@
-//! Runs a server: one loop per partition, each owning its port and its `PartitionServer`.
-//! Requests reach the owning core by UDP port: partition `p` listens on `base port + p`.
+//! The server: one loop per partition (here), each owning its port and its
+//! `PartitionServer`; the ports it binds on (`transport.rs`, shared with the client and the
+//! switch); and its control service (`control.rs`: migrations started, watched and called
+//! off over gRPC). Requests reach the owning core by UDP port: partition `p` listens on
+//! `base port + p`.
 
-use crate::transport::Fabric;
+pub mod control;
+pub mod transport;
+
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::port::{PortStats, Received, BURST};
 use dataplane::runner::{spawn_loop, Idle, Placement};
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use transport::Fabric;
 
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
