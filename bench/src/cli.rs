@@ -84,6 +84,10 @@ pub struct SimulateArgs {
     /// Switch restarts per run: the switch comes back with empty registers and no pairs.
     #[arg(long, default_value_t = 1)]
     pub switch_restarts: usize,
+    /// Keys per request of every client but each shard's first: multi-key GETs and PUTs of
+    /// this many records (1: single-key only).
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub keys_per_request: usize,
     /// Server crashes per run: the server is down for 1–20 ms and comes back empty, with a
     /// new incarnation and no shards. What only it held is lost, and must be refused
     /// (DATA_LOST or ERROR), never read stale.

@@ -53,6 +53,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.cuts = args.cuts;
     config.switch_restarts = args.switch_restarts;
     config.crashes = args.crashes;
+    config.keys_per_request = args.keys_per_request;
     config.faults.loss = args.loss;
     config.faults.duplicate = args.duplicate;
     config.faults.jitter_ns = args.jitter_us * 1000;

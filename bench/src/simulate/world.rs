@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
 /// Partition p of a server listens on this port + p.
 const BASE_PORT: u16 = 7100;
+/// Operations each client of a shard a crash damaged still starts.
+const AFTER_DAMAGE_OPS: u64 = 50;
 /// Servers with a migration are polled this often.
 const SERVER_TICK_NS: u64 = 20_000;
 
@@ -134,6 +136,8 @@ pub struct World {
     now: Nanos,
     map: PartitionMap,
     spec: Arc<WorkloadSpec>,
+    /// The workload of the multi-key clients (`Config::keys_per_request`).
+    multi_spec: Arc<WorkloadSpec>,
     servers: Vec<Server>,
     switch: tofino::Switch,
     network: Network,
@@ -187,12 +191,16 @@ impl World {
         switch_config.cbf_cells = config.cbf_cells;
         let network = Network::new(config.faults, rng.u64(..));
         let spec = Arc::new(config.workload.clone());
+        let mut multi = config.workload.clone();
+        multi.keys_per_request = config.keys_per_request;
+        let multi_spec = Arc::new(multi);
         let mut world = World {
             config: config.clone(),
             epoch: Instant::now(),
             now: 0,
             map,
             spec,
+            multi_spec,
             servers,
             switch: tofino::Switch::new(switch_config),
             switch_config,
@@ -269,13 +277,13 @@ impl World {
         })
     }
 
-    fn engine(&mut self, port: &SimPort, shard: u16) -> Engine {
+    fn engine(&mut self, port: &SimPort, shard: u16, spec: &Arc<WorkloadSpec>) -> Engine {
         let writer = self.next_writer;
         self.next_writer += 1;
         Engine::new(
             Box::new(port.clone()),
             self.cluster(shard),
-            Arc::clone(&self.spec),
+            Arc::clone(spec),
             self.settings(shard),
             writer,
             writer,
@@ -289,11 +297,18 @@ impl World {
             inbox: Arc::default(),
             outbox: Arc::default(),
         };
-        let engine = self.engine(&port, shard);
+        // A shard's first client loads it, then runs single-key requests; the others run
+        // multi-key ones.
+        let spec = if loader {
+            Arc::clone(&self.spec)
+        } else {
+            Arc::clone(&self.multi_spec)
+        };
+        let engine = self.engine(&port, shard, &spec);
         let source = if loader {
             OpSource::load(0..self.config.records)
         } else {
-            OpSource::run(&self.spec, self.rng.u64(..), None)
+            OpSource::run(&spec, self.rng.u64(..), None)
         };
         self.clients.push(Client {
             engine,
@@ -507,7 +522,8 @@ impl World {
     fn finish_loading(&mut self, i: usize) {
         let shard = self.clients[i].shard;
         let port = self.clients[i].port.clone();
-        let engine = self.engine(&port, shard);
+        let spec = Arc::clone(&self.spec);
+        let engine = self.engine(&port, shard, &spec);
         let (finished, seed) = (self.instant(), self.rng.u64(..));
         let source = OpSource::run(&self.spec, seed, None);
         let client = &mut self.clients[i];
@@ -613,6 +629,15 @@ impl World {
                 .is_some_and(|m| m.from == s || m.to == s);
             if self.owner[shard] == s || migrating {
                 self.damaged[shard] = true;
+            }
+        }
+        // Clients of a damaged shard go on for a few more operations (refusals, and reads
+        // that must not see lost writes), then stop: every write answered with a refusal
+        // has an open outcome, and too many on a key outgrow the checker's search.
+        let floor = self.config.ops_per_client.saturating_sub(AFTER_DAMAGE_OPS);
+        for client in &mut self.clients {
+            if self.damaged[client.shard as usize - 1] {
+                client.started = client.started.max(floor);
             }
         }
         let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
