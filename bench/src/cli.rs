@@ -88,6 +88,12 @@ pub struct SimulateArgs {
     /// this many records (1: single-key only).
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
     pub keys_per_request: usize,
+    /// Cells of the switch's counting filters and done filters: small ones make false
+    /// positives (requests steered to a destination for groups it does not have) common.
+    #[arg(long)]
+    pub cbf_cells: Option<usize>,
+    #[arg(long)]
+    pub bf_cells: Option<usize>,
     /// Server crashes per run: the server is down for 1–20 ms and comes back empty, with a
     /// new incarnation and no shards. What only it held is lost, and must be refused
     /// (DATA_LOST or ERROR), never read stale.

@@ -298,6 +298,11 @@ impl Incoming {
         Some(lost)
     }
 
+    /// A pulled entry that could not be stored (of another partition, or too long).
+    pub fn reject_item(&mut self) {
+        self.stats.rejected += 1;
+    }
+
     /// A pulled hot key is here: announce it.
     pub fn announce(&mut self, hash: u64) {
         if self.hot.announced.len() == wire::MAX_HOT_KEYS {
@@ -460,7 +465,8 @@ impl Incoming {
         item: &MigratedItem<'_>,
     ) {
         let hash = key_hash(item.key);
-        if !groups.contains(&layout.group_of(hash)) || !table.owns(hash) {
+        let fits = wire::entry_fits(item.key, item.value.unwrap_or(&[]));
+        if !fits || !groups.contains(&layout.group_of(hash)) || !table.owns(hash) {
             self.stats.rejected += 1;
             return;
         }

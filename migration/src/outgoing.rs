@@ -236,6 +236,9 @@ enum Stage {
 
 /// Room for the items of one data batch (the rest of the frame is header and batch header).
 const BATCH_BYTES: usize = wire::MAX_PAYLOAD - wire::HEADER_LEN - 8;
+// Every stored entry fits one batch: client writes and migrated or pulled entries longer
+// than MAX_ENTRY_LEN are refused (`wire::entry_fits`).
+const _: () = assert!(wire::MAX_ENTRY_LEN + wire::ITEM_OVERHEAD <= BATCH_BYTES);
 /// Late writes waiting at once, held for a freezing group or queued in the destination
 /// stream; past it, clients are asked to retry.
 const MAX_LATE_WRITES: usize = 4096;

@@ -216,6 +216,43 @@ fn a_retransmitted_delete_is_answered_as_its_first_copy_was() {
     }
 }
 
+/// A request the switch steered here as to a migration's destination, for a shard this
+/// partition owns but holds nothing of (its INIT has not arrived: a false positive of the
+/// switch's filters), is asked again: read from the empty table it would be stale, and a
+/// write taken here would make the INIT refused. Once the partition holds data, or for a
+/// request not steered, it answers as the owner.
+#[test]
+fn a_partition_steered_to_before_its_init_answers_retry_later() {
+    let (mut s, map) = server(1);
+    let k = key_in_partition_0(&map, 0);
+    let steered = |op, seq| HeaderRepr {
+        flags: Flags::REDIRECTED,
+        ..header(op, seq, &k)
+    };
+    let (h, _) = call(&mut s, &steered(Op::Get, 1), &Request::Get { key: &k }).unwrap();
+    assert_eq!(h.status, Status::RetryLater);
+    let put = Request::Put {
+        key: &k,
+        value: b"v",
+    };
+    let (h, _) = call(&mut s, &steered(Op::Put, 2), &put).unwrap();
+    assert_eq!(h.status, Status::RetryLater);
+    assert_eq!(s.entries(), 0, "nothing was written");
+    assert_eq!(
+        get(&mut s, 3, &k).0,
+        Status::NotFound,
+        "not steered: the owner answers"
+    );
+    let (h, _) = call(&mut s, &header(Op::Put, 4, &k), &put).unwrap();
+    assert_eq!(h.status, Status::Ok);
+    let (h, _) = call(&mut s, &steered(Op::Get, 5), &Request::Get { key: &k }).unwrap();
+    assert_eq!(
+        h.status,
+        Status::Ok,
+        "a partition holding data answers as the owner"
+    );
+}
+
 #[test]
 fn wrong_partition_unknown_shard_and_bad_hash() {
     let (mut s, map) = server(2);

@@ -53,6 +53,10 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.cuts = args.cuts;
     config.switch_restarts = args.switch_restarts;
     config.crashes = args.crashes;
+    if let Some(cells) = args.cbf_cells {
+        config.cbf_cells = cells;
+    }
+    config.bf_cells = args.bf_cells;
     config.keys_per_request = args.keys_per_request;
     config.faults.loss = args.loss;
     config.faults.duplicate = args.duplicate;

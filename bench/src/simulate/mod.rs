@@ -60,8 +60,13 @@ pub struct Config {
     pub switch_restarts: usize,
     /// Server crashes per run: down for up to `cut_max_ns`, then back empty.
     pub crashes: usize,
+    /// Every server starts hosting every shard (empty where it is not the owner), as
+    /// `netmigrate server --shard` does; otherwise only the shards it owns.
+    pub host_every_shard: bool,
     pub faults: Faults,
     pub cbf_cells: usize,
+    /// Cells of each done-Bloom filter (None: the switch's default for the group bits).
+    pub bf_cells: Option<usize>,
     pub time_limit_ns: u64,
     /// Events a failing seed prints.
     pub trace_events: usize,
@@ -98,6 +103,7 @@ impl Config {
             cut_max_ns: 20_000_000,
             switch_restarts: 1,
             crashes: 1,
+            host_every_shard: true,
             faults: Faults {
                 loss: 0.02,
                 duplicate: 0.02,
@@ -105,6 +111,7 @@ impl Config {
                 jitter_ns: 40_000,
             },
             cbf_cells: tofino::spec::DEFAULT_CBF_CELLS,
+            bf_cells: None,
             time_limit_ns: 30_000_000_000,
             trace_events: 400,
         }

@@ -176,8 +176,11 @@ impl World {
         let owner: Vec<usize> = (0..shards).map(|s| s % config.servers).collect();
         let servers = (0..config.servers)
             .map(|s| {
+                // As `netmigrate server --shard` starts them: every server hosts every shard,
+                // empty where it is not the owner, so a destination owns an empty shard until
+                // its INIT arrives. Or only the shards it owns.
                 let held: Vec<u16> = (1..=config.shards)
-                    .filter(|&id| owner[id as usize - 1] == s)
+                    .filter(|&id| config.host_every_shard || owner[id as usize - 1] == s)
                     .collect();
                 Server {
                     ip: server_ip(s),
@@ -189,6 +192,9 @@ impl World {
             .collect();
         let mut switch_config = tofino::SwitchConfig::new(SWITCH, config.group_bits);
         switch_config.cbf_cells = config.cbf_cells;
+        if let Some(cells) = config.bf_cells {
+            switch_config.bf_cells = cells;
+        }
         let network = Network::new(config.faults, rng.u64(..));
         let spec = Arc::new(config.workload.clone());
         let mut multi = config.workload.clone();

@@ -52,6 +52,12 @@ pub const MAX_VERSION: u64 = (1 << 63) - 1;
 /// longer write is refused with ERROR.
 pub const MAX_ENTRY_LEN: usize = MAX_PAYLOAD - HEADER_LEN - control::LATE_WRITE_FIXED;
 
+/// Whether an entry (key and value) is short enough to travel in every migration message:
+/// longer client writes are refused, and longer migrated or pulled entries are not stored.
+pub fn entry_fits(key: &[u8], value: &[u8]) -> bool {
+    key.len() + value.len() <= MAX_ENTRY_LEN
+}
+
 /// Splits a datagram into its validated header and the body that follows it.
 pub fn parse_header(payload: &[u8]) -> Result<(HeaderRepr, &[u8]), WireError> {
     if payload.len() > MAX_PAYLOAD {

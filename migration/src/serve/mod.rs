@@ -9,6 +9,7 @@ use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats};
 use crate::returning::Returning;
 use dataplane::port::AnswerInPlace;
+use dataplane::wire::Flags;
 use dataplane::Packet;
 use kv::{Partition, PartitionMap};
 use std::net::SocketAddrV4;
@@ -49,6 +50,18 @@ struct Shard {
     id: u16,
     table: Partition,
     role: Role,
+}
+
+impl Shard {
+    /// The switch steered this request here as to a migration's destination, yet this
+    /// partition owns the shard and holds nothing of it: its INIT has not arrived. Served
+    /// here, a read would come from an empty table and a write would make that INIT
+    /// refused (the table would no longer be empty); the client is asked to retry.
+    fn steered_before_init(&self, flags: Flags) -> bool {
+        matches!(self.role, Role::Owned)
+            && flags.contains(Flags::REDIRECTED)
+            && self.table.len() + self.table.tombstones() == 0
+    }
 }
 
 /// One core's partition of every shard the server hosts, with the core's write dedup.

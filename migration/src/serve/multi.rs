@@ -105,6 +105,10 @@ impl PartitionServer {
         let is_half = |i: usize| items.halves() & (1 << i) != 0;
         let mut fates = [ItemFate::Serve; wire::MAX_KEYS];
         let mut reply_flags = Flags::default();
+        if self.shards[shard_index].steered_before_init(header.flags) {
+            self.migration.multi_retry_later += 1;
+            return Ok(MultiOutcome::Status(Status::RetryLater));
+        }
         let Shard { table, role, .. } = &mut self.shards[shard_index];
         match role {
             Role::Owned => {}

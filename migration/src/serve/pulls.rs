@@ -54,7 +54,8 @@ impl PartitionServer {
         let mut released = Vec::new();
         for item in batch.items() {
             let hash = kv::key_hash(item.key);
-            if !table.owns(hash) {
+            if !table.owns(hash) || !wire::entry_fits(item.key, item.value.unwrap_or(&[])) {
+                agent.reject_item();
                 continue;
             }
             table.put_if_newer(hash, item.key, item.value, item.version);

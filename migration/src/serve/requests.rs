@@ -37,12 +37,12 @@ pub(super) fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
 /// A write of an entry longer than any migration message could carry (`MAX_ENTRY_LEN`).
 pub(super) fn request_too_long(request: &Request<'_>) -> bool {
     match request {
-        Request::Put { key, value } => key.len() + value.len() > wire::MAX_ENTRY_LEN,
+        Request::Put { key, value } => !wire::entry_fits(key, value),
         Request::Multi(items) => {
             items.op == KeyOp::Put
                 && items
                     .iter()
-                    .any(|item| item.key.len() + item.value.len() > wire::MAX_ENTRY_LEN)
+                    .any(|item| !wire::entry_fits(item.key, item.value))
         }
         Request::Get { .. } | Request::Delete { .. } => false,
     }
@@ -184,6 +184,13 @@ impl PartitionServer {
         let is_delete = header.op == Op::Delete;
         let double_read = header.flags.contains(Flags::DOUBLE_READ);
         let mut reply_flags = Flags::default();
+        if self.shards[shard_index].steered_before_init(header.flags) {
+            self.migration.retry_later += 1;
+            return Ok(Action::Reply(
+                self.status_reply(&header, Status::RetryLater, buf),
+                reply_to,
+            ));
+        }
         match &mut self.shards[shard_index].role {
             Role::Owned => {}
             Role::Damaged(lost) if lost.contains(group) => {
