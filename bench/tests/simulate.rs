@@ -1,7 +1,7 @@
 //! The deterministic simulation: a seed replays exactly, and every protocol keeps its runs
 //! linearizable with a correct end state under the default fault mix.
 
-use bench::simulate::{run_seed, Config};
+use bench::simulate::{run_seed, Config, RunStats};
 use migration::Protocol;
 
 /// The same seed gives the same run, event for event.
@@ -34,29 +34,39 @@ fn a_seed_replays_exactly() {
     );
 }
 
-/// Each protocol alone on every shard: migrations back and forth, chained and called off,
-/// under loss, duplication, reordering and hosts cut off.
-#[test]
-fn every_protocol_survives_the_default_mix() {
-    for protocol in [
-        Protocol::NetMigrate,
-        Protocol::Rocksteady,
-        Protocol::Fulva,
-        Protocol::SourceBased,
-    ] {
-        let config = Config::default_mix(vec![protocol]);
-        let (mut finished, mut aborted) = (0, 0);
-        for seed in 1..=12 {
-            let outcome = run_seed(&config, seed);
+const PROTOCOLS: [Protocol; 4] = [
+    Protocol::NetMigrate,
+    Protocol::Rocksteady,
+    Protocol::Fulva,
+    Protocol::SourceBased,
+];
+
+/// Runs `seeds` and asserts each passed (printing the failing one's trace); returns the
+/// stats of every run.
+fn run_passing(config: &Config, seeds: std::ops::RangeInclusive<u64>) -> Vec<RunStats> {
+    seeds
+        .map(|seed| {
+            let outcome = run_seed(config, seed);
             assert!(
                 outcome.passed(),
-                "{protocol:?}, seed {seed}: {:?}\n{}",
+                "{:?}, seed {seed}: {:?}\n{}",
+                config.protocols,
                 outcome.problems,
                 outcome.trace.unwrap_or_default()
             );
-            finished += outcome.stats.migrations_finished;
-            aborted += outcome.stats.migrations_aborted;
-        }
+            outcome.stats
+        })
+        .collect()
+}
+
+/// Each protocol alone on every shard: migrations back and forth, chained and called off,
+/// under loss, duplication, reordering, hosts cut off, a server crash and a switch restart.
+#[test]
+fn every_protocol_survives_the_default_mix() {
+    for protocol in PROTOCOLS {
+        let runs = run_passing(&Config::default_mix(vec![protocol]), 1..=12);
+        let finished: u64 = runs.iter().map(|s| s.migrations_finished).sum();
+        let aborted: u64 = runs.iter().map(|s| s.migrations_aborted).sum();
         assert!(
             finished > 12 && aborted > 0,
             "{protocol:?}: {finished} finished, {aborted} called off"
@@ -72,18 +82,8 @@ fn every_protocol_survives_the_default_mix() {
 fn scenario_switch_restart_mid_migration() {
     let mut config = Config::default_mix(vec![Protocol::NetMigrate]);
     config.switch_restarts = 1;
-    let mut restarts = 0;
-    for seed in 1..=20 {
-        let outcome = run_seed(&config, seed);
-        assert!(
-            outcome.passed(),
-            "seed {seed}: {:?}\n{}",
-            outcome.problems,
-            outcome.trace.unwrap_or_default()
-        );
-        restarts += outcome.stats.switch_restarts;
-    }
-    assert_eq!(restarts, 20);
+    let runs = run_passing(&config, 1..=20);
+    assert!(runs.iter().all(|s| s.switch_restarts == 1));
 }
 
 /// A server crashes and comes back empty, for each protocol alone: whatever only it held is
@@ -94,25 +94,12 @@ fn scenario_switch_restart_mid_migration() {
 #[test]
 fn scenario_server_crash_mid_migration() {
     let mut refused = 0;
-    for protocol in [
-        Protocol::NetMigrate,
-        Protocol::Rocksteady,
-        Protocol::Fulva,
-        Protocol::SourceBased,
-    ] {
+    for protocol in PROTOCOLS {
         let mut config = Config::default_mix(vec![protocol]);
         config.crashes = 1;
-        for seed in 1..=10 {
-            let outcome = run_seed(&config, seed);
-            assert!(
-                outcome.passed(),
-                "{protocol:?}, seed {seed}: {:?}\n{}",
-                outcome.problems,
-                outcome.trace.unwrap_or_default()
-            );
-            assert_eq!(outcome.stats.crashes, 1);
-            refused += outcome.stats.data_lost_replies;
-        }
+        let runs = run_passing(&config, 1..=10);
+        assert!(runs.iter().all(|s| s.crashes == 1));
+        refused += runs.iter().map(|s| s.data_lost_replies).sum::<u64>();
     }
     assert!(refused > 0, "no run lost data to a crash mid-migration");
 }
