@@ -141,9 +141,14 @@ fn check_report(r: &Value) {
             number(&m[field], &format!("migration.{field}"));
         }
         assert!(m["finished_at_s"].is_number() || m["finished_at_s"].is_null());
-        for field in ["keys_moved", "bytes_moved", "groups"] {
+        for field in ["keys_moved", "bytes_moved", "groups", "lost_groups"] {
             count(&m[field], field);
         }
+        assert!(
+            m["data_lost"].is_boolean(),
+            "migration.data_lost: {}",
+            m["data_lost"]
+        );
         let o = &r["overhead"];
         for field in ["client_extra_bytes_pct", "server_extra_bytes_pct"] {
             number(&o[field], &format!("overhead.{field}"));

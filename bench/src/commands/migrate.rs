@@ -103,7 +103,15 @@ fn watch(client: &mut ControlClient, interval_ms: u32) -> Result<(), CommandErro
             println!("{}", describe(status));
             true
         })
-        .map_err(CommandError)
+        .map_err(CommandError)?;
+    let status = client.status().map_err(CommandError)?;
+    if status.data_lost {
+        return Err(CommandError(format!(
+            "the migration failed: a crash lost data ({} groups refused with DATA_LOST)",
+            status.lost_groups
+        )));
+    }
+    Ok(())
 }
 
 /// One line per status: which side, and how far.
@@ -120,7 +128,12 @@ fn describe(s: &proto::MigrationStatus) -> String {
             s.bytes_moved as f64 / 1e6,
             s.late_writes,
             s.stream_retransmissions,
-            if s.outgoing_finished {
+            if s.data_lost {
+                format!(
+                    ", FAILED: a crash lost data ({} groups refused with DATA_LOST)",
+                    s.lost_groups
+                )
+            } else if s.outgoing_finished {
                 ", finished".to_string()
             } else if s.outgoing_aborted && s.destination_refusals > 0 {
                 format!(
