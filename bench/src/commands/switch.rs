@@ -76,7 +76,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
     let c = &snapshot.counters;
     eprintln!(
         "switch: forwarded {}, to source {}, double reads {}, redirects {}, multi-key splits {}, \
-         false in-flight {}, false done {}; control applied {} (duplicates {}, gaps {}, errors \
+         false in-flight {}, false done {}, saturated filter cells {}; control applied {} (duplicates {}, gaps {}, errors \
          {}), pairs installed {} removed {}, malformed {}; port rx {} tx {} tx-dropped {} rejected {} \
          flooded {}",
         c.forwarded,
@@ -86,6 +86,7 @@ pub fn run(args: SwitchArgs) -> Result<(), CommandError> {
         c.multi_splits,
         c.false_in_flight,
         c.false_done,
+        c.cbf_saturated,
         c.control_applied,
         c.control_duplicates,
         c.control_gaps,
