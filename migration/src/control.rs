@@ -72,7 +72,7 @@ impl From<&MigrationCounters> for proto::MigrationStatus {
             returning_active: c.returning_active,
             switch_refusals: o.switch_refusals,
             destination_refusals: o.destination_refusals,
-            data_lost: o.data_lost || c.incoming.data_lost,
+            data_lost: o.lost_groups + c.incoming.lost_groups > 0,
             lost_groups: o.lost_groups + c.incoming.lost_groups,
         }
     }

@@ -139,9 +139,10 @@ impl WriteDedup {
         self.now = Some(now);
     }
 
-    /// Whether a window for a new client fits, forgetting silent clients if need be.
-    fn has_room(&mut self) -> bool {
-        if self.clients.len() < MAX_CLIENTS {
+    /// Whether `client` has a window here or one fits, forgetting silent clients if need
+    /// be. Below the bound this is one comparison: no lookup on the write path.
+    fn has_room_for(&mut self, client: u32) -> bool {
+        if self.clients.len() < MAX_CLIENTS || self.clients.contains_key(&client) {
             return true;
         }
         let Some(now) = self.now else {
@@ -171,7 +172,7 @@ impl WriteDedup {
             return DedupVerdict::OutOfWindow;
         }
         let floor = seq - gap;
-        if !self.clients.contains_key(&client) && !self.has_room() {
+        if !self.has_room_for(client) {
             self.counters.refused_full += 1;
             return DedupVerdict::Full;
         }
@@ -219,7 +220,7 @@ impl WriteDedup {
     /// whether it found its key (`found` is false for a DELETE answered NOT_FOUND), so a
     /// retransmission arriving here is answered as it was there, without applying it again.
     pub fn remember(&mut self, client: u32, seq: u64, found: bool) {
-        if !self.clients.contains_key(&client) && !self.has_room() {
+        if !self.has_room_for(client) {
             self.counters.dropped_windows += 1;
             return;
         }
@@ -259,7 +260,7 @@ impl WriteDedup {
     pub fn merge_window(&mut self, client: u32, floor: u64, applied: &[u8], not_found: &[u8]) {
         // The client told the other server its floor, so it awaits nothing older; but it
         // may await anything from the floor on, applied or not.
-        if !self.clients.contains_key(&client) && !self.has_room() {
+        if !self.has_room_for(client) {
             self.counters.dropped_windows += 1;
             return;
         }

@@ -32,9 +32,8 @@ pub struct IncomingStats {
     /// Stream messages that parsed but made no sense (wrong group, bad hash): dropped.
     pub rejected: u64,
     pub finished: bool,
-    /// The source restarted empty mid-migration (it answered a probe `ERROR`): the groups
-    /// not wholly here are lost and refused with DATA_LOST (`lost_groups` of them).
-    pub data_lost: bool,
+    /// The source restarted empty mid-migration (it answered a probe `ERROR`): groups not
+    /// wholly here, lost and refused with DATA_LOST.
     pub lost_groups: u64,
 }
 
@@ -46,7 +45,6 @@ impl IncomingStats {
         self.late_writes += s.late_writes;
         self.rejected += s.rejected;
         self.finished |= s.finished;
-        self.data_lost |= s.data_lost;
         self.lost_groups += s.lost_groups;
     }
 }
@@ -293,7 +291,6 @@ impl Incoming {
                 lost.mark(group);
             }
         }
-        self.stats.data_lost = true;
         self.stats.lost_groups = u64::from(lost.count());
         Some(lost)
     }

@@ -117,9 +117,8 @@ pub struct OutgoingStats {
     /// partitions or group bits differ. The migration is called off.
     pub destination_refusals: u64,
     /// The destination restarted empty after it had applied INIT (it answered `ERROR` for
-    /// a stream it had known): what only it held is lost, and `lost_groups` groups of
-    /// this partition are refused with DATA_LOST from then on.
-    pub data_lost: bool,
+    /// a stream it had known): groups of this partition only it held, lost and refused
+    /// with DATA_LOST from then on.
     pub lost_groups: u64,
 }
 
@@ -144,7 +143,6 @@ impl OutgoingStats {
         self.switch_refusals += s.switch_refusals;
         self.destination_refusals += s.destination_refusals;
         self.late_writes_refused += s.late_writes_refused;
-        self.data_lost |= s.data_lost;
         self.lost_groups += s.lost_groups;
     }
 }
@@ -634,17 +632,16 @@ impl Outgoing {
     /// ABORT came before INIT; the migration is called off with nothing to take back.
     fn on_destination_error(&mut self, seq: u64, incarnation: u64) {
         const INIT_SEQ: u64 = 0;
+        let answers_init_or_abort = seq == INIT_SEQ || self.abort_seq == Some(seq);
         if let Some(known) = self.destination_incarnation {
             if known != incarnation {
                 self.lose_destination();
             }
-        } else if self.stage == Stage::Aborting && self.abort_seq == Some(seq) {
+        } else if self.stage == Stage::Aborting && answers_init_or_abort {
             self.finish_return();
         } else if seq == INIT_SEQ && !self.is_aborting() {
             self.stats.destination_refusals += 1;
             let _ = self.plan.ticket.abort();
-        } else if seq == INIT_SEQ && self.stage == Stage::Aborting {
-            self.finish_return();
         }
     }
 
@@ -667,7 +664,6 @@ impl Outgoing {
             }
         }
         self.stats.lost_groups = u64::from(self.lost.count());
-        self.stats.data_lost = !self.lost.is_empty();
         let _ = self.plan.ticket.abort();
         self.active.clear();
         self.held.clear();

@@ -87,6 +87,21 @@ impl Server {
     fn addr(&self, partition: usize) -> SocketAddrV4 {
         SocketAddrV4::new(self.ip, BASE_PORT + partition as u16)
     }
+
+    /// Names this run of the server (a restart takes a new one).
+    fn set_incarnation(&mut self, incarnation: u64) {
+        for partition in &mut self.partitions {
+            partition.set_incarnation(incarnation);
+        }
+    }
+
+    /// Requests its partitions refused with DATA_LOST (since it last started).
+    fn data_lost_replies(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| p.counters().data_lost_replies)
+            .sum()
+    }
 }
 
 /// A client: loads its shard (the first of each shard) and runs the workload.
@@ -239,9 +254,7 @@ impl World {
         world.next_crash_at = world.rng.u64(0..=config.migration_gap_ns * 3);
         for s in 0..world.servers.len() {
             let incarnation = world.rng.u64(1..);
-            for partition in &mut world.servers[s].partitions {
-                partition.set_incarnation(incarnation);
-            }
+            world.servers[s].set_incarnation(incarnation);
         }
         for shard in 1..=config.shards {
             for i in 0..config.clients_per_shard {
@@ -616,18 +629,12 @@ impl World {
         self.crashes_left -= 1;
         self.stats.crashes += 1;
         let s = self.rng.usize(..self.servers.len());
-        for partition in &self.servers[s].partitions {
-            self.stats.data_lost_replies += partition.counters().data_lost_replies;
-        }
+        self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
-        let partitions = (0..self.config.partitions)
-            .map(|p| {
-                let mut partition = PartitionServer::new(&self.map, p, &[], 64);
-                partition.set_incarnation(incarnation);
-                partition
-            })
+        self.servers[s].partitions = (0..self.config.partitions)
+            .map(|p| PartitionServer::new(&self.map, p, &[], 64))
             .collect();
-        self.servers[s].partitions = partitions;
+        self.servers[s].set_incarnation(incarnation);
         self.crashed.push(self.servers[s].ip);
         for shard in 0..self.owner.len() {
             let migrating = self.active[shard]
@@ -785,11 +792,11 @@ impl World {
         }
         self.stats.virtual_ms = self.now as f64 / 1e6;
         self.stats.lost = self.network.lost;
-        for server in &self.servers {
-            for partition in &server.partitions {
-                self.stats.data_lost_replies += partition.counters().data_lost_replies;
-            }
-        }
+        self.stats.data_lost_replies += self
+            .servers
+            .iter()
+            .map(Server::data_lost_replies)
+            .sum::<u64>();
         self.stats.duplicated = self.network.duplicated;
         history
     }

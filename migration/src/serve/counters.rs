@@ -2,7 +2,7 @@
 //! migrations (summed across cores for reports).
 
 use crate::bulk::BulkStats;
-use crate::incoming::IncomingStats;
+use crate::incoming::{Incoming, IncomingStats};
 use crate::outgoing::OutgoingStats;
 use crate::pull::PullStats;
 use crate::returning::ReturnStats;
@@ -133,6 +133,16 @@ pub struct MigrationCounters {
 }
 
 impl MigrationCounters {
+    /// Adds what a migration in did, once it ended (terminated, aborted, or its source
+    /// lost).
+    pub(super) fn add_incoming(&mut self, agent: &Incoming) {
+        self.incoming.add(&agent.stats());
+        self.pulls.add(&agent.puller.stats());
+        if let Some(bulk) = &agent.bulk {
+            self.bulk.add(&bulk.stats());
+        }
+    }
+
     pub fn add(&mut self, other: &MigrationCounters) {
         self.outgoing.add(&other.outgoing);
         self.latest_outgoing.add(&other.latest_outgoing);

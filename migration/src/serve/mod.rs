@@ -299,8 +299,7 @@ impl PartitionServer {
                 agent.poll(now, out);
                 if let Some(lost) = agent.lost_with_source() {
                     // The source restarted: what is wholly here is this partition's now.
-                    self.migration.incoming.add(&agent.stats());
-                    self.migration.pulls.add(&agent.puller.stats());
+                    self.migration.add_incoming(agent);
                     shard.role = Role::Damaged(Box::new(lost));
                     source_lost = true;
                     continue;

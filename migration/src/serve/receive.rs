@@ -207,11 +207,7 @@ impl PartitionServer {
                 match (&mut shard.role, applied) {
                     (Role::Outgoing(agent), Applied::Terminated) => agent.finish_return(),
                     (Role::Incoming(incoming), Applied::Terminated | Applied::Aborted) => {
-                        self.migration.incoming.add(&incoming.stats());
-                        self.migration.pulls.add(&incoming.puller.stats());
-                        if let Some(bulk) = &incoming.bulk {
-                            self.migration.bulk.add(&bulk.stats());
-                        }
+                        self.migration.add_incoming(incoming);
                         shard.role = if applied == Applied::Terminated {
                             Role::Owned
                         } else {
@@ -307,8 +303,21 @@ impl PartitionServer {
         }
     }
 
+    /// An acknowledgement goes to the migration it belongs to. A destination's probe (MIGRATE_PROBE's acknowledgement) that no migration here
+    /// knows is answered `ERROR`: this partition no longer sends that stream (it
+    /// restarted).
+    pub(super) fn on_ack(&mut self, packet: &mut Packet, header: &HeaderRepr) -> Action {
+        let known = self.give_ack(packet.src, header);
+        if known || header.op != Op::MigrateProbeAck || header.status != Status::Ok {
+            return Action::Consumed;
+        }
+        self.counters.unknown_streams += 1;
+        stream::acknowledge(packet, header, header.seq, Status::Error, self.incarnation);
+        Action::Ready
+    }
+
     /// Gives an acknowledgement to the migration it belongs to; false if none knows it.
-    pub(super) fn on_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) -> bool {
+    fn give_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) -> bool {
         let now = self.now;
         let mut known = false;
         for shard in &mut self.shards {

@@ -57,26 +57,7 @@ impl PartitionServer {
             return self.on_stream_message(packet);
         }
         if header.op.is_migration_stream_ack() || header.op.is_switch_control_ack() {
-            let known = self.on_ack(src, &header);
-            if !known && header.op == Op::MigrateProbeAck && header.status == Status::Ok {
-                // A destination asks whether this partition still sends it the stream:
-                // not any more (it restarted).
-                self.counters.unknown_streams += 1;
-                let reply = header.reply(Status::Error);
-                let len = wire::emit_with(
-                    &HeaderRepr {
-                        op: header.op,
-                        ..reply
-                    },
-                    buf,
-                    |_| Ok(0),
-                )
-                .expect("an ack fits");
-                packet.set_len(len);
-                packet.swap_addresses();
-                return Ok(Action::Ready);
-            }
-            return Ok(Action::Consumed);
+            return Ok(self.on_ack(packet, &header));
         }
         if header.op == Op::Pull {
             return self.answer_pull(&header, len, buf);

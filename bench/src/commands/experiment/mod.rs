@@ -779,7 +779,7 @@ fn fill_migration(
         "returned_keys": o.returned_keys,
         "switch_refusals": o.switch_refusals,
         "destination_refusals": o.destination_refusals,
-        "data_lost": o.data_lost || migration.incoming.data_lost,
+        "data_lost": o.lost_groups + migration.incoming.lost_groups > 0,
         "lost_groups": o.lost_groups + migration.incoming.lost_groups,
         "duration_s": duration,
         "keys_moved": o.keys_moved,
