@@ -98,7 +98,7 @@ fn lossy_run(protocol: &str) -> Report {
     assert!(report.client["injected"]["losses"].as_u64().unwrap() > 0);
     assert!(
         report.client["deletes_not_found"].as_u64().unwrap() > 0,
-        "keys were deleted, and deleted again while they were tombstones"
+        "keys were deleted, and deleted again once gone"
     );
     let switch = &report.server.as_ref().unwrap()["switch"]["counters"];
     if protocol != "netmigrate" {

@@ -303,6 +303,34 @@ impl Partition {
         (version, existed)
     }
 
+    /// A client delete no migration needs to see (the partition owns the key outright):
+    /// the entry goes and leaves no tombstone. Returns the version, as `delete` does, and
+    /// whether a live value was removed.
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> (u64, bool) {
+        self.clock += 1;
+        let version = self.clock;
+        let existed = match self.locate(hash, key) {
+            Some((bucket, i)) => self.clear_slot(bucket, i),
+            None => false,
+        };
+        (version, existed)
+    }
+
+    /// Frees the entry in a slot; true if it was live, false if a tombstone. The bucket's
+    /// overflow mark stays: keys that moved past it are still found.
+    fn clear_slot(&mut self, bucket: usize, i: usize) -> bool {
+        let slot = std::mem::take(&mut self.buckets[bucket].slots[i]);
+        // SAFETY: the slot owned the block and has just been cleared.
+        let item = unsafe { Item::from_raw(block_of(slot)) };
+        let live = !item.as_ref().is_tombstone();
+        if live {
+            self.live -= 1;
+        } else {
+            self.tombstones -= 1;
+        }
+        live
+    }
+
     /// Data that arrives by migration or pull: applied only if newer than what the table
     /// holds, so it never overwrites a later client write or resurrects a deleted key.
     /// `value` None is a tombstone.
@@ -382,20 +410,30 @@ impl Partition {
 
     /// Drops every tombstone; call when no migration needs them any more.
     pub fn purge_tombstones(&mut self) -> usize {
-        let mut purged = 0;
-        for bucket in 0..self.buckets.len() {
+        let before = self.tombstones;
+        self.purge_tombstones_from(0, self.buckets.len());
+        before - self.tombstones
+    }
+
+    /// Drops the tombstones of up to `buckets` buckets from `cursor` on, so that a table
+    /// too big to purge at once (a scan of every entry) is purged a slice per poll. Returns
+    /// the cursor to go on from; it wraps around, and a table that grew in between moved
+    /// its entries, so a sweep goes on until `tombstones()` is 0.
+    pub fn purge_tombstones_from(&mut self, cursor: usize, buckets: usize) -> usize {
+        let mut bucket = cursor % self.buckets.len();
+        for _ in 0..buckets.min(self.buckets.len()) {
+            if self.tombstones == 0 {
+                break;
+            }
             for i in 0..SLOTS {
                 let slot = self.buckets[bucket].slots[i];
                 if slot != 0 && self.item(slot).is_tombstone() {
-                    self.buckets[bucket].slots[i] = 0;
-                    // SAFETY: the slot owned the block and has just been cleared.
-                    drop(unsafe { Item::from_raw(block_of(slot)) });
-                    purged += 1;
+                    self.clear_slot(bucket, i);
                 }
             }
+            bucket = self.next(bucket);
         }
-        self.tombstones -= purged;
-        purged
+        bucket
     }
 
     /// Visits every entry and tombstone of one migration group.
@@ -465,6 +503,12 @@ impl Partition {
 
     pub fn tombstones(&self) -> usize {
         self.tombstones
+    }
+
+    /// Nothing was ever stored here, nor a version adopted: a table as `new` made it. (A
+    /// table whose keys were all removed is empty, not fresh.)
+    pub fn is_fresh(&self) -> bool {
+        self.clock == 0 && self.live + self.tombstones == 0
     }
 
     /// The highest version this partition has assigned or accepted.
@@ -666,6 +710,32 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_the_table_outgrows_midway_still_ends_with_no_tombstone() {
+        let mut t = single(8);
+        let key = |i: u32| i.to_le_bytes();
+        for i in 0..200 {
+            t.put_if_newer(key_hash(&key(i)), &key(i), None, 1);
+        }
+        let mut cursor = t.purge_tombstones_from(0, 2);
+        let before = t.buckets.len();
+        for i in 200..2000 {
+            t.put(key_hash(&key(i)), &key(i), b"v");
+        }
+        assert!(t.buckets.len() > before, "the table grew mid-sweep");
+        let mut slices = 0;
+        while t.tombstones() > 0 {
+            cursor = t.purge_tombstones_from(cursor, 2);
+            slices += 1;
+            assert!(slices < 10 * t.buckets.len(), "the sweep never ends");
+        }
+        assert_eq!(t.len(), 1800);
+        for i in 0..2000 {
+            let found = matches!(t.get(key_hash(&key(i)), &key(i)), Lookup::Found { .. });
+            assert_eq!(found, i >= 200, "key {i}");
+        }
+    }
+
+    #[test]
     fn put_if_newer_never_overwrites_newer_data_or_resurrects() {
         let mut t = single(8);
         let h = key_hash(b"k");
@@ -702,14 +772,19 @@ mod tests {
     enum Action {
         Put(u16, u8),
         Delete(u16),
+        Remove(u16),
         Purge,
+        /// A purge a few buckets at a time from a cursor, until no tombstone is left.
+        Sweep(u16, u8),
     }
 
     fn action() -> impl Strategy<Value = Action> {
         prop_oneof![
             6 => (0u16..300, any::<u8>()).prop_map(|(k, v)| Action::Put(k, v)),
             3 => (0u16..300).prop_map(Action::Delete),
+            2 => (0u16..300).prop_map(Action::Remove),
             1 => Just(Action::Purge),
+            1 => (any::<u16>(), 1u8..8).prop_map(|(c, b)| Action::Sweep(c, b)),
         ]
     }
 
@@ -743,12 +818,34 @@ mod tests {
                         table.delete(h, &key);
                         model.insert(key, None);
                     }
+                    Action::Remove(k) => {
+                        let key = key_of(k);
+                        let h = key_hash(&key);
+                        if !table.owns(h) { continue; }
+                        let live = matches!(model.remove(&key), Some(Some(_)));
+                        prop_assert_eq!(table.remove(h, &key).1, live);
+                    }
                     Action::Purge => {
                         table.purge_tombstones();
                         model.retain(|_, v| v.is_some());
                     }
+                    Action::Sweep(cursor, buckets) => {
+                        let mut cursor = usize::from(cursor);
+                        while table.tombstones() > 0 {
+                            cursor = table.purge_tombstones_from(cursor, usize::from(buckets));
+                        }
+                        model.retain(|_, v| v.is_some());
+                    }
                 }
             }
+            for k in 0..300 {
+                let key = key_of(k);
+                let h = key_hash(&key);
+                if table.owns(h) && !model.contains_key(&key) {
+                    prop_assert_eq!(table.get(h, &key), Lookup::Absent);
+                }
+            }
+            prop_assert_eq!(table.tombstones(), model.values().filter(|v| v.is_none()).count());
             for (key, value) in &model {
                 let got = table.get(key_hash(key), key);
                 let agrees = match value {

@@ -299,9 +299,19 @@ impl EncodedWindow {
 }
 
 /// Applies a DELETE to `table`: its version, and its answer (OK, or NOT_FOUND when there
-/// was no key to delete).
-pub fn delete_answer(table: &mut kv::Partition, hash: u64, key: &[u8]) -> (Status, u64) {
-    let (version, existed) = table.delete(hash, key);
+/// was no key to delete). The key leaves a tombstone while a migration needs one
+/// (`keep_tombstone`), and goes outright otherwise.
+pub fn delete_answer(
+    table: &mut kv::Partition,
+    hash: u64,
+    key: &[u8],
+    keep_tombstone: bool,
+) -> (Status, u64) {
+    let (version, existed) = if keep_tombstone {
+        table.delete(hash, key)
+    } else {
+        table.remove(hash, key)
+    };
     let status = if existed {
         Status::Ok
     } else {

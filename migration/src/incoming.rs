@@ -553,7 +553,8 @@ fn admit_late_write(
         DedupVerdict::Apply => match late.value {
             Some(value) => (Status::Ok, table.put(hash, late.key, value)),
             None => {
-                let answer = delete_answer(table, hash, late.key);
+                // A destination keeps it: the source's older copy may still arrive.
+                let answer = delete_answer(table, hash, late.key, true);
                 if answer.0 == Status::NotFound {
                     dedup.found_nothing(late.client, late.seq);
                 }

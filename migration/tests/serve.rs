@@ -109,6 +109,12 @@ fn get_put_delete() {
     .unwrap();
     assert_eq!(h.status, Status::NotFound, "deleting a missing key says so");
     assert_eq!(s.counters().gets, 3);
+    let table = s.table(3).unwrap();
+    assert_eq!(
+        (table.len(), table.tombstones()),
+        (0, 0),
+        "an owner outside any migration keeps no tombstone"
+    );
 }
 
 #[test]
@@ -250,6 +256,16 @@ fn a_partition_steered_to_before_its_init_answers_retry_later() {
         h.status,
         Status::Ok,
         "a partition holding data answers as the owner"
+    );
+    let delete = Request::Delete { key: &k };
+    let (h, _) = call(&mut s, &header(Op::Delete, 6, &k), &delete).unwrap();
+    assert_eq!(h.status, Status::Ok);
+    assert_eq!(s.entries(), 0);
+    let (h, _) = call(&mut s, &steered(Op::Get, 7), &Request::Get { key: &k }).unwrap();
+    assert_eq!(
+        h.status,
+        Status::NotFound,
+        "a partition whose keys were all deleted is empty, not waiting for an INIT"
     );
 }
 

@@ -109,6 +109,8 @@ impl InsertCounter {
 pub enum OpSource {
     /// Insert records `next..end`.
     Load { next: u64, end: u64 },
+    /// Read records `next..end`, once each.
+    ReadBack { next: u64, end: u64 },
     Run {
         operations: OperationChooser,
         keys: KeyChooser,
@@ -121,6 +123,13 @@ pub enum OpSource {
 impl OpSource {
     pub fn load(records: std::ops::Range<u64>) -> Self {
         OpSource::Load {
+            next: records.start,
+            end: records.end,
+        }
+    }
+
+    pub fn read_back(records: std::ops::Range<u64>) -> Self {
+        OpSource::ReadBack {
             next: records.start,
             end: records.end,
         }
@@ -145,6 +154,10 @@ impl OpSource {
                     None
                 }
             }
+            OpSource::ReadBack { next, end } => (next < end).then(|| {
+                *next += 1;
+                Planned::Read(*next - 1)
+            }),
             OpSource::Run {
                 operations,
                 keys,

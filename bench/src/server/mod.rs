@@ -154,6 +154,7 @@ impl PartitionLoop {
         let busy = received.total() > 0 && received.total() == allowed;
         let replay = if busy { REPLAY_BUSY } else { REPLAY_IDLE };
         self.server.replay_migrations(replay);
+        self.server.sweep_tombstones();
         // A migration this burst started (an INIT arrived) needs the time now, not the
         // clock of up to `CLOCK_EVERY` polls ago.
         let now = if !timed && self.server.has_migrations() {

@@ -151,10 +151,13 @@ pub fn run_seed(config: &Config, seed: u64) -> SeedOutcome {
         }
     };
     let mut problems = Vec::new();
-    if let Err(e) = world.run() {
-        problems.push(e);
-    } else {
-        problems.extend(world.check_end_state());
+    let ran = world.run().and_then(|()| {
+        world.start_read_back();
+        world.run()
+    });
+    match ran {
+        Ok(()) => problems.extend(world.check_end_state()),
+        Err(e) => problems.push(e),
     }
     let history = world.history();
     let result = linearizability::check_with_budget(&history, SEARCH_BUDGET_PER_KEY);

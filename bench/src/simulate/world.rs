@@ -110,10 +110,23 @@ struct Client {
     port: SimPort,
     source: OpSource,
     shard: u16,
-    /// The load phase's engine of a loader, replaced by the run's once it is done.
-    loading: bool,
+    phase: Phase,
     started: u64,
     histories: Vec<ThreadResult>,
+}
+
+/// What a client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Loading its shard (its first client); the load's engine is replaced by the run's
+    /// once it is done.
+    Load,
+    /// Running the workload.
+    Run,
+    /// After the run: reading every record once, so the history holds what each key ended
+    /// as and the checker sees that nothing was lost.
+    ReadBack,
+    Done,
 }
 
 /// One migration the run started.
@@ -334,7 +347,7 @@ impl World {
             port,
             source,
             shard,
-            loading: loader,
+            phase: if loader { Phase::Load } else { Phase::Run },
             started: 0,
             histories: Vec::new(),
         });
@@ -360,6 +373,8 @@ impl World {
             let issuing = self.issuing();
             let quiet = !issuing
                 && self.clients.iter().all(|c| c.engine.outstanding() == 0)
+                && self.clients.iter().all(|c| c.phase != Phase::ReadBack)
+                && !self.sweeping()
                 && self.active.iter().all(Option::is_none)
                 && self.network.in_flight() == 0;
             if quiet {
@@ -379,6 +394,39 @@ impl World {
         }
     }
 
+    /// Whether a server still sweeps tombstones.
+    fn sweeping(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.partitions.iter().any(PartitionServer::sweeping))
+    }
+
+    /// After a run: a client per shard no crash damaged reads every record once. Call
+    /// `run` again to carry the reads out.
+    pub fn start_read_back(&mut self) {
+        for shard in 1..=self.config.shards {
+            if self.damaged[shard as usize - 1] {
+                continue;
+            }
+            let port = SimPort {
+                addr: client_addr(self.clients.len()),
+                inbox: Arc::default(),
+                outbox: Arc::default(),
+            };
+            let spec = Arc::clone(&self.spec);
+            let engine = self.engine(&port, shard, &spec);
+            self.clients.push(Client {
+                engine,
+                port,
+                source: OpSource::read_back(0..self.config.records),
+                shard,
+                phase: Phase::ReadBack,
+                started: 0,
+                histories: Vec::new(),
+            });
+        }
+    }
+
     /// Clients keep starting operations until the plan has run out and each did its share.
     fn issuing(&self) -> bool {
         self.migrations_left > 0
@@ -390,7 +438,8 @@ impl World {
                 // A shard a crash damaged may never finish loading: its clients do not
                 // hold the run up.
                 !self.damaged[c.shard as usize - 1]
-                    && (c.loading || c.started < self.config.ops_per_client)
+                    && (c.phase == Phase::Load
+                        || (c.phase == Phase::Run && c.started < self.config.ops_per_client))
             })
     }
 
@@ -437,7 +486,7 @@ impl World {
             .servers
             .iter()
             .any(|s| s.partitions.iter().any(PartitionServer::has_migrations));
-        if migrating || self.active.iter().any(Option::is_some) {
+        if migrating || self.sweeping() || self.active.iter().any(Option::is_some) {
             consider(Some(self.now + SERVER_TICK_NS));
         }
         if issuing {
@@ -511,15 +560,26 @@ impl World {
             let inserts = Arc::clone(&self.inserts[client.shard as usize - 1]);
             client.engine.take_replies(&inserts, || now);
             client.engine.expire_timers(now, &inserts);
-            if client.loading || (loaded && issuing && !done) {
+            let starts = match client.phase {
+                Phase::Load | Phase::ReadBack => true,
+                Phase::Run => loaded && issuing && !done,
+                Phase::Done => false,
+            };
+            if starts {
                 let before = client.engine.outstanding();
                 let dry = client
                     .engine
                     .start_operations(&mut client.source, &inserts, now);
                 client.started += client.engine.outstanding().saturating_sub(before) as u64;
-                if dry && client.loading && client.engine.outstanding() == 0 {
-                    self.finish_loading(i);
-                    continue;
+                if dry && client.engine.outstanding() == 0 {
+                    match client.phase {
+                        Phase::Load => {
+                            self.finish_loading(i);
+                            continue;
+                        }
+                        Phase::ReadBack => client.phase = Phase::Done,
+                        Phase::Run | Phase::Done => {}
+                    }
                 }
             }
             let client = &mut self.clients[i];
@@ -549,7 +609,7 @@ impl World {
         let loader = std::mem::replace(&mut client.engine, engine);
         client.histories.push(loader.finish(finished));
         client.source = source;
-        client.loading = false;
+        client.phase = Phase::Run;
         client.started = 0;
     }
 
@@ -558,6 +618,7 @@ impl World {
         let mut out = Vec::new();
         for server in &mut self.servers {
             for (p, partition) in server.partitions.iter_mut().enumerate() {
+                partition.sweep_tombstones();
                 if partition.has_migrations() {
                     partition.replay_migrations(64);
                     partition.poll_migrations(now, &mut out);
@@ -801,10 +862,17 @@ impl World {
         history
     }
 
-    /// The end state: each shard's keys exactly once, at its owner; the switch holds no
-    /// pair; no partition is still migrating.
+    /// The end state: each shard's keys only at its owner, with no tombstone left (which
+    /// keys live is the read-back's to show, in the history); nothing waits for a pull;
+    /// the switch holds no pair; no partition is still migrating.
     pub fn check_end_state(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for (s, server) in self.servers.iter().enumerate() {
+            let parked: usize = server.partitions.iter().map(|p| p.parked_reads()).sum();
+            if parked > 0 {
+                problems.push(format!("server {s} still holds {parked} parked read(s)"));
+            }
+        }
         for shard in 1..=self.config.shards {
             let owner = self.owner[shard as usize - 1];
             if self.damaged[shard as usize - 1] {
@@ -812,17 +880,20 @@ impl World {
                 continue;
             }
             for (s, server) in self.servers.iter().enumerate() {
-                let entries: usize = server
-                    .partitions
-                    .iter()
-                    .filter_map(|p| p.table(shard))
-                    .map(|t| t.len() + t.tombstones())
-                    .sum();
-                let expected = if s == owner { self.config.records } else { 0 };
-                if entries as u64 != expected {
+                let tables = || server.partitions.iter().filter_map(|p| p.table(shard));
+                let live: usize = tables().map(|t| t.len()).sum();
+                let tombstones: usize = tables().map(|t| t.tombstones()).sum();
+                if s != owner && live + tombstones > 0 {
                     problems.push(format!(
-                        "shard {shard}: server {s} holds {entries} keys, expected {expected} \
-                         (owner: server {owner})"
+                        "shard {shard}: server {s} holds {live} keys and {tombstones} \
+                         tombstones, not being its owner (server {owner})"
+                    ));
+                }
+                if s == owner && (live as u64 > self.config.records || tombstones > 0) {
+                    problems.push(format!(
+                        "shard {shard}: its owner (server {s}) holds {live} keys of {} and \
+                         {tombstones} tombstones",
+                        self.config.records
                     ));
                 }
                 for (p, partition) in server.partitions.iter().enumerate() {

@@ -44,10 +44,12 @@ pub(super) enum ItemFate {
     Stale,
 }
 
+/// Serves one item; a delete leaves a tombstone if `keep_tombstone` (`Shard::keeps_tombstones`).
 pub(super) fn execute_item<'t>(
     table: &'t mut Partition,
     op: KeyOp,
     item: wire::MultiItem<'_>,
+    keep_tombstone: bool,
 ) -> ReplyItem<'t> {
     // Keys of another partition were refused before (`ItemFate::Refuse`).
     let hash = item.key_hash;
@@ -72,7 +74,7 @@ pub(super) fn execute_item<'t>(
             }
         }
         KeyOp::Put => (Status::Ok, table.put(hash, item.key, item.value)),
-        KeyOp::Delete => delete_answer(table, hash, item.key),
+        KeyOp::Delete => delete_answer(table, hash, item.key, keep_tombstone),
     };
     ReplyItem {
         status,
@@ -109,6 +111,7 @@ impl PartitionServer {
             self.migration.multi_retry_later += 1;
             return Ok(MultiOutcome::Status(Status::RetryLater));
         }
+        let keep_tombstone = self.shards[shard_index].keeps_tombstones();
         let Shard { table, role, .. } = &mut self.shards[shard_index];
         match role {
             Role::Owned => {}
@@ -226,7 +229,7 @@ impl PartitionServer {
             };
             let reply = match fates[i] {
                 ItemFate::Serve if applied & (1 << i) != 0 => {
-                    let reply = execute_item(table, items.op, item);
+                    let reply = execute_item(table, items.op, item, keep_tombstone);
                     // The item's identity for dedup (checked above to fit).
                     let seq = header.seq + i as u64;
                     let found = reply.status == Status::Ok;
@@ -238,7 +241,7 @@ impl PartitionServer {
                     }
                     reply
                 }
-                ItemFate::Serve if is_read => execute_item(table, items.op, item),
+                ItemFate::Serve if is_read => execute_item(table, items.op, item, keep_tombstone),
                 ItemFate::Serve => {
                     let (status, version) = repeat_answer(repeated_not_found & (1 << i) == 0);
                     ReplyItem {

@@ -47,7 +47,7 @@ impl PartitionServer {
     /// Whether `shard` can take in a migration from `src`: only into a partition that holds
     /// nothing of the shard for anyone else, so a migration never merges into live data.
     pub(super) fn init_fit(shard: &Shard, src: SocketAddrV4, source_shard: u16) -> InitFit {
-        let empty = shard.table.len() + shard.table.tombstones() == 0;
+        let empty = shard.table.is_fresh();
         let fit = |free: bool| if free { InitFit::Take } else { InitFit::Refuse };
         match &shard.role {
             // The shard left this partition and comes back (A→B→A): what it held was freed
@@ -110,6 +110,7 @@ impl PartitionServer {
                     id: header.shard,
                     table: Partition::new(&self.map, self.partition, 0),
                     role: Role::Owned,
+                    sweep_cursor: 0,
                 });
                 (self.shards.len() - 1, true)
             }

@@ -366,6 +366,7 @@ impl PartitionServer {
             .dedup
             .admit(header.client, header.seq, header.oldest_gap);
         let shard = &mut self.shards[shard_index];
+        let keep_tombstone = shard.keeps_tombstones();
         let (status, version) = match verdict {
             DedupVerdict::Apply => {
                 let answer = match value {
@@ -373,7 +374,9 @@ impl PartitionServer {
                         Status::Ok,
                         shard.table.put(hash, &buf[key.clone()], &buf[value]),
                     ),
-                    None => delete_answer(&mut shard.table, hash, &buf[key.clone()]),
+                    None => {
+                        delete_answer(&mut shard.table, hash, &buf[key.clone()], keep_tombstone)
+                    }
                 };
                 let found = answer.0 == Status::Ok;
                 if !found {
