@@ -571,6 +571,47 @@ struct Frame {
     set: (u64, u64),
 }
 
+/// The latest return of an operation that observes each state of the key: a read of the
+/// value; for any value, a delete answered OK (the key existed); for the absent state, a
+/// read answered NOT_FOUND and a delete answered NOT_FOUND.
+struct LastObservations {
+    value: HashMap<u64, Time>,
+    existed: Time,
+    absent: Time,
+}
+
+impl LastObservations {
+    fn of_value(&self, tag: u64) -> Time {
+        self.value
+            .get(&tag)
+            .copied()
+            .unwrap_or(Time::MIN)
+            .max(self.existed)
+    }
+}
+
+fn last_observations(ops: &[KeyOp]) -> LastObservations {
+    let mut seen = LastObservations {
+        value: HashMap::new(),
+        existed: Time::MIN,
+        absent: Time::MIN,
+    };
+    for op in ops.iter().filter(|op| !op.pending()) {
+        match op.kind {
+            OpKind::Read(Some(t)) => {
+                let e = seen.value.entry(t).or_insert(op.ret);
+                *e = (*e).max(op.ret);
+            }
+            OpKind::Read(None) | OpKind::Delete(Some(false)) => {
+                seen.absent = seen.absent.max(op.ret)
+            }
+            OpKind::Delete(Some(true)) => seen.existed = seen.existed.max(op.ret),
+            OpKind::Write(_) | OpKind::Delete(None) => {}
+        }
+    }
+    seen
+}
+
 /// Decides a key by searching over linearization orders, within `budget` steps.
 ///
 /// Lowe's formulation: events are kept in time order; scanning from the head,
@@ -582,10 +623,12 @@ struct Frame {
 /// collision), which keeps memory at O(budget) even for huge keys.
 ///
 /// Two sound reductions keep the search small:
-/// * An unknown-outcome write/delete that no read could have observed (no read
-///   of its value returns after its call) is dropped: in any linearization it
-///   is directly followed by another write/delete or the end, so removing it
-///   (or re-adding it at the very end) changes nothing.
+/// * An unknown-outcome write/delete that nothing could have observed is
+///   dropped: for a write, no read of its value and no delete answered OK
+///   returns after its call; for a delete, no NOT_FOUND (read or delete). In
+///   any linearization it is then directly followed by another write/delete
+///   that observes nothing of it, or by the end, so removing it (or re-adding
+///   it at the very end) changes nothing.
 /// * A read that agrees with the current value is never a wrong choice: moving
 ///   it to "now" keeps every later read's value and every real-time
 ///   constraint (all ops that must precede it are already linearized). So when
@@ -595,29 +638,17 @@ fn search(ops: &[KeyOp], budget: u64) -> Verdict {
     if let Some(v) = read_of_unwritten(ops) {
         return v;
     }
-    // Latest return among the reads of each value.
-    let mut last_read: HashMap<Value, Time> = HashMap::new();
-    for op in ops {
-        if let OpKind::Read(v) = op.kind {
-            let e = last_read.entry(v).or_insert(op.ret);
-            *e = (*e).max(op.ret);
-        }
-    }
-    // A delete that says whether the key existed observes it too: then no write or delete
-    // of unknown outcome is dropped as unobserved.
-    let deletes_observe = ops
-        .iter()
-        .any(|op| matches!(op.kind, OpKind::Delete(Some(_))));
+    let last_seen = last_observations(ops);
     let ops: Vec<KeyOp> = ops
         .iter()
         .filter(|op| {
-            let value = match op.kind {
-                _ if !op.pending() || deletes_observe => return true,
-                OpKind::Write(t) => Some(t),
-                OpKind::Delete(_) => None,
+            let seen = match op.kind {
+                _ if !op.pending() => return true,
+                OpKind::Write(t) => last_seen.of_value(t),
+                OpKind::Delete(_) => last_seen.absent,
                 OpKind::Read(_) => return false, // unreachable: dropped earlier
             };
-            last_read.get(&value).is_some_and(|&r| r >= op.call)
+            seen >= op.call
         })
         .cloned()
         .collect();
@@ -922,6 +953,35 @@ mod tests {
         let rep = check_with_budget(&[w(1, 0, 10), r(Some(1), 20, 30)], 0);
         assert_eq!(rep.keys, 1);
         assert_eq!(rep.checked_ops, 2);
+    }
+
+    /// What only a delete's answer can explain keeps an unknown-outcome op in the search.
+    #[test]
+    fn unknown_ops_a_delete_answer_observes_are_kept() {
+        assert_ok(&[w_unknown(5, 0), d_found(true, 20, 30)]);
+        assert_ok(&[w(1, 0, 10), d_unknown(20), d_found(false, 30, 40)]);
+        assert_violation(&[w(1, 0, 10), d_found(false, 30, 40)]);
+    }
+
+    /// A client cut off from its shard's owner leaves dozens of writes and deletes of open
+    /// outcome; one delete answered long before them must not make the search try every
+    /// subset of them before the last read.
+    #[test]
+    fn open_ops_nothing_observed_do_not_blow_up_the_search() {
+        let mut h = vec![w(1, 0, 10), d_found(true, 20, 30), w(2, 40, 50)];
+        for i in 0..40 {
+            h.push(if i % 7 == 3 {
+                d_unknown(60 + i)
+            } else {
+                w_unknown(100 + i, 60 + i)
+            });
+        }
+        h.push(r(Some(2), 200, 210));
+        let rep = check(&h);
+        assert_eq!((rep.violations, rep.unchecked_keys), (0, 0), "{rep:?}");
+        h.push(r(Some(1), 220, 230));
+        let rep = check(&h);
+        assert_eq!((rep.violations, rep.unchecked_keys), (1, 0), "{rep:?}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.faults.jitter_ns = args.jitter_us * 1000;
     config.time_limit_ns = args.time_limit_ms.saturating_mul(1_000_000);
     config.trace_events = args.trace_events;
+    config.trace_passed = args.trace;
     Ok(config)
 }
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub time_limit_ns: u64,
     /// Events a failing seed prints.
     pub trace_events: usize,
+    /// Keep the trace of a run that passed too (`--trace`).
+    pub trace_passed: bool,
 }
 
 impl Config {
@@ -114,6 +116,7 @@ impl Config {
             bf_cells: None,
             time_limit_ns: 30_000_000_000,
             trace_events: 400,
+            trace_passed: false,
         }
     }
 }
@@ -174,7 +177,7 @@ pub fn run_seed(config: &Config, seed: u64) -> SeedOutcome {
             result.unchecked_keys
         ));
     }
-    let trace = (!problems.is_empty()).then(|| world.trace.render());
+    let trace = (config.trace_passed || !problems.is_empty()).then(|| world.trace.render());
     SeedOutcome {
         seed,
         stats: world.stats.clone(),
