@@ -141,7 +141,13 @@ fn check_report(r: &Value) {
             number(&m[field], &format!("migration.{field}"));
         }
         assert!(m["finished_at_s"].is_number() || m["finished_at_s"].is_null());
-        for field in ["keys_moved", "bytes_moved", "groups", "lost_groups"] {
+        for field in [
+            "keys_at_start",
+            "keys_moved",
+            "bytes_moved",
+            "groups",
+            "lost_groups",
+        ] {
             count(&m[field], field);
         }
         assert!(

@@ -56,6 +56,7 @@ impl From<&MigrationCounters> for proto::MigrationStatus {
             groups: o.groups,
             groups_done: o.groups_done,
             keys_moved: o.keys_moved,
+            keys_at_start: o.keys_at_start,
             bytes_moved: o.bytes_moved,
             late_writes: o.late_writes,
             stream_retransmissions: o.retransmissions,

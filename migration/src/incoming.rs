@@ -4,6 +4,7 @@
 
 use crate::bulk::{BulkPuller, Replayed};
 use crate::dedup::{delete_answer, repeat_answer, DedupVerdict, WriteDedup};
+use crate::journal::Journal;
 use crate::lost::LostGroups;
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
@@ -346,12 +347,15 @@ impl Incoming {
         self.handed_over.get(self.index(group)) == Some(&true)
     }
 
-    /// Applies the next in-order stream message. Late writes are answered through `out`.
+    /// Applies the next in-order stream message to `destination_shard`'s table; what it
+    /// changes is recorded in `journal`. Late writes are answered through `out`.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
         message: &StreamMessage<'_>,
         table: &mut Partition,
         dedup: &mut WriteDedup,
+        journal: &mut Journal,
         layout: kv::GroupLayout,
         destination_shard: u16,
         out: &mut Vec<Box<Packet>>,
@@ -385,10 +389,14 @@ impl Incoming {
                 floor,
                 bitmap,
                 not_found,
-            } => dedup.merge_window(client, floor, bitmap, not_found),
+            } => {
+                dedup.merge_window(client, floor, bitmap, not_found);
+                journal.window(client, floor, bitmap, not_found);
+            }
             StreamMessage::DedupEntries { entries } => {
                 for (client, seq, found) in wire::dedup_entries(entries) {
                     dedup.remember(client, seq, found);
+                    journal.remember(client, seq, found);
                 }
             }
             StreamMessage::GroupStart { group, floor_clock } => {
@@ -407,13 +415,14 @@ impl Incoming {
             }
             StreamMessage::Data { group, items, .. } => {
                 for item in wire::data_items(items) {
-                    self.apply_item(table, layout, group..group + 1, &item);
+                    let groups = group..group + 1;
+                    self.apply_item(table, journal, destination_shard, layout, groups, &item);
                 }
             }
             StreamMessage::LateWrite(late) => {
                 self.stats.late_writes += 1;
-                if let Some(reply) =
-                    apply_late_write(&late, table, dedup, destination_shard, layout, self)
+                let store = (table, dedup, journal);
+                if let Some(reply) = apply_late_write(&late, store, destination_shard, layout, self)
                 {
                     out.push(reply);
                 }
@@ -431,10 +440,13 @@ impl Incoming {
 }
 
 impl Incoming {
-    /// Rocksteady: replays about `max_items` pulled entries; groups it completed are here.
+    /// Rocksteady: replays about `max_items` pulled entries into `shard`'s table (recorded
+    /// in `journal`); groups it completed are here.
     pub fn replay(
         &mut self,
         table: &mut Partition,
+        journal: &mut Journal,
+        shard: u16,
         layout: kv::GroupLayout,
         max_items: usize,
     ) -> Replayed {
@@ -442,7 +454,7 @@ impl Incoming {
             return Replayed::default();
         };
         let replayed = bulk.replay(max_items, |item, groups| {
-            self.apply_item(table, layout, groups, &item)
+            self.apply_item(table, journal, shard, layout, groups, &item)
         });
         for groups in &replayed.complete {
             for group in groups.clone() {
@@ -457,6 +469,8 @@ impl Incoming {
     fn apply_item(
         &mut self,
         table: &mut Partition,
+        journal: &mut Journal,
+        shard: u16,
         layout: kv::GroupLayout,
         groups: Range<u32>,
         item: &MigratedItem<'_>,
@@ -468,7 +482,10 @@ impl Incoming {
             return;
         }
         match table.put_if_newer(hash, item.key, item.value, item.version) {
-            PutOutcome::Applied => self.stats.items_applied += 1,
+            PutOutcome::Applied => {
+                self.stats.items_applied += 1;
+                journal.data(shard, item.version, item.key, item.value);
+            }
             PutOutcome::Stale => self.stats.items_stale += 1,
         }
     }
@@ -494,8 +511,7 @@ impl Incoming {
 /// or a message that makes no sense, which is counted).
 fn apply_late_write(
     late: &LateWrite<'_>,
-    table: &mut Partition,
-    dedup: &mut WriteDedup,
+    (table, dedup, journal): (&mut Partition, &mut WriteDedup, &mut Journal),
     shard: u16,
     layout: kv::GroupLayout,
     incoming: &mut Incoming,
@@ -517,7 +533,7 @@ fn apply_late_write(
             // is not known yet. Not applied (nor recorded); the client asks again.
             (Status::RetryLater, 0)
         } else {
-            admit_late_write(late, table, dedup, hash)?
+            admit_late_write(late, (table, dedup, journal), shard, hash)?
         };
     let header = HeaderRepr {
         op,
@@ -545,19 +561,26 @@ fn apply_late_write(
 /// for a copy older than the client's floor (it has its answer).
 fn admit_late_write(
     late: &LateWrite<'_>,
-    table: &mut Partition,
-    dedup: &mut WriteDedup,
+    (table, dedup, journal): (&mut Partition, &mut WriteDedup, &mut Journal),
+    shard: u16,
     hash: u64,
 ) -> Option<(Status, u64)> {
-    Some(match dedup.admit(late.client, late.seq, late.oldest_gap) {
+    let (client, seq) = (late.client, late.seq);
+    Some(match dedup.admit(client, seq, late.oldest_gap) {
         DedupVerdict::Apply => match late.value {
-            Some(value) => (Status::Ok, table.put(hash, late.key, value)),
+            Some(value) => {
+                let version = table.put(hash, late.key, value);
+                journal.put(shard, client, seq, version, late.key, value);
+                (Status::Ok, version)
+            }
             None => {
                 // A destination keeps it: the source's older copy may still arrive.
                 let answer = delete_answer(table, hash, late.key, true);
-                if answer.0 == Status::NotFound {
-                    dedup.found_nothing(late.client, late.seq);
+                let found = answer.0 == Status::Ok;
+                if !found {
+                    dedup.found_nothing(client, seq);
                 }
+                journal.delete(shard, client, seq, answer.1, found, true, late.key);
                 answer
             }
         },

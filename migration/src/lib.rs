@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod control;
 pub mod dedup;
 pub mod incoming;
+pub mod journal;
 pub mod lost;
 pub mod outgoing;
 pub mod pull;
@@ -19,10 +20,13 @@ pub use bulk::BulkStats;
 pub use dataplane::wire::Protocol;
 pub use dedup::{DedupVerdict, WriteDedup};
 pub use incoming::{DestinationRule, Incoming, IncomingStats};
+pub use journal::{Journal, LogError};
 pub use lost::LostGroups;
 pub use outgoing::{GroupPhase, Outgoing, OutgoingPlan, OutgoingStats, SourceRule};
 pub use pull::PullStats;
 pub use returning::{ReturnStats, Returning};
-pub use serve::{DropReason, MigrationCounters, PartitionServer, Role, ServeCounters, MAX_SHARDS};
+pub use serve::{
+    DropReason, MigrationCounters, PartitionServer, Recovery, Role, ServeCounters, MAX_SHARDS,
+};
 pub use throttle::{MigrationBudget, Preset, TokenBucket};
 pub use ticket::{MigrationTicket, PastCutOver};

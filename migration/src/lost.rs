@@ -35,6 +35,11 @@ impl LostGroups {
         self.lost.get(group.wrapping_sub(self.first) as usize) == Some(&true)
     }
 
+    /// The partition's groups, lost or not.
+    pub fn groups(&self) -> Range<u32> {
+        self.first..self.first + self.lost.len() as u32
+    }
+
     pub fn count(&self) -> u32 {
         self.count
     }

@@ -88,6 +88,8 @@ const MAX_ROUNDS: u32 = 16;
 pub struct OutgoingStats {
     pub groups: u64,
     pub groups_done: u64,
+    /// Entries and tombstones the partition held when the migration started (INIT's count).
+    pub keys_at_start: u64,
     pub keys_moved: u64,
     pub bytes_moved: u64,
     pub late_writes: u64,
@@ -126,6 +128,7 @@ impl OutgoingStats {
     pub fn add(&mut self, s: &OutgoingStats) {
         self.groups += s.groups;
         self.groups_done += s.groups_done;
+        self.keys_at_start += s.keys_at_start;
         self.keys_moved += s.keys_moved;
         self.bytes_moved += s.bytes_moved;
         self.late_writes += s.late_writes;
@@ -372,6 +375,7 @@ impl Outgoing {
             protocol: plan.protocol,
             parallel_pulls: plan.pipeline.clamp(1, 255) as u8,
         };
+        self.stats.keys_at_start = (table.len() + table.tombstones()) as u64;
         let mut destination = self.tell_destination(&init);
         for window in dedup.windows() {
             // Ownership may move once the windows are there, not just INIT.

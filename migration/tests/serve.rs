@@ -787,3 +787,70 @@ fn a_destination_answers_a_delete_only_once_it_knows_the_key() {
         );
     }
 }
+
+/// A partition rebuilt from its log serves what it acknowledged, and a retransmission of a
+/// write applied before the restart is answered as a repeat, not applied over a later one.
+#[test]
+fn a_partition_recovered_from_its_log_serves_what_it_acknowledged_once() {
+    let (mut s, map) = server(1);
+    s.enable_journal();
+    let (a, b, gone) = (
+        key_in_partition_0(&map, 0),
+        key_in_partition_0(&map, 100),
+        key_in_partition_0(&map, 200),
+    );
+    let put = |s: &mut PartitionServer, seq, key: &[u8], value: &[u8]| {
+        let (h, _) = call(s, &header(Op::Put, seq, key), &Request::Put { key, value }).unwrap();
+        assert_eq!(h.status, Status::Ok);
+    };
+    put(&mut s, 1, &a, b"a1");
+    put(&mut s, 2, &a, b"a2");
+    put(&mut s, 3, &b, b"b1");
+    put(&mut s, 4, &gone, b"x");
+    let delete = |s: &mut PartitionServer, seq, key: &[u8]| {
+        call(s, &header(Op::Delete, seq, key), &Request::Delete { key })
+            .unwrap()
+            .0
+            .status
+    };
+    assert_eq!(delete(&mut s, 5, &gone), Status::Ok);
+    assert_eq!(delete(&mut s, 6, &gone), Status::NotFound);
+    let mut log = s.take_journal();
+    // A torn record at the end: the crash cut its write short.
+    let whole = log.len();
+    put(&mut s, 7, &b, b"b2");
+    let torn = s.take_journal();
+    log.extend_from_slice(&torn[..torn.len() - 3]);
+
+    let (mut r, recovery) = PartitionServer::recover(&map, 0, 16, &log);
+    assert_eq!(recovery.valid_len, whole, "{recovery:?}");
+    assert_eq!(recovery.error, Some(migration::LogError::Truncated));
+    assert_eq!((recovery.shards, recovery.orphans), (1, 0), "{recovery:?}");
+    assert_eq!(get(&mut r, 10, &a), (Status::Ok, b"a2".to_vec()));
+    assert_eq!(
+        get(&mut r, 11, &b),
+        (Status::Ok, b"b1".to_vec()),
+        "seq 7 never became durable"
+    );
+    assert_eq!(get(&mut r, 12, &gone).0, Status::NotFound);
+    // Late copies of writes applied before the crash.
+    put(&mut r, 1, &a, b"a1");
+    assert_eq!(
+        get(&mut r, 13, &a),
+        (Status::Ok, b"a2".to_vec()),
+        "not applied again"
+    );
+    assert_eq!(
+        delete(&mut r, 6, &gone),
+        Status::NotFound,
+        "answered as the first copy"
+    );
+    assert_eq!(r.counters().duplicate_writes, 2);
+    // The recovered partition goes on recording: a second restart keeps both runs.
+    put(&mut r, 20, &b, b"b3");
+    log.truncate(recovery.valid_len);
+    log.extend_from_slice(&r.take_journal());
+    let (mut again, _) = PartitionServer::recover(&map, 0, 16, &log);
+    assert_eq!(get(&mut again, 14, &b), (Status::Ok, b"b3".to_vec()));
+    assert_eq!(get(&mut again, 15, &a), (Status::Ok, b"a2".to_vec()));
+}

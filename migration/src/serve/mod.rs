@@ -5,6 +5,7 @@
 
 use crate::dedup::WriteDedup;
 use crate::incoming::Incoming;
+use crate::journal::{Journal, ShardEvent};
 use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats};
 use crate::returning::Returning;
@@ -20,6 +21,7 @@ mod fast_path;
 mod multi;
 mod pulls;
 mod receive;
+mod recovery;
 mod requests;
 
 pub use counters::{DropReason, MigrationCounters, ServeCounters};
@@ -27,6 +29,7 @@ use fast_path::{get_answer, PREFETCH_CHUNK};
 use multi::MultiOutcome;
 use pulls::MAX_PARKED;
 use receive::FinishedStream;
+pub use recovery::Recovery;
 
 /// What a partition does for a shard.
 pub enum Role {
@@ -118,6 +121,8 @@ pub struct PartitionServer {
     /// This run of the partition (`set_incarnation`): stream acknowledgements carry it, so
     /// a source tells a destination that restarted from one that has not yet seen INIT.
     incarnation: u64,
+    /// What changed since the loop last wrote the log (`journal.rs`); disabled without one.
+    journal: Journal,
 }
 
 /// Shards a partition holds at once. A migration in for a new shard adds one; past this,
@@ -183,7 +188,27 @@ impl PartitionServer {
             // A placeholder until the caller gives the time (before any migration runs).
             now: Instant::now(),
             incarnation: 0,
+            journal: Journal::default(),
         }
+    }
+
+    /// Starts recording every change in the journal for a durable log, beginning with the
+    /// shards this partition serves (a server with an empty log).
+    pub fn enable_journal(&mut self) {
+        self.journal = Journal::enabled();
+        for shard in &self.shards {
+            self.journal.shard(shard.id, ShardEvent::Hosted);
+        }
+    }
+
+    /// The journal's records since the last call: the loop writes them to its log before
+    /// it sends the replies of the turn that made them.
+    pub fn take_journal(&mut self) -> Vec<u8> {
+        self.journal.take()
+    }
+
+    pub fn journal_is_empty(&self) -> bool {
+        self.journal.is_empty()
     }
 
     pub fn partition(&self) -> u32 {
@@ -280,6 +305,7 @@ impl PartitionServer {
         let mut agent = Outgoing::new(plan, &self.map, partition);
         agent.start(&shard.table, &self.dedup);
         shard.role = Role::Outgoing(Box::new(agent));
+        self.journal.shard(shard.id, ShardEvent::Outgoing);
         Ok(())
     }
 
@@ -350,6 +376,7 @@ impl PartitionServer {
                 if let Some(lost) = agent.lost_with_source() {
                     // The source restarted: what is wholly here is this partition's now.
                     self.migration.add_incoming(agent);
+                    self.journal.damaged(shard.id, &lost);
                     shard.role = Role::Damaged(Box::new(lost));
                     source_lost = true;
                     continue;
@@ -360,6 +387,7 @@ impl PartitionServer {
                 if agent.release_table() {
                     // Everything is back at the source.
                     shard.table = Partition::new(&self.map, self.partition, 0);
+                    self.journal.shard(shard.id, ShardEvent::Released);
                 }
             }
             let Role::Outgoing(agent) = &mut shard.role else {
@@ -371,8 +399,10 @@ impl PartitionServer {
                 self.latest_outgoing = agent.stats();
                 let lost = agent.lost_groups();
                 shard.role = if lost.is_empty() {
+                    self.journal.shard(shard.id, ShardEvent::Kept);
                     Role::Owned
                 } else {
+                    self.journal.damaged(shard.id, lost);
                     Role::Damaged(Box::new(lost.clone()))
                 };
             } else if agent.is_done() {
@@ -380,6 +410,8 @@ impl PartitionServer {
                 self.latest_outgoing = agent.stats();
                 let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
                 shard.role = Role::Moved { to, shard: id };
+                self.journal
+                    .shard(shard.id, ShardEvent::Moved { to, shard: id });
                 // The data lives at the destination now; free it here.
                 shard.table = Partition::new(&self.map, self.partition, 0);
             }

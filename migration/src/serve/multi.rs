@@ -112,6 +112,7 @@ impl PartitionServer {
             return Ok(MultiOutcome::Status(Status::RetryLater));
         }
         let keep_tombstone = self.shards[shard_index].keeps_tombstones();
+        let shard_id = self.shards[shard_index].id;
         let Shard { table, role, .. } = &mut self.shards[shard_index];
         match role {
             Role::Owned => {}
@@ -233,6 +234,18 @@ impl PartitionServer {
                     // The item's identity for dedup (checked above to fit).
                     let seq = header.seq + i as u64;
                     let found = reply.status == Status::Ok;
+                    let (id, client, version) = (shard_id, header.client, reply.version);
+                    match items.op {
+                        KeyOp::Put => self
+                            .journal
+                            .put(id, client, seq, version, item.key, item.value),
+                        KeyOp::Delete => {
+                            let tombstone = keep_tombstone;
+                            self.journal
+                                .delete(id, client, seq, version, found, tombstone, item.key)
+                        }
+                        KeyOp::Get => {}
+                    }
                     if !found {
                         self.dedup.found_nothing(header.client, seq);
                     }

@@ -9,7 +9,7 @@ use dataplane::wire::{
     self, BulkPull, BulkPullReply, HeaderRepr, Op, Protocol, PullBatch, Status, HEADER_LEN,
 };
 use dataplane::Packet;
-use kv::Partition;
+use kv::{Partition, PutOutcome};
 use std::net::SocketAddrV4;
 
 /// Most reads parked at once; beyond, the client is asked to retry.
@@ -49,7 +49,8 @@ impl PartitionServer {
         buf: &mut [u8],
     ) -> Result<(), DropReason> {
         let batch = PullBatch::parse(&buf[HEADER_LEN..len]).map_err(DropReason::Malformed)?;
-        let (table, agent) = self.incoming_from(src, header)?;
+        let (table, agent, shard) = incoming_in(&mut self.shards, src, header)?;
+        let journal = &mut self.journal;
         agent.puller.received(len);
         let mut released = Vec::new();
         for item in batch.items() {
@@ -58,7 +59,9 @@ impl PartitionServer {
                 agent.reject_item();
                 continue;
             }
-            table.put_if_newer(hash, item.key, item.value, item.version);
+            if table.put_if_newer(hash, item.key, item.value, item.version) == PutOutcome::Applied {
+                journal.data(shard, item.version, item.key, item.value);
+            }
             if let Some(answered) = agent.puller.answered(hash) {
                 if answered.hot {
                     agent.announce(hash);
@@ -152,19 +155,7 @@ impl PartitionServer {
         source: SocketAddrV4,
         reply: &HeaderRepr,
     ) -> Result<(&mut Partition, &mut Incoming), DropReason> {
-        self.shards
-            .iter_mut()
-            .find_map(|s| match &mut s.role {
-                Role::Incoming(agent)
-                    if agent.source == source
-                        && agent.source_shard == reply.shard
-                        && agent.stream_id == reply.client =>
-                {
-                    Some((&mut s.table, &mut **agent))
-                }
-                _ => None,
-            })
-            .ok_or(DropReason::NotARequest)
+        incoming_in(&mut self.shards, source, reply).map(|(table, agent, _)| (table, agent))
     }
 
     /// Rocksteady: replays about `max_items` bulk-pulled entries, after the turn's client
@@ -189,8 +180,9 @@ impl PartitionServer {
         let mut complete = Vec::new();
         for shard in &mut self.shards {
             if let Role::Incoming(agent) = &mut shard.role {
-                let replayed =
-                    agent.replay(&mut shard.table, layout, max_items.saturating_sub(items));
+                let budget = max_items.saturating_sub(items);
+                let journal = &mut self.journal;
+                let replayed = agent.replay(&mut shard.table, journal, shard.id, layout, budget);
                 items += replayed.items;
                 complete.extend(replayed.complete);
             }
@@ -221,4 +213,26 @@ impl PartitionServer {
             }
         }
     }
+}
+
+/// The shard migrating in from `source` that `reply` answers (by its source shard and
+/// stream id): its table, its agent and its id here.
+fn incoming_in<'s>(
+    shards: &'s mut [Shard],
+    source: SocketAddrV4,
+    reply: &HeaderRepr,
+) -> Result<(&'s mut Partition, &'s mut Incoming, u16), DropReason> {
+    shards
+        .iter_mut()
+        .find_map(|s| match &mut s.role {
+            Role::Incoming(agent)
+                if agent.source == source
+                    && agent.source_shard == reply.shard
+                    && agent.stream_id == reply.client =>
+            {
+                Some((&mut s.table, &mut **agent, s.id))
+            }
+            _ => None,
+        })
+        .ok_or(DropReason::NotARequest)
 }

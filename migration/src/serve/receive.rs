@@ -153,6 +153,7 @@ impl PartitionServer {
                 Role::Incoming(_) => shard.table = Partition::new(&self.map, self.partition, 0),
                 _ => {}
             }
+            self.journal.shard(header.shard, ShardEvent::Incoming);
             shard.role = Role::Incoming(Box::new(Incoming::new(
                 src,
                 source_shard,
@@ -187,6 +188,7 @@ impl PartitionServer {
                     &message,
                     &mut shard.table,
                     &mut self.dedup,
+                    &mut self.journal,
                     self.map.layout(),
                     header.shard,
                     &mut self.extra,
@@ -210,6 +212,7 @@ impl PartitionServer {
                     (Role::Incoming(incoming), Applied::Terminated | Applied::Aborted) => {
                         self.migration.add_incoming(incoming);
                         shard.role = if applied == Applied::Terminated {
+                            self.journal.shard(shard.id, ShardEvent::Adopted);
                             Role::Owned
                         } else {
                             Role::Returning(Box::new(Returning::new(

@@ -369,18 +369,34 @@ impl PartitionServer {
         let keep_tombstone = shard.keeps_tombstones();
         let (status, version) = match verdict {
             DedupVerdict::Apply => {
+                let (client, seq) = (header.client, header.seq);
                 let answer = match value {
-                    Some(value) => (
-                        Status::Ok,
-                        shard.table.put(hash, &buf[key.clone()], &buf[value]),
-                    ),
+                    Some(value) => {
+                        let (key, value) = (&buf[key.clone()], &buf[value]);
+                        let version = shard.table.put(hash, key, value);
+                        self.journal.put(shard.id, client, seq, version, key, value);
+                        (Status::Ok, version)
+                    }
                     None => {
-                        delete_answer(&mut shard.table, hash, &buf[key.clone()], keep_tombstone)
+                        let key = &buf[key.clone()];
+                        let answer = delete_answer(&mut shard.table, hash, key, keep_tombstone);
+                        let found = answer.0 == Status::Ok;
+                        let version = answer.1;
+                        self.journal.delete(
+                            shard.id,
+                            client,
+                            seq,
+                            version,
+                            found,
+                            keep_tombstone,
+                            key,
+                        );
+                        answer
                     }
                 };
                 let found = answer.0 == Status::Ok;
                 if !found {
-                    self.dedup.found_nothing(header.client, header.seq);
+                    self.dedup.found_nothing(client, seq);
                 }
                 if let Role::Outgoing(agent) = &mut shard.role {
                     agent.applied_write(header.client, header.seq, found);

@@ -782,6 +782,7 @@ fn fill_migration(
         "data_lost": o.lost_groups + migration.incoming.lost_groups > 0,
         "lost_groups": o.lost_groups + migration.incoming.lost_groups,
         "duration_s": duration,
+        "keys_at_start": o.keys_at_start,
         "keys_moved": o.keys_moved,
         "bytes_moved": o.bytes_moved,
         "groups": o.groups,
