@@ -94,11 +94,16 @@ pub struct SimulateArgs {
     pub cbf_cells: Option<usize>,
     #[arg(long)]
     pub bf_cells: Option<usize>,
-    /// Server crashes per run: the server is down for 1–20 ms and comes back empty, with a
-    /// new incarnation and no shards. What only it held is lost, and must be refused
-    /// (DATA_LOST or ERROR), never read stale.
+    /// Server crashes per run: the server is down for 1–20 ms and comes back with a new
+    /// incarnation and what its durable log holds: every write it acknowledged, and where
+    /// the shards it handed over went. A migration the crash cut short is not resumed: what
+    /// only one end held must be refused (DATA_LOST or ERROR), never read stale.
     #[arg(long, default_value_t = 1)]
     pub crashes: usize,
+    /// Servers keep no durable log: a crashed server comes back empty, and the shards it
+    /// owned are lost (refused) from then on.
+    #[arg(long)]
+    pub no_logs: bool,
     /// Migrations per run (several shards at once; back to an earlier owner, or on to a
     /// third server).
     #[arg(long, default_value_t = 4)]

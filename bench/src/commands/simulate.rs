@@ -53,6 +53,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.cuts = args.cuts;
     config.switch_restarts = args.switch_restarts;
     config.crashes = args.crashes;
+    config.durable_logs = !args.no_logs;
     if let Some(cells) = args.cbf_cells {
         config.cbf_cells = cells;
     }

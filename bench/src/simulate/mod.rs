@@ -58,8 +58,12 @@ pub struct Config {
     pub cut_max_ns: u64,
     /// Switch restarts per run (empty registers and pair table afterwards).
     pub switch_restarts: usize,
-    /// Server crashes per run: down for up to `cut_max_ns`, then back empty.
+    /// Server crashes per run: down for up to `cut_max_ns`, then back with what its log
+    /// holds (`durable_logs`) or empty.
     pub crashes: usize,
+    /// Every partition server records its changes in a durable log (the loop's `--log-dir`),
+    /// from which a crashed server is rebuilt.
+    pub durable_logs: bool,
     /// Every server starts hosting every shard (empty where it is not the owner), as
     /// `netmigrate server --shard` does; otherwise only the shards it owns.
     pub host_every_shard: bool,
@@ -105,6 +109,7 @@ impl Config {
             cut_max_ns: 20_000_000,
             switch_restarts: 1,
             crashes: 1,
+            durable_logs: true,
             host_every_shard: true,
             faults: Faults {
                 loss: 0.02,

@@ -81,9 +81,18 @@ impl Port for SimPort {
 struct Server {
     ip: Ipv4Addr,
     partitions: Vec<PartitionServer>,
+    /// Each partition's durable log: what its journal held whenever it sent something
+    /// (the loop writes the journal before it sends a turn's packets).
+    logs: Vec<Vec<u8>>,
 }
 
 impl Server {
+    /// Makes partition `p`'s changes durable, as the loop does before it sends.
+    fn commit(&mut self, p: usize) {
+        let journal = self.partitions[p].take_journal();
+        self.logs[p].extend_from_slice(&journal);
+    }
+
     fn addr(&self, partition: usize) -> SocketAddrV4 {
         SocketAddrV4::new(self.ip, BASE_PORT + partition as u16)
     }
@@ -152,6 +161,9 @@ pub struct RunStats {
     pub crashes: u64,
     /// Requests the servers refused with DATA_LOST (crashed servers' counts are gone).
     pub data_lost_replies: u64,
+    /// Shards a crash damaged: one whose owner crashed without a log, or whose migration a
+    /// crash cut short.
+    pub damaged_shards: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub virtual_ms: f64,
@@ -210,11 +222,17 @@ impl World {
                 let held: Vec<u16> = (1..=config.shards)
                     .filter(|&id| config.host_every_shard || owner[id as usize - 1] == s)
                     .collect();
+                let partitions = (0..config.partitions).map(|p| {
+                    let mut partition = PartitionServer::new(&map, p, &held, 64);
+                    if config.durable_logs {
+                        partition.enable_journal();
+                    }
+                    partition
+                });
                 Server {
                     ip: server_ip(s),
-                    partitions: (0..config.partitions)
-                        .map(|p| PartitionServer::new(&map, p, &held, 64))
-                        .collect(),
+                    partitions: partitions.collect(),
+                    logs: vec![Vec::new(); config.partitions as usize],
                 }
             })
             .collect();
@@ -536,13 +554,17 @@ impl World {
         let Some(server) = self.servers.iter_mut().find(|s| s.ip == *dst.ip()) else {
             return; // Nobody there: lost.
         };
-        let Some(partition) =
-            (dst.port().checked_sub(BASE_PORT)).and_then(|p| server.partitions.get_mut(p as usize))
+        let Some(p) = (dst.port().checked_sub(BASE_PORT))
+            .map(usize::from)
+            .filter(|&p| p < server.partitions.len())
         else {
             return;
         };
+        let partition = &mut server.partitions[p];
         partition.set_time(now);
-        if partition.handle(&mut packet) {
+        let reply = partition.handle(&mut packet);
+        server.commit(p);
+        if reply {
             self.network.send(self.now, Hop::ToSwitch, packet);
         }
     }
@@ -622,6 +644,7 @@ impl World {
                 if partition.has_migrations() {
                     partition.replay_migrations(64);
                     partition.poll_migrations(now, &mut out);
+                    server.logs[p].extend_from_slice(&partition.take_journal());
                     // Sent from this partition's address, as its port would.
                     let addr = SocketAddrV4::new(server.ip, BASE_PORT + p as u16);
                     for mut packet in out.drain(..) {
@@ -692,16 +715,22 @@ impl World {
         let s = self.rng.usize(..self.servers.len());
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
-        self.servers[s].partitions = (0..self.config.partitions)
-            .map(|p| PartitionServer::new(&self.map, p, &[], 64))
+        let server = &mut self.servers[s];
+        server.partitions = (0..self.config.partitions)
+            .map(|p| match self.config.durable_logs {
+                true => PartitionServer::recover(&self.map, p, 64, &server.logs[p as usize]).0,
+                false => PartitionServer::new(&self.map, p, &[], 64),
+            })
             .collect();
-        self.servers[s].set_incarnation(incarnation);
-        self.crashed.push(self.servers[s].ip);
+        server.set_incarnation(incarnation);
+        self.crashed.push(server.ip);
         for shard in 0..self.owner.len() {
             let migrating = self.active[shard]
                 .as_ref()
                 .is_some_and(|m| m.from == s || m.to == s);
-            if self.owner[shard] == s || migrating {
+            // With a log the owner comes back with the shard; a migration is not resumed.
+            let lost_owner = self.owner[shard] == s && !self.config.durable_logs;
+            if lost_owner || migrating {
                 self.damaged[shard] = true;
             }
         }
@@ -852,6 +881,7 @@ impl World {
             }
         }
         self.stats.virtual_ms = self.now as f64 / 1e6;
+        self.stats.damaged_shards = self.damaged.iter().filter(|&&d| d).count() as u64;
         self.stats.lost = self.network.lost;
         self.stats.data_lost_replies += self
             .servers
