@@ -513,6 +513,16 @@ pub struct ServerArgs {
     /// Entries each partition's table is sized for before it has to grow.
     #[arg(long, default_value_t = 1 << 20)]
     pub capacity: usize,
+    /// Keep a durable log here (`partition-P/segment-N.log`): every write is appended
+    /// before it is acknowledged, and a server started again on the same directory serves
+    /// what it acknowledged (its shards come from the log, not from --shard).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// When the log reaches the disk: `batch` syncs once per loop turn before its replies
+    /// go (group commit), `always` once per write, `never` leaves it to the kernel
+    /// (survives a crash of the process, not of the machine).
+    #[arg(long, value_enum, default_value_t = crate::server::log::Fsync::Batch)]
+    pub fsync: crate::server::log::Fsync,
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,

@@ -45,6 +45,7 @@ pub fn spec(
         capacity_per_partition: capacity,
         cores,
         idle: Idle::Share,
+        log: None,
     })
 }
 
@@ -59,6 +60,10 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     let cores = core_list(args.cores.as_deref())?;
     let mut spec = spec(args.listen, &args.layout, args.capacity, cores)?;
     spec.idle = args.idle.idle();
+    spec.log = args.log_dir.clone().map(|dir| server::log::LogSpec {
+        dir,
+        fsync: args.fsync,
+    });
     if let Some(capacity) = args.work_capacity {
         if !(capacity.is_finite() && capacity > 0.0) {
             return fail(format!(

@@ -435,6 +435,8 @@ impl ControlClient {
                         ..Default::default()
                     },
                     entries: p.entries as usize,
+                    // Not carried by the control API: the server prints it when it stops.
+                    log: Default::default(),
                 })
             })
             .collect()

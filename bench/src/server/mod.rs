@@ -5,6 +5,7 @@
 //! `base port + p`.
 
 pub mod control;
+pub mod log;
 pub mod transport;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -12,6 +13,7 @@ use dataplane::port::{PortStats, Received, BURST};
 use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
+use log::{LogSpec, LogStats, PartitionLog};
 use migration::{
     MigrationCounters, MigrationTicket, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket,
 };
@@ -40,6 +42,9 @@ pub struct ServerSpec {
     pub capacity: Option<f64>,
     /// What partition loops do when idle (busy-poll for cores of their own).
     pub idle: Idle,
+    /// Durable logs (`--log-dir`): each partition appends what it changes before it
+    /// answers, and a restarted server is rebuilt from them. None: memory only.
+    pub log: Option<LogSpec>,
 }
 
 impl ServerSpec {
@@ -60,6 +65,7 @@ pub struct PartitionReport {
     pub migration: MigrationCounters,
     pub port: PortStats,
     pub entries: usize,
+    pub log: LogStats,
 }
 
 /// A command to a partition loop from the control plane.
@@ -89,6 +95,8 @@ pub struct RunningServer {
 struct PartitionLoop {
     port: Box<dyn Port>,
     server: PartitionServer,
+    /// The durable log the journal goes to before a turn's packets are sent.
+    log: Option<PartitionLog>,
     rx: Vec<Box<Packet>>,
     tx: Vec<Box<Packet>>,
     replies: Vec<bool>,
@@ -165,6 +173,7 @@ impl PartitionLoop {
         };
         // Cheap when nothing migrates; drives agents' timers and late-write replies.
         self.server.poll_migrations(now, &mut self.tx);
+        self.commit();
         let sent = self.tx.len();
         if !self.tx.is_empty() {
             // A failed send is counted by the port; clients and streams retransmit.
@@ -174,6 +183,27 @@ impl PartitionLoop {
             self.publish(now);
         }
         received.total() + sent
+    }
+
+    /// Writes what the turn changed to the log, as durable as `--fsync` says, before the
+    /// turn's replies and acknowledgements go out. A log that cannot be written stops the
+    /// process: answering without it would acknowledge what a restart loses.
+    fn commit(&mut self) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        if self.server.journal_is_empty() {
+            return;
+        }
+        let records = self.server.take_journal();
+        if let Err(e) = log.append(&records) {
+            eprintln!(
+                "netmigrate server: partition {}: cannot write its log: {e}; stopping before \
+                 acknowledging what it would lose",
+                self.server.partition()
+            );
+            std::process::exit(1);
+        }
     }
 
     fn execute(&mut self, command: Command) {
@@ -221,6 +251,7 @@ impl PartitionLoop {
             migration: self.server.migration_counters(),
             port: self.port.stats(),
             entries: self.server.entries(),
+            log: self.log.as_ref().map(|l| l.stats).unwrap_or_default(),
         }
     }
 }
@@ -263,16 +294,12 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         }));
         commands.push(command_tx);
         published_reports.push(Arc::clone(&published));
-        let mut server = PartitionServer::new(
-            &spec.map,
-            partition,
-            &spec.shards,
-            spec.capacity_per_partition,
-        );
+        let (mut server, log) = partition_server(spec, partition)?;
         server.set_incarnation(incarnation);
         let state = PartitionLoop {
             port,
             server,
+            log,
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
             replies: Vec::with_capacity(BURST),
@@ -311,6 +338,45 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             starting: Arc::default(),
         },
     })
+}
+
+/// Partition `partition`'s server: from its log if it has one (the log's shards win over
+/// `spec.shards`), else new with `spec.shards`, recording from the start if logs are kept.
+fn partition_server(
+    spec: &ServerSpec,
+    partition: u32,
+) -> io::Result<(PartitionServer, Option<PartitionLog>)> {
+    let capacity = spec.capacity_per_partition;
+    let Some(log_spec) = &spec.log else {
+        let server = PartitionServer::new(&spec.map, partition, &spec.shards, capacity);
+        return Ok((server, None));
+    };
+    let (mut log, records, opened) = PartitionLog::open(log_spec, partition)
+        .map_err(|e| io::Error::new(e.kind(), format!("the log of partition {partition}: {e}")))?;
+    if records.is_empty() {
+        let mut server = PartitionServer::new(&spec.map, partition, &spec.shards, capacity);
+        server.enable_journal();
+        log.append(&server.take_journal())?;
+        return Ok((server, Some(log)));
+    }
+    let started = Instant::now();
+    let (server, recovery) = PartitionServer::recover(&spec.map, partition, capacity, &records);
+    eprintln!(
+        "partition {partition}: recovered {} records ({:.1} MB, {} segment(s)) in {:.2} s: \
+         {} entries in {} shard(s), {} migration(s) cut short and refused{}",
+        recovery.records,
+        opened.bytes as f64 / 1e6,
+        opened.segments,
+        started.elapsed().as_secs_f64(),
+        server.entries(),
+        recovery.shards,
+        recovery.interrupted,
+        match opened.torn_bytes {
+            0 => String::new(),
+            torn => format!("; a torn record of {torn} bytes cut off the end"),
+        }
+    );
+    Ok((server, Some(log)))
 }
 
 /// A start that some partition refused: the partitions that did start must not move the
@@ -503,6 +569,14 @@ pub fn format_reports(reports: &[PartitionReport]) -> String {
             r.port.tx_packets,
             r.port.tx_dropped,
         ));
+        if r.log.appended_bytes > 0 {
+            out.push_str(&format!(
+                "              log: {:.1} MB appended, {} syncs, {} segment(s)\n",
+                r.log.appended_bytes as f64 / 1e6,
+                r.log.syncs,
+                r.log.segments
+            ));
+        }
     }
     out.push_str(&format!(
         "total       : {:>10} requests, {} dropped, {} error replies\n",

@@ -1,0 +1,278 @@
+//! One partition's durable log on disk (`--log-dir`): the partition server's journal
+//! (`migration::journal`), appended to segment files before the replies it covers are sent.
+//! `DIR/partition-P/segment-NNNNNNNN.log`, a new segment every `SEGMENT_BYTES`. At start
+//! the segments are read back in order; a record the crash tore at the end of the last one
+//! is cut off, and a bad record anywhere else refuses the start (the disk lost data that
+//! was acknowledged, and serving without it could answer an older value).
+
+use migration::journal::Records;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// When an append reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fsync {
+    /// Written to the file (the kernel's page cache) before the replies go: survives a
+    /// crash of the process, not of the machine.
+    Never,
+    /// One fdatasync per loop turn that wrote, before the turn's replies go (group commit).
+    Batch,
+    /// One fdatasync per record: every write its own sync, the slow baseline.
+    Always,
+}
+
+impl Fsync {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Never => "never",
+            Fsync::Batch => "batch",
+            Fsync::Always => "always",
+        }
+    }
+}
+
+/// Where the server keeps its logs and how it syncs them.
+#[derive(Debug, Clone)]
+pub struct LogSpec {
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+}
+
+/// A segment is closed and a new one opened once it holds this much.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// What the log did, for the final statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    pub appended_bytes: u64,
+    pub syncs: u64,
+    pub segments: u64,
+}
+
+/// What opening an existing log found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opened {
+    pub segments: u64,
+    /// Bytes of valid records read back.
+    pub bytes: u64,
+    /// Bytes of a torn record cut off the end.
+    pub torn_bytes: u64,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    fsync: Fsync,
+    file: File,
+    segment: u64,
+    segment_bytes: u64,
+    pub stats: LogStats,
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("segment-{segment:08}.log"))
+}
+
+/// The segment numbers in `dir`, in order.
+fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(number) = name
+            .strip_prefix("segment-")
+            .and_then(|rest| rest.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+impl PartitionLog {
+    /// Opens partition `partition`'s log under `spec.dir` (created if missing) and reads
+    /// back what it holds: the valid records of every segment, in order.
+    pub fn open(spec: &LogSpec, partition: u32) -> io::Result<(PartitionLog, Vec<u8>, Opened)> {
+        let dir = spec.dir.join(format!("partition-{partition}"));
+        fs::create_dir_all(&dir)?;
+        let numbers = segments(&dir)?;
+        let mut log = Vec::new();
+        let mut opened = Opened::default();
+        for (i, &number) in numbers.iter().enumerate() {
+            let path = segment_path(&dir, number);
+            let bytes = fs::read(&path)?;
+            let mut records = Records::new(&bytes);
+            records.by_ref().for_each(drop);
+            let valid = records.valid_len();
+            if let Some(error) = records.error() {
+                if i + 1 < numbers.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: {error} at byte {valid}, before the last segment: the log lost \
+                             records that may have been acknowledged; refusing to serve without \
+                             them",
+                            path.display()
+                        ),
+                    ));
+                }
+                // The last append before a crash, torn: it was never acknowledged.
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(valid as u64)?;
+                file.sync_all()?;
+                opened.torn_bytes = (bytes.len() - valid) as u64;
+            }
+            log.extend_from_slice(&bytes[..valid]);
+        }
+        opened.segments = numbers.len() as u64;
+        opened.bytes = log.len() as u64;
+        let segment = numbers.last().copied().unwrap_or(0);
+        let path = segment_path(&dir, segment);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let segment_bytes = file.metadata()?.len();
+        sync_dir(&dir)?;
+        let partition_log = PartitionLog {
+            dir,
+            fsync: spec.fsync,
+            file,
+            segment,
+            segment_bytes,
+            stats: LogStats {
+                segments: numbers.len().max(1) as u64,
+                ..LogStats::default()
+            },
+        };
+        Ok((partition_log, log, opened))
+    }
+
+    /// Appends whole records (a journal taken from the partition server) and makes them as
+    /// durable as the policy says before it returns.
+    pub fn append(&mut self, records: &[u8]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.segment_bytes >= SEGMENT_BYTES {
+            self.roll()?;
+        }
+        match self.fsync {
+            Fsync::Never => self.file.write_all(records)?,
+            Fsync::Batch => {
+                self.file.write_all(records)?;
+                self.sync()?;
+            }
+            Fsync::Always => {
+                let mut at = 0;
+                let mut each = Records::new(records);
+                while each.next().is_some() {
+                    self.file.write_all(&records[at..each.valid_len()])?;
+                    self.sync()?;
+                    at = each.valid_len();
+                }
+                // Anything the iterator could not read (never: the journal writes whole
+                // records) still goes to disk rather than being dropped.
+                self.file.write_all(&records[at..])?;
+            }
+        }
+        self.segment_bytes += records.len() as u64;
+        self.stats.appended_bytes += records.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.stats.syncs += 1;
+        self.file.sync_data()
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        self.segment += 1;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, self.segment))?;
+        sync_dir(&self.dir)?;
+        self.segment_bytes = 0;
+        self.stats.segments += 1;
+        Ok(())
+    }
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migration::journal::{Journal, ShardEvent};
+
+    fn journal_of(n: u64) -> Vec<u8> {
+        let mut journal = Journal::enabled();
+        journal.shard(1, ShardEvent::Hosted);
+        for i in 0..n {
+            journal.put(1, 7, i, i + 1, &i.to_be_bytes(), b"value");
+        }
+        journal.take()
+    }
+
+    #[test]
+    fn appends_read_back_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        for fsync in [Fsync::Never, Fsync::Batch, Fsync::Always] {
+            let spec = LogSpec {
+                dir: dir.path().join(fsync.name()),
+                fsync,
+            };
+            let (mut log, existing, _) = PartitionLog::open(&spec, 3).unwrap();
+            assert!(existing.is_empty());
+            let (first, second) = (journal_of(5), journal_of(2));
+            log.append(&first).unwrap();
+            log.append(&second).unwrap();
+            let syncs = match fsync {
+                Fsync::Never => 0,
+                Fsync::Batch => 2,
+                Fsync::Always => 6 + 3,
+            };
+            assert_eq!(log.stats.syncs, syncs, "{fsync:?}");
+            drop(log);
+            // A crash tore the last append.
+            let path = segment_path(&spec.dir.join("partition-3"), 0);
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            let put = &journal_of(1)[20..]; // Past the 20-byte shard record.
+            file.write_all(&put[..20]).unwrap();
+            let (mut log, read, opened) = PartitionLog::open(&spec, 3).unwrap();
+            assert_eq!(read, [first.clone(), second.clone()].concat());
+            assert_eq!(opened.torn_bytes, 20);
+            assert_eq!(fs::metadata(&path).unwrap().len(), read.len() as u64, "cut");
+            log.append(&second).unwrap();
+            let (_, again, opened) = PartitionLog::open(&spec, 3).unwrap();
+            assert_eq!(again, [first, second.clone(), second].concat());
+            assert_eq!(opened.torn_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn a_bad_record_before_the_last_segment_refuses_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            dir: dir.path().to_path_buf(),
+            fsync: Fsync::Batch,
+        };
+        let (mut log, _, _) = PartitionLog::open(&spec, 0).unwrap();
+        log.append(&journal_of(3)).unwrap();
+        log.roll().unwrap();
+        log.append(&journal_of(3)).unwrap();
+        drop(log);
+        let first = segment_path(&dir.path().join("partition-0"), 0);
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        fs::write(&first, bytes).unwrap();
+        let error = PartitionLog::open(&spec, 0).err().expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("checksum"), "{error}");
+    }
+}
