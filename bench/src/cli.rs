@@ -592,6 +592,12 @@ pub struct YcsbArgs {
     /// Skip the load phase (the server already holds the records).
     #[arg(long)]
     pub skip_load: bool,
+    /// Instead of a workload, read every record once and check the history of an earlier
+    /// run (its `--history` file) with these reads appended after its end: after servers
+    /// were killed and restarted on their logs, every write they acknowledged must be read
+    /// back. Prints the keys whose read-back contradicts the history; exits non-zero if any.
+    #[arg(long, value_name = "HISTORY", conflicts_with_all = ["embedded", "operations"])]
+    pub read_back: Option<PathBuf>,
     /// Record every operation and check the history for linearizability.
     #[arg(long)]
     pub check: bool,

@@ -27,6 +27,15 @@ fn event_order(op: &Op, completion: bool) -> (u64, u8) {
 /// Writes `history` (times in nanoseconds from the start of the run) to `path`, events in
 /// time order. Written beside the target and renamed, so a reader never sees half a file.
 pub fn write(history: &[Op], path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    write_events(history, &mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `history`'s events, in time order.
+fn write_events(history: &[Op], out: &mut impl Write) -> io::Result<()> {
     let mut events: Vec<(u64, u8, u32, bool)> = Vec::with_capacity(2 * history.len());
     for (index, op) in history.iter().enumerate() {
         let index = u32::try_from(index).map_err(|_| io::Error::other("history too long"))?;
@@ -36,13 +45,37 @@ pub fn write(history: &[Op], path: &Path) -> io::Result<()> {
         }
     }
     events.sort_unstable();
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
     for &(time, _, index, completion) in &events {
-        write_event(&mut out, &history[index as usize], completion, time)?;
+        write_event(out, &history[index as usize], completion, time)?;
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    Ok(())
+}
+
+/// Reads the history file `earlier` and `later`, operations of this process that came after
+/// every one of it (their times are moved past its end), as one history named alike: the
+/// earlier history alone, and both. For a check after a restart (`ycsb --read-back`).
+pub fn read_and_append(earlier: &[u8], later: &[Op]) -> Result<(Vec<Op>, Vec<Op>), HistoryError> {
+    let before = read(earlier)?;
+    let end = before
+        .iter()
+        .map(|op| op.end_ns.max(op.return_ns.unwrap_or(0)))
+        .max()
+        .map_or(0, |end| end + 1);
+    let moved: Vec<Op> = later
+        .iter()
+        .map(|op| Op {
+            call_ns: op.call_ns + end,
+            return_ns: op.return_ns.map(|r| r + end),
+            end_ns: op.end_ns + end,
+            ..op.clone()
+        })
+        .collect();
+    let mut both = earlier.to_vec();
+    if !both.is_empty() && !both.ends_with(b"\n") {
+        both.push(b'\n');
+    }
+    write_events(&moved, &mut both).map_err(HistoryError::Io)?;
+    Ok((before, read(&both[..])?))
 }
 
 fn write_event(out: &mut impl Write, op: &Op, completion: bool, time: u64) -> io::Result<()> {

@@ -102,6 +102,12 @@ pub struct OpsReport {
 pub struct Consistency {
     pub checked_ops: u64,
     pub violations: u64,
+    /// `ycsb --read-back`: keys read back, and keys whose read-back alone contradicts the
+    /// history (a write acknowledged before the restart that the servers no longer have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_back_keys: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_keys: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -86,6 +86,8 @@ pub enum Phase {
         duration: Option<Duration>,
         operations: Option<u64>,
     },
+    /// Read every record once (after a restart: what did the servers keep?).
+    ReadBack,
 }
 
 /// Client-side addressing: where thread `t` binds.
@@ -138,6 +140,9 @@ pub fn run_phase(
         let client_id = fastrand::u32(..) ^ writer.rotate_left(16);
         let source = match &phase {
             Phase::Load => OpSource::load(share(spec.record_count, settings.threads, thread)),
+            Phase::ReadBack => {
+                OpSource::read_back(share(spec.record_count, settings.threads, thread))
+            }
             Phase::Run { operations, .. } => OpSource::run(
                 spec,
                 settings.seed ^ u64::from(writer).wrapping_mul(0x9E37_79B9),
@@ -162,7 +167,7 @@ pub fn run_phase(
         );
     }
     let total = match &phase {
-        Phase::Load => Some(spec.record_count),
+        Phase::Load | Phase::ReadBack => Some(spec.record_count),
         Phase::Run { operations, .. } => *operations,
     };
     show_progress(

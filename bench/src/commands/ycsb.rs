@@ -96,7 +96,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
         timeout: Duration::from_secs_f64(args.timeout_ms / 1000.0),
         max_timeout: Duration::from_secs_f64((args.timeout_ms / 1000.0 * 64.0).min(1.0)),
         give_up: Duration::from_secs_f64(args.give_up_ms / 1000.0),
-        record_history: args.check || args.history.is_some(),
+        record_history: args.check || args.history.is_some() || args.read_back.is_some(),
         progress: !args.quiet,
         seed: args.seed,
         track_migrations: false,
@@ -193,6 +193,22 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     print_banner(&args, &spec, transport, &settings);
 
     let epoch = Instant::now();
+    if let Some(path) = &args.read_back {
+        let read = client::run_phase(
+            Phase::ReadBack,
+            "read-back",
+            &fabric,
+            addrs,
+            &cluster,
+            &spec,
+            settings,
+            &inserts,
+            epoch,
+            &stop,
+        )?;
+        fabric.shutdown();
+        return read_back(&args, &spec, transport, path, read);
+    }
     let load = if args.skip_load {
         None
     } else {
@@ -247,6 +263,55 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     Ok(report)
 }
 
+/// `--read-back`: the earlier run's history with the reads of every record appended after
+/// its end, checked; a key that is linearizable without its read-back and not with it lost
+/// a write the servers acknowledged (or kept one they never should have).
+fn read_back(
+    args: &YcsbArgs,
+    spec: &crate::workload::WorkloadSpec,
+    transport: Transport,
+    path: &std::path::Path,
+    read: PhaseResult,
+) -> Result<Report, CommandError> {
+    let file = std::fs::read(path)
+        .map_err(|e| CommandError(format!("cannot read {}: {e}", path.display())))?;
+    let (earlier, history) = crate::history::read_and_append(&file, &read.history)
+        .map_err(|e| CommandError(format!("{}: {e}", path.display())))?;
+    let before = linearizability::check(&earlier);
+    let keys = read.history.len() as u64;
+    eprintln!(
+        "read-back: {keys} records read ({} failed), checked against {}:",
+        read.counters.failed,
+        path.display()
+    );
+    let after = check_and_print(&history);
+    let missing = after.violations.saturating_sub(before.violations);
+    eprintln!(
+        "read-back: {missing} key(s) whose read-back contradicts the history (writes \
+         acknowledged and not kept), {} violation(s) before it",
+        before.violations
+    );
+    let consistency = Consistency {
+        checked_ops: after.checked_ops,
+        violations: after.violations,
+        read_back_keys: Some(keys),
+        missing_keys: Some(missing),
+    };
+    let report = build_report(args, spec, transport, &read, consistency, None);
+    if let Some(json) = &args.json {
+        report::write(&report, json)
+            .map_err(|e| CommandError(format!("cannot write {}: {e}", json.display())))?;
+    }
+    if after.violations > 0 || after.unchecked_keys > 0 || read.counters.failed > 0 {
+        return fail(format!(
+            "read-back: {missing} key(s) lost acknowledged writes, {} violation(s) in all, {} \
+             undecided, {} read(s) failed",
+            after.violations, after.unchecked_keys, read.counters.failed
+        ));
+    }
+    Ok(report)
+}
+
 /// Prints the load phase's outcome (and hints when it failed).
 pub(crate) fn report_load(load: &PhaseResult) {
     eprintln!(
@@ -296,6 +361,7 @@ pub(crate) fn verify_history(
     Ok(Consistency {
         checked_ops: result.checked_ops,
         violations: result.violations,
+        ..Consistency::default()
     })
 }
 
