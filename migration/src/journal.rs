@@ -27,6 +27,7 @@ const WINDOW: u8 = 4;
 const REMEMBER: u8 = 5;
 const SHARD: u8 = 6;
 const DAMAGED: u8 = 7;
+const CHECKPOINT: u8 = 8;
 
 /// What became of a shard here, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub enum Record<'a> {
         shard: u16,
         lost: LostGroups,
     },
+    /// What follows is the partition's whole state (a compacted log starts so): a replay
+    /// forgets everything before it.
+    Checkpoint,
 }
 
 /// Why a log does not decode.
@@ -249,6 +253,12 @@ impl Journal {
         }
     }
 
+    pub fn checkpoint(&mut self) {
+        if self.enabled {
+            self.record(&Record::Checkpoint);
+        }
+    }
+
     pub fn damaged(&mut self, shard: u16, lost: &LostGroups) {
         if self.enabled {
             self.record(&Record::Damaged {
@@ -373,6 +383,7 @@ impl Record<'_> {
                 }
                 out.extend_from_slice(&bits);
             }
+            Record::Checkpoint => out.push(CHECKPOINT),
         }
     }
 }
@@ -479,6 +490,7 @@ fn parse_body<'a>(kind: u8, r: &mut Reader<'a>) -> Option<Result<Record<'a>, Log
             }
             Record::Damaged { shard, lost }
         }
+        CHECKPOINT => Record::Checkpoint,
         other => return Some(Err(LogError::UnknownKind(other))),
     }))
 }
@@ -621,6 +633,7 @@ mod tests {
                 event: ShardEvent::Adopted,
             },
             Record::Damaged { shard: 3, lost },
+            Record::Checkpoint,
         ]
     }
 

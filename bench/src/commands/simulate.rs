@@ -145,6 +145,8 @@ struct Totals {
     switch_restarts: u64,
     crashes: u64,
     data_lost: u64,
+    damaged: u64,
+    compactions: u64,
     lost: u64,
 }
 
@@ -162,6 +164,8 @@ impl Totals {
         self.switch_restarts += o.stats.switch_restarts;
         self.crashes += o.stats.crashes;
         self.data_lost += o.stats.data_lost_replies;
+        self.damaged += o.stats.damaged_shards;
+        self.compactions += o.stats.log_compactions;
         self.lost += o.stats.lost;
     }
 
@@ -169,7 +173,8 @@ impl Totals {
         format!(
             "{} of {} passed; {} events, {} ops ({} failed or refused), {} checked; migrations {} \
              finished, {} called off; {} hosts cut off; {} switch restarts; {} server crashes \
-             ({} requests refused DATA_LOST); {} datagrams lost",
+             ({} shards damaged, {} requests refused DATA_LOST); {} log compactions; {} \
+             datagrams lost",
             self.passed,
             self.seeds,
             self.events,
@@ -181,7 +186,9 @@ impl Totals {
             self.cuts,
             self.switch_restarts,
             self.crashes,
+            self.damaged,
             self.data_lost,
+            self.compactions,
             self.lost
         )
     }

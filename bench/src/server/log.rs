@@ -4,6 +4,13 @@
 //! the segments are read back in order; a record the crash tore at the end of the last one
 //! is cut off, and a bad record anywhere else refuses the start (the disk lost data that
 //! was acknowledged, and serving without it could answer an older value).
+//!
+//! Compaction: once a log has grown by more than twice its last snapshot (and at least
+//! `COMPACT_FLOOR`), the loop writes a snapshot of its partition (a checkpoint record, then
+//! the whole state) as a new segment and deletes the older ones, so a log holds at most its
+//! last snapshot plus `max(COMPACT_FLOOR, 2 × that snapshot)`: about three times the live
+//! data. The snapshot is written to a temporary file and renamed into place, so a crash
+//! leaves either the old segments or the whole snapshot, never half of it.
 
 use migration::journal::Records;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +48,8 @@ pub struct LogSpec {
 
 /// A segment is closed and a new one opened once it holds this much.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// A log is not compacted before it has grown this much since its last snapshot.
+pub const COMPACT_FLOOR: u64 = 64 << 20;
 
 /// What the log did, for the final statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +57,12 @@ pub struct LogStats {
     pub appended_bytes: u64,
     pub syncs: u64,
     pub segments: u64,
+    pub compactions: u64,
+    /// Bytes of the latest snapshot, and bytes appended since.
+    pub snapshot_bytes: u64,
+    pub since_snapshot: u64,
+    /// The longest pause a compaction made (snapshot taken and written), microseconds.
+    pub longest_compaction_us: u64,
 }
 
 /// What opening an existing log found.
@@ -98,6 +113,13 @@ impl PartitionLog {
         let dir = spec.dir.join(format!("partition-{partition}"));
         fs::create_dir_all(&dir)?;
         let numbers = segments(&dir)?;
+        // A snapshot a crash interrupted before it was renamed into place.
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
         let mut log = Vec::new();
         let mut opened = Opened::default();
         for (i, &number) in numbers.iter().enumerate() {
@@ -141,6 +163,8 @@ impl PartitionLog {
             segment_bytes,
             stats: LogStats {
                 segments: numbers.len().max(1) as u64,
+                // What a restart read back counts as grown: compacted at the first chance.
+                since_snapshot: opened.bytes,
                 ..LogStats::default()
             },
         };
@@ -177,6 +201,38 @@ impl PartitionLog {
         }
         self.segment_bytes += records.len() as u64;
         self.stats.appended_bytes += records.len() as u64;
+        self.stats.since_snapshot += records.len() as u64;
+        Ok(())
+    }
+
+    /// Whether the log has outgrown its last snapshot (see the module's doc).
+    pub fn needs_compaction(&self) -> bool {
+        self.stats.since_snapshot > COMPACT_FLOOR.max(2 * self.stats.snapshot_bytes)
+    }
+
+    /// Replaces the log by `snapshot` (`PartitionServer::snapshot`, taken once everything
+    /// appended so far applied): a new segment holding it, synced and renamed into place,
+    /// then the older segments deleted. Later appends go after it.
+    pub fn compact(&mut self, snapshot: &[u8]) -> io::Result<()> {
+        let next = self.segment + 1;
+        let path = segment_path(&self.dir, next);
+        let tmp = path.with_extension("log.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(snapshot)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new().append(true).open(&path)?;
+        for old in segments(&self.dir)?.into_iter().filter(|&n| n < next) {
+            fs::remove_file(segment_path(&self.dir, old))?;
+        }
+        sync_dir(&self.dir)?;
+        self.segment = next;
+        self.segment_bytes = snapshot.len() as u64;
+        self.stats.compactions += 1;
+        self.stats.segments = 1;
+        self.stats.snapshot_bytes = snapshot.len() as u64;
+        self.stats.since_snapshot = 0;
         Ok(())
     }
 
@@ -252,6 +308,45 @@ mod tests {
             assert_eq!(again, [first, second.clone(), second].concat());
             assert_eq!(opened.torn_bytes, 0);
         }
+    }
+
+    #[test]
+    fn a_compacted_log_is_its_snapshot_and_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            dir: dir.path().to_path_buf(),
+            fsync: Fsync::Batch,
+        };
+        let (mut log, _, _) = PartitionLog::open(&spec, 1).unwrap();
+        log.append(&journal_of(50)).unwrap();
+        log.roll().unwrap();
+        log.append(&journal_of(50)).unwrap();
+        let mut snapshot = Journal::enabled();
+        snapshot.checkpoint();
+        snapshot.shard(1, ShardEvent::Hosted);
+        let snapshot = snapshot.take();
+        log.compact(&snapshot).unwrap();
+        let later = journal_of(2);
+        log.append(&later).unwrap();
+        assert_eq!(log.stats.compactions, 1);
+        drop(log);
+        let partition = dir.path().join("partition-1");
+        assert_eq!(
+            segments(&partition).unwrap(),
+            [2],
+            "the older segments are gone"
+        );
+        // A later snapshot the crash caught before its rename.
+        fs::write(
+            partition.join("segment-00000003.log.tmp"),
+            b"half a snapshot",
+        )
+        .unwrap();
+        let (log, read, _) = PartitionLog::open(&spec, 1).unwrap();
+        assert_eq!(read, [snapshot, later].concat());
+        assert_eq!(segments(&partition).unwrap(), [2]);
+        assert!(!partition.join("segment-00000003.log.tmp").exists());
+        assert!(!log.needs_compaction(), "far below the floor");
     }
 
     #[test]

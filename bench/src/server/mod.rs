@@ -196,7 +196,15 @@ impl PartitionLoop {
             return;
         }
         let records = self.server.take_journal();
-        if let Err(e) = log.append(&records) {
+        let mut written = log.append(&records);
+        if written.is_ok() && log.needs_compaction() {
+            // A pause of this core while the snapshot is written (see docs/durability.md).
+            let started = Instant::now();
+            written = log.compact(&self.server.snapshot());
+            let pause = started.elapsed().as_micros() as u64;
+            log.stats.longest_compaction_us = log.stats.longest_compaction_us.max(pause);
+        }
+        if let Err(e) = written {
             eprintln!(
                 "netmigrate server: partition {}: cannot write its log: {e}; stopping before \
                  acknowledging what it would lose",
@@ -571,10 +579,14 @@ pub fn format_reports(reports: &[PartitionReport]) -> String {
         ));
         if r.log.appended_bytes > 0 {
             out.push_str(&format!(
-                "              log: {:.1} MB appended, {} syncs, {} segment(s)\n",
+                "              log: {:.1} MB appended, {} syncs, {} segment(s), {} compaction(s) \
+                 (last snapshot {:.1} MB, longest pause {:.1} ms)\n",
                 r.log.appended_bytes as f64 / 1e6,
                 r.log.syncs,
-                r.log.segments
+                r.log.segments,
+                r.log.compactions,
+                r.log.snapshot_bytes as f64 / 1e6,
+                r.log.longest_compaction_us as f64 / 1e3,
             ));
         }
     }

@@ -83,14 +83,37 @@ struct Server {
     partitions: Vec<PartitionServer>,
     /// Each partition's durable log: what its journal held whenever it sent something
     /// (the loop writes the journal before it sends a turn's packets).
-    logs: Vec<Vec<u8>>,
+    logs: Vec<DiskLog>,
+}
+
+/// One partition's log on a simulated disk, compacted as the server's is: replaced by a
+/// snapshot once it outgrows the last one.
+#[derive(Default)]
+struct DiskLog {
+    bytes: Vec<u8>,
+    compacted_len: usize,
+    compactions: u64,
+}
+
+impl DiskLog {
+    /// Bytes a log may grow to beyond twice its last snapshot before it is compacted (small,
+    /// so that runs compact often).
+    const SLACK: usize = 16 << 10;
+
+    /// Makes `partition`'s changes durable, as the loop does before it sends.
+    fn commit(&mut self, partition: &mut PartitionServer) {
+        self.bytes.extend_from_slice(&partition.take_journal());
+        if self.bytes.len() > 2 * self.compacted_len + Self::SLACK {
+            self.bytes = partition.snapshot();
+            self.compacted_len = self.bytes.len();
+            self.compactions += 1;
+        }
+    }
 }
 
 impl Server {
-    /// Makes partition `p`'s changes durable, as the loop does before it sends.
     fn commit(&mut self, p: usize) {
-        let journal = self.partitions[p].take_journal();
-        self.logs[p].extend_from_slice(&journal);
+        self.logs[p].commit(&mut self.partitions[p]);
     }
 
     fn addr(&self, partition: usize) -> SocketAddrV4 {
@@ -164,6 +187,8 @@ pub struct RunStats {
     /// Shards a crash damaged: one whose owner crashed without a log, or whose migration a
     /// crash cut short.
     pub damaged_shards: u64,
+    /// Logs replaced by a snapshot of their partition.
+    pub log_compactions: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub virtual_ms: f64,
@@ -232,7 +257,7 @@ impl World {
                 Server {
                     ip: server_ip(s),
                     partitions: partitions.collect(),
-                    logs: vec![Vec::new(); config.partitions as usize],
+                    logs: (0..config.partitions).map(|_| DiskLog::default()).collect(),
                 }
             })
             .collect();
@@ -644,7 +669,7 @@ impl World {
                 if partition.has_migrations() {
                     partition.replay_migrations(64);
                     partition.poll_migrations(now, &mut out);
-                    server.logs[p].extend_from_slice(&partition.take_journal());
+                    server.logs[p].commit(partition);
                     // Sent from this partition's address, as its port would.
                     let addr = SocketAddrV4::new(server.ip, BASE_PORT + p as u16);
                     for mut packet in out.drain(..) {
@@ -718,7 +743,10 @@ impl World {
         let server = &mut self.servers[s];
         server.partitions = (0..self.config.partitions)
             .map(|p| match self.config.durable_logs {
-                true => PartitionServer::recover(&self.map, p, 64, &server.logs[p as usize]).0,
+                true => {
+                    let log = &server.logs[p as usize].bytes;
+                    PartitionServer::recover(&self.map, p, 64, log).0
+                }
                 false => PartitionServer::new(&self.map, p, &[], 64),
             })
             .collect();
@@ -882,6 +910,12 @@ impl World {
         }
         self.stats.virtual_ms = self.now as f64 / 1e6;
         self.stats.damaged_shards = self.damaged.iter().filter(|&&d| d).count() as u64;
+        self.stats.log_compactions += self
+            .servers
+            .iter()
+            .flat_map(|s| &s.logs)
+            .map(|log| log.compactions)
+            .sum::<u64>();
         self.stats.lost = self.network.lost;
         self.stats.data_lost_replies += self
             .servers

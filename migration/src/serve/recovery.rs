@@ -47,6 +47,12 @@ impl PartitionServer {
         let mut records = Records::new(log);
         for record in records.by_ref() {
             recovery.records += 1;
+            if record == Record::Checkpoint {
+                // A compacted log: the whole state follows.
+                server = PartitionServer::new(map, partition, &[], capacity);
+                interrupted.clear();
+                continue;
+            }
             if !server.replay(&record, &mut interrupted) {
                 recovery.orphans += 1;
             }
@@ -129,6 +135,7 @@ impl PartitionServer {
             } => self.dedup.merge_window(client, floor, applied, not_found),
             Record::Remember { client, seq, found } => self.dedup.remember(client, seq, found),
             Record::Shard { shard, event } => return self.replay_event(shard, event, interrupted),
+            Record::Checkpoint => unreachable!("handled by recover"),
             Record::Damaged { shard, ref lost } => {
                 interrupted.retain(|&(s, _)| s != shard);
                 let Some(s) = self.shards.iter_mut().find(|s| s.id == shard) else {
@@ -138,6 +145,54 @@ impl PartitionServer {
             }
         }
         true
+    }
+
+    /// The partition's whole state as a log that starts with a checkpoint: each shard's
+    /// role and entries (tombstones too), and the dedup windows. Written in place of the
+    /// log it compacts, it replays to the same partition.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut journal = Journal::enabled();
+        journal.checkpoint();
+        for shard in &self.shards {
+            let id = shard.id;
+            let (first, data, then) = match &shard.role {
+                Role::Owned | Role::Damaged(_) => (ShardEvent::Hosted, true, None),
+                Role::Moved { to, shard } => {
+                    let (to, shard) = (*to, *shard);
+                    (
+                        ShardEvent::Hosted,
+                        false,
+                        Some(ShardEvent::Moved { to, shard }),
+                    )
+                }
+                Role::Outgoing(_) => (ShardEvent::Hosted, true, Some(ShardEvent::Outgoing)),
+                // Taken only once its migration ends (`Adopted`, further on in the log).
+                Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, true, None),
+            };
+            journal.shard(id, first);
+            if data {
+                for group in self.map.groups_of(self.partition) {
+                    shard.table.for_each_in_group(group, |entry| {
+                        journal.data(id, entry.version, entry.key, entry.value);
+                    });
+                }
+            }
+            if let Some(event) = then {
+                journal.shard(id, event);
+            }
+            if let Role::Damaged(lost) = &shard.role {
+                journal.damaged(id, lost);
+            }
+        }
+        for window in self.dedup.windows() {
+            journal.window(
+                window.client,
+                window.floor,
+                &window.applied,
+                &window.not_found,
+            );
+        }
+        journal.take()
     }
 
     fn replay_event(
