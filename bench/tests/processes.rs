@@ -2,9 +2,12 @@
 //! switch` and two `netmigrate server`s behind the kernel-UDP overlay, the migration
 //! started and watched over the servers' control APIs (gRPC), checked for linearizability.
 
+mod common;
+
+use common::{wait_within, Children};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A run's whole budget: it normally takes about 10 s.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -124,38 +127,6 @@ fn an_abort_across_processes_gives_the_shard_back() {
     );
     let switch = &report["server"]["switch"]["counters"];
     assert_eq!(switch["pairs_removed"], 1, "the switch forgot the pair");
-}
-
-/// Child processes of one test, killed when it ends, whatever its outcome.
-struct Children(Vec<std::process::Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits for `child` to exit; kills it and panics if it runs past `limit`.
-fn wait_within(
-    child: &mut std::process::Child,
-    limit: Duration,
-    what: &str,
-) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `netmigrate args` to its end within `limit`; panics if it fails or overruns.

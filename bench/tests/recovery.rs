@@ -3,31 +3,14 @@
 //! every write it acknowledged read back (`ycsb --read-back`, which checks the run's history
 //! with the reads appended).
 
+mod common;
+
+use common::{wait_within, Children};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Child processes of the test, killed (SIGKILL) when it ends, whatever its outcome.
-struct Children(Vec<Child>);
-
-impl Children {
-    /// Kills every child with SIGKILL (`Child::kill`), as a crash would stop it.
-    fn kill_all(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.0.clear();
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
 
 fn netmigrate(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_netmigrate"))
@@ -36,22 +19,6 @@ fn netmigrate(args: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("netmigrate starts")
-}
-
-/// Waits for `child` to exit; kills it and panics if it runs past `LIMIT`.
-fn wait(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn server(addr: &str, shard: &str, log_dir: &Path) -> Child {
@@ -122,7 +89,7 @@ fn a_cluster_killed_with_sigkill_keeps_every_acknowledged_write() {
     servers.kill_all();
     for client in &mut clients {
         // Its operations after the kill fail (outcome unknown), which the history says.
-        wait(client, "ycsb");
+        wait_within(client, LIMIT, "ycsb");
     }
     for h in &histories {
         let text = std::fs::read_to_string(h).expect("the history was written");
@@ -139,7 +106,7 @@ fn a_cluster_killed_with_sigkill_keeps_every_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(500));
     for ((addr, shard), h) in hosts.iter().zip(&histories) {
         let mut read_back = ycsb(addr, shard, &["--read-back", h]);
-        let status = wait(&mut read_back, "ycsb --read-back");
+        let status = wait_within(&mut read_back, LIMIT, "ycsb --read-back");
         assert!(
             status.success(),
             "shard {shard}: the read-back found acknowledged writes missing"
