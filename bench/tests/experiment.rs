@@ -47,9 +47,15 @@ fn assert_finished_linearizable(report: &Report, records: u64) {
 fn assert_migrated_cleanly(report: &Report, records: u64) {
     assert_finished_linearizable(report, records);
     let migration = report.migration.as_ref().expect("a migration ran");
-    assert_eq!(
-        migration["keys_moved"], migration["keys_at_start"],
-        "every key the source held moved once"
+    // Every key the source held moved, and none twice: keys deleted before the migration
+    // and written again during it move too, but the keys are at most the records loaded.
+    let (moved, held) = (
+        migration["keys_moved"].as_u64().unwrap(),
+        migration["keys_at_start"].as_u64().unwrap(),
+    );
+    assert!(
+        held <= moved && moved <= records,
+        "every key moved once: {migration}"
     );
     let server = report.server.as_ref().expect("server counters");
     let switch = &server["switch"]["counters"];
