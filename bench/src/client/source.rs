@@ -100,6 +100,17 @@ impl InsertCounter {
         self.limit.store(limit, Ordering::Release);
     }
 
+    /// The load is over: every record below `records` counts as existing from now on,
+    /// answered or not (one whose insert failed may be absent; its outcome is open, and the
+    /// history says so).
+    pub fn settle(&self, records: u64) {
+        let mut done = self.done_out_of_order.lock().expect("insert counter lock");
+        let limit = self.limit.load(Ordering::Relaxed).max(records);
+        done.retain(|&record| record >= limit);
+        self.limit.store(limit, Ordering::Release);
+        self.next.fetch_max(limit, Ordering::Relaxed);
+    }
+
     /// Every record below this exists.
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Acquire)
