@@ -27,7 +27,8 @@ const WINDOW: u8 = 4;
 const REMEMBER: u8 = 5;
 const SHARD: u8 = 6;
 const DAMAGED: u8 = 7;
-const CHECKPOINT: u8 = 8;
+const SNAPSHOT: u8 = 8;
+const ROLE: u8 = 9;
 
 /// What became of a shard here, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +103,19 @@ pub enum Record<'a> {
         shard: u16,
         lost: LostGroups,
     },
-    /// What follows is the partition's whole state (a compacted log starts so): a replay
-    /// forgets everything before it.
-    Checkpoint,
+    /// A snapshot of the partition starts (`begin`) or is complete: from its start on, the
+    /// log holds the whole state, in `Role` records, its entries (as `Data`, interleaved
+    /// with the changes made meanwhile) and the dedup windows. A compacted log starts with
+    /// a snapshot; replay needs no marker, they tell the log files what may be deleted.
+    Snapshot {
+        begin: bool,
+    },
+    /// A snapshot's statement of a shard's role: like `Shard`, but it never empties the
+    /// shard's table (its entries follow, and any replayed before it still stand).
+    Role {
+        shard: u16,
+        event: ShardEvent,
+    },
 }
 
 /// Why a log does not decode.
@@ -253,9 +264,15 @@ impl Journal {
         }
     }
 
-    pub fn checkpoint(&mut self) {
+    pub fn snapshot(&mut self, begin: bool) {
         if self.enabled {
-            self.record(&Record::Checkpoint);
+            self.record(&Record::Snapshot { begin });
+        }
+    }
+
+    pub fn role(&mut self, shard: u16, event: ShardEvent) {
+        if self.enabled {
+            self.record(&Record::Role { shard, event });
         }
     }
 
@@ -352,24 +369,8 @@ impl Record<'_> {
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.push(u8::from(*found));
             }
-            Record::Shard { shard, event } => {
-                out.push(SHARD);
-                out.extend_from_slice(&shard.to_be_bytes());
-                let (code, to, to_shard) = match event {
-                    ShardEvent::Hosted => (1, None, 0),
-                    ShardEvent::Incoming => (2, None, 0),
-                    ShardEvent::Adopted => (3, None, 0),
-                    ShardEvent::Outgoing => (4, None, 0),
-                    ShardEvent::Kept => (5, None, 0),
-                    ShardEvent::Moved { to, shard } => (6, Some(*to), *shard),
-                    ShardEvent::Released => (7, None, 0),
-                };
-                out.push(code);
-                let to = to.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-                out.extend_from_slice(&to.ip().octets());
-                out.extend_from_slice(&to.port().to_be_bytes());
-                out.extend_from_slice(&to_shard.to_be_bytes());
-            }
+            Record::Shard { shard, event } => emit_event(out, SHARD, *shard, event),
+            Record::Role { shard, event } => emit_event(out, ROLE, *shard, event),
             Record::Damaged { shard, lost } => {
                 out.push(DAMAGED);
                 out.extend_from_slice(&shard.to_be_bytes());
@@ -383,9 +384,32 @@ impl Record<'_> {
                 }
                 out.extend_from_slice(&bits);
             }
-            Record::Checkpoint => out.push(CHECKPOINT),
+            Record::Snapshot { begin } => {
+                out.push(SNAPSHOT);
+                out.push(u8::from(*begin));
+            }
         }
     }
+}
+
+/// A `SHARD` or `ROLE` record's body: the shard, the event, and the new owner (`Moved`).
+fn emit_event(out: &mut Vec<u8>, kind: u8, shard: u16, event: &ShardEvent) {
+    out.push(kind);
+    out.extend_from_slice(&shard.to_be_bytes());
+    let (code, to, to_shard) = match event {
+        ShardEvent::Hosted => (1, None, 0),
+        ShardEvent::Incoming => (2, None, 0),
+        ShardEvent::Adopted => (3, None, 0),
+        ShardEvent::Outgoing => (4, None, 0),
+        ShardEvent::Kept => (5, None, 0),
+        ShardEvent::Moved { to, shard } => (6, Some(*to), *shard),
+        ShardEvent::Released => (7, None, 0),
+    };
+    out.push(code);
+    let to = to.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    out.extend_from_slice(&to.ip().octets());
+    out.extend_from_slice(&to.port().to_be_bytes());
+    out.extend_from_slice(&to_shard.to_be_bytes());
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -461,23 +485,18 @@ fn parse_body<'a>(kind: u8, r: &mut Reader<'a>) -> Option<Result<Record<'a>, Log
             found: r.u8()? != 0,
         },
         SHARD => {
-            let (shard, code) = (r.u16()?, r.u8()?);
-            let ip = Ipv4Addr::from(r.u32()?);
-            let (port, to_shard) = (r.u16()?, r.u16()?);
-            let event = match code {
-                1 => ShardEvent::Hosted,
-                2 => ShardEvent::Incoming,
-                3 => ShardEvent::Adopted,
-                4 => ShardEvent::Outgoing,
-                5 => ShardEvent::Kept,
-                6 => ShardEvent::Moved {
-                    to: SocketAddrV4::new(ip, port),
-                    shard: to_shard,
-                },
-                7 => ShardEvent::Released,
-                other => return Some(Err(LogError::UnknownEvent(other))),
-            };
-            Record::Shard { shard, event }
+            let (shard, event) = (r.u16()?, parse_event(r)?);
+            match event {
+                Ok(event) => Record::Shard { shard, event },
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        ROLE => {
+            let (shard, event) = (r.u16()?, parse_event(r)?);
+            match event {
+                Ok(event) => Record::Role { shard, event },
+                Err(e) => return Some(Err(e)),
+            }
         }
         DAMAGED => {
             let (shard, first, count) = (r.u16()?, r.u32()?, r.u32()?);
@@ -490,8 +509,30 @@ fn parse_body<'a>(kind: u8, r: &mut Reader<'a>) -> Option<Result<Record<'a>, Log
             }
             Record::Damaged { shard, lost }
         }
-        CHECKPOINT => Record::Checkpoint,
+        SNAPSHOT => Record::Snapshot {
+            begin: r.u8()? != 0,
+        },
         other => return Some(Err(LogError::UnknownKind(other))),
+    }))
+}
+
+/// A shard event's code and new owner; None when too short.
+fn parse_event(r: &mut Reader<'_>) -> Option<Result<ShardEvent, LogError>> {
+    let code = r.u8()?;
+    let ip = Ipv4Addr::from(r.u32()?);
+    let (port, to_shard) = (r.u16()?, r.u16()?);
+    Some(Ok(match code {
+        1 => ShardEvent::Hosted,
+        2 => ShardEvent::Incoming,
+        3 => ShardEvent::Adopted,
+        4 => ShardEvent::Outgoing,
+        5 => ShardEvent::Kept,
+        6 => ShardEvent::Moved {
+            to: SocketAddrV4::new(ip, port),
+            shard: to_shard,
+        },
+        7 => ShardEvent::Released,
+        other => return Some(Err(LogError::UnknownEvent(other))),
     }))
 }
 
@@ -633,7 +674,12 @@ mod tests {
                 event: ShardEvent::Adopted,
             },
             Record::Damaged { shard: 3, lost },
-            Record::Checkpoint,
+            Record::Snapshot { begin: true },
+            Record::Role {
+                shard: 3,
+                event: ShardEvent::Incoming,
+            },
+            Record::Snapshot { begin: false },
         ]
     }
 

@@ -6,11 +6,13 @@
 //! was acknowledged, and serving without it could answer an older value).
 //!
 //! Compaction: once a log has grown by more than twice its last snapshot (and at least
-//! `COMPACT_FLOOR`), the loop writes a snapshot of its partition (a checkpoint record, then
-//! the whole state) as a new segment and deletes the older ones, so a log holds at most its
-//! last snapshot plus `max(COMPACT_FLOOR, 2 × that snapshot)`: about three times the live
-//! data. The snapshot is written to a temporary file and renamed into place, so a crash
-//! leaves either the old segments or the whole snapshot, never half of it.
+//! `COMPACT_FLOOR`), a new segment is started and the partition writes a snapshot of itself
+//! into its journal a slice per loop turn (`PartitionServer::begin_snapshot`), between the
+//! changes it goes on making. Once the snapshot's end is on disk the older segments are
+//! deleted: the log from the snapshot's start on replays to the whole partition, and until
+//! then the older segments are still there (replaying both is as right). A log holds at
+//! most its last snapshot plus `max(COMPACT_FLOOR, 2 × that snapshot)` and the changes made
+//! while the next one is written: about three times the live data.
 
 use migration::journal::Records;
 use std::fs::{self, File, OpenOptions};
@@ -61,8 +63,6 @@ pub struct LogStats {
     /// Bytes of the latest snapshot, and bytes appended since.
     pub snapshot_bytes: u64,
     pub since_snapshot: u64,
-    /// The longest pause a compaction made (snapshot taken and written), microseconds.
-    pub longest_compaction_us: u64,
 }
 
 /// What opening an existing log found.
@@ -81,6 +81,8 @@ pub struct PartitionLog {
     file: File,
     segment: u64,
     segment_bytes: u64,
+    /// The segment a snapshot under way started, and the bytes appended since.
+    snapshot: Option<(u64, u64)>,
     pub stats: LogStats,
 }
 
@@ -113,13 +115,6 @@ impl PartitionLog {
         let dir = spec.dir.join(format!("partition-{partition}"));
         fs::create_dir_all(&dir)?;
         let numbers = segments(&dir)?;
-        // A snapshot a crash interrupted before it was renamed into place.
-        for entry in fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
-                fs::remove_file(&path)?;
-            }
-        }
         let mut log = Vec::new();
         let mut opened = Opened::default();
         for (i, &number) in numbers.iter().enumerate() {
@@ -161,6 +156,7 @@ impl PartitionLog {
             file,
             segment,
             segment_bytes,
+            snapshot: None,
             stats: LogStats {
                 segments: numbers.len().max(1) as u64,
                 // What a restart read back counts as grown: compacted at the first chance.
@@ -202,36 +198,45 @@ impl PartitionLog {
         self.segment_bytes += records.len() as u64;
         self.stats.appended_bytes += records.len() as u64;
         self.stats.since_snapshot += records.len() as u64;
+        if let Some((_, bytes)) = &mut self.snapshot {
+            *bytes += records.len() as u64;
+        }
         Ok(())
     }
 
-    /// Whether the log has outgrown its last snapshot (see the module's doc).
+    /// Whether the log has outgrown its last snapshot (see the module's doc) and no
+    /// snapshot is under way.
     pub fn needs_compaction(&self) -> bool {
-        self.stats.since_snapshot > COMPACT_FLOOR.max(2 * self.stats.snapshot_bytes)
+        self.snapshot.is_none()
+            && self.stats.since_snapshot > COMPACT_FLOOR.max(2 * self.stats.snapshot_bytes)
     }
 
-    /// Replaces the log by `snapshot` (`PartitionServer::snapshot`, taken once everything
-    /// appended so far applied): a new segment holding it, synced and renamed into place,
-    /// then the older segments deleted. Later appends go after it.
-    pub fn compact(&mut self, snapshot: &[u8]) -> io::Result<()> {
-        let next = self.segment + 1;
-        let path = segment_path(&self.dir, next);
-        let tmp = path.with_extension("log.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(snapshot)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new().append(true).open(&path)?;
-        for old in segments(&self.dir)?.into_iter().filter(|&n| n < next) {
+    pub fn snapshot_under_way(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// A snapshot starts (`PartitionServer::begin_snapshot` just put its first record in the
+    /// journal): the next append opens a new segment, where the compacted log will start.
+    pub fn begin_snapshot(&mut self) -> io::Result<()> {
+        self.roll()?;
+        self.snapshot = Some((self.segment, 0));
+        Ok(())
+    }
+
+    /// The snapshot's last record has been appended: once it is on disk, the segments
+    /// before the snapshot's are deleted.
+    pub fn finish_snapshot(&mut self) -> io::Result<()> {
+        let Some((first, bytes)) = self.snapshot.take() else {
+            return Ok(());
+        };
+        self.sync()?;
+        for old in segments(&self.dir)?.into_iter().filter(|&n| n < first) {
             fs::remove_file(segment_path(&self.dir, old))?;
         }
         sync_dir(&self.dir)?;
-        self.segment = next;
-        self.segment_bytes = snapshot.len() as u64;
         self.stats.compactions += 1;
-        self.stats.segments = 1;
-        self.stats.snapshot_bytes = snapshot.len() as u64;
+        self.stats.segments = self.segment - first + 1;
+        self.stats.snapshot_bytes = bytes;
         self.stats.since_snapshot = 0;
         Ok(())
     }
@@ -311,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn a_compacted_log_is_its_snapshot_and_what_came_after() {
+    fn a_finished_snapshot_deletes_the_segments_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let spec = LogSpec {
             dir: dir.path().to_path_buf(),
@@ -321,32 +326,34 @@ mod tests {
         log.append(&journal_of(50)).unwrap();
         log.roll().unwrap();
         log.append(&journal_of(50)).unwrap();
+        log.begin_snapshot().unwrap();
+        assert!(log.snapshot_under_way() && !log.needs_compaction());
         let mut snapshot = Journal::enabled();
-        snapshot.checkpoint();
-        snapshot.shard(1, ShardEvent::Hosted);
-        let snapshot = snapshot.take();
-        log.compact(&snapshot).unwrap();
-        let later = journal_of(2);
-        log.append(&later).unwrap();
-        assert_eq!(log.stats.compactions, 1);
-        drop(log);
+        snapshot.snapshot(true);
+        snapshot.role(1, ShardEvent::Hosted);
+        let first = snapshot.take();
+        log.append(&first).unwrap();
         let partition = dir.path().join("partition-1");
+        assert_eq!(
+            segments(&partition).unwrap(),
+            [0, 1, 2],
+            "kept until it is whole"
+        );
+        let mut rest = journal_of(2);
+        snapshot.snapshot(false);
+        rest.extend_from_slice(&snapshot.take());
+        log.append(&rest).unwrap();
+        log.finish_snapshot().unwrap();
+        assert_eq!(log.stats.compactions, 1);
+        assert_eq!(log.stats.snapshot_bytes, (first.len() + rest.len()) as u64);
+        drop(log);
         assert_eq!(
             segments(&partition).unwrap(),
             [2],
             "the older segments are gone"
         );
-        // A later snapshot the crash caught before its rename.
-        fs::write(
-            partition.join("segment-00000003.log.tmp"),
-            b"half a snapshot",
-        )
-        .unwrap();
-        let (log, read, _) = PartitionLog::open(&spec, 1).unwrap();
-        assert_eq!(read, [snapshot, later].concat());
-        assert_eq!(segments(&partition).unwrap(), [2]);
-        assert!(!partition.join("segment-00000003.log.tmp").exists());
-        assert!(!log.needs_compaction(), "far below the floor");
+        let (_, read, _) = PartitionLog::open(&spec, 1).unwrap();
+        assert_eq!(read, [first, rest].concat());
     }
 
     #[test]

@@ -27,6 +27,9 @@ const BASE_PORT: u16 = 7100;
 const AFTER_DAMAGE_OPS: u64 = 50;
 /// Servers with a migration are polled this often.
 const SERVER_TICK_NS: u64 = 20_000;
+/// Entries of a snapshot (log compaction) a partition writes a tick: few, so that crashes
+/// land in the middle of snapshots.
+const SNAPSHOT_SLICE: usize = 16;
 
 fn server_ip(server: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 2, server as u8 + 1)
@@ -86,13 +89,18 @@ struct Server {
     logs: Vec<DiskLog>,
 }
 
-/// One partition's log on a simulated disk, compacted as the server's is: replaced by a
-/// snapshot once it outgrows the last one.
+/// One partition's log on a simulated disk, compacted as the server's is: once it outgrows
+/// its last snapshot the partition writes a new one into its journal, a slice a tick, and
+/// when it is whole what came before it is dropped.
 #[derive(Default)]
 struct DiskLog {
     bytes: Vec<u8>,
     compacted_len: usize,
     compactions: u64,
+    /// Where the snapshot under way starts (None: not started, or none under way).
+    snapshot_from: Option<usize>,
+    /// The partition has begun a snapshot whose first record its next commit brings.
+    snapshot_begun: bool,
 }
 
 impl DiskLog {
@@ -102,11 +110,24 @@ impl DiskLog {
 
     /// Makes `partition`'s changes durable, as the loop does before it sends.
     fn commit(&mut self, partition: &mut PartitionServer) {
-        self.bytes.extend_from_slice(&partition.take_journal());
-        if self.bytes.len() > 2 * self.compacted_len + Self::SLACK {
-            self.bytes = partition.snapshot();
-            self.compacted_len = self.bytes.len();
-            self.compactions += 1;
+        let journal = partition.take_journal();
+        if std::mem::take(&mut self.snapshot_begun) {
+            self.snapshot_from = Some(self.bytes.len());
+        }
+        self.bytes.extend_from_slice(&journal);
+        match self.snapshot_from {
+            Some(from) if !partition.snapshotting() => {
+                self.bytes.drain(..from);
+                self.compacted_len = self.bytes.len();
+                self.compactions += 1;
+                self.snapshot_from = None;
+            }
+            Some(_) => {}
+            None if self.bytes.len() > 2 * self.compacted_len + Self::SLACK => {
+                partition.begin_snapshot();
+                self.snapshot_begun = true;
+            }
+            None => {}
         }
     }
 }
@@ -442,11 +463,13 @@ impl World {
         }
     }
 
-    /// Whether a server still sweeps tombstones.
+    /// Whether a server still sweeps tombstones or writes a snapshot.
     fn sweeping(&self) -> bool {
-        self.servers
-            .iter()
-            .any(|s| s.partitions.iter().any(PartitionServer::sweeping))
+        self.servers.iter().any(|s| {
+            s.partitions
+                .iter()
+                .any(|p| p.sweeping() || p.snapshotting())
+        })
     }
 
     /// After a run: a client per shard no crash damaged reads every record once. Call
@@ -674,6 +697,10 @@ impl World {
         for server in &mut self.servers {
             for (p, partition) in server.partitions.iter_mut().enumerate() {
                 partition.sweep_tombstones();
+                if partition.snapshotting() {
+                    partition.snapshot_slice(SNAPSHOT_SLICE);
+                    server.logs[p].commit(partition);
+                }
                 if partition.has_migrations() {
                     partition.replay_migrations(64);
                     partition.poll_migrations(now, &mut out);
@@ -749,6 +776,11 @@ impl World {
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
         let server = &mut self.servers[s];
+        for log in &mut server.logs {
+            // A snapshot the crash cut short: the disk keeps what came before it.
+            log.snapshot_from = None;
+            log.snapshot_begun = false;
+        }
         server.partitions = (0..self.config.partitions)
             .map(|p| match self.config.durable_logs {
                 true => {

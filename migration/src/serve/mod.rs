@@ -123,6 +123,8 @@ pub struct PartitionServer {
     incarnation: u64,
     /// What changed since the loop last wrote the log (`journal.rs`); disabled without one.
     journal: Journal,
+    /// A snapshot of the partition being written into the journal (`recovery.rs`).
+    snapshot: Option<recovery::SnapshotCursor>,
 }
 
 /// Shards a partition holds at once. A migration in for a new shard adds one; past this,
@@ -189,6 +191,7 @@ impl PartitionServer {
             now: Instant::now(),
             incarnation: 0,
             journal: Journal::default(),
+            snapshot: None,
         }
     }
 

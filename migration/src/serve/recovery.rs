@@ -25,6 +25,28 @@ pub struct Recovery {
     pub interrupted: u32,
 }
 
+/// Where a snapshot under way has got to: the shards still to write (by id) and the next
+/// group of the first.
+pub(super) struct SnapshotCursor {
+    shards: Vec<u16>,
+    /// The next of the first shard's groups, in `spread_order`.
+    next: u32,
+}
+
+/// The `i`-th group of `count` to snapshot: groups in bit-reversed order (None for an index
+/// past `count`), so that every stretch of a snapshot spreads over the whole hash range. A
+/// replay inserting a snapshot's entries in key-hash order would pile them into the first
+/// buckets of a table still sized for fewer keys (its homes are monotone in the hash).
+fn spread_order(i: u32, count: u32) -> Option<u32> {
+    let bits = count.next_power_of_two().trailing_zeros();
+    let group = if bits == 0 {
+        0
+    } else {
+        i.reverse_bits() >> (32 - bits)
+    };
+    (group < count).then_some(group)
+}
+
 /// A shard's migration the replay has seen start and not end.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Interrupted {
@@ -47,12 +69,6 @@ impl PartitionServer {
         let mut records = Records::new(log);
         for record in records.by_ref() {
             recovery.records += 1;
-            if record == Record::Checkpoint {
-                // A compacted log: the whole state follows.
-                server = PartitionServer::new(map, partition, &[], capacity);
-                interrupted.clear();
-                continue;
-            }
             if !server.replay(&record, &mut interrupted) {
                 recovery.orphans += 1;
             }
@@ -134,8 +150,13 @@ impl PartitionServer {
                 not_found,
             } => self.dedup.merge_window(client, floor, applied, not_found),
             Record::Remember { client, seq, found } => self.dedup.remember(client, seq, found),
-            Record::Shard { shard, event } => return self.replay_event(shard, event, interrupted),
-            Record::Checkpoint => unreachable!("handled by recover"),
+            Record::Shard { shard, event } => {
+                return self.replay_event(shard, event, true, interrupted)
+            }
+            Record::Role { shard, event } => {
+                return self.replay_event(shard, event, false, interrupted)
+            }
+            Record::Snapshot { .. } => {}
             Record::Damaged { shard, ref lost } => {
                 interrupted.retain(|&(s, _)| s != shard);
                 let Some(s) = self.shards.iter_mut().find(|s| s.id == shard) else {
@@ -147,58 +168,104 @@ impl PartitionServer {
         true
     }
 
-    /// The partition's whole state as a log that starts with a checkpoint: each shard's
-    /// role and entries (tombstones too), and the dedup windows. Written in place of the
-    /// log it compacts, it replays to the same partition.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut journal = Journal::enabled();
-        journal.checkpoint();
+    /// Starts a snapshot of the partition in its journal (`journal.rs`, `Record::Snapshot`):
+    /// each shard's role now; its entries follow a slice at a time (`snapshot_slice`), then
+    /// the dedup windows. Changes made meanwhile are journaled as always, after the state
+    /// they change, so the log from the snapshot's start on replays to the partition.
+    pub fn begin_snapshot(&mut self) {
+        self.journal.snapshot(true);
+        let mut ids: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
         for shard in &self.shards {
-            let id = shard.id;
-            let (first, data, then) = match &shard.role {
-                Role::Owned | Role::Damaged(_) => (ShardEvent::Hosted, true, None),
-                Role::Moved { to, shard } => {
-                    let (to, shard) = (*to, *shard);
-                    (
-                        ShardEvent::Hosted,
-                        false,
-                        Some(ShardEvent::Moved { to, shard }),
-                    )
+            // A shard is made by `Hosted` (or `Incoming`); the other roles follow it.
+            let (made, then) = match &shard.role {
+                Role::Owned | Role::Damaged(_) => (ShardEvent::Hosted, None),
+                &Role::Moved { to, shard } => {
+                    (ShardEvent::Hosted, Some(ShardEvent::Moved { to, shard }))
                 }
-                Role::Outgoing(_) => (ShardEvent::Hosted, true, Some(ShardEvent::Outgoing)),
+                Role::Outgoing(_) => (ShardEvent::Hosted, Some(ShardEvent::Outgoing)),
                 // Taken only once its migration ends (`Adopted`, further on in the log).
-                Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, true, None),
+                Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, None),
             };
-            journal.shard(id, first);
-            if data {
-                for group in self.map.groups_of(self.partition) {
-                    shard.table.for_each_in_group(group, |entry| {
-                        journal.data(id, entry.version, entry.key, entry.value);
-                    });
-                }
-            }
+            self.journal.role(shard.id, made);
             if let Some(event) = then {
-                journal.shard(id, event);
+                self.journal.role(shard.id, event);
             }
             if let Role::Damaged(lost) = &shard.role {
-                journal.damaged(id, lost);
+                self.journal.damaged(shard.id, lost);
             }
         }
-        for window in self.dedup.windows() {
-            journal.window(
-                window.client,
-                window.floor,
-                &window.applied,
-                &window.not_found,
-            );
-        }
-        journal.take()
+        self.snapshot = Some(SnapshotCursor {
+            shards: ids,
+            next: 0,
+        });
     }
 
+    /// Whether a snapshot is under way.
+    pub fn snapshotting(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Journals the entries of the next groups of the snapshot under way, about
+    /// `max_entries` of them (whole groups), and ends it once every shard is done.
+    pub fn snapshot_slice(&mut self, max_entries: usize) {
+        let Some(cursor) = &mut self.snapshot else {
+            return;
+        };
+        let groups = self.map.groups_of(self.partition);
+        // Entries written and groups scanned: a slice of a sparse table ends too.
+        let (mut written, mut scanned) = (0, 0);
+        while written < max_entries && scanned < max_entries {
+            let Some(&id) = cursor.shards.first() else {
+                break;
+            };
+            let count = groups.len() as u32;
+            if cursor.next == count.next_power_of_two() {
+                cursor.shards.remove(0);
+                cursor.next = 0;
+                continue;
+            }
+            let group = spread_order(cursor.next, count).map(|g| groups.start + g);
+            cursor.next += 1;
+            // A shard released meanwhile has nothing left to write.
+            let shard = self.shards.iter().find(|s| s.id == id);
+            if let (Some(shard), Some(group)) = (shard, group) {
+                let journal = &mut self.journal;
+                shard.table.for_each_in_group(group, |entry| {
+                    journal.data(id, entry.version, entry.key, entry.value);
+                    written += 1;
+                });
+                scanned += 1;
+            }
+        }
+        if cursor.shards.is_empty() {
+            self.snapshot = None;
+            for window in self.dedup.windows() {
+                let (applied, not_found) = (&window.applied, &window.not_found);
+                self.journal
+                    .window(window.client, window.floor, applied, not_found);
+            }
+            self.journal.snapshot(false);
+        }
+    }
+
+    /// A whole snapshot at once, as the log it would compact to starts (for tests and the
+    /// simulator's checks): call with the journal taken.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        self.begin_snapshot();
+        while self.snapshotting() {
+            self.snapshot_slice(usize::MAX);
+        }
+        self.journal.take()
+    }
+
+    /// A shard's role changes; a `Shard` record (`empties`) also empties the table where
+    /// the change did, a snapshot's `Role` statement never does.
     fn replay_event(
         &mut self,
         shard: u16,
         event: ShardEvent,
+        empties: bool,
         interrupted: &mut Vec<(u16, Interrupted)>,
     ) -> bool {
         interrupted.retain(|&(s, _)| s != shard);
@@ -213,7 +280,7 @@ impl PartitionServer {
                     role: Role::Owned,
                     sweep_cursor: 0,
                 });
-                return self.replay_event(shard, event, interrupted);
+                return self.replay_event(shard, event, empties, interrupted);
             }
             (None, _) => return false,
         };
@@ -222,7 +289,9 @@ impl PartitionServer {
             ShardEvent::Hosted | ShardEvent::Adopted | ShardEvent::Kept => s.role = Role::Owned,
             ShardEvent::Incoming => {
                 s.role = Role::Owned;
-                s.table = fresh;
+                if empties {
+                    s.table = fresh;
+                }
                 interrupted.push((shard, Interrupted::In));
             }
             ShardEvent::Outgoing => interrupted.push((shard, Interrupted::Out)),
@@ -235,5 +304,27 @@ impl PartitionServer {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_order;
+
+    #[test]
+    fn the_spread_order_visits_every_group_once_and_spreads_each_stretch() {
+        for count in [1u32, 2, 3, 7, 8, 100, 1024] {
+            let order: Vec<u32> = (0..count.next_power_of_two())
+                .filter_map(|i| spread_order(i, count))
+                .collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "{count}");
+        }
+        // The first eighth of 1024 groups covers every eighth of the range.
+        let first: Vec<u32> = (0..128).filter_map(|i| spread_order(i, 1024)).collect();
+        for eighth in 0..8 {
+            assert_eq!(first.iter().filter(|&&g| g / 128 == eighth).count(), 16);
+        }
     }
 }
