@@ -408,13 +408,6 @@ impl Partition {
         }
     }
 
-    /// Drops every tombstone; call when no migration needs them any more.
-    pub fn purge_tombstones(&mut self) -> usize {
-        let before = self.tombstones;
-        self.purge_tombstones_from(0, self.buckets.len());
-        before - self.tombstones
-    }
-
     /// Drops the tombstones of up to `buckets` buckets from `cursor` on, so that a table
     /// too big to purge at once (a scan of every entry) is purged a slice per poll. Returns
     /// the cursor to go on from; it wraps around, and a table that grew in between moved
@@ -826,7 +819,7 @@ mod tests {
                         prop_assert_eq!(table.remove(h, &key).1, live);
                     }
                     Action::Purge => {
-                        table.purge_tombstones();
+                        table.purge_tombstones_from(0, usize::MAX);
                         model.retain(|_, v| v.is_some());
                     }
                     Action::Sweep(cursor, buckets) => {

@@ -7,6 +7,7 @@
 //! answered already and is never applied again. A repeat is answered as its first copy was:
 //! a DELETE that found no key is remembered, so its retransmission says NOT_FOUND again.
 
+use crate::journal::{Journal, Record};
 use dataplane::wire::Status;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -298,26 +299,58 @@ impl EncodedWindow {
     }
 }
 
-/// Applies a DELETE to `table`: its version, and its answer (OK, or NOT_FOUND when there
-/// was no key to delete). The key leaves a tombstone while a migration needs one
-/// (`keep_tombstone`), and goes outright otherwise.
-pub fn delete_answer(
-    table: &mut kv::Partition,
+/// A client write: the shard it changes here, and its identity for dedup.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteId {
+    pub shard: u16,
+    pub client: u32,
+    pub seq: u64,
+}
+
+/// Applies a client write the dedup admitted, a PUT (`value` Some) or a DELETE, and returns
+/// its answer: status (a DELETE that found no key is NOT_FOUND) and version. A DELETE leaves
+/// a tombstone while a migration needs one (`keep_tombstone`) and removes the key otherwise.
+/// The change and its identity go to `journal` as one record, and a DELETE that found
+/// nothing to `dedup`, so a repeat is answered as this copy was.
+pub fn apply_write(
+    (table, dedup, journal): (&mut kv::Partition, &mut WriteDedup, &mut Journal),
+    id: WriteId,
     hash: u64,
     key: &[u8],
+    value: Option<&[u8]>,
     keep_tombstone: bool,
 ) -> (Status, u64) {
-    let (version, existed) = if keep_tombstone {
-        table.delete(hash, key)
-    } else {
-        table.remove(hash, key)
+    let WriteId { shard, client, seq } = id;
+    let Some(value) = value else {
+        let (version, found) = if keep_tombstone {
+            table.delete(hash, key)
+        } else {
+            table.remove(hash, key)
+        };
+        if !found {
+            dedup.found_nothing(client, seq);
+        }
+        journal.record(&Record::Delete {
+            shard,
+            client,
+            seq,
+            version,
+            found,
+            tombstone: keep_tombstone,
+            key,
+        });
+        return (if found { Status::Ok } else { Status::NotFound }, version);
     };
-    let status = if existed {
-        Status::Ok
-    } else {
-        Status::NotFound
-    };
-    (status, version)
+    let version = table.put(hash, key, value);
+    journal.record(&Record::Put {
+        shard,
+        client,
+        seq,
+        version,
+        key,
+        value,
+    });
+    (Status::Ok, version)
 }
 
 /// How a repeated write is answered: as its first copy was, version 0 (the version it got

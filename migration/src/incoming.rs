@@ -3,8 +3,8 @@
 //! decides how the partition serves requests for them (see `serve/requests.rs`).
 
 use crate::bulk::{BulkPuller, Replayed};
-use crate::dedup::{delete_answer, repeat_answer, DedupVerdict, WriteDedup};
-use crate::journal::Journal;
+use crate::dedup::{apply_write, repeat_answer, DedupVerdict, WriteDedup, WriteId};
+use crate::journal::{Journal, Record};
 use crate::lost::LostGroups;
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
@@ -391,12 +391,17 @@ impl Incoming {
                 not_found,
             } => {
                 dedup.merge_window(client, floor, bitmap, not_found);
-                journal.window(client, floor, bitmap, not_found);
+                journal.record(&Record::Window {
+                    client,
+                    floor,
+                    applied: bitmap,
+                    not_found,
+                });
             }
             StreamMessage::DedupEntries { entries } => {
                 for (client, seq, found) in wire::dedup_entries(entries) {
                     dedup.remember(client, seq, found);
-                    journal.remember(client, seq, found);
+                    journal.record(&Record::Remember { client, seq, found });
                 }
             }
             StreamMessage::GroupStart { group, floor_clock } => {
@@ -484,7 +489,12 @@ impl Incoming {
         match table.put_if_newer(hash, item.key, item.value, item.version) {
             PutOutcome::Applied => {
                 self.stats.items_applied += 1;
-                journal.data(shard, item.version, item.key, item.value);
+                journal.record(&Record::Data {
+                    shard,
+                    version: item.version,
+                    key: item.key,
+                    value: item.value,
+                });
             }
             PutOutcome::Stale => self.stats.items_stale += 1,
         }
@@ -567,23 +577,15 @@ fn admit_late_write(
 ) -> Option<(Status, u64)> {
     let (client, seq) = (late.client, late.seq);
     Some(match dedup.admit(client, seq, late.oldest_gap) {
-        DedupVerdict::Apply => match late.value {
-            Some(value) => {
-                let version = table.put(hash, late.key, value);
-                journal.put(shard, client, seq, version, late.key, value);
-                (Status::Ok, version)
-            }
-            None => {
-                // A destination keeps it: the source's older copy may still arrive.
-                let answer = delete_answer(table, hash, late.key, true);
-                let found = answer.0 == Status::Ok;
-                if !found {
-                    dedup.found_nothing(client, seq);
-                }
-                journal.delete(shard, client, seq, answer.1, found, true, late.key);
-                answer
-            }
-        },
+        // A destination keeps tombstones: the source's older copy may still arrive.
+        DedupVerdict::Apply => apply_write(
+            (table, dedup, journal),
+            WriteId { shard, client, seq },
+            hash,
+            late.key,
+            late.value,
+            true,
+        ),
         DedupVerdict::Duplicate { found } => repeat_answer(found),
         DedupVerdict::Stale => return None,
         DedupVerdict::OutOfWindow | DedupVerdict::Full => (Status::Error, 0),

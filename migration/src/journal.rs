@@ -154,7 +154,6 @@ impl std::error::Error for LogError {}
 pub struct Journal {
     enabled: bool,
     bytes: Vec<u8>,
-    records: u64,
 }
 
 impl Journal {
@@ -165,129 +164,22 @@ impl Journal {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// Records since the journal was last taken.
-    pub fn records(&self) -> u64 {
-        self.records
+    /// Appends `record` (nothing when the journal is disabled).
+    #[inline]
+    pub fn record(&mut self, record: &Record<'_>) {
+        if self.enabled {
+            record.emit(&mut self.bytes);
+        }
     }
 
     /// The records made since the last call, to write to disk before the replies they
     /// cover go out.
     pub fn take(&mut self) -> Vec<u8> {
-        self.records = 0;
         std::mem::take(&mut self.bytes)
     }
 
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
-    }
-
-    pub fn put(
-        &mut self,
-        shard: u16,
-        client: u32,
-        seq: u64,
-        version: u64,
-        key: &[u8],
-        value: &[u8],
-    ) {
-        if self.enabled {
-            self.record(&Record::Put {
-                shard,
-                client,
-                seq,
-                version,
-                key,
-                value,
-            });
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn delete(
-        &mut self,
-        shard: u16,
-        client: u32,
-        seq: u64,
-        version: u64,
-        found: bool,
-        tombstone: bool,
-        key: &[u8],
-    ) {
-        if self.enabled {
-            self.record(&Record::Delete {
-                shard,
-                client,
-                seq,
-                version,
-                found,
-                tombstone,
-                key,
-            });
-        }
-    }
-
-    pub fn data(&mut self, shard: u16, version: u64, key: &[u8], value: Option<&[u8]>) {
-        if self.enabled {
-            self.record(&Record::Data {
-                shard,
-                version,
-                key,
-                value,
-            });
-        }
-    }
-
-    pub fn window(&mut self, client: u32, floor: u64, applied: &[u8], not_found: &[u8]) {
-        if self.enabled {
-            self.record(&Record::Window {
-                client,
-                floor,
-                applied,
-                not_found,
-            });
-        }
-    }
-
-    pub fn remember(&mut self, client: u32, seq: u64, found: bool) {
-        if self.enabled {
-            self.record(&Record::Remember { client, seq, found });
-        }
-    }
-
-    pub fn shard(&mut self, shard: u16, event: ShardEvent) {
-        if self.enabled {
-            self.record(&Record::Shard { shard, event });
-        }
-    }
-
-    pub fn snapshot(&mut self, begin: bool) {
-        if self.enabled {
-            self.record(&Record::Snapshot { begin });
-        }
-    }
-
-    pub fn role(&mut self, shard: u16, event: ShardEvent) {
-        if self.enabled {
-            self.record(&Record::Role { shard, event });
-        }
-    }
-
-    pub fn damaged(&mut self, shard: u16, lost: &LostGroups) {
-        if self.enabled {
-            self.record(&Record::Damaged {
-                shard,
-                lost: lost.clone(),
-            });
-        }
-    }
-
-    fn record(&mut self, record: &Record<'_>) {
-        record.emit(&mut self.bytes);
-        self.records += 1;
     }
 }
 
@@ -748,14 +640,25 @@ mod tests {
 
     #[test]
     fn a_disabled_journal_records_nothing() {
+        let records = [
+            Record::Put {
+                shard: 1,
+                client: 2,
+                seq: 3,
+                version: 4,
+                key: b"k",
+                value: b"v",
+            },
+            Record::Shard {
+                shard: 1,
+                event: ShardEvent::Hosted,
+            },
+        ];
         let mut journal = Journal::default();
-        journal.put(1, 2, 3, 4, b"k", b"v");
-        journal.shard(1, ShardEvent::Hosted);
+        records.iter().for_each(|r| journal.record(r));
         assert!(journal.is_empty());
         let mut journal = Journal::enabled();
-        journal.put(1, 2, 3, 4, b"k", b"v");
-        journal.shard(1, ShardEvent::Hosted);
-        assert_eq!(journal.records(), 2);
+        records.iter().for_each(|r| journal.record(r));
         let bytes = journal.take();
         assert_eq!(Records::new(&bytes).count(), 2);
         assert!(journal.is_empty());

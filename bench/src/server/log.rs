@@ -31,16 +31,6 @@ pub enum Fsync {
     Always,
 }
 
-impl Fsync {
-    pub fn name(self) -> &'static str {
-        match self {
-            Fsync::Never => "never",
-            Fsync::Batch => "batch",
-            Fsync::Always => "always",
-        }
-    }
-}
-
 /// Where the server keeps its logs and how it syncs them.
 #[derive(Debug, Clone)]
 pub struct LogSpec {
@@ -268,13 +258,23 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migration::journal::{Journal, ShardEvent};
+    use migration::journal::{Journal, Record, ShardEvent};
 
     fn journal_of(n: u64) -> Vec<u8> {
         let mut journal = Journal::enabled();
-        journal.shard(1, ShardEvent::Hosted);
+        journal.record(&Record::Shard {
+            shard: 1,
+            event: ShardEvent::Hosted,
+        });
         for i in 0..n {
-            journal.put(1, 7, i, i + 1, &i.to_be_bytes(), b"value");
+            journal.record(&Record::Put {
+                shard: 1,
+                client: 7,
+                seq: i,
+                version: i + 1,
+                key: &i.to_be_bytes(),
+                value: b"value",
+            });
         }
         journal.take()
     }
@@ -284,7 +284,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for fsync in [Fsync::Never, Fsync::Batch, Fsync::Always] {
             let spec = LogSpec {
-                dir: dir.path().join(fsync.name()),
+                dir: dir.path().join(format!("{fsync:?}")),
                 fsync,
             };
             let (mut log, existing, _) = PartitionLog::open(&spec, 3).unwrap();
@@ -329,8 +329,11 @@ mod tests {
         log.begin_snapshot().unwrap();
         assert!(log.snapshot_under_way() && !log.needs_compaction());
         let mut snapshot = Journal::enabled();
-        snapshot.snapshot(true);
-        snapshot.role(1, ShardEvent::Hosted);
+        snapshot.record(&Record::Snapshot { begin: true });
+        snapshot.record(&Record::Role {
+            shard: 1,
+            event: ShardEvent::Hosted,
+        });
         let first = snapshot.take();
         log.append(&first).unwrap();
         let partition = dir.path().join("partition-1");
@@ -340,7 +343,7 @@ mod tests {
             "kept until it is whole"
         );
         let mut rest = journal_of(2);
-        snapshot.snapshot(false);
+        snapshot.record(&Record::Snapshot { begin: false });
         rest.extend_from_slice(&snapshot.take());
         log.append(&rest).unwrap();
         log.finish_snapshot().unwrap();

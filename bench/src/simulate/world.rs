@@ -443,7 +443,7 @@ impl World {
             let quiet = !issuing
                 && self.clients.iter().all(|c| c.engine.outstanding() == 0)
                 && self.clients.iter().all(|c| c.phase != Phase::ReadBack)
-                && !self.sweeping()
+                && !self.background_work()
                 && self.active.iter().all(Option::is_none)
                 && self.network.in_flight() == 0;
             if quiet {
@@ -464,7 +464,7 @@ impl World {
     }
 
     /// Whether a server still sweeps tombstones or writes a snapshot.
-    fn sweeping(&self) -> bool {
+    fn background_work(&self) -> bool {
         self.servers.iter().any(|s| {
             s.partitions
                 .iter()
@@ -557,7 +557,7 @@ impl World {
             .servers
             .iter()
             .any(|s| s.partitions.iter().any(PartitionServer::has_migrations));
-        if migrating || self.sweeping() || self.active.iter().any(Option::is_some) {
+        if migrating || self.background_work() || self.active.iter().any(Option::is_some) {
             consider(Some(self.now + SERVER_TICK_NS));
         }
         if issuing {

@@ -5,7 +5,7 @@
 
 use crate::dedup::WriteDedup;
 use crate::incoming::Incoming;
-use crate::journal::{Journal, ShardEvent};
+use crate::journal::{Journal, Record, ShardEvent};
 use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats};
 use crate::returning::Returning;
@@ -200,7 +200,10 @@ impl PartitionServer {
     pub fn enable_journal(&mut self) {
         self.journal = Journal::enabled();
         for shard in &self.shards {
-            self.journal.shard(shard.id, ShardEvent::Hosted);
+            self.journal.record(&Record::Shard {
+                shard: shard.id,
+                event: ShardEvent::Hosted,
+            });
         }
     }
 
@@ -308,7 +311,10 @@ impl PartitionServer {
         let mut agent = Outgoing::new(plan, &self.map, partition);
         agent.start(&shard.table, &self.dedup);
         shard.role = Role::Outgoing(Box::new(agent));
-        self.journal.shard(shard.id, ShardEvent::Outgoing);
+        self.journal.record(&Record::Shard {
+            shard: shard.id,
+            event: ShardEvent::Outgoing,
+        });
         Ok(())
     }
 
@@ -379,7 +385,10 @@ impl PartitionServer {
                 if let Some(lost) = agent.lost_with_source() {
                     // The source restarted: what is wholly here is this partition's now.
                     self.migration.add_incoming(agent);
-                    self.journal.damaged(shard.id, &lost);
+                    self.journal.record(&Record::Damaged {
+                        shard: shard.id,
+                        lost: lost.clone(),
+                    });
                     shard.role = Role::Damaged(Box::new(lost));
                     source_lost = true;
                     continue;
@@ -390,7 +399,10 @@ impl PartitionServer {
                 if agent.release_table() {
                     // Everything is back at the source.
                     shard.table = Partition::new(&self.map, self.partition, 0);
-                    self.journal.shard(shard.id, ShardEvent::Released);
+                    self.journal.record(&Record::Shard {
+                        shard: shard.id,
+                        event: ShardEvent::Released,
+                    });
                 }
             }
             let Role::Outgoing(agent) = &mut shard.role else {
@@ -402,10 +414,16 @@ impl PartitionServer {
                 self.latest_outgoing = agent.stats();
                 let lost = agent.lost_groups();
                 shard.role = if lost.is_empty() {
-                    self.journal.shard(shard.id, ShardEvent::Kept);
+                    self.journal.record(&Record::Shard {
+                        shard: shard.id,
+                        event: ShardEvent::Kept,
+                    });
                     Role::Owned
                 } else {
-                    self.journal.damaged(shard.id, lost);
+                    self.journal.record(&Record::Damaged {
+                        shard: shard.id,
+                        lost: lost.clone(),
+                    });
                     Role::Damaged(Box::new(lost.clone()))
                 };
             } else if agent.is_done() {
@@ -413,8 +431,11 @@ impl PartitionServer {
                 self.latest_outgoing = agent.stats();
                 let (to, id) = (agent.plan().destination, agent.plan().destination_shard);
                 shard.role = Role::Moved { to, shard: id };
-                self.journal
-                    .shard(shard.id, ShardEvent::Moved { to, shard: id });
+                let moved = ShardEvent::Moved { to, shard: id };
+                self.journal.record(&Record::Shard {
+                    shard: shard.id,
+                    event: moved,
+                });
                 // The data lives at the destination now; free it here.
                 shard.table = Partition::new(&self.map, self.partition, 0);
             }

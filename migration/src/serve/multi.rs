@@ -1,7 +1,7 @@
 //! Multi-key requests: each item decided on its own, like a single-key request.
 
 use super::*;
-use crate::dedup::{delete_answer, repeat_answer, DedupVerdict};
+use crate::dedup::{apply_write, repeat_answer, DedupVerdict, WriteId};
 use crate::incoming::DestinationRule;
 use crate::outgoing::SourceRule;
 use dataplane::wire::{
@@ -44,42 +44,25 @@ pub(super) enum ItemFate {
     Stale,
 }
 
-/// Serves one item; a delete leaves a tombstone if `keep_tombstone` (`Shard::keeps_tombstones`).
-pub(super) fn execute_item<'t>(
-    table: &'t mut Partition,
-    op: KeyOp,
-    item: wire::MultiItem<'_>,
-    keep_tombstone: bool,
-) -> ReplyItem<'t> {
+/// Reads one item (writes are applied by `apply_write`).
+pub(super) fn read_item<'t>(table: &'t Partition, item: wire::MultiItem<'_>) -> ReplyItem<'t> {
     // Keys of another partition were refused before (`ItemFate::Refuse`).
-    let hash = item.key_hash;
-    let (status, version) = match op {
-        KeyOp::Get => {
-            return match table.get(hash, item.key) {
-                Lookup::Found { version, value } => ReplyItem {
-                    status: Status::Ok,
-                    version,
-                    value,
-                },
-                Lookup::Deleted { version } => ReplyItem {
-                    status: Status::NotFound,
-                    version,
-                    value: &[],
-                },
-                Lookup::Absent => ReplyItem {
-                    status: Status::NotFound,
-                    version: 0,
-                    value: &[],
-                },
-            }
-        }
-        KeyOp::Put => (Status::Ok, table.put(hash, item.key, item.value)),
-        KeyOp::Delete => delete_answer(table, hash, item.key, keep_tombstone),
-    };
-    ReplyItem {
-        status,
-        version,
-        value: &[],
+    match table.get(item.key_hash, item.key) {
+        Lookup::Found { version, value } => ReplyItem {
+            status: Status::Ok,
+            version,
+            value,
+        },
+        Lookup::Deleted { version } => ReplyItem {
+            status: Status::NotFound,
+            version,
+            value: &[],
+        },
+        Lookup::Absent => ReplyItem {
+            status: Status::NotFound,
+            version: 0,
+            value: &[],
+        },
     }
 }
 
@@ -230,31 +213,27 @@ impl PartitionServer {
             };
             let reply = match fates[i] {
                 ItemFate::Serve if applied & (1 << i) != 0 => {
-                    let reply = execute_item(table, items.op, item, keep_tombstone);
                     // The item's identity for dedup (checked above to fit).
                     let seq = header.seq + i as u64;
-                    let found = reply.status == Status::Ok;
-                    let (id, client, version) = (shard_id, header.client, reply.version);
-                    match items.op {
-                        KeyOp::Put => self
-                            .journal
-                            .put(id, client, seq, version, item.key, item.value),
-                        KeyOp::Delete => {
-                            let tombstone = keep_tombstone;
-                            self.journal
-                                .delete(id, client, seq, version, found, tombstone, item.key)
-                        }
-                        KeyOp::Get => {}
-                    }
-                    if !found {
-                        self.dedup.found_nothing(header.client, seq);
-                    }
+                    let id = WriteId {
+                        shard: shard_id,
+                        client: header.client,
+                        seq,
+                    };
+                    let value = (items.op == KeyOp::Put).then_some(item.value);
+                    let store = (&mut *table, &mut self.dedup, &mut self.journal);
+                    let (status, version) =
+                        apply_write(store, id, item.key_hash, item.key, value, keep_tombstone);
                     if let Role::Outgoing(agent) = role {
-                        agent.applied_write(header.client, seq, found);
+                        agent.applied_write(header.client, seq, status == Status::Ok);
                     }
-                    reply
+                    ReplyItem {
+                        status,
+                        version,
+                        value: &[],
+                    }
                 }
-                ItemFate::Serve if is_read => execute_item(table, items.op, item, keep_tombstone),
+                ItemFate::Serve if is_read => read_item(table, item),
                 ItemFate::Serve => {
                     let (status, version) = repeat_answer(repeated_not_found & (1 << i) == 0);
                     ReplyItem {

@@ -60,7 +60,12 @@ impl PartitionServer {
                 continue;
             }
             if table.put_if_newer(hash, item.key, item.value, item.version) == PutOutcome::Applied {
-                journal.data(shard, item.version, item.key, item.value);
+                journal.record(&Record::Data {
+                    shard,
+                    version: item.version,
+                    key: item.key,
+                    value: item.value,
+                });
             }
             if let Some(answered) = agent.puller.answered(hash) {
                 if answered.hot {

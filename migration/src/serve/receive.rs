@@ -153,7 +153,10 @@ impl PartitionServer {
                 Role::Incoming(_) => shard.table = Partition::new(&self.map, self.partition, 0),
                 _ => {}
             }
-            self.journal.shard(header.shard, ShardEvent::Incoming);
+            self.journal.record(&Record::Shard {
+                shard: header.shard,
+                event: ShardEvent::Incoming,
+            });
             shard.role = Role::Incoming(Box::new(Incoming::new(
                 src,
                 source_shard,
@@ -212,7 +215,10 @@ impl PartitionServer {
                     (Role::Incoming(incoming), Applied::Terminated | Applied::Aborted) => {
                         self.migration.add_incoming(incoming);
                         shard.role = if applied == Applied::Terminated {
-                            self.journal.shard(shard.id, ShardEvent::Adopted);
+                            self.journal.record(&Record::Shard {
+                                shard: shard.id,
+                                event: ShardEvent::Adopted,
+                            });
                             Role::Owned
                         } else {
                             Role::Returning(Box::new(Returning::new(

@@ -54,6 +54,14 @@ enum Interrupted {
     Out,
 }
 
+/// What a replay carries from record to record.
+struct Replay {
+    /// Entries a shard the log hosts is sized for, as a server sizes the shards it starts
+    /// with.
+    capacity: usize,
+    interrupted: Vec<(u16, Interrupted)>,
+}
+
 impl PartitionServer {
     /// Partition `partition` of `map` as its log `log` left it, with its journal enabled
     /// (new changes are appended to the same log). Sized for `capacity` entries a shard.
@@ -65,17 +73,20 @@ impl PartitionServer {
     ) -> (PartitionServer, Recovery) {
         let mut server = PartitionServer::new(map, partition, &[], capacity);
         let mut recovery = Recovery::default();
-        let mut interrupted: Vec<(u16, Interrupted)> = Vec::new();
+        let mut replay = Replay {
+            capacity,
+            interrupted: Vec::new(),
+        };
         let mut records = Records::new(log);
         for record in records.by_ref() {
             recovery.records += 1;
-            if !server.replay(&record, &mut interrupted) {
+            if !server.replay(&record, &mut replay) {
                 recovery.orphans += 1;
             }
         }
         recovery.valid_len = records.valid_len();
         recovery.error = records.error();
-        for (shard, what) in interrupted {
+        for (shard, what) in replay.interrupted {
             recovery.interrupted += 1;
             match what {
                 Interrupted::In => server.shards.retain(|s| s.id != shard),
@@ -96,7 +107,7 @@ impl PartitionServer {
     }
 
     /// Applies one record; false when it names a shard no earlier record made.
-    fn replay(&mut self, record: &Record<'_>, interrupted: &mut Vec<(u16, Interrupted)>) -> bool {
+    fn replay(&mut self, record: &Record<'_>, replay: &mut Replay) -> bool {
         match *record {
             Record::Put {
                 shard,
@@ -150,15 +161,11 @@ impl PartitionServer {
                 not_found,
             } => self.dedup.merge_window(client, floor, applied, not_found),
             Record::Remember { client, seq, found } => self.dedup.remember(client, seq, found),
-            Record::Shard { shard, event } => {
-                return self.replay_event(shard, event, true, interrupted)
-            }
-            Record::Role { shard, event } => {
-                return self.replay_event(shard, event, false, interrupted)
-            }
+            Record::Shard { shard, event } => return self.replay_event(shard, event, true, replay),
+            Record::Role { shard, event } => return self.replay_event(shard, event, false, replay),
             Record::Snapshot { .. } => {}
             Record::Damaged { shard, ref lost } => {
-                interrupted.retain(|&(s, _)| s != shard);
+                replay.interrupted.retain(|&(s, _)| s != shard);
                 let Some(s) = self.shards.iter_mut().find(|s| s.id == shard) else {
                     return false;
                 };
@@ -173,7 +180,7 @@ impl PartitionServer {
     /// the dedup windows. Changes made meanwhile are journaled as always, after the state
     /// they change, so the log from the snapshot's start on replays to the partition.
     pub fn begin_snapshot(&mut self) {
-        self.journal.snapshot(true);
+        self.journal.record(&Record::Snapshot { begin: true });
         let mut ids: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         for shard in &self.shards {
@@ -187,12 +194,21 @@ impl PartitionServer {
                 // Taken only once its migration ends (`Adopted`, further on in the log).
                 Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, None),
             };
-            self.journal.role(shard.id, made);
+            self.journal.record(&Record::Role {
+                shard: shard.id,
+                event: made,
+            });
             if let Some(event) = then {
-                self.journal.role(shard.id, event);
+                self.journal.record(&Record::Role {
+                    shard: shard.id,
+                    event,
+                });
             }
             if let Role::Damaged(lost) = &shard.role {
-                self.journal.damaged(shard.id, lost);
+                self.journal.record(&Record::Damaged {
+                    shard: shard.id,
+                    lost: LostGroups::clone(lost),
+                });
             }
         }
         self.snapshot = Some(SnapshotCursor {
@@ -232,7 +248,12 @@ impl PartitionServer {
             if let (Some(shard), Some(group)) = (shard, group) {
                 let journal = &mut self.journal;
                 shard.table.for_each_in_group(group, |entry| {
-                    journal.data(id, entry.version, entry.key, entry.value);
+                    journal.record(&Record::Data {
+                        shard: id,
+                        version: entry.version,
+                        key: entry.key,
+                        value: entry.value,
+                    });
                     written += 1;
                 });
                 scanned += 1;
@@ -241,11 +262,14 @@ impl PartitionServer {
         if cursor.shards.is_empty() {
             self.snapshot = None;
             for window in self.dedup.windows() {
-                let (applied, not_found) = (&window.applied, &window.not_found);
-                self.journal
-                    .window(window.client, window.floor, applied, not_found);
+                self.journal.record(&Record::Window {
+                    client: window.client,
+                    floor: window.floor,
+                    applied: &window.applied,
+                    not_found: &window.not_found,
+                });
             }
-            self.journal.snapshot(false);
+            self.journal.record(&Record::Snapshot { begin: false });
         }
     }
 
@@ -266,23 +290,26 @@ impl PartitionServer {
         shard: u16,
         event: ShardEvent,
         empties: bool,
-        interrupted: &mut Vec<(u16, Interrupted)>,
+        replay: &mut Replay,
     ) -> bool {
+        let interrupted = &mut replay.interrupted;
         interrupted.retain(|&(s, _)| s != shard);
-        let fresh = Partition::new(&self.map, self.partition, 0);
-        let position = self.shards.iter().position(|s| s.id == shard);
-        let index = match (position, event) {
-            (Some(index), _) => index,
-            (None, ShardEvent::Hosted | ShardEvent::Incoming) => {
-                self.shards.push(Shard {
-                    id: shard,
-                    table: fresh,
-                    role: Role::Owned,
-                    sweep_cursor: 0,
-                });
-                return self.replay_event(shard, event, empties, interrupted);
-            }
-            (None, _) => return false,
+        let fresh = |capacity| Partition::new(&self.map, self.partition, capacity);
+        let Some(index) = self.shards.iter().position(|s| s.id == shard) else {
+            // Only `Hosted` or `Incoming` makes a shard; a migration in sizes its table
+            // from INIT, as it did when it ran.
+            let capacity = match event {
+                ShardEvent::Hosted => replay.capacity,
+                ShardEvent::Incoming => 0,
+                _ => return false,
+            };
+            self.shards.push(Shard {
+                id: shard,
+                table: fresh(capacity),
+                role: Role::Owned,
+                sweep_cursor: 0,
+            });
+            return self.replay_event(shard, event, empties, replay);
         };
         let s = &mut self.shards[index];
         match event {
@@ -290,14 +317,14 @@ impl PartitionServer {
             ShardEvent::Incoming => {
                 s.role = Role::Owned;
                 if empties {
-                    s.table = fresh;
+                    s.table = fresh(0);
                 }
                 interrupted.push((shard, Interrupted::In));
             }
             ShardEvent::Outgoing => interrupted.push((shard, Interrupted::Out)),
             ShardEvent::Moved { to, shard: id } => {
                 s.role = Role::Moved { to, shard: id };
-                s.table = fresh;
+                s.table = fresh(0);
             }
             ShardEvent::Released => {
                 self.shards.remove(index);

@@ -3,7 +3,7 @@
 //! in place.
 
 use super::*;
-use crate::dedup::{delete_answer, repeat_answer, DedupVerdict};
+use crate::dedup::{apply_write, repeat_answer, DedupVerdict, WriteId};
 use crate::incoming::{DestinationRule, Incoming};
 use crate::outgoing::{OwnedLateWrite, SourceRule};
 use dataplane::wire::{self, Flags, HeaderRepr, KeyOp, Op, Reply, Request, Status, HEADER_LEN};
@@ -369,35 +369,15 @@ impl PartitionServer {
         let keep_tombstone = shard.keeps_tombstones();
         let (status, version) = match verdict {
             DedupVerdict::Apply => {
-                let (client, seq) = (header.client, header.seq);
-                let answer = match value {
-                    Some(value) => {
-                        let (key, value) = (&buf[key.clone()], &buf[value]);
-                        let version = shard.table.put(hash, key, value);
-                        self.journal.put(shard.id, client, seq, version, key, value);
-                        (Status::Ok, version)
-                    }
-                    None => {
-                        let key = &buf[key.clone()];
-                        let answer = delete_answer(&mut shard.table, hash, key, keep_tombstone);
-                        let found = answer.0 == Status::Ok;
-                        let version = answer.1;
-                        self.journal.delete(
-                            shard.id,
-                            client,
-                            seq,
-                            version,
-                            found,
-                            keep_tombstone,
-                            key,
-                        );
-                        answer
-                    }
+                let id = WriteId {
+                    shard: shard.id,
+                    client: header.client,
+                    seq: header.seq,
                 };
+                let store = (&mut shard.table, &mut self.dedup, &mut self.journal);
+                let value = value.map(|value| &buf[value]);
+                let answer = apply_write(store, id, hash, &buf[key.clone()], value, keep_tombstone);
                 let found = answer.0 == Status::Ok;
-                if !found {
-                    self.dedup.found_nothing(client, seq);
-                }
                 if let Role::Outgoing(agent) = &mut shard.role {
                     agent.applied_write(header.client, header.seq, found);
                     agent.dirtied(self.map.layout().group_of(hash), hash, &buf[key]);
