@@ -154,6 +154,9 @@ impl std::error::Error for LogError {}
 pub struct Journal {
     enabled: bool,
     bytes: Vec<u8>,
+    /// The head of a replication chain also passes every record down its chain
+    /// (`chain.rs`): a second copy, taken by the chain, not the disk.
+    chain: Option<Vec<u8>>,
 }
 
 impl Journal {
@@ -168,8 +171,33 @@ impl Journal {
     #[inline]
     pub fn record(&mut self, record: &Record<'_>) {
         if self.enabled {
+            let start = self.bytes.len();
             record.emit(&mut self.bytes);
+            if let Some(chain) = &mut self.chain {
+                chain.extend_from_slice(&self.bytes[start..]);
+            }
+        } else if let Some(chain) = &mut self.chain {
+            record.emit(chain);
         }
+    }
+
+    /// Appends records made elsewhere (a chain's stream, applied here) for the disk only.
+    pub fn append_framed(&mut self, records: &[u8]) {
+        if self.enabled {
+            self.bytes.extend_from_slice(records);
+        }
+    }
+
+    /// Copies every record from now on for the chain (`take_chain`), or stops.
+    pub fn feed_chain(&mut self, on: bool) {
+        if on != self.chain.is_some() {
+            self.chain = on.then(Vec::new);
+        }
+    }
+
+    /// The records made since the last call, for the chain.
+    pub fn take_chain(&mut self) -> Vec<u8> {
+        self.chain.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The records made since the last call, to write to disk before the replies they

@@ -3,6 +3,7 @@
 //! in `bench` drives them over any `dataplane` port.
 
 pub mod bulk;
+pub mod chain;
 pub mod control;
 pub mod dedup;
 pub mod incoming;

@@ -253,6 +253,9 @@ pub struct Engine {
     routes: Vec<(SocketAddrV4, u16)>,
     /// Per partition, with `track_migrations`: the migration under way.
     tracking: Vec<Option<Tracking>>,
+    /// Per partition of a replicated shard: its chain, head first. Single-key reads go to
+    /// any of them (CRAQ) while the route still names the head.
+    read_replicas: Vec<Vec<SocketAddrV4>>,
     spec: Arc<WorkloadSpec>,
     settings: Settings,
     client_id: u32,
@@ -302,6 +305,7 @@ impl Engine {
                 .map(|&addr| (addr, cluster.shard))
                 .collect(),
             tracking: cluster.partitions.iter().map(|_| None).collect(),
+            read_replicas: cluster.partitions.iter().map(|_| Vec::new()).collect(),
             cluster,
             key: vec![0; spec.key_bytes],
             value: vec![0; spec.value_bytes],
@@ -614,7 +618,11 @@ impl Engine {
             (request, kv::key_hash(key))
         };
         let partition = self.cluster.map.partition_of(hash) as usize;
-        let (server, shard) = self.routes[partition];
+        let (mut server, shard) = self.routes[partition];
+        let replicas = &self.read_replicas[partition];
+        if matches!(request, Request::Get { .. }) && replicas.first() == Some(&server) {
+            server = replicas[(seq as usize + attempt as usize) % replicas.len()];
+        }
         let header = HeaderRepr {
             op: request.op(),
             flags: if attempt > 1 {
@@ -855,6 +863,25 @@ impl Engine {
                 self.counters.data_lost += 1;
                 self.complete(header.seq, now, Outcome::Failed, inserts);
             }
+        }
+    }
+
+    /// The coordinator changed a chain: requests of `partition` routed to any of `old`
+    /// go to the head of `replicas`, and its reads spread over `replicas` (head first).
+    pub fn follow_chain(
+        &mut self,
+        partition: usize,
+        old: &[SocketAddrV4],
+        replicas: &[SocketAddrV4],
+    ) {
+        if let Some(route) = self.routes.get_mut(partition) {
+            if old.contains(&route.0) {
+                route.0 = replicas[0];
+            }
+        }
+        if let Some(spread) = self.read_replicas.get_mut(partition) {
+            spread.clear();
+            spread.extend_from_slice(replicas);
         }
     }
 

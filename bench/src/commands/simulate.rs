@@ -54,6 +54,14 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.switch_restarts = args.switch_restarts;
     config.crashes = args.crashes;
     config.durable_logs = !args.no_logs;
+    config.replicas = usize::from(args.replicas);
+    if config.replicas > 1 && config.migrations > 0 {
+        return fail(format!(
+            "--replicas {} needs --migrations 0: migrations between replicated servers are \
+             not built yet (docs/replication.md)",
+            config.replicas
+        ));
+    }
     if let Some(cells) = args.cbf_cells {
         config.cbf_cells = cells;
     }

@@ -64,6 +64,8 @@ pub struct Config {
     /// Every partition server records its changes in a durable log (the loop's `--log-dir`),
     /// from which a crashed server is rebuilt.
     pub durable_logs: bool,
+    /// Each server is a chain of this many replica processes (1: no replication).
+    pub replicas: usize,
     /// Every server starts hosting every shard (empty where it is not the owner), as
     /// `netmigrate server --shard` does; otherwise only the shards it owns.
     pub host_every_shard: bool,
@@ -110,6 +112,7 @@ impl Config {
             switch_restarts: 1,
             crashes: 1,
             durable_logs: true,
+            replicas: 1,
             host_every_shard: true,
             faults: Faults {
                 loss: 0.02,

@@ -12,6 +12,7 @@ use dataplane::port::PortStats;
 use dataplane::runner::Idle;
 use dataplane::{Packet, Port};
 use kv::{GroupLayout, PartitionMap};
+use migration::chain::ChainConfig;
 use migration::{MigrationTicket, OutgoingPlan, PartitionServer, Protocol, Role};
 use std::collections::VecDeque;
 use std::io;
@@ -157,6 +158,21 @@ impl Server {
     }
 }
 
+/// A logical server: the chain of replica processes (indexes into `World::servers`) that
+/// serves it, head first, as the coordinator configured it. Without replication, a chain
+/// of one that is never configured (the server runs alone, as before chains existed).
+struct Chain {
+    members: Vec<usize>,
+    /// A restarted replica copying the chain's state before it joins as tail.
+    learner: Option<usize>,
+    /// Restarted replicas waiting for their turn as learner.
+    waiting: VecDeque<usize>,
+    epoch: u32,
+    /// Per partition: the epoch in which its head was last asked for a snapshot for a
+    /// learner (one per configuration is enough).
+    snapshot_asked: Vec<u32>,
+}
+
 /// A client: loads its shard (the first of each shard) and runs the workload.
 struct Client {
     engine: Engine,
@@ -225,6 +241,8 @@ pub struct World {
     /// The workload of the multi-key clients (`Config::keys_per_request`).
     multi_spec: Arc<WorkloadSpec>,
     servers: Vec<Server>,
+    /// Per logical server: its chain of replicas (`Config::replicas`).
+    chains: Vec<Chain>,
     switch: tofino::Switch,
     network: Network,
     clients: Vec<Client>,
@@ -260,13 +278,14 @@ impl World {
         let mut rng = fastrand::Rng::with_seed(seed);
         let shards = config.shards as usize;
         let owner: Vec<usize> = (0..shards).map(|s| s % config.servers).collect();
-        let servers = (0..config.servers)
+        let replicas = config.replicas.max(1);
+        let servers = (0..config.servers * replicas)
             .map(|s| {
                 // As `netmigrate server --shard` starts them: every server hosts every shard,
                 // empty where it is not the owner, so a destination owns an empty shard until
                 // its INIT arrives. Or only the shards it owns.
                 let held: Vec<u16> = (1..=config.shards)
-                    .filter(|&id| config.host_every_shard || owner[id as usize - 1] == s)
+                    .filter(|&id| config.host_every_shard || owner[id as usize - 1] == s / replicas)
                     .collect();
                 let partitions = (0..config.partitions).map(|p| {
                     let mut partition = PartitionServer::new(&map, p, &held, 64);
@@ -305,6 +324,15 @@ impl World {
             spec,
             multi_spec,
             servers,
+            chains: (0..config.servers)
+                .map(|c| Chain {
+                    members: (c * replicas..(c + 1) * replicas).collect(),
+                    learner: None,
+                    waiting: VecDeque::new(),
+                    epoch: 1,
+                    snapshot_asked: vec![0; config.partitions as usize],
+                })
+                .collect(),
             switch: tofino::Switch::new(switch_config),
             switch_config,
             switch_restarts_left: config.switch_restarts,
@@ -338,6 +366,11 @@ impl World {
             let incarnation = world.rng.u64(1..);
             world.servers[s].set_incarnation(incarnation);
         }
+        if world.replicated() {
+            for c in 0..world.chains.len() {
+                world.configure_chain(c);
+            }
+        }
         for shard in 1..=config.shards {
             for i in 0..config.clients_per_shard {
                 world.add_client(shard, i == 0);
@@ -368,7 +401,7 @@ impl World {
     }
 
     fn cluster(&self, shard: u16) -> Arc<Cluster> {
-        let server = &self.servers[self.owner[shard as usize - 1]];
+        let server = &self.servers[self.head(self.owner[shard as usize - 1])];
         Arc::new(Cluster {
             partitions: (0..self.config.partitions as usize)
                 .map(|p| server.addr(p))
@@ -381,7 +414,7 @@ impl World {
     fn engine(&mut self, port: &SimPort, shard: u16, spec: &Arc<WorkloadSpec>) -> Engine {
         let writer = self.next_writer;
         self.next_writer += 1;
-        Engine::new(
+        let mut engine = Engine::new(
             Box::new(port.clone()),
             self.cluster(shard),
             Arc::clone(spec),
@@ -389,7 +422,59 @@ impl World {
             writer,
             writer,
             self.epoch,
-        )
+        );
+        if self.replicated() {
+            let chain = self.owner[shard as usize - 1];
+            for p in 0..self.config.partitions as usize {
+                let replicas = self.chain_addrs(chain, p);
+                engine.follow_chain(p, &replicas, &replicas);
+            }
+        }
+        engine
+    }
+
+    fn replicated(&self) -> bool {
+        self.config.replicas > 1
+    }
+
+    /// The head of logical server `chain`.
+    fn head(&self, chain: usize) -> usize {
+        self.chains[chain].members[0]
+    }
+
+    /// Partition `p`'s address on each member of `chain`, head first.
+    fn chain_addrs(&self, chain: usize, p: usize) -> Vec<SocketAddrV4> {
+        let members = self.chains[chain].members.iter();
+        members.map(|&s| self.servers[s].addr(p)).collect()
+    }
+
+    /// Gives every replica of `chain` (and its learner) the chain's configuration, as the
+    /// coordinator does through etcd; clients of its shards follow a new head.
+    fn configure_chain(&mut self, chain: usize) {
+        let c = &self.chains[chain];
+        let (members, learner, epoch) = (c.members.clone(), c.learner, c.epoch);
+        for p in 0..self.config.partitions as usize {
+            let config = ChainConfig {
+                epoch,
+                members: members.iter().map(|&s| self.servers[s].addr(p)).collect(),
+                learner: learner.map(|s| self.servers[s].addr(p)),
+            };
+            for &s in members.iter().chain(learner.iter()) {
+                let addr = self.servers[s].addr(p);
+                let partition = &mut self.servers[s].partitions[p];
+                partition.configure_chain(addr, config.clone(), 64);
+            }
+            // Every process that ever served this chain (replicas never change chains).
+            let replicas = self.config.replicas;
+            let old: Vec<SocketAddrV4> = (chain * replicas..(chain + 1) * replicas)
+                .map(|s| self.servers[s].addr(p))
+                .collect();
+            for client in &mut self.clients {
+                if self.owner[client.shard as usize - 1] == chain {
+                    client.engine.follow_chain(p, &old, &config.members);
+                }
+            }
+        }
     }
 
     fn add_client(&mut self, shard: u16, loader: bool) {
@@ -463,13 +548,17 @@ impl World {
         }
     }
 
-    /// Whether a server still sweeps tombstones or writes a snapshot.
+    /// Whether a server still sweeps tombstones, writes a snapshot or replicates, or a
+    /// chain still waits for a replica to join.
     fn background_work(&self) -> bool {
-        self.servers.iter().any(|s| {
-            s.partitions
-                .iter()
-                .any(|p| p.sweeping() || p.snapshotting())
-        })
+        self.chains
+            .iter()
+            .any(|c| c.learner.is_some() || !c.waiting.is_empty())
+            || self.servers.iter().any(|s| {
+                s.partitions
+                    .iter()
+                    .any(|p| p.sweeping() || p.snapshotting() || p.chain_busy())
+            })
     }
 
     /// After a run: a client per shard no crash damaged reads every record once. Call
@@ -539,6 +628,13 @@ impl World {
         let waiting: usize = self.clients.iter().map(|c| c.engine.outstanding()).sum();
         if waiting > 0 {
             what.push(format!("{waiting} client operations outstanding"));
+        }
+        for (s, server) in self.servers.iter().enumerate() {
+            for (p, partition) in server.partitions.iter().enumerate() {
+                if let Some(replica) = partition.chain_replica().filter(|r| partition.chain_busy() || r.config().is_some_and(|c| c.learner.is_some())) {
+                    what.push(format!("replica {s} partition {p}: {replica}"));
+                }
+            }
         }
         what.join("; ")
     }
@@ -617,7 +713,17 @@ impl World {
         partition.set_time(now);
         let reply = partition.handle(&mut packet);
         server.commit(p);
+        let mut out = Vec::new();
         if reply {
+            // A head's packets wait for the tail (`PartitionServer::gate`).
+            out.extend(server.partitions[p].gate(packet));
+        }
+        server.partitions[p].poll_chain(now, &mut out);
+        let addr = server.addr(p);
+        for mut packet in out {
+            if packet.src.port() == 0 {
+                packet.src = addr;
+            }
             self.network.send(self.now, Hop::ToSwitch, packet);
         }
     }
@@ -701,16 +807,19 @@ impl World {
                     partition.snapshot_slice(SNAPSHOT_SLICE);
                     server.logs[p].commit(partition);
                 }
+                let mut send = Vec::new();
                 if partition.has_migrations() {
                     partition.replay_migrations(64);
                     partition.poll_migrations(now, &mut out);
                     server.logs[p].commit(partition);
-                    // Sent from this partition's address, as its port would.
-                    let addr = SocketAddrV4::new(server.ip, BASE_PORT + p as u16);
-                    for mut packet in out.drain(..) {
-                        packet.src = addr;
-                        self.network.send(self.now, Hop::ToSwitch, packet);
-                    }
+                    send.extend(out.drain(..).filter_map(|packet| partition.gate(packet)));
+                }
+                partition.poll_chain(now, &mut send);
+                // Sent from this partition's address, as its port would.
+                let addr = SocketAddrV4::new(server.ip, BASE_PORT + p as u16);
+                for mut packet in send {
+                    packet.src = addr;
+                    self.network.send(self.now, Hop::ToSwitch, packet);
                 }
             }
         }
@@ -719,6 +828,9 @@ impl World {
     /// Starts and aborts migrations and cuts hosts off, as the plan says.
     fn step_plan(&mut self) {
         self.end_migrations();
+        if self.replicated() {
+            self.coordinate_chains();
+        }
         for m in self.active.iter_mut().flatten() {
             if m.abort_at.is_some_and(|at| at <= self.now) {
                 m.abort_at = None;
@@ -770,6 +882,9 @@ impl World {
     /// A server crashes: it is down for a while and comes back empty, a new incarnation
     /// with no shards. The shards it owned, and those migrating to or from it, are damaged.
     fn crash_server(&mut self) {
+        if self.replicated() {
+            return self.crash_replica();
+        }
         self.crashes_left -= 1;
         self.stats.crashes += 1;
         let s = self.rng.usize(..self.servers.len());
@@ -826,6 +941,114 @@ impl World {
             ),
         );
         self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
+    }
+
+    /// A replica crashes: the coordinator takes it out of its chain at once (a real one
+    /// when its lease ends), and it restarts empty after a while, to rejoin as a learner.
+    /// Only a chain of two or more loses a member, so every chain keeps a replica.
+    fn crash_replica(&mut self) {
+        self.crashes_left -= 1;
+        let candidates: Vec<usize> = (0..self.servers.len())
+            .filter(|&s| {
+                self.chains.iter().any(|c| {
+                    (c.members.len() > 1 && c.members.contains(&s)) || c.learner == Some(s)
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        self.stats.crashes += 1;
+        let s = candidates[self.rng.usize(..candidates.len())];
+        let chain = self
+            .chains
+            .iter()
+            .position(|c| c.members.contains(&s) || c.learner == Some(s))
+            .expect("a candidate is in a chain");
+        let c = &mut self.chains[chain];
+        let place = match c.members.iter().position(|&m| m == s) {
+            Some(0) => "head",
+            Some(i) if i + 1 == c.members.len() => "tail",
+            Some(_) => "middle",
+            None => "learner",
+        };
+        c.members.retain(|&m| m != s);
+        if c.learner == Some(s) {
+            c.learner = None;
+        }
+        c.epoch += 1;
+        self.stats.data_lost_replies += self.servers[s].data_lost_replies();
+        let incarnation = self.rng.u64(1..);
+        let server = &mut self.servers[s];
+        // It comes back empty: a learner's state is copied from its chain.
+        server.partitions = (0..self.config.partitions)
+            .map(|p| {
+                let mut partition = PartitionServer::new(&self.map, p, &[], 64);
+                if self.config.durable_logs {
+                    partition.enable_journal();
+                }
+                partition
+            })
+            .collect();
+        server.logs = (0..self.config.partitions).map(|_| DiskLog::default()).collect();
+        server.set_incarnation(incarnation);
+        self.chains[chain].waiting.push_back(s);
+        self.configure_chain(chain);
+        let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
+        self.network.cut_off(self.servers[s].ip, until);
+        self.trace.note(
+            self.now,
+            format!(
+                "replica {s} ({place} of chain {chain}) crashes; rejoins in {} µs",
+                (until - self.now) / 1000
+            ),
+        );
+        self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
+    }
+
+    /// The coordinator's work on each chain: a waiting replica becomes the learner, the
+    /// head writes a snapshot for a learner that waits for one, and a learner that holds
+    /// everything the tail holds becomes the tail.
+    fn coordinate_chains(&mut self) {
+        for chain in 0..self.chains.len() {
+            let c = &mut self.chains[chain];
+            if c.learner.is_none() {
+                if let Some(next) = c.waiting.pop_front() {
+                    c.learner = Some(next);
+                    c.epoch += 1;
+                    self.configure_chain(chain);
+                    self.trace
+                        .note(self.now, format!("replica {next} joins chain {chain} as learner"));
+                }
+            }
+            let c = &self.chains[chain];
+            let Some(learner) = c.learner else {
+                continue;
+            };
+            let (head, tail) = (c.members[0], *c.members.last().expect("a member"));
+            let epoch = c.epoch;
+            let mut caught_up = true;
+            for p in 0..self.config.partitions as usize {
+                let tail_replica = self.servers[tail].partitions[p].chain_replica();
+                let waits = tail_replica.is_some_and(|r| r.learner_waits_for_snapshot());
+                caught_up &= tail_replica.is_some_and(|r| r.learner_caught_up());
+                let asked = &mut self.chains[chain].snapshot_asked[p];
+                let head_partition = &mut self.servers[head].partitions[p];
+                if waits && *asked != epoch && !head_partition.snapshotting() {
+                    *asked = epoch;
+                    head_partition.begin_snapshot();
+                }
+            }
+            if caught_up {
+                let c = &mut self.chains[chain];
+                c.members.push(learner);
+                c.learner = None;
+                c.epoch += 1;
+                self.configure_chain(chain);
+                self.trace
+                    .note(self.now, format!("replica {learner} is chain {chain}'s tail"));
+            }
+        }
     }
 
     /// Starts a migration of an idle, loaded shard to another server, if there is one.
@@ -983,15 +1206,33 @@ impl World {
             }
         }
         for shard in 1..=self.config.shards {
-            let owner = self.owner[shard as usize - 1];
+            let chain = &self.chains[self.owner[shard as usize - 1]];
+            // Every replica of the owning chain holds the shard; without replication the
+            // chain is the owner alone.
+            let owner = chain.members[0];
+            let holds = |s: usize| chain.members.contains(&s);
             if self.damaged[shard as usize - 1] {
                 problems.extend(self.check_damaged(shard));
                 continue;
+            }
+            let entries_at = |s: usize| -> Vec<usize> {
+                let partitions = self.servers[s].partitions.iter();
+                partitions.map(|p| p.table(shard).map_or(0, |t| t.len())).collect()
+            };
+            for &s in &chain.members[1..] {
+                let (head, replica) = (entries_at(owner), entries_at(s));
+                if head != replica {
+                    problems.push(format!(
+                        "shard {shard}: replica {s} holds {replica:?} keys per partition, its \
+                         head (server {owner}) {head:?}"
+                    ));
+                }
             }
             for (s, server) in self.servers.iter().enumerate() {
                 let tables = || server.partitions.iter().filter_map(|p| p.table(shard));
                 let live: usize = tables().map(|t| t.len()).sum();
                 let tombstones: usize = tables().map(|t| t.tombstones()).sum();
+                let owner = if holds(s) { s } else { owner };
                 if s != owner && live + tombstones > 0 {
                     problems.push(format!(
                         "shard {shard}: server {s} holds {live} keys and {tombstones} \

@@ -6,7 +6,8 @@ macro_rules! ops {
         /// Operation codes. Requests use 0x01–0x7F; the reply to op `x` is `x | 0x80`.
         /// Ranges reserved now so that later protocols never renumber:
         /// 0x01–0x0F key-value, 0x10–0x2F migration control, 0x30–0x3F migration data,
-        /// 0x40–0x4F switch control, 0x50–0x5F pulls outside the stream, 0x60–0x7F unassigned.
+        /// 0x40–0x4F switch control, 0x50–0x5F pulls outside the stream, 0x60–0x6F chain
+        /// replication, 0x70–0x7F unassigned.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum Op {
@@ -51,6 +52,10 @@ ops! {
     BulkPull = 0x51,
     // The destination has pulled and replayed everything: the source may terminate.
     BulkDone = 0x52,
+    // Chain replication (docs/replication.md): a replica passes its successor the next
+    // bytes of the partition's journal; the acknowledgement says what the successor has
+    // and what the tail has applied.
+    ChainAppend = 0x60,
     GetReply = 0x81,
     PutReply = 0x82,
     DeleteReply = 0x83,
@@ -74,6 +79,7 @@ ops! {
     PullReply = 0xD0,
     BulkPullReply = 0xD1,
     BulkDoneReply = 0xD2,
+    ChainAppendAck = 0xE0,
 }
 
 const OP_BY_CODE: [Option<Op>; 256] = {
@@ -132,6 +138,11 @@ impl Op {
     /// Control messages addressed to the switch (not acks).
     pub fn is_switch_control(self) -> bool {
         Self::SWITCH_CONTROL.contains(&(self as u8))
+    }
+
+    /// Chain replication between the replicas of a partition (append or its ack).
+    pub fn is_chain(self) -> bool {
+        matches!((self as u8) & !Self::REPLY_BIT, 0x60..=0x6F)
     }
 
     /// A destination's pull (of keys, of a run of groups, or its end), or the answer.

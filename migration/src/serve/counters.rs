@@ -22,6 +22,9 @@ pub enum DropReason {
     StaleWrite,
     /// A migration in for a shard this partition does not know, past `MAX_SHARDS`.
     TooManyShards,
+    /// A chain message from outside the configuration (another epoch or sender), or a
+    /// stream frame whose records do not parse.
+    Chain,
 }
 
 /// Counters of one partition server; summed across cores for reporting.
@@ -55,6 +58,9 @@ pub struct ServeCounters {
     /// Migration stream messages of a stream this partition does not know (it restarted,
     /// or they overtook their INIT), answered `ERROR`; and probes answered the same.
     pub unknown_streams: u64,
+    /// Chain-replication messages dropped (`DropReason::Chain`).
+    #[serde(default)]
+    pub dropped_chain: u64,
 }
 
 impl ServeCounters {
@@ -68,6 +74,7 @@ impl ServeCounters {
             + self.dropped_hash_mismatch
             + self.dropped_stale_write
             + self.dropped_too_many_shards
+            + self.dropped_chain
     }
 
     pub(super) fn count_drop(&mut self, reason: DropReason) {
@@ -77,6 +84,7 @@ impl ServeCounters {
             DropReason::HashMismatch => self.dropped_hash_mismatch += 1,
             DropReason::StaleWrite => self.dropped_stale_write += 1,
             DropReason::TooManyShards => self.dropped_too_many_shards += 1,
+            DropReason::Chain => self.dropped_chain += 1,
         }
     }
 

@@ -57,6 +57,10 @@ impl PartitionServer {
     #[inline(always)]
     pub(super) fn serve_plain_get(&mut self, len: usize, buf: &mut [u8]) -> Option<usize> {
         let get = wire::parse_plain_get(&buf[..len])?;
+        if self.chain.is_some() {
+            // A replica answers by its place in the chain (`chain.rs`).
+            return None;
+        }
         let shard = self.shards.iter().find(|s| s.id == get.shard)?;
         if !matches!(shard.role, Role::Owned) {
             return None;

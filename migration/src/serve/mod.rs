@@ -16,6 +16,7 @@ use kv::{Partition, PartitionMap};
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
+mod chain;
 mod counters;
 mod fast_path;
 mod multi;
@@ -125,6 +126,8 @@ pub struct PartitionServer {
     journal: Journal,
     /// A snapshot of the partition being written into the journal (`recovery.rs`).
     snapshot: Option<recovery::SnapshotCursor>,
+    /// This partition's replica of its chain, when replicated (`chain.rs`).
+    chain: Option<Box<chain::ChainState>>,
 }
 
 /// Shards a partition holds at once. A migration in for a new shard adds one; past this,
@@ -192,6 +195,7 @@ impl PartitionServer {
             incarnation: 0,
             journal: Journal::default(),
             snapshot: None,
+            chain: None,
         }
     }
 

@@ -47,6 +47,20 @@ fn spread_order(i: u32, count: u32) -> Option<u32> {
     (group < count).then_some(group)
 }
 
+impl Replay {
+    pub(super) fn new(capacity: usize) -> Self {
+        Replay {
+            capacity,
+            interrupted: Vec::new(),
+        }
+    }
+
+    /// Whether a migration of `shard` is under way by the records so far.
+    pub(super) fn migrating(&self, shard: u16) -> bool {
+        self.interrupted.iter().any(|&(s, _)| s == shard)
+    }
+}
+
 /// A shard's migration the replay has seen start and not end.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Interrupted {
@@ -55,7 +69,7 @@ enum Interrupted {
 }
 
 /// What a replay carries from record to record.
-struct Replay {
+pub(super) struct Replay {
     /// Entries a shard the log hosts is sized for, as a server sizes the shards it starts
     /// with.
     capacity: usize,
@@ -73,10 +87,7 @@ impl PartitionServer {
     ) -> (PartitionServer, Recovery) {
         let mut server = PartitionServer::new(map, partition, &[], capacity);
         let mut recovery = Recovery::default();
-        let mut replay = Replay {
-            capacity,
-            interrupted: Vec::new(),
-        };
+        let mut replay = Replay::new(capacity);
         let mut records = Records::new(log);
         for record in records.by_ref() {
             recovery.records += 1;
@@ -86,28 +97,35 @@ impl PartitionServer {
         }
         recovery.valid_len = records.valid_len();
         recovery.error = records.error();
-        for (shard, what) in replay.interrupted {
-            recovery.interrupted += 1;
-            match what {
-                Interrupted::In => server.shards.retain(|s| s.id != shard),
-                Interrupted::Out => {
-                    let groups = map.groups_of(partition);
-                    let mut lost = LostGroups::new(groups.clone());
-                    groups.for_each(|group| lost.mark(group));
-                    if let Some(s) = server.shards.iter_mut().find(|s| s.id == shard) {
-                        s.role = Role::Damaged(Box::new(lost));
-                        s.table = Partition::new(map, partition, 0);
-                    }
-                }
-            }
-        }
+        recovery.interrupted = server.end_interrupted(replay);
         recovery.shards = server.shards.len() as u32;
         server.journal = Journal::enabled();
         (server, recovery)
     }
 
+    /// Ends the migrations a replay saw start and not end, as a crash ended them: a
+    /// migration in is dropped, one out leaves the shard refused. Returns how many.
+    pub(super) fn end_interrupted(&mut self, replay: Replay) -> u32 {
+        let (map, partition) = (self.map, self.partition);
+        for &(shard, what) in &replay.interrupted {
+            match what {
+                Interrupted::In => self.shards.retain(|s| s.id != shard),
+                Interrupted::Out => {
+                    let groups = map.groups_of(partition);
+                    let mut lost = LostGroups::new(groups.clone());
+                    groups.for_each(|group| lost.mark(group));
+                    if let Some(s) = self.shards.iter_mut().find(|s| s.id == shard) {
+                        s.role = Role::Damaged(Box::new(lost));
+                        s.table = Partition::new(&map, partition, 0);
+                    }
+                }
+            }
+        }
+        replay.interrupted.len() as u32
+    }
+
     /// Applies one record; false when it names a shard no earlier record made.
-    fn replay(&mut self, record: &Record<'_>, replay: &mut Replay) -> bool {
+    pub(super) fn replay(&mut self, record: &Record<'_>, replay: &mut Replay) -> bool {
         match *record {
             Record::Put {
                 shard,
@@ -180,6 +198,7 @@ impl PartitionServer {
     /// the dedup windows. Changes made meanwhile are journaled as always, after the state
     /// they change, so the log from the snapshot's start on replays to the partition.
     pub fn begin_snapshot(&mut self) {
+        self.snapshot_begins_in_chain();
         self.journal.record(&Record::Snapshot { begin: true });
         let mut ids: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
         ids.sort_unstable();
@@ -270,6 +289,7 @@ impl PartitionServer {
                 });
             }
             self.journal.record(&Record::Snapshot { begin: false });
+            self.snapshot_ends_in_chain();
         }
     }
 

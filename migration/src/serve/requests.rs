@@ -2,6 +2,7 @@
 //! migration source or destination, moved, returning, damaged), and the replies built
 //! in place.
 
+use super::chain::FollowerRule;
 use super::*;
 use crate::dedup::{apply_write, repeat_answer, DedupVerdict, WriteId};
 use crate::incoming::{DestinationRule, Incoming};
@@ -53,6 +54,11 @@ impl PartitionServer {
         let (src, local) = (packet.src, packet.dst);
         let (len, buf) = packet.payload_and_buffer();
         let (header, _) = wire::parse_header(&buf[..len]).map_err(DropReason::Malformed)?;
+        match header.op {
+            Op::ChainAppend => return self.on_chain_append(packet, &header),
+            Op::ChainAppendAck => return self.on_chain_ack(packet, &header),
+            _ => {}
+        }
         if header.op.is_migration_stream() {
             return self.on_stream_message(packet);
         }
@@ -104,6 +110,24 @@ impl PartitionServer {
         let Some(shard_index) = self.shards.iter().position(|s| s.id == header.shard) else {
             return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
         };
+        if let Some(rule) = self.follower_rule(shard_index, &header, reply_to.is_some()) {
+            let (head, tail) = self.chain_ends().expect("a follower has a chain");
+            match rule {
+                FollowerRule::Serve => {}
+                FollowerRule::ToHead => {
+                    return self.forward(&header, len, buf, requester, (head, header.shard))
+                }
+                FollowerRule::ToTail => {
+                    return self.forward(&header, len, buf, requester, (tail, header.shard))
+                }
+                FollowerRule::RetryLater => {
+                    return Ok(Action::Reply(
+                        self.status_reply(&header, Status::RetryLater, buf),
+                        reply_to,
+                    ));
+                }
+            }
+        }
         let range_of = |s: &[u8]| range_in(buf, s);
         let (hash, key, value) = match request {
             Request::Get { key } => (self.checked_hash(&header, key)?, range_of(key), None),

@@ -1,0 +1,365 @@
+//! A partition server as a replica of its chain (`chain.rs`, docs/replication.md).
+//!
+//! The head serves every request as a lone server would, and its journal is the chain's
+//! stream; what it sends (replies, migration messages) waits until the tail has applied the
+//! stream up to the moment it was made (`gate`), so nothing leaves the head that a
+//! successor taking its place would not know. The other replicas apply the stream as a
+//! restart replays a log, pass it on, and answer reads of keys nothing uncommitted has
+//! written (CRAQ's clean reads); a dirty key's read goes to the tail, anything else to the
+//! head. A follower that becomes head ends the migrations its records show under way as a
+//! restarted server does.
+
+use super::recovery::Replay;
+use super::*;
+use crate::chain::{Arrival, ChainConfig, Place, Replica};
+use crate::journal::parse_record;
+use dataplane::wire::{self, HeaderRepr, Op, Status, HEADER_LEN};
+use kv::key_hash;
+
+pub(super) struct ChainState {
+    pub(super) replica: Replica,
+    /// What the records a follower applied say of migrations under way.
+    replay: Replay,
+    /// The first bytes of a record the frames so far carried only in part.
+    partial: Vec<u8>,
+    capacity: usize,
+}
+
+/// What a replica other than the head does with a client request.
+pub(super) enum FollowerRule {
+    Serve,
+    ToHead,
+    ToTail,
+    RetryLater,
+}
+
+impl PartitionServer {
+    /// Makes this partition the replica at `me` of a chain (or gives it the chain's next
+    /// configuration). `capacity` sizes the shards a follower learns of.
+    pub fn configure_chain(&mut self, me: SocketAddrV4, config: ChainConfig, capacity: usize) {
+        let mut state = self.chain.take().unwrap_or_else(|| {
+            Box::new(ChainState {
+                replica: Replica::new(me),
+                replay: Replay::new(capacity),
+                partial: Vec::new(),
+                capacity,
+            })
+        });
+        let before = state.replica.place();
+        let restart = state.replica.configure(config);
+        let place = state.replica.place();
+        if restart {
+            // A learner starts from a snapshot in the stream: what it held is no one's.
+            self.shards.clear();
+            self.dedup = WriteDedup::default();
+            self.parked.clear();
+            self.extra.clear();
+            state.partial.clear();
+            state.replay = Replay::new(state.capacity);
+        }
+        self.journal.feed_chain(place == Place::Head);
+        if place == Place::Head && before != Place::Head && before != Place::Outside {
+            let replay = std::mem::replace(&mut state.replay, Replay::new(state.capacity));
+            // Its own records follow what it applied, not a record its predecessor had
+            // begun to pass on.
+            state.replica.drop_partial();
+            state.partial.clear();
+            self.chain = Some(state);
+            self.take_over(replay);
+            return;
+        }
+        self.chain = Some(state);
+    }
+
+    /// A follower became head: the migrations its records show under way end as a
+    /// restart ends them, journaled (and so passed down the chain).
+    fn take_over(&mut self, replay: Replay) {
+        let before: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
+        self.end_interrupted(replay);
+        for id in before {
+            match self.shards.iter().find(|s| s.id == id).map(|s| &s.role) {
+                None => self.journal.record(&Record::Shard {
+                    shard: id,
+                    event: ShardEvent::Released,
+                }),
+                Some(Role::Damaged(lost)) => {
+                    let lost = LostGroups::clone(lost);
+                    self.journal.record(&Record::Damaged { shard: id, lost });
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// A snapshot starts at the end of the stream so far: a head that is also the tail
+    /// passes it to its learner (other tails see it in the stream, `apply_stream`).
+    pub(super) fn snapshot_begins_in_chain(&mut self) {
+        if let Some(state) = &mut self.chain {
+            if state.replica.place() == Place::Head {
+                state.replica.append(&self.journal.take_chain());
+                let at = state.replica.end();
+                state.replica.snapshot_began(at);
+            }
+        }
+    }
+
+    /// A snapshot ended at the end of the stream so far (see `snapshot_begins_in_chain`).
+    pub(super) fn snapshot_ends_in_chain(&mut self) {
+        if let Some(state) = &mut self.chain {
+            if state.replica.place() == Place::Head {
+                state.replica.append(&self.journal.take_chain());
+                let at = state.replica.end();
+                state.replica.snapshot_ended(at);
+            }
+        }
+    }
+
+    /// This replica's place in its chain (None: not replicated).
+    pub fn chain_place(&self) -> Option<Place> {
+        self.chain.as_ref().map(|c| c.replica.place())
+    }
+
+    pub fn chain_replica(&self) -> Option<&Replica> {
+        self.chain.as_ref().map(|c| &c.replica)
+    }
+
+    /// Passes `packet` on, or (the head, with part of its stream not yet at the tail)
+    /// holds it until that part is committed (`poll_chain` sends it then).
+    pub fn gate(&mut self, packet: Box<Packet>) -> Option<Box<Packet>> {
+        let Some(state) = &mut self.chain else {
+            return Some(packet);
+        };
+        if state.replica.place() != Place::Head {
+            return Some(packet);
+        }
+        state.replica.append(&self.journal.take_chain());
+        if !state.replica.uncommitted() {
+            return Some(packet);
+        }
+        state.replica.hold(packet);
+        None
+    }
+
+    /// Whether the chain has work at any time: frames to pass on or packets held.
+    pub fn chain_busy(&self) -> bool {
+        self.chain.as_ref().is_some_and(|c| {
+            c.replica.uncommitted() || c.replica.held() > 0 || c.replica.learner_caught_up()
+        })
+    }
+
+    /// The chain's packets due at `now`: stream frames for the successor (or learner),
+    /// and what the head held that is now committed.
+    pub fn poll_chain(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        let Some(state) = &mut self.chain else {
+            return;
+        };
+        if state.replica.place() == Place::Head {
+            state.replica.append(&self.journal.take_chain());
+        }
+        state.replica.release(out);
+        let mut frames = Vec::new();
+        state.replica.frames_due(now, &mut frames);
+        let epoch = state.replica.config().map_or(0, |c| c.epoch);
+        for frame in frames {
+            let header = HeaderRepr {
+                op: Op::ChainAppend,
+                flags: Flags::default(),
+                status: Status::Ok,
+                shard: 0,
+                seq: frame.offset,
+                key_hash: state.replica.committed(),
+                client: epoch,
+                oldest_gap: 0,
+            };
+            let mut packet = Packet::new_boxed();
+            let replica = &state.replica;
+            let len = wire::emit_with(&header, packet.buffer_mut(), |body| {
+                replica.copy_out(frame.offset, frame.len, &mut body[..frame.len]);
+                Ok(frame.len)
+            })
+            .expect("a frame fits a datagram");
+            packet.set_len(len);
+            packet.dst = frame.to;
+            out.push(packet);
+        }
+    }
+
+    /// A frame of the stream from upstream: its new records applied, passed on later,
+    /// and acknowledged in place.
+    pub(super) fn on_chain_append(
+        &mut self,
+        packet: &mut Packet,
+        header: &HeaderRepr,
+    ) -> Result<Action, DropReason> {
+        let Some(mut state) = self.chain.take() else {
+            return Err(DropReason::Chain);
+        };
+        let result = self.take_frame(&mut state, packet, header);
+        let (held, committed) = (state.replica.end(), state.replica.committed());
+        self.chain = Some(state);
+        result?;
+        let ack = HeaderRepr {
+            op: Op::ChainAppendAck,
+            seq: held,
+            key_hash: committed,
+            ..*header
+        };
+        let len = wire::emit_with(&ack, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+        Ok(Action::Reply(len, None))
+    }
+
+    fn take_frame(
+        &mut self,
+        state: &mut ChainState,
+        packet: &Packet,
+        header: &HeaderRepr,
+    ) -> Result<(), DropReason> {
+        let body = &packet.payload()[HEADER_LEN..];
+        let (offset, epoch) = (header.seq, header.client);
+        let starts_snapshot = || {
+            matches!(
+                parse_record(body),
+                Ok((Record::Snapshot { begin: true }, _))
+            )
+        };
+        if state.replica.awaiting_start() && !starts_snapshot() {
+            // A learner starts where a snapshot does; a frame that overtook that one
+            // comes again.
+            return Ok(());
+        }
+        let arrival = state
+            .replica
+            .arrive(packet.src, epoch, offset, body.len(), header.key_hash);
+        match arrival {
+            Arrival::Stranger => Err(DropReason::Chain),
+            Arrival::Duplicate | Arrival::Gap => Ok(()),
+            Arrival::New { from } => self.apply_stream(state, &body[(from - offset) as usize..]),
+        }
+    }
+
+    /// Applies the whole records `fresh` completes (with what earlier frames left of one),
+    /// journals them for this replica's disk and keeps them to pass on. A frame whose
+    /// records do not parse is dropped whole: nothing of it is applied.
+    fn apply_stream(&mut self, state: &mut ChainState, fresh: &[u8]) -> Result<(), DropReason> {
+        let start = state.replica.received_end() - state.partial.len() as u64;
+        let mut pending = std::mem::take(&mut state.partial);
+        let kept = pending.len();
+        pending.extend_from_slice(fresh);
+        let mut whole = 0;
+        while whole < pending.len() {
+            match parse_record(&pending[whole..]) {
+                Ok((_, len)) => whole += len,
+                Err(crate::journal::LogError::Truncated) => break,
+                Err(_) => {
+                    pending.truncate(kept);
+                    state.partial = pending;
+                    return Err(DropReason::Chain);
+                }
+            }
+        }
+        state.replica.append(fresh);
+        let mut at = 0;
+        while at < whole {
+            let (record, len) = parse_record(&pending[at..]).expect("checked above");
+            let end = start + (at + len) as u64;
+            match &record {
+                Record::Put { key, .. } | Record::Delete { key, .. } | Record::Data { key, .. } => {
+                    state.replica.wrote(key_hash(key), end);
+                }
+                Record::Snapshot { begin: true } => state.replica.snapshot_began(start + at as u64),
+                Record::Snapshot { begin: false } => state.replica.snapshot_ended(end),
+                _ => {}
+            }
+            self.replay(&record, &mut state.replay);
+            at += len;
+        }
+        self.journal.append_framed(&pending[..whole]);
+        state.partial = pending.split_off(whole);
+        let partial_from = (!state.partial.is_empty()).then_some(start + whole as u64);
+        state.replica.set_partial_from(partial_from);
+        Ok(())
+    }
+
+    /// An acknowledgement from downstream. A middle replica passes what the tail has
+    /// applied on upstream at once (in place); the head releases what it held.
+    pub(super) fn on_chain_ack(
+        &mut self,
+        packet: &mut Packet,
+        header: &HeaderRepr,
+    ) -> Result<Action, DropReason> {
+        let Some(state) = &mut self.chain else {
+            return Err(DropReason::Chain);
+        };
+        let before = state.replica.committed();
+        let known = state.replica.acknowledged(
+            packet.src,
+            header.client,
+            header.seq,
+            header.key_hash,
+            self.now,
+        );
+        if !known {
+            return Err(DropReason::Chain);
+        }
+        let committed = state.replica.committed();
+        match state.replica.upstream() {
+            Some(to) if committed > before => {
+                let ack = HeaderRepr {
+                    seq: state.replica.end(),
+                    key_hash: committed,
+                    ..*header
+                };
+                let len =
+                    wire::emit_with(&ack, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+                packet.src = packet.dst;
+                Ok(Action::Forward(len, to))
+            }
+            _ => Ok(Action::Consumed),
+        }
+    }
+
+    /// What a replica other than the head does with a client request (None: the head, or
+    /// no chain, serves it as always).
+    pub(super) fn follower_rule(
+        &self,
+        shard_index: usize,
+        header: &HeaderRepr,
+        forwarded: bool,
+    ) -> Option<FollowerRule> {
+        let state = self.chain.as_ref()?;
+        let replica = &state.replica;
+        let elsewhere = if forwarded {
+            FollowerRule::RetryLater
+        } else {
+            FollowerRule::ToHead
+        };
+        Some(match replica.place() {
+            Place::Head => return None,
+            Place::Learner | Place::Outside => FollowerRule::RetryLater,
+            Place::Middle | Place::Tail => {
+                let shard = self.shards[shard_index].id;
+                if header.op != Op::Get || state.replay.migrating(shard) {
+                    elsewhere
+                } else if replica.is_tail() {
+                    if replica.tail_reads_allowed() {
+                        FollowerRule::Serve
+                    } else {
+                        FollowerRule::RetryLater
+                    }
+                } else if !replica.is_dirty(header.key_hash) {
+                    FollowerRule::Serve
+                } else if forwarded {
+                    FollowerRule::RetryLater
+                } else {
+                    FollowerRule::ToTail
+                }
+            }
+        })
+    }
+
+    /// The head and tail of this replica's chain.
+    pub(super) fn chain_ends(&self) -> Option<(SocketAddrV4, SocketAddrV4)> {
+        let config = self.chain.as_ref()?.replica.config()?;
+        Some((config.head(), config.tail()))
+    }
+}
