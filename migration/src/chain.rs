@@ -213,9 +213,13 @@ impl Replica {
         let upstream_before = self.upstream();
         let downstream_before = self.config.as_ref().and_then(|c| c.downstream_of(self.me));
         let learner_before = self.config.as_ref().and_then(|c| c.learner);
+        let head_before = self.config.as_ref().map(ChainConfig::head);
+        let head_changed = head_before != Some(config.head());
         self.config = Some(config);
+        // A learner copies a snapshot the head writes: under a new head (the old one may
+        // have died mid-snapshot) or a new tail, it starts over.
         let restart = self.place() == Place::Learner
-            && (!was_learner || self.upstream() != upstream_before);
+            && (!was_learner || self.upstream() != upstream_before || head_changed);
         if restart {
             self.stream.clear();
             self.base = 0;
@@ -233,7 +237,7 @@ impl Replica {
             self.sent = self.acked;
             self.last_progress = None;
         }
-        if downstream_changed || config.learner != learner_before {
+        if downstream_changed || head_changed || config.learner != learner_before {
             // A learner (new, or started over under a new tail) starts from the next
             // snapshot that passes.
             self.learner_from = None;
@@ -440,8 +444,7 @@ impl Replica {
     /// The tail saw a snapshot end at `offset`: a learner that started from one holds the
     /// whole state once it holds this.
     pub fn snapshot_ended(&mut self, offset: u64) {
-        if self.learner_from.is_some_and(|from| from < offset) && self.learner_whole_at.is_none()
-        {
+        if self.learner_from.is_some_and(|from| from < offset) && self.learner_whole_at.is_none() {
             self.learner_whole_at = Some(offset);
         }
     }
@@ -456,7 +459,9 @@ impl Replica {
     /// Whether the learner holds everything this tail holds (it may take the tail's place).
     pub fn learner_caught_up(&self) -> bool {
         self.is_tail()
-            && self.learner_whole_at.is_some_and(|whole| self.acked >= whole)
+            && self
+                .learner_whole_at
+                .is_some_and(|whole| self.acked >= whole)
             && self.acked == self.end()
     }
 
@@ -532,7 +537,11 @@ impl Replica {
 
     /// Held packets whose stream is now committed.
     pub fn release(&mut self, out: &mut Vec<Box<dataplane::Packet>>) {
-        while self.held.front().is_some_and(|(at, _)| *at <= self.committed) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(at, _)| *at <= self.committed)
+        {
             out.push(self.held.pop_front().expect("checked").1);
         }
     }
@@ -707,7 +716,11 @@ mod tests {
         assert!(!r[1].learner_caught_up(), "the snapshot has not ended");
         r[1].snapshot_ended(1400);
         assert!(r[1].learner_caught_up());
-        assert_eq!(r[1].committed(), 1500, "the tail commits without its learner");
+        assert_eq!(
+            r[1].committed(),
+            1500,
+            "the tail commits without its learner"
+        );
     }
 
     #[test]

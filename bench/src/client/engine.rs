@@ -620,7 +620,8 @@ impl Engine {
         let partition = self.cluster.map.partition_of(hash) as usize;
         let (mut server, shard) = self.routes[partition];
         let replicas = &self.read_replicas[partition];
-        if matches!(request, Request::Get { .. }) && replicas.first() == Some(&server) {
+        let tracked = self.tracking[partition].is_some();
+        if matches!(request, Request::Get { .. }) && !tracked && replicas.first() == Some(&server) {
             server = replicas[(seq as usize + attempt as usize) % replicas.len()];
         }
         let header = HeaderRepr {

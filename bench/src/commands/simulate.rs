@@ -55,13 +55,6 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.crashes = args.crashes;
     config.durable_logs = !args.no_logs;
     config.replicas = usize::from(args.replicas);
-    if config.replicas > 1 && config.migrations > 0 {
-        return fail(format!(
-            "--replicas {} needs --migrations 0: migrations between replicated servers are \
-             not built yet (docs/replication.md)",
-            config.replicas
-        ));
-    }
     if let Some(cells) = args.cbf_cells {
         config.cbf_cells = cells;
     }
@@ -155,6 +148,8 @@ struct Totals {
     data_lost: u64,
     damaged: u64,
     compactions: u64,
+    head_crashes: u64,
+    rejoined: u64,
     lost: u64,
 }
 
@@ -174,15 +169,25 @@ impl Totals {
         self.data_lost += o.stats.data_lost_replies;
         self.damaged += o.stats.damaged_shards;
         self.compactions += o.stats.log_compactions;
+        self.head_crashes += o.stats.head_crashes;
+        self.rejoined += o.stats.rejoined;
         self.lost += o.stats.lost;
     }
 
     fn line(&self) -> String {
+        let chains = if self.rejoined + self.head_crashes > 0 {
+            format!(
+                "; chains: {} heads crashed, {} replicas rejoined",
+                self.head_crashes, self.rejoined
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{} of {} passed; {} events, {} ops ({} failed or refused), {} checked; migrations {} \
              finished, {} called off; {} hosts cut off; {} switch restarts; {} server crashes \
-             ({} shards damaged, {} requests refused DATA_LOST); {} log compactions; {} \
-             datagrams lost",
+             ({} shards damaged, {} requests refused DATA_LOST){chains}; {} log compactions; \
+             {} datagrams lost",
             self.passed,
             self.seeds,
             self.events,

@@ -226,6 +226,10 @@ pub struct RunStats {
     pub damaged_shards: u64,
     /// Logs replaced by a snapshot of their partition.
     pub log_compactions: u64,
+    /// Replicated servers: crashes of a chain's head, and crashed replicas that copied
+    /// their chain's state and became its tail again.
+    pub head_crashes: u64,
+    pub rejoined: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub virtual_ms: f64,
@@ -433,6 +437,19 @@ impl World {
         engine
     }
 
+    /// A shard moved from chain `from` to its new owner's: its clients spread reads over
+    /// the new chain (MOVED already brought their writes to its head).
+    fn follow_moved_shard(&mut self, shard: u16, from: usize) {
+        let to = self.owner[shard as usize - 1];
+        for p in 0..self.config.partitions as usize {
+            let old = self.chain_addrs(from, p);
+            let new = self.chain_addrs(to, p);
+            for client in self.clients.iter_mut().filter(|c| c.shard == shard) {
+                client.engine.follow_chain(p, &old, &new);
+            }
+        }
+    }
+
     fn replicated(&self) -> bool {
         self.config.replicas > 1
     }
@@ -631,7 +648,9 @@ impl World {
         }
         for (s, server) in self.servers.iter().enumerate() {
             for (p, partition) in server.partitions.iter().enumerate() {
-                if let Some(replica) = partition.chain_replica().filter(|r| partition.chain_busy() || r.config().is_some_and(|c| c.learner.is_some())) {
+                if let Some(replica) = partition.chain_replica().filter(|r| {
+                    partition.chain_busy() || r.config().is_some_and(|c| c.learner.is_some())
+                }) {
                     what.push(format!("replica {s} partition {p}: {replica}"));
                 }
             }
@@ -972,11 +991,17 @@ impl World {
             Some(_) => "middle",
             None => "learner",
         };
+        self.stats.head_crashes += u64::from(place == "head");
         c.members.retain(|&m| m != s);
         if c.learner == Some(s) {
             c.learner = None;
         }
         c.epoch += 1;
+        if place == "head" {
+            // A migration its head ran is not resumed by the successor (not built yet):
+            // ended as a crash ends it, what only one end held is refused.
+            self.damage_migrations_of(chain);
+        }
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
         let server = &mut self.servers[s];
@@ -990,7 +1015,9 @@ impl World {
                 partition
             })
             .collect();
-        server.logs = (0..self.config.partitions).map(|_| DiskLog::default()).collect();
+        server.logs = (0..self.config.partitions)
+            .map(|_| DiskLog::default())
+            .collect();
         server.set_incarnation(incarnation);
         self.chains[chain].waiting.push_back(s);
         self.configure_chain(chain);
@@ -1006,6 +1033,23 @@ impl World {
         self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
     }
 
+    /// Marks damaged the shards migrating from or to `chain`, and lets their clients stop
+    /// soon (as a crash without replication does).
+    fn damage_migrations_of(&mut self, chain: usize) {
+        for shard in 0..self.owner.len() {
+            let migrating = self.active[shard]
+                .as_ref()
+                .is_some_and(|m| m.from == chain || m.to == chain);
+            self.damaged[shard] |= migrating;
+        }
+        let floor = self.config.ops_per_client.saturating_sub(AFTER_DAMAGE_OPS);
+        for client in &mut self.clients {
+            if self.damaged[client.shard as usize - 1] {
+                client.started = client.started.max(floor);
+            }
+        }
+    }
+
     /// The coordinator's work on each chain: a waiting replica becomes the learner, the
     /// head writes a snapshot for a learner that waits for one, and a learner that holds
     /// everything the tail holds becomes the tail.
@@ -1017,8 +1061,10 @@ impl World {
                     c.learner = Some(next);
                     c.epoch += 1;
                     self.configure_chain(chain);
-                    self.trace
-                        .note(self.now, format!("replica {next} joins chain {chain} as learner"));
+                    self.trace.note(
+                        self.now,
+                        format!("replica {next} joins chain {chain} as learner"),
+                    );
                 }
             }
             let c = &self.chains[chain];
@@ -1044,9 +1090,12 @@ impl World {
                 c.members.push(learner);
                 c.learner = None;
                 c.epoch += 1;
+                self.stats.rejoined += 1;
                 self.configure_chain(chain);
-                self.trace
-                    .note(self.now, format!("replica {learner} is chain {chain}'s tail"));
+                self.trace.note(
+                    self.now,
+                    format!("replica {learner} is chain {chain}'s tail"),
+                );
             }
         }
     }
@@ -1068,26 +1117,28 @@ impl World {
         self.migrations_left -= 1;
         let shard = idle[self.rng.usize(..idle.len())];
         let from = self.owner[shard as usize - 1];
-        let mut to = self.rng.usize(..self.servers.len() - 1);
+        let mut to = self.rng.usize(..self.chains.len() - 1);
         if to >= from {
             to += 1;
         }
+        // Between chains, the heads migrate (their followers replicate what they do).
+        let (from_head, to_head) = (self.head(from), self.head(to));
         let protocol = self.protocol_of(shard);
         let ticket = Arc::new(MigrationTicket::new(self.next_stream_id));
         self.next_stream_id += 1;
         for p in 0..self.config.partitions as usize {
             let plan = OutgoingPlan {
                 shard,
-                destination: self.servers[to].addr(p),
+                destination: self.servers[to_head].addr(p),
                 destination_shard: shard,
                 switch: SWITCH,
-                source: self.servers[from].addr(p),
+                source: self.servers[from_head].addr(p),
                 items_per_s: Some(self.config.migration_items_per_s),
                 pipeline: 4,
                 protocol,
                 ticket: Arc::clone(&ticket),
             };
-            let partition = &mut self.servers[from].partitions[p];
+            let partition = &mut self.servers[from_head].partitions[p];
             partition.set_time(self.epoch + Duration::from_nanos(self.now));
             if let Err(e) = partition.start_outgoing(plan) {
                 self.trace
@@ -1124,8 +1175,8 @@ impl World {
             let Some(m) = &self.active[slot] else {
                 continue;
             };
-            let roles = |server: usize| {
-                self.servers[server]
+            let roles = |chain: usize| {
+                self.servers[self.head(chain)]
                     .partitions
                     .iter()
                     .map(move |p| (p.role(m.shard), p.migration_counters()))
@@ -1142,8 +1193,12 @@ impl World {
             let moved = roles(m.from).all(|(role, _)| matches!(role, Some(Role::Moved { .. })));
             let (shard, to) = (m.shard, m.to);
             if moved {
+                let from = m.from;
                 self.owner[slot] = to;
                 self.stats.migrations_finished += 1;
+                if self.replicated() {
+                    self.follow_moved_shard(shard, from);
+                }
             } else {
                 self.stats.migrations_aborted += 1;
             }
@@ -1217,7 +1272,9 @@ impl World {
             }
             let entries_at = |s: usize| -> Vec<usize> {
                 let partitions = self.servers[s].partitions.iter();
-                partitions.map(|p| p.table(shard).map_or(0, |t| t.len())).collect()
+                partitions
+                    .map(|p| p.table(shard).map_or(0, |t| t.len()))
+                    .collect()
             };
             for &s in &chain.members[1..] {
                 let (head, replica) = (entries_at(owner), entries_at(s));

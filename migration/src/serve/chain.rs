@@ -28,6 +28,7 @@ pub(super) struct ChainState {
 /// What a replica other than the head does with a client request.
 pub(super) enum FollowerRule {
     Serve,
+    /// Writes and multi-key requests belong to the head: MOVED teaches the client where.
     ToHead,
     ToTail,
     RetryLater,
@@ -270,7 +271,15 @@ impl PartitionServer {
                 Record::Snapshot { begin: false } => state.replica.snapshot_ended(end),
                 _ => {}
             }
-            self.replay(&record, &mut state.replay);
+            // A snapshot's statement of a shard's role is for a replica building its state
+            // (a learner, or a restart replaying its log). One that already holds the state
+            // skips it: applied, the statements pass through other roles on the way (a
+            // migrating shard is stated hosted, then outgoing), and a read landing between
+            // them would be served as if the shard were not migrating.
+            let restated = matches!(record, Record::Role { .. });
+            if !restated || state.replica.place() == Place::Learner {
+                self.replay(&record, &mut state.replay);
+            }
             at += len;
         }
         self.journal.append_framed(&pending[..whole]);
@@ -328,18 +337,21 @@ impl PartitionServer {
     ) -> Option<FollowerRule> {
         let state = self.chain.as_ref()?;
         let replica = &state.replica;
-        let elsewhere = if forwarded {
-            FollowerRule::RetryLater
-        } else {
-            FollowerRule::ToHead
-        };
         Some(match replica.place() {
             Place::Head => return None,
             Place::Learner | Place::Outside => FollowerRule::RetryLater,
             Place::Middle | Place::Tail => {
                 let shard = self.shards[shard_index].id;
-                if header.op != Op::Get || state.replay.migrating(shard) {
-                    elsewhere
+                if header.op != Op::Get {
+                    if forwarded {
+                        FollowerRule::RetryLater
+                    } else {
+                        FollowerRule::ToHead
+                    }
+                } else if state.replay.migrating(shard) {
+                    // Only the head knows which groups have moved; passed on, a read
+                    // would look like one the migration's other end passed.
+                    FollowerRule::RetryLater
                 } else if replica.is_tail() {
                     if replica.tail_reads_allowed() {
                         FollowerRule::Serve

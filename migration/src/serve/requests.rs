@@ -115,7 +115,11 @@ impl PartitionServer {
             match rule {
                 FollowerRule::Serve => {}
                 FollowerRule::ToHead => {
-                    return self.forward(&header, len, buf, requester, (head, header.shard))
+                    let shard = header.shard;
+                    return Ok(Action::Reply(
+                        self.moved_reply(&header, head, shard, buf),
+                        reply_to,
+                    ));
                 }
                 FollowerRule::ToTail => {
                     return self.forward(&header, len, buf, requester, (tail, header.shard))
