@@ -11,7 +11,7 @@
 //! carries what its sender knows is committed, so replicas below the head learn it too.
 //! Offsets belong to one chain: a replica joins empty, from a snapshot in the stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,10 @@ pub struct Replica {
     learner_whole_at: Option<u64>,
     /// Packets the head sends once the stream up to their offset is committed.
     held: VecDeque<(u64, Box<dataplane::Packet>)>,
+    /// Frames that arrived ahead of a missing one (the network reorders), by offset, until
+    /// the gap is filled; at most a window's worth.
+    stash: BTreeMap<u64, Vec<u8>>,
+    stash_bytes: usize,
     /// Keys written by bytes not yet committed: key hash → end of its latest record.
     dirty: HashMap<u64, u64>,
     dirty_order: VecDeque<(u64, u64)>,
@@ -169,6 +173,8 @@ impl Replica {
             learner_from: None,
             learner_whole_at: None,
             held: VecDeque::new(),
+            stash: BTreeMap::new(),
+            stash_bytes: 0,
             dirty: HashMap::new(),
             dirty_order: VecDeque::new(),
             counters: ChainCounters::default(),
@@ -230,6 +236,10 @@ impl Replica {
             self.dirty.clear();
             self.dirty_order.clear();
         }
+        // Stashed frames were another configuration's (a new head may have written other
+        // bytes where its predecessor's first part of a record was).
+        self.stash.clear();
+        self.stash_bytes = 0;
         let config = self.config.as_ref().expect("just set");
         let downstream_changed = config.downstream_of(self.me) != downstream_before;
         if downstream_changed {
@@ -283,6 +293,9 @@ impl Replica {
         self.stream.extend(bytes);
         if self.is_tail() {
             self.set_committed(self.end());
+        } else if self.place() != Place::Head {
+            // A middle replica also forgets as acknowledgements come; a learner only here.
+            self.trim();
         }
     }
 
@@ -348,6 +361,34 @@ impl Replica {
             return Arrival::Duplicate;
         }
         Arrival::New { from: end }
+    }
+
+    /// Keeps a frame that arrived ahead of a missing one (`Arrival::Gap`), within a window
+    /// of what is here; past it, or with the stash full, it is dropped (sent again).
+    pub fn stash(&mut self, offset: u64, bytes: &[u8]) {
+        let ahead = offset.saturating_sub(self.received_end());
+        let fits = self.stash_bytes + bytes.len() <= WINDOW_BYTES as usize;
+        if ahead <= WINDOW_BYTES && fits && !self.stash.contains_key(&offset) {
+            self.stash_bytes += bytes.len();
+            self.stash.insert(offset, bytes.to_vec());
+        }
+    }
+
+    /// The next stashed frame that now starts within what is here (with its offset), for
+    /// the caller to take as it takes an arriving frame's new bytes.
+    pub fn unstash(&mut self) -> Option<(u64, Vec<u8>)> {
+        loop {
+            let (&offset, bytes) = self.stash.iter().next()?;
+            if offset > self.received_end() {
+                return None;
+            }
+            let bytes_len = bytes.len();
+            let bytes = self.stash.remove(&offset).expect("just seen");
+            self.stash_bytes -= bytes_len;
+            if offset + bytes_len as u64 > self.received_end() {
+                return Some((offset, bytes));
+            }
+        }
     }
 
     /// An acknowledgement from downstream: it holds `held`, the tail has applied `committed`.
@@ -738,6 +779,27 @@ mod tests {
         pass(&mut head, &mut tail, Instant::now(), false);
         head.release(&mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn frames_ahead_of_a_lost_one_wait_for_it() {
+        let mut r = Replica::new(addr(2));
+        r.configure(chain(1, &[1, 2], None));
+        assert_eq!(r.arrive(addr(1), 1, 100, 100, 0), Arrival::Gap);
+        r.stash(100, &[2; 100]);
+        assert_eq!(r.arrive(addr(1), 1, 150, 100, 0), Arrival::Gap);
+        r.stash(150, &[3; 100]);
+        assert!(r.unstash().is_none(), "the gap is still open");
+        assert_eq!(r.arrive(addr(1), 1, 0, 100, 0), Arrival::New { from: 0 });
+        r.append(&[1; 100]);
+        let (offset, bytes) = r.unstash().expect("now it fits");
+        assert_eq!((offset, bytes.len()), (100, 100));
+        r.append(&bytes);
+        let (offset, bytes) = r.unstash().expect("and the next");
+        assert_eq!(offset, 150);
+        r.append(&bytes[(r.received_end() - offset) as usize..]);
+        assert_eq!(r.received_end(), 250);
+        assert!(r.unstash().is_none());
     }
 
     #[test]

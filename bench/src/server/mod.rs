@@ -201,8 +201,10 @@ impl PartitionLoop {
         if written.is_ok() {
             if log.snapshot_under_way() && !self.server.snapshotting() {
                 written = log.finish_snapshot();
-            } else if log.needs_compaction() {
-                // Written a slice a turn (`poll`), between the turns' own changes.
+            } else if log.needs_compaction() && !self.server.snapshotting() {
+                // Written a slice a turn (`poll`), between the turns' own changes. (A
+                // snapshot already under way, begun for a chain's learner, is not restarted:
+                // restarted whenever the log grows, it would never end.)
                 self.server.begin_snapshot();
                 written = log.begin_snapshot();
             }

@@ -232,10 +232,20 @@ impl PartitionServer {
             .replica
             .arrive(packet.src, epoch, offset, body.len(), header.key_hash);
         match arrival {
-            Arrival::Stranger => Err(DropReason::Chain),
-            Arrival::Duplicate | Arrival::Gap => Ok(()),
-            Arrival::New { from } => self.apply_stream(state, &body[(from - offset) as usize..]),
+            Arrival::Stranger => return Err(DropReason::Chain),
+            Arrival::Duplicate => return Ok(()),
+            Arrival::Gap => {
+                state.replica.stash(offset, body);
+                return Ok(());
+            }
+            Arrival::New { from } => self.apply_stream(state, &body[(from - offset) as usize..])?,
         }
+        // Frames that came ahead of this one may now follow it.
+        while let Some((at, bytes)) = state.replica.unstash() {
+            let skip = (state.replica.received_end() - at) as usize;
+            self.apply_stream(state, &bytes[skip..])?;
+        }
+        Ok(())
     }
 
     /// Applies the whole records `fresh` completes (with what earlier frames left of one),
