@@ -27,7 +27,7 @@ echo "== deterministic simulation: 300 seeds of the default fault mix (docs/simu
 timeout 600 cargo run --release --quiet -- simulate --seeds 300
 
 echo "== deterministic simulation: chains of 3 replicas, 4 replica crashes a run (docs/replication.md)"
-timeout 300 cargo run --release --quiet -- simulate --seeds 200 --replicas 3 --migrations 0 --crashes 4
+timeout 300 cargo run --release --quiet -- simulate --seeds 200 --replicas 3 --crashes 4
 
 echo "== switch controller (offline tests of the bfrt controller's logic)"
 python3 tofino/controller/test_controller.py

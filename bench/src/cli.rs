@@ -105,9 +105,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub no_logs: bool,
     /// Replicas per server: each server is a chain of this many processes (CRAQ; writes at
-    /// the head, clean reads anywhere). A crash takes one replica out of its chain, which
-    /// rejoins as a learner and becomes the tail once it has caught up. Migrations between
-    /// replicated servers are not built yet: with more than 1, `--migrations` must be 0.
+    /// the head, clean reads anywhere), and migrations run between chains' heads. A crash
+    /// takes one replica out of its chain, which rejoins as a learner and becomes the tail
+    /// once it has caught up. The head of a chain taking part in a migration is not crashed
+    /// (a successor does not take over a migration yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
     /// Migrations per run (several shards at once; back to an earlier owner, or on to a

@@ -26,6 +26,9 @@ const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 900
 const BASE_PORT: u16 = 7100;
 /// Operations each client of a shard a crash damaged still starts.
 const AFTER_DAMAGE_OPS: u64 = 50;
+/// How long after a migration its chains' heads are spared from crashes: their last role
+/// change is committed well within it (a chain's round trip is ~0.1–2 ms here).
+const MIGRATION_SETTLES_NS: u64 = 20_000_000;
 /// Servers with a migration are polled this often.
 const SERVER_TICK_NS: u64 = 20_000;
 /// Entries of a snapshot (log compaction) a partition writes a tick: few, so that crashes
@@ -175,6 +178,8 @@ struct Chain {
     /// Per partition: the epoch in which its head was last asked for a snapshot for a
     /// learner (one per configuration is enough).
     snapshot_asked: Vec<u32>,
+    /// Until when its head is spared from crashes after a migration it took part in.
+    migrated_until: Nanos,
 }
 
 /// A client: loads its shard (the first of each shard) and runs the workload.
@@ -339,6 +344,7 @@ impl World {
                     waiting: VecDeque::new(),
                     epoch: 1,
                     snapshot_asked: vec![0; config.partitions as usize],
+                    migrated_until: 0,
                 })
                 .collect(),
             switch: tofino::Switch::new(switch_config),
@@ -980,21 +986,20 @@ impl World {
     /// Only a chain of two or more loses a member, so every chain keeps a replica.
     fn crash_replica(&mut self) {
         self.crashes_left -= 1;
-        // Chains that take part in a migration are spared: a successor does not take over
-        // its head's migration yet, and a replica's crash stalls the chain's commits long
-        // enough for the migration's liveness checks to take the other end for lost
-        // (docs/replication.md, "Not yet").
+        // The head of a chain taking part in a migration is spared, and for a while after
+        // the migration ended (until its last role change is surely committed): a
+        // successor does not take over its head's migration yet (docs/replication.md).
+        let now = self.now;
         let migrating = |c: usize| {
-            self.active
-                .iter()
-                .flatten()
-                .any(|m| m.from == c || m.to == c)
+            let active = self.active.iter().flatten();
+            active.clone().any(|m| m.from == c || m.to == c) || self.chains[c].migrated_until > now
         };
         let candidates: Vec<usize> = (0..self.servers.len())
             .filter(|&s| {
                 self.chains.iter().enumerate().any(|(i, c)| {
                     let member = c.members.len() > 1 && c.members.contains(&s);
-                    (member || c.learner == Some(s)) && !migrating(i)
+                    let spared = migrating(i) && c.members.first() == Some(&s);
+                    (member || c.learner == Some(s)) && !spared
                 })
             })
             .collect();
@@ -1194,6 +1199,9 @@ impl World {
             }
             let moved = roles(m.from).all(|(role, _)| matches!(role, Some(Role::Moved { .. })));
             let (shard, to) = (m.shard, m.to);
+            for chain in [m.from, m.to] {
+                self.chains[chain].migrated_until = self.now + MIGRATION_SETTLES_NS;
+            }
             if moved {
                 let from = m.from;
                 self.owner[slot] = to;
