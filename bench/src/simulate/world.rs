@@ -964,8 +964,7 @@ impl World {
                 client.started = client.started.max(floor);
             }
         }
-        let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
-        self.network.cut_off(self.servers[s].ip, until);
+        let until = self.down_for_a_while(s);
         self.trace.note(
             self.now,
             format!(
@@ -979,6 +978,13 @@ impl World {
             ),
         );
         self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
+    }
+
+    /// A crashed server is unreachable for 1 ms to `cut_max_ns`; returns until when.
+    fn down_for_a_while(&mut self, s: usize) -> Nanos {
+        let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
+        self.network.cut_off(self.servers[s].ip, until);
+        until
     }
 
     /// A replica crashes: the coordinator takes it out of its chain at once (a real one
@@ -1045,8 +1051,7 @@ impl World {
         server.set_incarnation(incarnation);
         self.chains[chain].waiting.push_back(s);
         self.configure_chain(chain);
-        let until = self.now + self.rng.u64(1_000_000..=self.config.cut_max_ns);
-        self.network.cut_off(self.servers[s].ip, until);
+        let until = self.down_for_a_while(s);
         self.trace.note(
             self.now,
             format!(

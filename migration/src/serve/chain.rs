@@ -92,24 +92,19 @@ impl PartitionServer {
         }
     }
 
-    /// A snapshot starts at the end of the stream so far: a head that is also the tail
-    /// passes it to its learner (other tails see it in the stream, `apply_stream`).
-    pub(super) fn snapshot_begins_in_chain(&mut self) {
-        if let Some(state) = &mut self.chain {
-            if state.replica.place() == Place::Head {
-                state.replica.append(&self.journal.take_chain());
-                let at = state.replica.end();
+    /// A snapshot begins (or ends) at the end of the stream so far: a head that is also the
+    /// tail feeds its learner from there (other tails see the markers in the stream,
+    /// `apply_stream`).
+    pub(super) fn snapshot_marker_in_chain(&mut self, begin: bool) {
+        let Some(state) = &mut self.chain else {
+            return;
+        };
+        if state.replica.place() == Place::Head {
+            state.replica.append(&self.journal.take_chain());
+            let at = state.replica.end();
+            if begin {
                 state.replica.snapshot_began(at);
-            }
-        }
-    }
-
-    /// A snapshot ended at the end of the stream so far (see `snapshot_begins_in_chain`).
-    pub(super) fn snapshot_ends_in_chain(&mut self) {
-        if let Some(state) = &mut self.chain {
-            if state.replica.place() == Place::Head {
-                state.replica.append(&self.journal.take_chain());
-                let at = state.replica.end();
+            } else {
                 state.replica.snapshot_ended(at);
             }
         }

@@ -198,7 +198,7 @@ impl PartitionServer {
     /// the dedup windows. Changes made meanwhile are journaled as always, after the state
     /// they change, so the log from the snapshot's start on replays to the partition.
     pub fn begin_snapshot(&mut self) {
-        self.snapshot_begins_in_chain();
+        self.snapshot_marker_in_chain(true);
         self.journal.record(&Record::Snapshot { begin: true });
         let mut ids: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
         ids.sort_unstable();
@@ -289,7 +289,7 @@ impl PartitionServer {
                 });
             }
             self.journal.record(&Record::Snapshot { begin: false });
-            self.snapshot_ends_in_chain();
+            self.snapshot_marker_in_chain(false);
         }
     }
 
