@@ -893,3 +893,90 @@ fn a_snapshot_replays_to_the_same_partition() {
     );
     assert_eq!(r.snapshot(), s.snapshot(), "the same state");
 }
+
+/// A chain frame: `body` at stream `offset`, from `from` in `epoch`, to SERVER.
+fn chain_frame(from: SocketAddrV4, epoch: u32, offset: u64, body: &[u8]) -> Box<Packet> {
+    let header = HeaderRepr {
+        op: Op::ChainAppend,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: 0,
+        seq: offset,
+        key_hash: 0,
+        client: epoch,
+        oldest_gap: 0,
+    };
+    let mut p = Packet::new_boxed();
+    let len = wire::emit_with(&header, p.buffer_mut(), |out| {
+        out[..body.len()].copy_from_slice(body);
+        Ok(body.len())
+    })
+    .unwrap();
+    p.set_len(len);
+    (p.src, p.dst) = (from, SERVER);
+    p
+}
+
+/// A middle replica takes its predecessor's frames in order, applies their records and
+/// acknowledges what it holds; a frame from another epoch or sender, or whose records do
+/// not parse, is counted and dropped with nothing applied.
+#[test]
+fn a_replica_applies_its_predecessors_frames_and_drops_anyone_elses() {
+    use migration::chain::ChainConfig;
+    use migration::journal::Record;
+    let head = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 7100);
+    let tail = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 8), 7100);
+    let (mut server, _) = server(1);
+    let config = ChainConfig {
+        epoch: 4,
+        members: vec![head, SERVER, tail],
+        learner: None,
+    };
+    server.configure_chain(SERVER, config, 16);
+    let mut records = Vec::new();
+    Record::Put {
+        shard: 3,
+        client: 7,
+        seq: 1,
+        version: 1,
+        key: b"k",
+        value: b"v",
+    }
+    .emit(&mut records);
+
+    for (from, epoch) in [(head, 3), (tail, 4)] {
+        let mut stranger = chain_frame(from, epoch, 0, &records);
+        assert!(!server.handle(&mut stranger));
+    }
+    let mut garbage = records.clone();
+    garbage[10] ^= 0xFF;
+    let mut corrupt = chain_frame(head, 4, 0, &garbage);
+    assert!(!server.handle(&mut corrupt));
+    assert_eq!(server.counters().dropped_chain, 3);
+    assert_eq!(server.entries(), 0, "nothing of a dropped frame is applied");
+
+    // The record in two frames: applied once whole, acknowledged in place.
+    let (first, second) = records.split_at(5);
+    let mut part = chain_frame(head, 4, 0, first);
+    assert!(server.handle(&mut part));
+    assert_eq!(server.entries(), 0);
+    let mut rest = chain_frame(head, 4, 5, second);
+    assert!(server.handle(&mut rest));
+    let (ack, _) = wire::parse_header(rest.payload()).unwrap();
+    assert_eq!(
+        (ack.op, ack.seq, rest.dst),
+        (Op::ChainAppendAck, records.len() as u64, head)
+    );
+    assert_eq!(server.entries(), 1);
+    // A write at a follower is sent to the head.
+    let mut put = packet(
+        &header(Op::Put, 1, b"x"),
+        &Request::Put {
+            key: b"x",
+            value: b"y",
+        },
+    );
+    assert!(server.handle(&mut put));
+    let (reply, _) = wire::parse_header(put.payload()).unwrap();
+    assert_eq!(reply.status, Status::Moved);
+}
