@@ -530,6 +530,13 @@ pub struct ServerArgs {
     /// (survives a crash of the process, not of the machine).
     #[arg(long, value_enum, default_value_t = crate::server::log::Fsync::Batch)]
     pub fsync: crate::server::log::Fsync,
+    /// Replicate every partition on a chain of servers (CRAQ, docs/replication.md): every
+    /// replica's --listen address, head first and comma-separated, this server's among them;
+    /// each replica is started with the same list. Clients write to the head and may read
+    /// from any replica. The chain is fixed: no coordinator replaces a replica that stops
+    /// yet, and migrations of replicated servers run in the simulator only.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,ADDR,...")]
+    pub chain: Vec<SocketAddrV4>,
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,

@@ -46,6 +46,7 @@ pub fn spec(
         cores,
         idle: Idle::Share,
         log: None,
+        chain: None,
     })
 }
 
@@ -64,6 +65,16 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         dir,
         fsync: args.fsync,
     });
+    if !args.chain.is_empty() {
+        if args.chain.len() < 2 || !args.chain.contains(&args.listen) {
+            return fail(format!(
+                "--chain names every replica's --listen address, head first (at least two), \
+                 this server's ({}) among them; got {:?}",
+                args.listen, args.chain
+            ));
+        }
+        spec.chain = Some(args.chain.clone());
+    }
     if let Some(capacity) = args.work_capacity {
         if !(capacity.is_finite() && capacity > 0.0) {
             return fail(format!(

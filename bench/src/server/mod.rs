@@ -14,6 +14,7 @@ use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
 use log::{LogSpec, LogStats, PartitionLog};
+use migration::chain::ChainConfig;
 use migration::{
     MigrationCounters, MigrationTicket, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket,
 };
@@ -45,6 +46,9 @@ pub struct ServerSpec {
     /// Durable logs (`--log-dir`): each partition appends what it changes before it
     /// answers, and a restarted server is rebuilt from them. None: memory only.
     pub log: Option<LogSpec>,
+    /// The chain this server is a replica of (`--chain`): every member's partition 0
+    /// address, head first, this server's among them. None: not replicated.
+    pub chain: Option<Vec<SocketAddrV4>>,
 }
 
 impl ServerSpec {
@@ -118,7 +122,9 @@ const CLOCK_EVERY: u32 = 16;
 impl PartitionLoop {
     fn poll(&mut self) -> usize {
         self.polls = self.polls.wrapping_add(1);
-        let timed = self.serve_budget.rate().is_some() || self.server.has_migrations();
+        let timed = self.serve_budget.rate().is_some()
+            || self.server.has_migrations()
+            || self.server.chain_busy();
         let round = self.polls % CLOCK_EVERY == 0;
         if timed || round {
             self.now = Instant::now();
@@ -175,6 +181,9 @@ impl PartitionLoop {
         // Cheap when nothing migrates; drives agents' timers and late-write replies.
         self.server.poll_migrations(now, &mut self.tx);
         self.commit();
+        if self.server.chain_place().is_some() {
+            self.pass_down_the_chain(now);
+        }
         let sent = self.tx.len();
         if !self.tx.is_empty() {
             // A failed send is counted by the port; clients and streams retransmit.
@@ -184,6 +193,20 @@ impl PartitionLoop {
             self.publish(now);
         }
         received.total() + sent
+    }
+
+    /// A replica's turn ends with the chain: a head holds what it would send until the
+    /// tail has what it depends on; every replica passes the stream on and sends what was
+    /// held and is now committed (`PartitionServer::gate`, `poll_chain`).
+    #[inline(never)]
+    fn pass_down_the_chain(&mut self, now: Instant) {
+        let turn = std::mem::take(&mut self.tx);
+        for packet in turn {
+            if let Some(packet) = self.server.gate(packet) {
+                self.tx.push(packet);
+            }
+        }
+        self.server.poll_chain(now, &mut self.tx);
     }
 
     /// Writes what the turn changed to the log, as durable as `--fsync` says, before the
@@ -312,6 +335,18 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         published_reports.push(Arc::clone(&published));
         let (mut server, log) = partition_server(spec, partition)?;
         server.set_incarnation(incarnation);
+        if let Some(members) = &spec.chain {
+            // A fixed chain, the same on every replica (no coordinator moves it yet).
+            let config = ChainConfig {
+                epoch: 1,
+                members: members
+                    .iter()
+                    .map(|&m| partition_addr(m, partition))
+                    .collect(),
+                learner: None,
+            };
+            server.configure_chain(addr, config, spec.capacity_per_partition);
+        }
         let state = PartitionLoop {
             port,
             server,
@@ -480,6 +515,13 @@ impl ServerControl {
     /// away by `migrate_out` (under `starting`), so a partition that says yes here still
     /// does when the start comes.
     fn check_migrate_out(&self, plan: &impl Fn(u32) -> OutgoingPlan) -> Result<(), String> {
+        if self.spec.chain.is_some() {
+            return Err(
+                "this server is a replica of a chain (--chain): migrations between \
+                        chains run in the simulator only so far (docs/replication.md)"
+                    .into(),
+            );
+        }
         let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {
             let (answer, answered) = crossbeam_channel::bounded(1);
