@@ -102,6 +102,7 @@ fn client_cost(c: &mut Criterion) {
         partitions: vec![SERVER],
         map,
         shard: 0,
+        replicas: Vec::new(),
     });
     let spec = Arc::new(spec);
     let settings = Settings {

@@ -642,6 +642,17 @@ pub struct YcsbArgs {
     /// Address of the server's partition 0 (default 127.0.0.1:7100; in-process 10.0.0.2:7100).
     #[arg(long)]
     pub server: Option<SocketAddrV4>,
+    /// The server is a chain of replicas (`server --chain`): the same list, head first.
+    /// Requests go to the head (the first; --server is not used), single-key reads spread
+    /// over every replica (CRAQ: a replica answers a key nothing uncommitted has written and
+    /// passes the rest on).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ADDR,ADDR,...",
+        conflicts_with = "server"
+    )]
+    pub chain: Vec<SocketAddrV4>,
     /// Reach the server through the software switch at this address (`netmigrate
     /// switch`; kernel UDP only).
     #[arg(long, value_name = "SWITCH")]

@@ -37,11 +37,10 @@ fn a_chain_of_three_processes_keeps_what_its_head_acknowledged_at_its_tail() {
     std::thread::sleep(Duration::from_millis(500));
     let history = dir.path().join("history.jsonl");
     let history = history.to_str().unwrap();
-    let ycsb = |addr: &str, extra: &[&str]| {
+    // `target`: `--server ADDR` or `--chain ADDR,…`.
+    let ycsb = |target: &[&str], extra: &[&str]| {
         let common = [
             "ycsb",
-            "--server",
-            addr,
             "--group-bits",
             "10",
             "-w",
@@ -50,10 +49,13 @@ fn a_chain_of_three_processes_keeps_what_its_head_acknowledged_at_its_tail() {
             "2000",
             "--quiet",
         ];
-        netmigrate(&[&common[..], extra].concat())
+        netmigrate(&[&common[..], target, extra].concat())
     };
     let (head, tail) = (&replicas[0], &replicas[2]);
-    let mut run = ycsb(head, &["--duration", "2", "--check", "--history", history]);
+    let mut run = ycsb(
+        &["--server", head],
+        &["--duration", "2", "--check", "--history", history],
+    );
     assert!(
         wait_within(&mut run, LIMIT, "ycsb").success(),
         "the run failed"
@@ -61,9 +63,20 @@ fn a_chain_of_three_processes_keeps_what_its_head_acknowledged_at_its_tail() {
     let text = std::fs::read_to_string(history).expect("the history was written");
     let acknowledged = text.matches(r#""type": "ok", "f": "write""#).count();
     assert!(acknowledged > 1_000, "{acknowledged} acknowledged writes");
-    let mut read_back = ycsb(tail, &["--read-back", history]);
+    let mut read_back = ycsb(&["--server", tail], &["--read-back", history]);
     let status = wait_within(&mut read_back, LIMIT, "ycsb --read-back");
     assert!(status.success(), "the tail is missing acknowledged writes");
+    // Reads spread over the chain (CRAQ) while writes go on: still linearizable.
+    let spread = dir.path().join("spread.jsonl");
+    let extra = [
+        "--duration",
+        "2",
+        "--check",
+        "--history",
+        spread.to_str().unwrap(),
+    ];
+    let mut run = ycsb(&["--chain", &chain], &extra);
+    assert!(wait_within(&mut run, LIMIT, "ycsb --chain").success());
 }
 
 #[test]

@@ -305,7 +305,9 @@ impl Engine {
                 .map(|&addr| (addr, cluster.shard))
                 .collect(),
             tracking: cluster.partitions.iter().map(|_| None).collect(),
-            read_replicas: cluster.partitions.iter().map(|_| Vec::new()).collect(),
+            read_replicas: (0..cluster.partitions.len())
+                .map(|p| cluster.replicas.get(p).cloned().unwrap_or_default())
+                .collect(),
             cluster,
             key: vec![0; spec.key_bytes],
             value: vec![0; spec.value_bytes],
@@ -1228,6 +1230,7 @@ mod tests {
             partitions: vec![origin],
             map,
             shard: 1,
+            replicas: Vec::new(),
         });
         let settings = Settings {
             threads: 1,

@@ -26,6 +26,9 @@ pub struct Cluster {
     pub partitions: Vec<SocketAddrV4>,
     pub map: PartitionMap,
     pub shard: u16,
+    /// Per partition of a replicated server: its chain, head first (reads spread over it,
+    /// docs/replication.md). Empty: every request goes to `partitions`.
+    pub replicas: Vec<Vec<SocketAddrV4>>,
 }
 
 /// How the client behaves (all phases).

@@ -158,11 +158,15 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         udp_checksum: args.udp_checksum.choice(),
     };
     let fabric = Fabric::new(transport, fault_config, dpdk, lanes)?.via(args.via)?;
+    if !args.chain.is_empty() && args.embedded {
+        return fail("--chain names separate server processes; it cannot go with --embedded");
+    }
+    let server = args.chain.first().copied().or(args.server);
     let (server_base, client_base) = match transport {
-        Transport::Memory => (args.server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
-        Transport::Udp => (args.server.unwrap_or(UDP_SERVER), UDP_CLIENT),
+        Transport::Memory => (server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
+        Transport::Udp => (server.unwrap_or(UDP_SERVER), UDP_CLIENT),
         Transport::Dpdk => (
-            args.server.unwrap_or(MEMORY_SERVER),
+            server.unwrap_or(MEMORY_SERVER),
             SocketAddrV4::new(args.client_ip, MEMORY_CLIENT.port()),
         ),
     };
@@ -184,6 +188,10 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     let cluster = Arc::new(Cluster {
         partitions: (0..map.partitions())
             .map(|p| partition_addr(server_base, p))
+            .collect(),
+        replicas: (0..map.partitions())
+            .filter(|_| !args.chain.is_empty())
+            .map(|p| args.chain.iter().map(|&m| partition_addr(m, p)).collect())
             .collect(),
         map,
         shard: args.layout.shard,

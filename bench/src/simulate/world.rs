@@ -422,6 +422,7 @@ impl World {
                 .collect(),
             map: self.map,
             shard,
+            replicas: Vec::new(),
         })
     }
 

@@ -205,6 +205,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
             .collect(),
         map,
         shard: ycsb.layout.shard,
+        replicas: Vec::new(),
     });
     let inserts = Arc::new(InsertCounter::new(spec.record_count));
     let client_addrs = ClientAddrs { base: addrs.client };
