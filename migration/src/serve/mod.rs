@@ -401,11 +401,14 @@ impl PartitionServer {
             if let Role::Returning(agent) = &mut shard.role {
                 agent.poll(now, &shard.table, &self.dedup, out);
                 if agent.release_table() {
-                    // Everything is back at the source.
+                    // Everything is back at the source. Logged as moved there: replayed (a
+                    // restart, or a replica taking the head's place), a client still
+                    // addressing this partition is sent to the source, not refused.
                     shard.table = Partition::new(&self.map, self.partition, 0);
+                    let (to, id) = (agent.source, agent.source_shard);
                     self.journal.record(&Record::Shard {
                         shard: shard.id,
-                        event: ShardEvent::Released,
+                        event: ShardEvent::Moved { to, shard: id },
                     });
                 }
             }

@@ -210,6 +210,11 @@ impl PartitionServer {
                     (ShardEvent::Hosted, Some(ShardEvent::Moved { to, shard }))
                 }
                 Role::Outgoing(_) => (ShardEvent::Hosted, Some(ShardEvent::Outgoing)),
+                // Given back whole: clients still addressing it go to the source.
+                Role::Returning(agent) if agent.is_done() => {
+                    let (to, shard) = (agent.source, agent.source_shard);
+                    (ShardEvent::Hosted, Some(ShardEvent::Moved { to, shard }))
+                }
                 // Taken only once its migration ends (`Adopted`, further on in the log).
                 Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, None),
             };
