@@ -4,20 +4,11 @@
 
 mod common;
 
-use common::{wait_within, Children};
-use std::process::{Child, Command, Output, Stdio};
+use common::{netmigrate, wait_within, Children};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn netmigrate(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_netmigrate"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("netmigrate starts")
-}
 
 #[test]
 fn a_chain_of_three_processes_keeps_what_its_head_acknowledged_at_its_tail() {

@@ -5,21 +5,12 @@
 
 mod common;
 
-use common::{wait_within, Children};
+use common::{netmigrate, wait_within, Children};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn netmigrate(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_netmigrate"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("netmigrate starts")
-}
 
 fn server(addr: &str, shard: &str, log_dir: &Path) -> Child {
     netmigrate(&[

@@ -1,7 +1,7 @@
 //! Child processes of a test: killed when the test ends, whatever its outcome, and waited for
 //! within a bound.
 
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Child processes of one test, killed (SIGKILL) when it ends, whatever its outcome.
@@ -42,4 +42,15 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts `netmigrate ARGS`, its output discarded.
+#[allow(dead_code)] // Not every test file starts processes this way.
+pub fn netmigrate(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_netmigrate"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("netmigrate starts")
 }
