@@ -114,7 +114,6 @@ pub struct ChainCounters {
     pub gap_frames: u64,
     pub stranger_messages: u64,
     pub held_dropped: u64,
-    pub tail_reads: u64,
 }
 
 /// One replica's end of its chain's stream.
@@ -254,7 +253,7 @@ impl Replica {
             self.learner_whole_at = None;
         }
         if self.is_tail() {
-            self.committed = self.end();
+            self.set_committed(self.end());
         }
         self.trim();
         restart

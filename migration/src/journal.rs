@@ -188,16 +188,19 @@ impl Journal {
         }
     }
 
-    /// Copies every record from now on for the chain (`take_chain`), or stops.
+    /// Copies every record from now on for the chain (`pass_to_chain`), or stops.
     pub fn feed_chain(&mut self, on: bool) {
         if on != self.chain.is_some() {
             self.chain = on.then(Vec::new);
         }
     }
 
-    /// The records made since the last call, for the chain.
-    pub fn take_chain(&mut self) -> Vec<u8> {
-        self.chain.as_mut().map(std::mem::take).unwrap_or_default()
+    /// Hands the records made since the last call to the chain (the buffer is kept).
+    pub fn pass_to_chain(&mut self, take: impl FnOnce(&[u8])) {
+        if let Some(chain) = &mut self.chain {
+            take(chain);
+            chain.clear();
+        }
     }
 
     /// The records made since the last call, to write to disk before the replies they

@@ -103,6 +103,8 @@ struct PartitionLoop {
     log: Option<PartitionLog>,
     rx: Vec<Box<Packet>>,
     tx: Vec<Box<Packet>>,
+    /// The turn's packets while a chain's head decides which wait (`pass_down_the_chain`).
+    gated: Vec<Box<Packet>>,
     replies: Vec<bool>,
     commands: Receiver<Command>,
     capacity: Option<f64>,
@@ -200,8 +202,9 @@ impl PartitionLoop {
     /// held and is now committed (`PartitionServer::gate`, `poll_chain`).
     #[inline(never)]
     fn pass_down_the_chain(&mut self, now: Instant) {
-        let turn = std::mem::take(&mut self.tx);
-        for packet in turn {
+        // Both vectors keep their capacity: nothing is allocated per turn.
+        std::mem::swap(&mut self.tx, &mut self.gated);
+        for packet in self.gated.drain(..) {
             if let Some(packet) = self.server.gate(packet) {
                 self.tx.push(packet);
             }
@@ -353,6 +356,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
             log,
             rx: Vec::with_capacity(BURST),
             tx: Vec::with_capacity(BURST),
+            gated: Vec::new(),
             replies: Vec::with_capacity(BURST),
             commands: command_rx,
             capacity: spec.capacity,

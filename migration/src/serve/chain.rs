@@ -25,6 +25,11 @@ pub(super) struct ChainState {
     capacity: usize,
 }
 
+/// The head's journal since the last call joins its chain's stream.
+fn stream_journal(journal: &mut Journal, replica: &mut Replica) {
+    journal.pass_to_chain(|records| replica.append(records));
+}
+
 /// What a replica other than the head does with a client request.
 pub(super) enum FollowerRule {
     Serve,
@@ -100,7 +105,7 @@ impl PartitionServer {
             return;
         };
         if state.replica.place() == Place::Head {
-            state.replica.append(&self.journal.take_chain());
+            stream_journal(&mut self.journal, &mut state.replica);
             let at = state.replica.end();
             if begin {
                 state.replica.snapshot_began(at);
@@ -128,7 +133,7 @@ impl PartitionServer {
         if state.replica.place() != Place::Head {
             return Some(packet);
         }
-        state.replica.append(&self.journal.take_chain());
+        stream_journal(&mut self.journal, &mut state.replica);
         if !state.replica.uncommitted() {
             return Some(packet);
         }
@@ -150,7 +155,7 @@ impl PartitionServer {
             return;
         };
         if state.replica.place() == Place::Head {
-            state.replica.append(&self.journal.take_chain());
+            stream_journal(&mut self.journal, &mut state.replica);
         }
         state.replica.release(out);
         let mut frames = Vec::new();
