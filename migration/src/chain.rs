@@ -148,6 +148,8 @@ pub struct Replica {
     /// the gap is filled; at most a window's worth.
     stash: BTreeMap<u64, Vec<u8>>,
     stash_bytes: usize,
+    /// When this tail last asked upstream for a snapshot for its learner.
+    snapshot_asked_at: Option<Instant>,
     /// Keys written by bytes not yet committed: key hash → end of its latest record.
     dirty: HashMap<u64, u64>,
     dirty_order: VecDeque<(u64, u64)>,
@@ -171,6 +173,7 @@ impl Replica {
             awaiting_start: false,
             learner_from: None,
             learner_whole_at: None,
+            snapshot_asked_at: None,
             held: VecDeque::new(),
             stash: BTreeMap::new(),
             stash_bytes: 0,
@@ -496,6 +499,23 @@ impl Replica {
             && self.learner_from.is_none()
     }
 
+    /// Whom this tail asks for a snapshot its learner can start from, when it is time to
+    /// ask (again): its upstream, which passes the request to the head (`ChainAppendAck`
+    /// with the request flag). None for a head that is its own tail: it begins one itself.
+    pub fn snapshot_request_due(&mut self, now: Instant) -> Option<SocketAddrV4> {
+        if !self.learner_waits_for_snapshot() {
+            return None;
+        }
+        let upstream = self.upstream()?;
+        let due = self
+            .snapshot_asked_at
+            .is_none_or(|at| now.duration_since(at) >= RETRANSMIT_AFTER);
+        if due {
+            self.snapshot_asked_at = Some(now);
+        }
+        due.then_some(upstream)
+    }
+
     /// Whether the learner holds everything this tail holds (it may take the tail's place).
     pub fn learner_caught_up(&self) -> bool {
         self.is_tail()
@@ -727,6 +747,24 @@ mod tests {
         pass(&mut head[0], &mut rest[1], t0, false);
         assert_eq!(rest[1].end(), 2000);
         assert_eq!(head[0].committed(), 2000);
+    }
+
+    #[test]
+    fn a_tail_asks_upstream_for_its_learners_snapshot_until_one_begins() {
+        let t0 = Instant::now();
+        let mut tail = Replica::new(addr(2));
+        tail.configure(chain(2, &[1, 2], Some(3)));
+        assert_eq!(tail.snapshot_request_due(t0), Some(addr(1)));
+        assert_eq!(tail.snapshot_request_due(t0), None, "not again at once");
+        assert_eq!(tail.snapshot_request_due(t0 + RETRANSMIT_AFTER), Some(addr(1)));
+        tail.append(&[0; 10]);
+        tail.snapshot_began(10);
+        let later = t0 + 4 * RETRANSMIT_AFTER;
+        assert_eq!(tail.snapshot_request_due(later), None, "a snapshot began");
+        let mut alone = Replica::new(addr(1));
+        alone.configure(chain(2, &[1], Some(3)));
+        assert!(alone.learner_waits_for_snapshot());
+        assert_eq!(alone.snapshot_request_due(t0), None, "a head begins one itself");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod incoming;
 pub mod journal;
 pub mod lost;
+pub mod membership;
 pub mod outgoing;
 pub mod pull;
 pub mod returning;

@@ -86,6 +86,10 @@ struct Pending {
     attempts: u32,
     /// What one half of a double read said while the other is awaited.
     half: Option<Half>,
+    /// Where this client last sent a double read of its own (Fulva): the destination and
+    /// the source. Halves decide only within one pair: a source's answer and the deferral
+    /// of a destination that pulls from another source say nothing together.
+    double_pair: Option<(SocketAddrV4, SocketAddrV4)>,
     /// A multi-key request: its records and what each item got.
     multi: Option<Box<MultiPending>>,
 }
@@ -121,6 +125,12 @@ impl MultiPending {
 
     fn all(&self) -> u16 {
         wire::all_items(self.records.as_slice().len())
+    }
+
+    /// Forgets the halves awaiting their other half (the pair asked changed).
+    fn forget_halves(&mut self) {
+        self.source_halves = 0;
+        self.deferred = 0;
     }
 
     /// Takes one item's answer. A double-read half decides only with the other half (the
@@ -548,6 +558,7 @@ impl Engine {
             first_sent: now,
             attempts: 0,
             half: None,
+            double_pair: None,
             multi,
         };
         let index = self.slot_of(seq);
@@ -647,6 +658,16 @@ impl Engine {
             .filter(|_| unanswered.is_none())
             .filter(|t| !is_write && group >= t.migrated_upto && !t.hot.contains(&hash))
             .map(|t| t.source);
+        let pair = double_from.map(|(source, _)| (server, source));
+        if let Some(pending) = self.slots[index].as_mut() {
+            if pending.double_pair != pair {
+                pending.double_pair = pair;
+                pending.half = None;
+                if let Some(multi) = &mut pending.multi {
+                    multi.forget_halves();
+                }
+            }
+        }
         let copies = match double_from {
             Some((source, source_shard)) => [
                 Some((
@@ -776,6 +797,15 @@ impl Engine {
             && self.slots[slot]
                 .as_ref()
                 .is_some_and(|p| p.seq == header.seq && p.answered_by(header.op));
+        // The half of a double read from a pair of servers asked before the shard moved on
+        // answers nothing now.
+        let stale_half = matches
+            && header.flags.contains(Flags::DOUBLE_READ)
+            && self.slots[slot]
+                .as_ref()
+                .and_then(|p| p.double_pair)
+                .is_some_and(|(destination, source)| from != destination && from != source);
+        let matches = matches && !stale_half;
         if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
             if matches {
                 self.follow_moved(&header, *to, *shard);
@@ -788,7 +818,8 @@ impl Engine {
         }
         if !matches {
             // A duplicate, a late answer to a retransmitted request, or not ours (or the
-            // half of a double read that arrived after the other one decided).
+            // half of a double read that arrived after the other one decided, or from a
+            // pair of servers asked before the shard moved on).
             self.counters.ignored_replies += 1;
             if Flags(payload[4]).contains(Flags::DOUBLE_READ) {
                 self.counters.extra_bytes += payload.len() as u64;

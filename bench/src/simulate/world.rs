@@ -12,7 +12,8 @@ use dataplane::port::PortStats;
 use dataplane::runner::Idle;
 use dataplane::{Packet, Port};
 use kv::{GroupLayout, PartitionMap};
-use migration::chain::ChainConfig;
+use migration::chain::{ChainConfig, Place};
+use migration::membership::Membership;
 use migration::{MigrationTicket, OutgoingPlan, PartitionServer, Protocol, Role};
 use std::collections::VecDeque;
 use std::io;
@@ -166,18 +167,10 @@ impl Server {
 }
 
 /// A logical server: the chain of replica processes (indexes into `World::servers`) that
-/// serves it, head first, as the coordinator configured it. Without replication, a chain
-/// of one that is never configured (the server runs alone, as before chains existed).
+/// serves it, as the coordinator configured it. Without replication, a chain of one that is
+/// never configured (the server runs alone, as before chains existed).
 struct Chain {
-    members: Vec<usize>,
-    /// A restarted replica copying the chain's state before it joins as tail.
-    learner: Option<usize>,
-    /// Restarted replicas waiting for their turn as learner.
-    waiting: VecDeque<usize>,
-    epoch: u32,
-    /// Per partition: the epoch in which its head was last asked for a snapshot for a
-    /// learner (one per configuration is enough).
-    snapshot_asked: Vec<u32>,
+    membership: Membership<usize>,
     /// Until when its head is spared from crashes after a migration it took part in.
     migrated_until: Nanos,
 }
@@ -339,11 +332,7 @@ impl World {
             servers,
             chains: (0..config.servers)
                 .map(|c| Chain {
-                    members: (c * replicas..(c + 1) * replicas).collect(),
-                    learner: None,
-                    waiting: VecDeque::new(),
-                    epoch: 1,
-                    snapshot_asked: vec![0; config.partitions as usize],
+                    membership: Membership::new((c * replicas..(c + 1) * replicas).collect()),
                     migrated_until: 0,
                 })
                 .collect(),
@@ -467,19 +456,19 @@ impl World {
 
     /// The head of logical server `chain`.
     fn head(&self, chain: usize) -> usize {
-        self.chains[chain].members[0]
+        *self.chains[chain].membership.head()
     }
 
     /// Partition `p`'s address on each member of `chain`, head first.
     fn chain_addrs(&self, chain: usize, p: usize) -> Vec<SocketAddrV4> {
-        let members = self.chains[chain].members.iter();
+        let members = self.chains[chain].membership.members.iter();
         members.map(|&s| self.servers[s].addr(p)).collect()
     }
 
     /// Gives every replica of `chain` (and its learner) the chain's configuration, as the
     /// coordinator does through etcd; clients of its shards follow a new head.
     fn configure_chain(&mut self, chain: usize) {
-        let c = &self.chains[chain];
+        let c = &self.chains[chain].membership;
         let (members, learner, epoch) = (c.members.clone(), c.learner, c.epoch);
         for p in 0..self.config.partitions as usize {
             let config = ChainConfig {
@@ -581,7 +570,7 @@ impl World {
     fn background_work(&self) -> bool {
         self.chains
             .iter()
-            .any(|c| c.learner.is_some() || !c.waiting.is_empty())
+            .any(|c| c.membership.learner.is_some() || !c.membership.waiting.is_empty())
             || self.servers.iter().any(|s| {
                 s.partitions
                     .iter()
@@ -660,6 +649,7 @@ impl World {
         }
         if self.replicated() {
             for (c, chain) in self.chains.iter().enumerate() {
+                let chain = &chain.membership;
                 what.push(format!(
                     "chain {c}: members {:?}, learner {:?}, waiting {:?}",
                     chain.members, chain.learner, chain.waiting
@@ -1004,9 +994,8 @@ impl World {
         let candidates: Vec<usize> = (0..self.servers.len())
             .filter(|&s| {
                 self.chains.iter().enumerate().any(|(i, c)| {
-                    let member = c.members.len() > 1 && c.members.contains(&s);
-                    let spared = migrating(i) && c.members.first() == Some(&s);
-                    (member || c.learner == Some(s)) && !spared
+                    let spared = migrating(i) && *c.membership.head() == s;
+                    c.membership.can_lose(&s) && !spared
                 })
             })
             .collect();
@@ -1018,21 +1007,10 @@ impl World {
         let chain = self
             .chains
             .iter()
-            .position(|c| c.members.contains(&s) || c.learner == Some(s))
+            .position(|c| c.membership.can_lose(&s))
             .expect("a candidate is in a chain");
-        let c = &mut self.chains[chain];
-        let place = match c.members.iter().position(|&m| m == s) {
-            Some(0) => "head",
-            Some(i) if i + 1 == c.members.len() => "tail",
-            Some(_) => "middle",
-            None => "learner",
-        };
-        self.stats.head_crashes += u64::from(place == "head");
-        c.members.retain(|&m| m != s);
-        if c.learner == Some(s) {
-            c.learner = None;
-        }
-        c.epoch += 1;
+        let place = self.chains[chain].membership.fail(&s).expect("it can be lost");
+        self.stats.head_crashes += u64::from(place == Place::Head);
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
         let server = &mut self.servers[s];
@@ -1050,59 +1028,43 @@ impl World {
             .map(|_| DiskLog::default())
             .collect();
         server.set_incarnation(incarnation);
-        self.chains[chain].waiting.push_back(s);
+        self.chains[chain].membership.join(s);
         self.configure_chain(chain);
         let until = self.down_for_a_while(s);
         self.trace.note(
             self.now,
             format!(
-                "replica {s} ({place} of chain {chain}) crashes; rejoins in {} µs",
+                "replica {s} ({place:?} of chain {chain}) crashes; rejoins in {} µs",
                 (until - self.now) / 1000
             ),
         );
         self.next_crash_at = self.now + self.rng.u64(0..=self.config.migration_gap_ns * 3);
     }
 
-    /// The coordinator's work on each chain: a waiting replica becomes the learner, the
-    /// head writes a snapshot for a learner that waits for one, and a learner that holds
-    /// everything the tail holds becomes the tail.
+    /// The coordinator's work on each chain: a waiting replica becomes the learner, and a
+    /// learner that holds everything the tail holds (in every partition) becomes the tail.
+    /// (The tail asks the head for the snapshot its learner starts from.)
     fn coordinate_chains(&mut self) {
         for chain in 0..self.chains.len() {
-            let c = &mut self.chains[chain];
-            if c.learner.is_none() {
-                if let Some(next) = c.waiting.pop_front() {
-                    c.learner = Some(next);
-                    c.epoch += 1;
-                    self.configure_chain(chain);
-                    self.trace.note(
-                        self.now,
-                        format!("replica {next} joins chain {chain} as learner"),
-                    );
-                }
+            if self.chains[chain].membership.admit_learner() {
+                self.configure_chain(chain);
+                let learner = self.chains[chain].membership.learner;
+                self.trace.note(
+                    self.now,
+                    format!("replica {learner:?} joins chain {chain} as learner"),
+                );
             }
-            let c = &self.chains[chain];
+            let c = &self.chains[chain].membership;
             let Some(learner) = c.learner else {
                 continue;
             };
-            let (head, tail) = (c.members[0], *c.members.last().expect("a member"));
+            let tail = *c.tail();
+            let caught_up = self.servers[tail].partitions.iter().all(|p| {
+                p.chain_replica()
+                    .is_some_and(|r| r.learner_caught_up())
+            });
             let epoch = c.epoch;
-            let mut caught_up = true;
-            for p in 0..self.config.partitions as usize {
-                let tail_replica = self.servers[tail].partitions[p].chain_replica();
-                let waits = tail_replica.is_some_and(|r| r.learner_waits_for_snapshot());
-                caught_up &= tail_replica.is_some_and(|r| r.learner_caught_up());
-                let asked = &mut self.chains[chain].snapshot_asked[p];
-                let head_partition = &mut self.servers[head].partitions[p];
-                if waits && *asked != epoch && !head_partition.snapshotting() {
-                    *asked = epoch;
-                    head_partition.begin_snapshot();
-                }
-            }
-            if caught_up {
-                let c = &mut self.chains[chain];
-                c.members.push(learner);
-                c.learner = None;
-                c.epoch += 1;
+            if caught_up && self.chains[chain].membership.promote_learner(epoch) {
                 self.stats.rejoined += 1;
                 self.configure_chain(chain);
                 self.trace.note(
@@ -1277,7 +1239,7 @@ impl World {
             }
         }
         for shard in 1..=self.config.shards {
-            let chain = &self.chains[self.owner[shard as usize - 1]];
+            let chain = &self.chains[self.owner[shard as usize - 1]].membership;
             // Every replica of the owning chain holds the shard; without replication the
             // chain is the owner alone.
             let owner = chain.members[0];

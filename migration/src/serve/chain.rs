@@ -30,6 +30,30 @@ fn stream_journal(journal: &mut Journal, replica: &mut Replica) {
     journal.pass_to_chain(|records| replica.append(records));
 }
 
+/// In a `ChainAppendAck`'s `oldest_gap`: the tail's learner waits for a snapshot to start
+/// from; every replica passes the request up to the head.
+pub const SNAPSHOT_WANTED: u32 = 1;
+
+/// The tail's request for a snapshot, to `to` (its upstream): an acknowledgement of what it
+/// holds, with the request flag.
+fn snapshot_request(replica: &Replica, epoch: u32, to: SocketAddrV4) -> Box<Packet> {
+    let header = HeaderRepr {
+        op: Op::ChainAppendAck,
+        flags: Flags::default(),
+        status: Status::Ok,
+        shard: 0,
+        seq: replica.end(),
+        key_hash: replica.committed(),
+        client: epoch,
+        oldest_gap: SNAPSHOT_WANTED,
+    };
+    let mut packet = Packet::new_boxed();
+    let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
+    packet.set_len(len);
+    packet.dst = to;
+    packet
+}
+
 /// What a replica other than the head does with a client request.
 pub(super) enum FollowerRule {
     Serve,
@@ -144,7 +168,8 @@ impl PartitionServer {
     /// Whether the chain has work at any time: frames to pass on or packets held.
     pub fn chain_busy(&self) -> bool {
         self.chain.as_ref().is_some_and(|c| {
-            c.replica.uncommitted() || c.replica.held() > 0 || c.replica.learner_caught_up()
+            let r = &c.replica;
+            r.uncommitted() || r.held() > 0 || r.learner_caught_up() || r.learner_waits_for_snapshot()
         })
     }
 
@@ -161,6 +186,9 @@ impl PartitionServer {
         let mut frames = Vec::new();
         state.replica.frames_due(now, &mut frames);
         let epoch = state.replica.config().map_or(0, |c| c.epoch);
+        if let Some(to) = state.replica.snapshot_request_due(now) {
+            out.push(snapshot_request(&state.replica, epoch, to));
+        }
         for frame in frames {
             let header = HeaderRepr {
                 op: Op::ChainAppend,
@@ -182,6 +210,19 @@ impl PartitionServer {
             packet.set_len(len);
             packet.dst = frame.to;
             out.push(packet);
+        }
+        if self.chain_place() == Some(Place::Head) {
+            // A learner waits on a head that is its own tail.
+            let waits = self.chain_replica().is_some_and(|r| r.learner_waits_for_snapshot());
+            self.begin_snapshot_for_learner(waits);
+        }
+    }
+
+    /// The head begins a snapshot a learner can start from, when its tail asked for one
+    /// (`asked`) and none is under way (the tail asks again if that one began too early).
+    fn begin_snapshot_for_learner(&mut self, asked: bool) {
+        if asked && !self.snapshotting() {
+            self.begin_snapshot();
         }
     }
 
@@ -321,8 +362,13 @@ impl PartitionServer {
             return Err(DropReason::Chain);
         }
         let committed = state.replica.committed();
+        let snapshot_wanted = header.oldest_gap & SNAPSHOT_WANTED != 0;
+        if snapshot_wanted && state.replica.place() == Place::Head {
+            self.begin_snapshot_for_learner(true);
+            return Ok(Action::Consumed);
+        }
         match state.replica.upstream() {
-            Some(to) if committed > before => {
+            Some(to) if committed > before || snapshot_wanted => {
                 let ack = HeaderRepr {
                     seq: state.replica.end(),
                     key_hash: committed,
