@@ -99,6 +99,7 @@ fn client_cost(c: &mut Criterion) {
     }
     let server = Arc::new(Mutex::new(server));
     let cluster = Arc::new(Cluster {
+        chain_view: None,
         partitions: vec![SERVER],
         map,
         shard: 0,

@@ -50,6 +50,12 @@ pub enum Command {
     /// migrations back and forth, chained and aborted; each run checked for linearizability
     /// and its end state. A failing seed prints its last events and replays exactly.
     Simulate(SimulateArgs),
+    /// Keep a chain of servers (`server --etcd`) configured by chain replication's rules,
+    /// from etcd: form it once enough servers registered, take out a server whose lease
+    /// ended (head: its successor heads; tail: its predecessor is the tail; middle:
+    /// spliced), let a restarted one copy the state as a learner and join as the tail.
+    /// Stateless beyond etcd: restart it any time.
+    Coordinator(CoordinatorArgs),
     /// Check a history file (JSON lines, as `--history` writes them, or from any client in
     /// that vocabulary) for linearizability, key by key; exits 1 if a key's history is not
     /// linearizable or cannot be decided.
@@ -336,6 +342,30 @@ impl IdleArgs {
     }
 }
 
+/// Where the chain's membership lives (a build with the `etcd` feature).
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379): the chain's membership
+    /// lives there (docs/replication.md).
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub etcd: Vec<String>,
+    /// The chain's name in etcd (one etcd can hold several chains).
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub chain_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Replicas the chain starts with: it forms once this many servers registered.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
 /// How a server lays out its data; client and server must agree.
 #[derive(Args, Debug, Clone)]
 pub struct LayoutArgs {
@@ -537,6 +567,15 @@ pub struct ServerArgs {
     /// yet, and migrations of replicated servers run in the simulator only.
     #[arg(long, value_delimiter = ',', value_name = "ADDR,ADDR,...")]
     pub chain: Vec<SocketAddrV4>,
+    // --etcd: a replica of the chain whose membership etcd holds (`netmigrate coordinator`
+    // keeps it): the server registers with a lease, serves nothing until a membership names
+    // it, and follows every new one.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Seconds the server's etcd lease lasts without renewal: how soon the coordinator
+    /// takes a stopped server out of its chain.
+    #[arg(long, default_value_t = 2)]
+    pub lease_ttl: u64,
     /// Stop by itself after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
@@ -653,6 +692,10 @@ pub struct YcsbArgs {
         conflicts_with = "server"
     )]
     pub chain: Vec<SocketAddrV4>,
+    // --etcd: follow the chain whose membership etcd holds (`server --etcd`): requests go
+    // to its head, reads spread over its members, and each new membership is followed.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Reach the server through the software switch at this address (`netmigrate
     /// switch`; kernel UDP only).
     #[arg(long, value_name = "SWITCH")]

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod history;
 pub mod linearizability;
 pub mod measure;
+pub mod membership;
 pub mod plot;
 pub mod report;
 pub mod server;

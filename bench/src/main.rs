@@ -16,6 +16,7 @@ fn main() {
         cli::Command::Experiment(args) => commands::experiment::run(*args),
         cli::Command::Compare(args) => commands::compare::run(*args),
         cli::Command::CoreLatency(args) => commands::core_latency::run(args),
+        cli::Command::Coordinator(args) => commands::coordinator::run(args),
         cli::Command::CheckHistory(args) => commands::check_history::run(args),
         cli::Command::Simulate(args) => commands::simulate::run(args),
     };

@@ -288,6 +288,8 @@ pub struct Engine {
     next_process: u64,
     counters: Counters,
     published: Counters,
+    /// The chain membership epoch last followed (`Cluster::chain_view`).
+    chain_epoch: u64,
     key: Vec<u8>,
     value: Vec<u8>,
     /// Keys, values and encoded body of the multi-key request being sent.
@@ -342,6 +344,7 @@ impl Engine {
             history: Vec::new(),
             counters: Counters::default(),
             published: Counters::default(),
+            chain_epoch: 0,
         }
     }
 
@@ -394,6 +397,7 @@ impl Engine {
             polls = polls.wrapping_add(1);
             if polls % 64 == 0 {
                 self.publish(progress);
+                self.follow_chain_view();
             }
             if exhausted && self.outstanding == 0 {
                 break;
@@ -900,6 +904,30 @@ impl Engine {
         }
     }
 
+    /// Follows a new epoch of the chain's membership (`Cluster::chain_view`): every
+    /// partition's requests go to the new head, reads spread over the new members.
+    fn follow_chain_view(&mut self) {
+        let Some(view) = &self.cluster.chain_view else {
+            return;
+        };
+        let epoch = view.epoch();
+        if epoch == self.chain_epoch {
+            return;
+        }
+        self.chain_epoch = epoch;
+        let members = view.members();
+        if members.is_empty() {
+            return;
+        }
+        for partition in 0..self.routes.len() {
+            let addr = |m: &SocketAddrV4| crate::server::partition_addr(*m, partition as u32);
+            let replicas: Vec<SocketAddrV4> = members.iter().map(addr).collect();
+            // Whatever replica it addressed, the partition's requests go to the new head.
+            let old = [self.routes[partition].0];
+            self.follow_chain(partition, &old, &replicas);
+        }
+    }
+
     /// The coordinator changed a chain: requests of `partition` routed to any of `old`
     /// go to the head of `replicas`, and its reads spread over `replicas` (head first).
     pub fn follow_chain(
@@ -1258,6 +1286,7 @@ mod tests {
     fn engine_at(origin: SocketAddrV4) -> Engine {
         let map = kv::PartitionMap::new(kv::GroupLayout::new(8).unwrap(), 1).unwrap();
         let cluster = Arc::new(Cluster {
+            chain_view: None,
             partitions: vec![origin],
             map,
             shard: 1,

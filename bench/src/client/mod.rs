@@ -29,6 +29,45 @@ pub struct Cluster {
     /// Per partition of a replicated server: its chain, head first (reads spread over it,
     /// docs/replication.md). Empty: every request goes to `partitions`.
     pub replicas: Vec<Vec<SocketAddrV4>>,
+    /// The chain's members as the directory has them now (`--etcd`): client loops follow
+    /// each new epoch. None: the replicas above stay.
+    pub chain_view: Option<Arc<ChainView>>,
+}
+
+/// A chain's current members (partition 0 addresses, head first), published by a thread
+/// that reads the directory and read by the client loops now and then.
+#[derive(Debug, Default)]
+pub struct ChainView {
+    epoch: AtomicU64,
+    members: std::sync::Mutex<Vec<SocketAddrV4>>,
+    closed: AtomicBool,
+}
+
+impl ChainView {
+    pub fn publish(&self, epoch: u32, members: &[SocketAddrV4]) {
+        if self.epoch.load(Ordering::Acquire) == u64::from(epoch) {
+            return;
+        }
+        *self.members.lock().expect("chain view lock poisoned") = members.to_vec();
+        self.epoch.store(u64::from(epoch), Ordering::Release);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn members(&self) -> Vec<SocketAddrV4> {
+        self.members.lock().expect("chain view lock poisoned").clone()
+    }
+
+    /// The run is over: the thread publishing the view may stop.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
 }
 
 /// How the client behaves (all phases).

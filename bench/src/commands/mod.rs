@@ -2,6 +2,7 @@
 
 pub mod check_history;
 pub mod compare;
+pub mod coordinator;
 pub mod core_latency;
 pub mod experiment;
 pub mod migrate;

@@ -9,7 +9,10 @@ use dataplane::port::FaultConfig;
 use dataplane::runner::{parse_core_list, shutdown_on_signals, Idle};
 use kv::{GroupLayout, PartitionMap};
 use std::net::SocketAddrV4;
-use std::sync::atomic::Ordering;
+use crate::membership::agent::ServerAgent;
+use crate::membership::{self, Registration, ServerId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn partition_map(layout: &LayoutArgs) -> Result<PartitionMap, CommandError> {
@@ -47,6 +50,7 @@ pub fn spec(
         idle: Idle::Share,
         log: None,
         chain: None,
+        awaits_membership: false,
     })
 }
 
@@ -75,6 +79,18 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         }
         spec.chain = Some(args.chain.clone());
     }
+    let directory = if args.etcd.etcd.is_empty() {
+        None
+    } else {
+        if !args.chain.is_empty() {
+            return fail("--chain is a fixed chain; with --etcd the coordinator keeps the chain");
+        }
+        if args.lease_ttl < 2 {
+            return fail("--lease-ttl must be at least 2 seconds (etcd's shortest lease)");
+        }
+        spec.awaits_membership = true;
+        Some(membership::connect(&args.etcd.etcd).map_err(CommandError)?)
+    };
     if let Some(capacity) = args.work_capacity {
         if !(capacity.is_finite() && capacity > 0.0) {
             return fail(format!(
@@ -116,6 +132,29 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
     if let Some(control) = &control {
         eprintln!("control API (gRPC) on {}", control.addr());
     }
+    let agent_stop = Arc::new(AtomicBool::new(false));
+    let agent = directory.map(|mut directory| {
+        let agent = ServerAgent {
+            chain: args.etcd.chain_name.clone(),
+            registration: Registration {
+                id: ServerId {
+                    addr: args.listen,
+                    incarnation: running.incarnation,
+                },
+                recovered: running.recovered,
+            },
+            ttl: Duration::from_secs(args.lease_ttl),
+        };
+        eprintln!(
+            "replica of chain {} in etcd {} (incarnation {:#x}{}); waits for its membership",
+            agent.chain,
+            args.etcd.etcd.join(","),
+            running.incarnation,
+            if running.recovered { ", from its log" } else { "" }
+        );
+        let (control, stop) = (running.control(), Arc::clone(&agent_stop));
+        std::thread::spawn(move || agent.run(directory.as_mut(), &control, &stop))
+    });
     let started = Instant::now();
     let deadline = args.duration.map(Duration::from_secs_f64);
     while !signals.load(Ordering::Relaxed)
@@ -125,6 +164,10 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(control);
+    agent_stop.store(true, Ordering::Relaxed);
+    if let Some(agent) = agent {
+        let _ = agent.join();
+    }
     let reports = running.stop();
     eprint!("{}", server::format_reports(&reports));
     if let Some(devices) = fabric.device_report() {

@@ -4,7 +4,10 @@
 use super::server::{core_list, spec as server_spec};
 use super::{fail, CommandError};
 use crate::cli::YcsbArgs;
-use crate::client::{self, ClientAddrs, Cluster, InsertCounter, Phase, PhaseResult, Settings};
+use crate::client::{
+    self, ChainView, ClientAddrs, Cluster, InsertCounter, Phase, PhaseResult, Settings,
+};
+use crate::membership::{self, agent};
 use crate::linearizability;
 use crate::measure::micros;
 use crate::report::{
@@ -161,7 +164,19 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     if !args.chain.is_empty() && args.embedded {
         return fail("--chain names separate server processes; it cannot go with --embedded");
     }
-    let server = args.chain.first().copied().or(args.server);
+    let followed = if args.etcd.etcd.is_empty() {
+        None
+    } else {
+        if args.embedded || !args.chain.is_empty() || args.server.is_some() {
+            return fail("--etcd finds the chain's servers itself: it cannot go with --embedded, --chain or --server");
+        }
+        Some(follow_chain_in_etcd(&args)?)
+    };
+    let chain: Vec<SocketAddrV4> = match &followed {
+        Some(view) => view.0.members(),
+        None => args.chain.clone(),
+    };
+    let server = chain.first().copied().or(args.server);
     let (server_base, client_base) = match transport {
         Transport::Memory => (server.unwrap_or(MEMORY_SERVER), MEMORY_CLIENT),
         Transport::Udp => (server.unwrap_or(UDP_SERVER), UDP_CLIENT),
@@ -186,12 +201,13 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
     };
     let map = super::server::partition_map(&args.layout)?;
     let cluster = Arc::new(Cluster {
+        chain_view: followed.as_ref().map(|view| Arc::clone(&view.0)),
         partitions: (0..map.partitions())
             .map(|p| partition_addr(server_base, p))
             .collect(),
         replicas: (0..map.partitions())
-            .filter(|_| !args.chain.is_empty())
-            .map(|p| args.chain.iter().map(|&m| partition_addr(m, p)).collect())
+            .filter(|_| !chain.is_empty())
+            .map(|p| chain.iter().map(|&m| partition_addr(m, p)).collect())
             .collect(),
         map,
         shard: args.layout.shard,
@@ -269,6 +285,47 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         hint_failures(&run);
     }
     Ok(report)
+}
+
+/// The chain's view, closed (its thread stops) when the command returns.
+struct FollowedChain(Arc<ChainView>);
+
+impl Drop for FollowedChain {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// `--etcd`: waits (up to --link-timeout) for the chain's membership, then keeps it current
+/// from a thread of its own.
+fn follow_chain_in_etcd(args: &YcsbArgs) -> Result<FollowedChain, CommandError> {
+    let mut directory = membership::connect(&args.etcd.etcd).map_err(CommandError)?;
+    let chain = args.etcd.chain_name.clone();
+    let deadline = Instant::now() + Duration::from_secs_f64(args.link_timeout);
+    let view = Arc::new(ChainView::default());
+    loop {
+        let members = directory
+            .members(&chain)
+            .map_err(|e| CommandError(e.to_string()))?;
+        if let Some((members, _)) = members {
+            let addrs: Vec<SocketAddrV4> = members.members.iter().map(|id| id.addr).collect();
+            view.publish(members.epoch, &addrs);
+            break;
+        }
+        if Instant::now() >= deadline {
+            return fail(format!(
+                "chain {chain} has no membership in etcd yet (is `netmigrate coordinator` \
+                 running, and have enough servers registered?)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let followed = Arc::clone(&view);
+    std::thread::spawn(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        agent::follow_members(directory.as_mut(), &chain, &followed, &stop);
+    });
+    Ok(FollowedChain(view))
 }
 
 /// `--read-back`: the earlier run's history with the reads of every record appended after

@@ -435,8 +435,9 @@ impl ControlClient {
                         ..Default::default()
                     },
                     entries: p.entries as usize,
-                    // Not carried by the control API: the server prints it when it stops.
+                    // Not carried by the control API: the server prints them when it stops.
                     log: Default::default(),
+                    chain: None,
                 })
             })
             .collect()

@@ -14,7 +14,7 @@ use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
 use log::{LogSpec, LogStats, PartitionLog};
-use migration::chain::ChainConfig;
+use migration::chain::{ChainConfig, Place};
 use migration::{
     MigrationCounters, MigrationTicket, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket,
 };
@@ -49,6 +49,10 @@ pub struct ServerSpec {
     /// The chain this server is a replica of (`--chain`): every member's partition 0
     /// address, head first, this server's among them. None: not replicated.
     pub chain: Option<Vec<SocketAddrV4>>,
+    /// A replica of a chain whose membership comes from the directory (`--etcd`): its
+    /// partitions serve nothing until the first membership naming it arrives
+    /// (`ServerControl::configure_chain`).
+    pub awaits_membership: bool,
 }
 
 impl ServerSpec {
@@ -70,6 +74,17 @@ pub struct PartitionReport {
     pub port: PortStats,
     pub entries: usize,
     pub log: LogStats,
+    /// Where the partition stands in its chain (None: not replicated).
+    pub chain: Option<ChainReport>,
+}
+
+/// A replica partition's view of its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainReport {
+    pub epoch: u32,
+    pub place: Place,
+    /// This tail's learner holds everything the tail holds.
+    pub learner_caught_up: bool,
 }
 
 /// A command to a partition loop from the control plane.
@@ -88,12 +103,18 @@ pub enum Command {
         serve_per_s: Option<f64>,
         started: Sender<Result<(), String>>,
     },
+    /// The partition's chain has a new configuration.
+    ConfigureChain(ChainConfig),
 }
 
 pub struct RunningServer {
     stop: Arc<AtomicBool>,
     loops: Vec<JoinHandle<PartitionReport>>,
     control: ServerControl,
+    /// Drawn at start: tells this run of the server from earlier ones.
+    pub incarnation: u64,
+    /// Some partition was rebuilt from a log that held records.
+    pub recovered: bool,
 }
 
 struct PartitionLoop {
@@ -265,6 +286,10 @@ impl PartitionLoop {
                 // The asker may have given up waiting.
                 let _ = started.send(result);
             }
+            Command::ConfigureChain(config) => {
+                let me = self.port.local_addr();
+                self.server.configure_chain(me, config, 0);
+            }
         }
     }
 
@@ -291,6 +316,11 @@ impl PartitionLoop {
             port: self.port.stats(),
             entries: self.server.entries(),
             log: self.log.as_ref().map(|l| l.stats).unwrap_or_default(),
+            chain: self.server.chain_replica().map(|r| ChainReport {
+                epoch: r.config().map_or(0, |c| c.epoch),
+                place: r.place(),
+                learner_caught_up: r.learner_caught_up(),
+            }),
         }
     }
 }
@@ -321,6 +351,7 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
     let mut commands = Vec::new();
     let mut published_reports = Vec::new();
     let incarnation = draw_incarnation();
+    let mut recovered = false;
     for partition in 0..spec.map.partitions() {
         let addr = spec.partition_addr(partition);
         let port = fabric.bind(addr).map_err(|e| {
@@ -336,7 +367,8 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         }));
         commands.push(command_tx);
         published_reports.push(Arc::clone(&published));
-        let (mut server, log) = partition_server(spec, partition)?;
+        let (mut server, log, from_log) = partition_server(spec, partition)?;
+        recovered |= from_log;
         server.set_incarnation(incarnation);
         if let Some(members) = &spec.chain {
             // A fixed chain, the same on every replica (no coordinator moves it yet).
@@ -349,6 +381,8 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
                 learner: None,
             };
             server.configure_chain(addr, config, spec.capacity_per_partition);
+        } else if spec.awaits_membership {
+            server.await_chain(addr, spec.capacity_per_partition);
         }
         let state = PartitionLoop {
             port,
@@ -383,6 +417,8 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
         loops.push(handle);
     }
     Ok(RunningServer {
+        incarnation,
+        recovered,
         stop,
         loops,
         control: ServerControl {
@@ -397,14 +433,15 @@ pub fn start(fabric: &Fabric, spec: &ServerSpec) -> io::Result<RunningServer> {
 
 /// Partition `partition`'s server: from its log if it has one (the log's shards win over
 /// `spec.shards`), else new with `spec.shards`, recording from the start if logs are kept.
+/// True when it came from a log.
 fn partition_server(
     spec: &ServerSpec,
     partition: u32,
-) -> io::Result<(PartitionServer, Option<PartitionLog>)> {
+) -> io::Result<(PartitionServer, Option<PartitionLog>, bool)> {
     let capacity = spec.capacity_per_partition;
     let Some(log_spec) = &spec.log else {
         let server = PartitionServer::new(&spec.map, partition, &spec.shards, capacity);
-        return Ok((server, None));
+        return Ok((server, None, false));
     };
     let (mut log, records, opened) = PartitionLog::open(log_spec, partition)
         .map_err(|e| io::Error::new(e.kind(), format!("the log of partition {partition}: {e}")))?;
@@ -412,7 +449,7 @@ fn partition_server(
         let mut server = PartitionServer::new(&spec.map, partition, &spec.shards, capacity);
         server.enable_journal();
         log.append(&server.take_journal())?;
-        return Ok((server, Some(log)));
+        return Ok((server, Some(log), false));
     }
     let started = Instant::now();
     let (server, recovery) = PartitionServer::recover(&spec.map, partition, capacity, &records);
@@ -431,7 +468,7 @@ fn partition_server(
             torn => format!("; a torn record of {torn} bytes cut off the end"),
         }
     );
-    Ok((server, Some(log)))
+    Ok((server, Some(log), true))
 }
 
 /// A start that some partition refused: the partitions that did start must not move the
@@ -519,9 +556,9 @@ impl ServerControl {
     /// away by `migrate_out` (under `starting`), so a partition that says yes here still
     /// does when the start comes.
     fn check_migrate_out(&self, plan: &impl Fn(u32) -> OutgoingPlan) -> Result<(), String> {
-        if self.spec.chain.is_some() {
+        if self.spec.chain.is_some() || self.spec.awaits_membership {
             return Err(
-                "this server is a replica of a chain (--chain): migrations between \
+                "this server is a replica of a chain (--chain, --etcd): migrations between \
                         chains run in the simulator only so far (docs/replication.md)"
                     .into(),
             );
@@ -572,6 +609,15 @@ impl ServerControl {
     }
 
     /// Each partition's latest report (refreshed every 10 ms).
+    /// Gives every partition its chain's configuration from the chain's `members`.
+    pub fn configure_chain(&self, members: &crate::membership::ChainMembers) {
+        for (partition, commands) in self.commands.iter().enumerate() {
+            let config = crate::membership::partition_config(members, partition as u32);
+            // A loop that stopped has nothing left to configure.
+            let _ = commands.send(Command::ConfigureChain(config));
+        }
+    }
+
     pub fn reports(&self) -> Vec<PartitionReport> {
         self.published
             .iter()

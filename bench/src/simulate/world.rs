@@ -406,6 +406,7 @@ impl World {
     fn cluster(&self, shard: u16) -> Arc<Cluster> {
         let server = &self.servers[self.head(self.owner[shard as usize - 1])];
         Arc::new(Cluster {
+            chain_view: None,
             partitions: (0..self.config.partitions as usize)
                 .map(|p| server.addr(p))
                 .collect(),

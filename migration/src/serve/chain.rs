@@ -25,6 +25,15 @@ pub(super) struct ChainState {
     capacity: usize,
 }
 
+fn chain_state(me: SocketAddrV4, capacity: usize) -> Box<ChainState> {
+    Box::new(ChainState {
+        replica: Replica::new(me),
+        replay: Replay::new(capacity),
+        partial: Vec::new(),
+        capacity,
+    })
+}
+
 /// The head's journal since the last call joins its chain's stream.
 fn stream_journal(journal: &mut Journal, replica: &mut Replica) {
     journal.pass_to_chain(|records| replica.append(records));
@@ -67,14 +76,10 @@ impl PartitionServer {
     /// Makes this partition the replica at `me` of a chain (or gives it the chain's next
     /// configuration). `capacity` sizes the shards a follower learns of.
     pub fn configure_chain(&mut self, me: SocketAddrV4, config: ChainConfig, capacity: usize) {
-        let mut state = self.chain.take().unwrap_or_else(|| {
-            Box::new(ChainState {
-                replica: Replica::new(me),
-                replay: Replay::new(capacity),
-                partial: Vec::new(),
-                capacity,
-            })
-        });
+        let mut state = self
+            .chain
+            .take()
+            .unwrap_or_else(|| chain_state(me, capacity));
         let before = state.replica.place();
         let restart = state.replica.configure(config);
         let place = state.replica.place();
@@ -99,6 +104,14 @@ impl PartitionServer {
             return;
         }
         self.chain = Some(state);
+    }
+
+    /// Makes this partition a replica at `me` of a chain it has not been told yet: it
+    /// serves nothing (RETRY_LATER) until its first configuration (`configure_chain`).
+    pub fn await_chain(&mut self, me: SocketAddrV4, capacity: usize) {
+        if self.chain.is_none() {
+            self.chain = Some(chain_state(me, capacity));
+        }
     }
 
     /// A follower became head: the migrations its records show under way end as a

@@ -200,6 +200,7 @@ pub fn execute(mut args: ExperimentArgs) -> Result<report::Report, CommandError>
     };
 
     let cluster = Arc::new(Cluster {
+        chain_view: None,
         partitions: (0..map.partitions())
             .map(|p| partition_addr(addrs.source, p))
             .collect(),
