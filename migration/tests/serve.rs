@@ -980,3 +980,33 @@ fn a_replica_applies_its_predecessors_frames_and_drops_anyone_elses() {
     let (reply, _) = wire::parse_header(put.payload()).unwrap();
     assert_eq!(reply.status, Status::Moved);
 }
+
+#[test]
+fn a_replica_holding_nothing_yet_asks_clients_to_retry_whatever_the_shard() {
+    use migration::chain::ChainConfig;
+    let head = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 7100);
+    let (mut server, _) = server(1);
+    let get_of_shard = |server: &mut PartitionServer, shard: u16| {
+        let mut get = packet(
+            &HeaderRepr {
+                shard,
+                ..header(Op::Get, 1, b"k")
+            },
+            &Request::Get { key: b"k" },
+        );
+        assert!(server.handle(&mut get));
+        wire::parse_header(get.payload()).unwrap().0.status
+    };
+    // Not told its chain yet: it may become anyone's replica.
+    server.await_chain(SERVER, 16);
+    assert_eq!(get_of_shard(&mut server, 3), Status::RetryLater);
+    assert_eq!(get_of_shard(&mut server, 9), Status::RetryLater);
+    // A learner has dropped its shards until its snapshot comes: not ERROR either.
+    let config = ChainConfig {
+        epoch: 2,
+        members: vec![head],
+        learner: Some(SERVER),
+    };
+    server.configure_chain(SERVER, config, 16);
+    assert_eq!(get_of_shard(&mut server, 3), Status::RetryLater);
+}

@@ -67,8 +67,9 @@ fn snapshot_request(replica: &Replica, epoch: u32, to: SocketAddrV4) -> Box<Pack
 pub(super) enum FollowerRule {
     Serve,
     /// Writes and multi-key requests belong to the head: MOVED teaches the client where.
-    ToHead,
-    ToTail,
+    ToHead(SocketAddrV4),
+    /// A dirty key's read: the tail knows which version is committed.
+    ToTail(SocketAddrV4),
     RetryLater,
 }
 
@@ -398,9 +399,11 @@ impl PartitionServer {
 
     /// What a replica other than the head does with a client request (None: the head, or
     /// no chain, serves it as always).
+    /// `shard_index`: the request's shard here, if hosted (None and not a learner or
+    /// outsider: the caller answers ERROR).
     pub(super) fn follower_rule(
         &self,
-        shard_index: usize,
+        shard_index: Option<usize>,
         header: &HeaderRepr,
         forwarded: bool,
     ) -> Option<FollowerRule> {
@@ -410,12 +413,13 @@ impl PartitionServer {
             Place::Head => return None,
             Place::Learner | Place::Outside => FollowerRule::RetryLater,
             Place::Middle | Place::Tail => {
-                let shard = self.shards[shard_index].id;
+                let shard = self.shards[shard_index?].id;
+                let config = replica.config()?;
                 if header.op != Op::Get {
                     if forwarded {
                         FollowerRule::RetryLater
                     } else {
-                        FollowerRule::ToHead
+                        FollowerRule::ToHead(config.head())
                     }
                 } else if state.replay.migrating(shard) {
                     // Only the head knows which groups have moved; passed on, a read
@@ -432,15 +436,9 @@ impl PartitionServer {
                 } else if forwarded {
                     FollowerRule::RetryLater
                 } else {
-                    FollowerRule::ToTail
+                    FollowerRule::ToTail(config.tail())
                 }
             }
         })
-    }
-
-    /// The head and tail of this replica's chain.
-    pub(super) fn chain_ends(&self) -> Option<(SocketAddrV4, SocketAddrV4)> {
-        let config = self.chain.as_ref()?.replica.config()?;
-        Some((config.head(), config.tail()))
     }
 }

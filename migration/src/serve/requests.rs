@@ -107,21 +107,20 @@ impl PartitionServer {
             self.counters.oversized_writes += 1;
             return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
         }
-        let Some(shard_index) = self.shards.iter().position(|s| s.id == header.shard) else {
-            return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
-        };
+        let shard_index = self.shards.iter().position(|s| s.id == header.shard);
+        // A replica that holds nothing yet (a learner, or one not told its chain) asks
+        // again later whatever the shard: it may be the shard's next tail.
         if let Some(rule) = self.follower_rule(shard_index, &header, reply_to.is_some()) {
-            let (head, tail) = self.chain_ends().expect("a follower has a chain");
             match rule {
                 FollowerRule::Serve => {}
-                FollowerRule::ToHead => {
+                FollowerRule::ToHead(head) => {
                     let shard = header.shard;
                     return Ok(Action::Reply(
                         self.moved_reply(&header, head, shard, buf),
                         reply_to,
                     ));
                 }
-                FollowerRule::ToTail => {
+                FollowerRule::ToTail(tail) => {
                     return self.forward(&header, len, buf, requester, (tail, header.shard))
                 }
                 FollowerRule::RetryLater => {
@@ -132,6 +131,9 @@ impl PartitionServer {
                 }
             }
         }
+        let Some(shard_index) = shard_index else {
+            return Ok(Action::Reply(self.error_reply(&header, buf), reply_to));
+        };
         let range_of = |s: &[u8]| range_in(buf, s);
         let (hash, key, value) = match request {
             Request::Get { key } => (self.checked_hash(&header, key)?, range_of(key), None),
