@@ -6,7 +6,8 @@
 # Usage: scripts/setup.sh [--bench-tools] [--nic-tools] [--all] [--hugepages N] [--check]
 #   (always)       the DPDK build and scripts/test.sh: DPDK 22.11 LTS (libdpdk-dev, dpdk-dev),
 #                  pkg-config, clang and libclang-dev (bindgen), iproute2 (ip: the veth tests,
-#                  testbed.sh), procps (sysctl), util-linux (taskset, mountpoint), python3
+#                  testbed.sh), procps (sysctl), util-linux (taskset, mountpoint), python3;
+#                  the etcd build and its tests: protobuf-compiler (protoc), etcd-server
 #   --bench-tools  also the benchmarks' tools: redis-server and redis-tools (redis-benchmark:
 #                  bench-redis.sh, bench-dpdk.sh), valgrind (bench-instructions.sh)
 #   --nic-tools    also what bind-nic.sh needs on a real testbed: dpdk (dpdk-devbind.py), kmod
@@ -20,7 +21,8 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 die() { echo "setup.sh: $*" >&2; exit 2; }
 
-base=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev iproute2 procps util-linux python3)
+base=(libdpdk-dev dpdk-dev pkg-config clang libclang-dev iproute2 procps util-linux python3
+      protobuf-compiler etcd-server)
 bench_tools=(redis-server redis-tools valgrind)
 nic_tools=(dpdk kmod)
 

@@ -15,9 +15,9 @@ scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy (default build, and with DPDK)"
+echo "== cargo clippy (default build, and with DPDK and etcd)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy --workspace --all-targets --features bench/dpdk --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features bench/dpdk,bench/etcd --quiet -- -D warnings
 
 echo "== cargo test"
 # Release mode: the end-to-end tests move millions of packets.
@@ -32,8 +32,9 @@ timeout 300 cargo run --release --quiet -- simulate --seeds 200 --replicas 3 --c
 echo "== switch controller (offline tests of the bfrt controller's logic)"
 python3 tofino/controller/test_controller.py
 
-echo "== DPDK tests: memif between two processes, af_packet on a veth pair (root)"
-cargo test --release --features dpdk -p bench --test dpdk
+echo "== DPDK tests (memif between two processes, af_packet on a veth pair; root) and etcd"
+echo "   tests (a real etcd, the coordinator and chains of server processes killed and restarted)"
+cargo test --release --features dpdk,etcd -p bench --test dpdk --test etcd
 
 echo "== acceptance: embedded YCSB-B with the linearizability check"
 out=$(mktemp -d)

@@ -28,10 +28,21 @@ fn start_etcd(dir: &Path) -> (Child, String) {
     let etcd = Command::new("etcd")
         .args(["--name", "test", "--data-dir"])
         .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("test=http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("test=http://127.0.0.1:{peer}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -45,7 +56,7 @@ fn start_etcd(dir: &Path) -> (Child, String) {
 }
 
 /// A server whose output is appended to `log`.
-fn server(addr: &str, etcd: &str, log: &Path) -> Child {
+fn server(addr: &str, etcd: &str, log: &Path, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -54,10 +65,48 @@ fn server(addr: &str, etcd: &str, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_netmigrate"))
         .args(["server", "--listen", addr, "--etcd", etcd])
         .args(["--group-bits", "10", "--duration", "80"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("netmigrate starts")
+}
+
+/// `netmigrate coordinator` for a chain of three, its output appended to `log`.
+fn coordinator(etcd: &str, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_netmigrate"))
+        .args([
+            "coordinator",
+            "--etcd",
+            etcd,
+            "--replicas",
+            "3",
+            "--duration",
+            "80",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the coordinator starts")
+}
+
+/// A YCSB-A client of the chain in etcd, with `extra` arguments.
+fn ycsb(etcd: &str, extra: &[&str]) -> Child {
+    let args = ["ycsb", "--etcd", etcd, "--group-bits", "10", "-w", "a"];
+    netmigrate(&[&args[..], &["--records", "2000", "--quiet"], extra].concat())
+}
+
+/// Everything the processes of a test printed.
+fn logs_of(paths: &[std::path::PathBuf]) -> String {
+    let texts = paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default());
+    texts.collect::<Vec<_>>().join("")
 }
 
 #[test]
@@ -66,37 +115,23 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
     let (etcd, url) = start_etcd(dir.path());
     let mut children = Children(vec![etcd]);
     let coordinator_log = dir.path().join("coordinator.log");
-    children.0.push(
-        Command::new(env!("CARGO_BIN_EXE_netmigrate"))
-            .args(["coordinator", "--etcd", &url, "--replicas", "3", "--duration", "80"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&coordinator_log).unwrap())
-            .spawn()
-            .expect("the coordinator starts"),
-    );
+    children.0.push(coordinator(&url, &coordinator_log));
     let net = 150 + std::process::id() % 50; // 127.<net>.0.0/24, apart from other runs
     let replicas: Vec<String> = (1..=3).map(|k| format!("127.{net}.0.{k}:7100")).collect();
-    let logs: Vec<_> = (1..=3).map(|k| dir.path().join(format!("server-{k}.log"))).collect();
-    let start = |k: usize| server(&replicas[k], &url, &logs[k]);
+    let logs: Vec<_> = (1..=3)
+        .map(|k| dir.path().join(format!("server-{k}.log")))
+        .collect();
+    let start = |k: usize| server(&replicas[k], &url, &logs[k], &[]);
     let mut servers: Vec<Child> = (0..3).map(start).collect();
     let report = dir.path().join("report.json");
-    let mut ycsb = netmigrate(&[
-        "ycsb",
-        "--etcd",
-        &url,
-        "--group-bits",
-        "10",
-        "-w",
-        "a",
-        "--records",
-        "2000",
+    let json = [
         "--duration",
         "12",
         "--check",
-        "--quiet",
         "--json",
         report.to_str().unwrap(),
-    ]);
+    ];
+    let mut ycsb = ycsb(&url, &json);
     // The first three servers to register form the chain in address order: the first is
     // its head. It is killed, restarted empty, and another replica is killed after it
     // rejoined (as the tail).
@@ -108,11 +143,11 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
     let _ = servers[1].kill();
     let status = wait_within(&mut ycsb, LIMIT, "ycsb");
     children.0.extend(servers);
-    let mut log = std::fs::read_to_string(&coordinator_log).unwrap();
-    for path in &logs {
-        log += &std::fs::read_to_string(path).unwrap_or_default();
-    }
-    assert!(status.success(), "the run failed; the processes said:\n{log}");
+    let log = std::fs::read_to_string(&coordinator_log).unwrap() + &logs_of(&logs);
+    assert!(
+        status.success(),
+        "the run failed; the processes said:\n{log}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["ops"]["failed"], 0, "{report}\n{log}");
@@ -124,4 +159,50 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
     let rejoined = format!("members {second},{third},{first}, learner -");
     assert!(log.contains(&replaced), "{log}");
     assert!(log.contains(&rejoined), "{log}");
+}
+
+#[test]
+fn a_whole_chain_killed_and_restarted_from_its_logs_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, url) = start_etcd(dir.path());
+    let mut children = Children(vec![etcd]);
+    let net = 100 + std::process::id() % 50;
+    let replicas: Vec<String> = (1..=3).map(|k| format!("127.{net}.1.{k}:7100")).collect();
+    let mut logs: Vec<_> = (1..=3)
+        .map(|k| dir.path().join(format!("server-{k}.log")))
+        .collect();
+    let coordinator_log = dir.path().join("coordinator.log");
+    let start_all = |children: &mut Vec<Child>| {
+        children.push(coordinator(&url, &coordinator_log));
+        for k in 0..3 {
+            let log_dir = dir.path().join(format!("log-{k}"));
+            let durable = ["--log-dir", log_dir.to_str().unwrap(), "--fsync", "always"];
+            children.push(server(&replicas[k], &url, &logs[k], &durable));
+        }
+    };
+    let mut cluster = Vec::new();
+    start_all(&mut cluster);
+    let history = dir.path().join("history.jsonl");
+    let history = history.to_str().unwrap();
+    let mut run = ycsb(&url, &["--duration", "10", "--history", history]);
+    // Every server and the coordinator die at once (SIGKILL) and start again.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut dead = Children(cluster);
+    dead.kill_all();
+    let mut cluster = Vec::new();
+    start_all(&mut cluster);
+    children.0.extend(cluster);
+    let status = wait_within(&mut run, LIMIT, "ycsb");
+    logs.push(coordinator_log.clone());
+    assert!(status.success(), "the run failed:\n{}", logs_of(&logs));
+    let text = std::fs::read_to_string(history).expect("the history was written");
+    let acknowledged = text.matches(r#""type": "ok", "f": "write""#).count();
+    assert!(acknowledged > 1_000, "{acknowledged} acknowledged writes");
+    let mut read_back = ycsb(&url, &["--read-back", history]);
+    let status = wait_within(&mut read_back, LIMIT, "ycsb --read-back");
+    assert!(
+        status.success(),
+        "acknowledged writes are missing:\n{}",
+        logs_of(&logs)
+    );
 }

@@ -756,7 +756,10 @@ mod tests {
         tail.configure(chain(2, &[1, 2], Some(3)));
         assert_eq!(tail.snapshot_request_due(t0), Some(addr(1)));
         assert_eq!(tail.snapshot_request_due(t0), None, "not again at once");
-        assert_eq!(tail.snapshot_request_due(t0 + RETRANSMIT_AFTER), Some(addr(1)));
+        assert_eq!(
+            tail.snapshot_request_due(t0 + RETRANSMIT_AFTER),
+            Some(addr(1))
+        );
         tail.append(&[0; 10]);
         tail.snapshot_began(10);
         let later = t0 + 4 * RETRANSMIT_AFTER;
@@ -764,7 +767,11 @@ mod tests {
         let mut alone = Replica::new(addr(1));
         alone.configure(chain(2, &[1], Some(3)));
         assert!(alone.learner_waits_for_snapshot());
-        assert_eq!(alone.snapshot_request_due(t0), None, "a head begins one itself");
+        assert_eq!(
+            alone.snapshot_request_due(t0),
+            None,
+            "a head begins one itself"
+        );
     }
 
     #[test]

@@ -178,6 +178,9 @@ mod tests {
         assert_eq!(chain.learner, Some(3));
         chain.join(4);
         chain.fail(&4);
-        assert!(chain.waiting.is_empty(), "a failed waiting replica stops waiting");
+        assert!(
+            chain.waiting.is_empty(),
+            "a failed waiting replica stops waiting"
+        );
     }
 }

@@ -57,7 +57,10 @@ impl ChainView {
     }
 
     pub fn members(&self) -> Vec<SocketAddrV4> {
-        self.members.lock().expect("chain view lock poisoned").clone()
+        self.members
+            .lock()
+            .expect("chain view lock poisoned")
+            .clone()
     }
 
     /// The run is over: the thread publishing the view may stop.

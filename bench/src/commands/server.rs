@@ -3,14 +3,14 @@
 
 use super::{fail, CommandError};
 use crate::cli::{LayoutArgs, ServerArgs};
+use crate::membership::agent::ServerAgent;
+use crate::membership::{self, Registration, ServerId};
 use crate::server::transport::{DpdkOptions, Fabric, Transport};
 use crate::server::{self, ServerSpec};
 use dataplane::port::FaultConfig;
 use dataplane::runner::{parse_core_list, shutdown_on_signals, Idle};
 use kv::{GroupLayout, PartitionMap};
 use std::net::SocketAddrV4;
-use crate::membership::agent::ServerAgent;
-use crate::membership::{self, Registration, ServerId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,7 +150,11 @@ pub fn run(args: ServerArgs) -> Result<(), CommandError> {
             agent.chain,
             args.etcd.etcd.join(","),
             running.incarnation,
-            if running.recovered { ", from its log" } else { "" }
+            if running.recovered {
+                ", from its log"
+            } else {
+                ""
+            }
         );
         let (control, stop) = (running.control(), Arc::clone(&agent_stop));
         std::thread::spawn(move || agent.run(directory.as_mut(), &control, &stop))

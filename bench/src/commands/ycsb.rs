@@ -7,9 +7,9 @@ use crate::cli::YcsbArgs;
 use crate::client::{
     self, ChainView, ClientAddrs, Cluster, InsertCounter, Phase, PhaseResult, Settings,
 };
-use crate::membership::{self, agent};
 use crate::linearizability;
 use crate::measure::micros;
+use crate::membership::{self, agent};
 use crate::report::{
     self, Consistency, LatencyReport, OpsReport, Percentiles, Report, Throughput, WorkloadReport,
 };

@@ -5,7 +5,6 @@
 use super::{ChainMembers, Coordinator, Directory, DirectoryError, Registration, Turn};
 use crate::client::ChainView;
 use crate::server::ServerControl;
-use migration::chain::Place;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,10 @@ impl Complaints {
 
     fn note(&mut self, e: &DirectoryError) {
         let now = Instant::now();
-        if self.last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+        if self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
             self.last = Some(now);
             eprintln!("netmigrate {}: {e}; trying again", self.who);
         }
@@ -67,8 +69,7 @@ impl ServerAgent {
                             members.place_of(&self.registration.id)
                         );
                     }
-                    if members.epoch != reported_epoch && tail_caught_up(control, members.epoch)
-                    {
+                    if members.epoch != reported_epoch && tail_caught_up(control, members.epoch) {
                         match directory.report_caught_up(&self.chain, members.epoch) {
                             Ok(()) => reported_epoch = members.epoch,
                             Err(e) => complaints.note(&e),
@@ -122,14 +123,14 @@ impl ServerAgent {
     }
 }
 
-/// Whether every partition is the tail of `epoch` and its learner caught up.
+/// Whether every partition is in `epoch` the tail (a chain of one: also its head) whose
+/// learner caught up.
 fn tail_caught_up(control: &ServerControl, epoch: u32) -> bool {
     let reports = control.reports();
     !reports.is_empty()
         && reports.iter().all(|r| {
-            r.chain.is_some_and(|c| {
-                c.epoch == epoch && c.place == Place::Tail && c.learner_caught_up
-            })
+            r.chain
+                .is_some_and(|c| c.epoch == epoch && c.learner_caught_up)
         })
 }
 

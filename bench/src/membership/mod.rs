@@ -88,9 +88,11 @@ pub fn connect(endpoints: &[String]) -> Result<Box<dyn Directory + Send>, String
     #[cfg(not(feature = "etcd"))]
     {
         let _ = endpoints;
-        Err("this netmigrate was built without etcd: build it with `--features etcd` \
+        Err(
+            "this netmigrate was built without etcd: build it with `--features etcd` \
              (scripts/setup.sh installs protoc and etcd-server)"
-            .into())
+                .into(),
+        )
     }
 }
 
@@ -128,7 +130,9 @@ pub struct Coordinator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Turn {
     /// Not enough servers registered yet to form the chain.
-    Forming { registered: usize },
+    Forming {
+        registered: usize,
+    },
     Unchanged,
     Changed(ChainMembers),
     /// Another coordinator changed the membership first: the next turn starts over.
@@ -156,7 +160,11 @@ impl Coordinator {
                     registered: registered.len(),
                 });
             }
-            let first = registered.iter().take(self.replicas).map(|r| r.id).collect();
+            let first = registered
+                .iter()
+                .take(self.replicas)
+                .map(|r| r.id)
+                .collect();
             let members = ChainMembers::new(first);
             let written = directory.put_members(&self.chain, &members, 0)?;
             return Ok(if written {
@@ -166,8 +174,7 @@ impl Coordinator {
             });
         };
         let mut members = stored.clone();
-        let live: HashMap<ServerId, Registration> =
-            registered.iter().map(|r| (r.id, *r)).collect();
+        let live: HashMap<ServerId, Registration> = registered.iter().map(|r| (r.id, *r)).collect();
         self.take_out_the_dead(&mut members, &live, &registered);
         for r in &registered {
             members.join(r.id);
@@ -254,7 +261,8 @@ impl MemoryDirectory {
         let now = self.now;
         self.leases.retain(|_, (deadline, _)| *deadline > now);
         let leases = &self.leases;
-        self.servers.retain(|(_, _, lease)| leases.contains_key(lease));
+        self.servers
+            .retain(|(_, _, lease)| leases.contains_key(lease));
     }
 }
 
@@ -277,7 +285,10 @@ impl Directory for MemoryDirectory {
 
     fn renew(&mut self, lease: i64) -> Result<(), DirectoryError> {
         let now = self.now;
-        let (deadline, ttl) = self.leases.get_mut(&lease).ok_or(DirectoryError::LeaseLost)?;
+        let (deadline, ttl) = self
+            .leases
+            .get_mut(&lease)
+            .ok_or(DirectoryError::LeaseLost)?;
         *deadline = now + *ttl;
         Ok(())
     }
@@ -349,7 +360,10 @@ mod tests {
         assert_eq!(turn, Turn::Forming { registered: 2 });
         register(&mut directory, id(3, 1), false);
         coordinator.turn(&mut directory).unwrap();
-        assert_eq!(members(&mut directory).members, vec![id(1, 1), id(2, 1), id(3, 1)]);
+        assert_eq!(
+            members(&mut directory).members,
+            vec![id(1, 1), id(2, 1), id(3, 1)]
+        );
         let turn = coordinator.turn(&mut directory).unwrap();
         assert_eq!(turn, Turn::Unchanged);
     }
@@ -416,13 +430,23 @@ mod tests {
         let last = chain.members[0];
         let other = if last == id(1, 1) { id(2, 2) } else { id(1, 2) };
         // Back without its log: not reinstated; the other waits.
-        register(&mut directory, ServerId { incarnation: 2, ..last }, false);
+        register(
+            &mut directory,
+            ServerId {
+                incarnation: 2,
+                ..last
+            },
+            false,
+        );
         register(&mut directory, other, false);
         coordinator.turn(&mut directory).unwrap();
         let chain = members(&mut directory);
         assert_eq!(chain.members, vec![last]);
         // Back from its log: it serves again, and the other one learns from it.
-        let back = ServerId { incarnation: 3, ..last };
+        let back = ServerId {
+            incarnation: 3,
+            ..last
+        };
         register(&mut directory, back, true);
         coordinator.turn(&mut directory).unwrap();
         let chain = members(&mut directory);

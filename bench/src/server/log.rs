@@ -231,6 +231,25 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Forgets every record so far: the partition dropped the state they build (it starts
+    /// over as a chain's learner, from a snapshot the stream brings). A restart then finds
+    /// only what came after.
+    pub fn start_over(&mut self) -> io::Result<()> {
+        self.roll()?;
+        for old in segments(&self.dir)?
+            .into_iter()
+            .filter(|&n| n < self.segment)
+        {
+            fs::remove_file(segment_path(&self.dir, old))?;
+        }
+        sync_dir(&self.dir)?;
+        self.snapshot = None;
+        self.stats.segments = 1;
+        self.stats.snapshot_bytes = 0;
+        self.stats.since_snapshot = 0;
+        Ok(())
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         self.stats.syncs += 1;
         self.file.sync_data()
@@ -313,6 +332,28 @@ mod tests {
             assert_eq!(again, [first, second.clone(), second].concat());
             assert_eq!(opened.torn_bytes, 0);
         }
+    }
+
+    #[test]
+    fn a_log_started_over_reads_back_only_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            dir: dir.path().to_path_buf(),
+            fsync: Fsync::Batch,
+        };
+        let (mut log, _, _) = PartitionLog::open(&spec, 0).unwrap();
+        log.append(&journal_of(20)).unwrap();
+        log.roll().unwrap();
+        log.append(&journal_of(20)).unwrap();
+        log.begin_snapshot().unwrap();
+        log.start_over().unwrap();
+        assert!(!log.snapshot_under_way());
+        let after = journal_of(3);
+        log.append(&after).unwrap();
+        drop(log);
+        let (_, read, opened) = PartitionLog::open(&spec, 0).unwrap();
+        assert_eq!(read, after);
+        assert_eq!(opened.segments, 1);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub struct PartitionReport {
 pub struct ChainReport {
     pub epoch: u32,
     pub place: Place,
-    /// This tail's learner holds everything the tail holds.
+    /// It is the tail, and its learner holds everything it holds.
     pub learner_caught_up: bool,
 }
 
@@ -257,12 +257,7 @@ impl PartitionLoop {
             }
         }
         if let Err(e) = written {
-            eprintln!(
-                "netmigrate server: partition {}: cannot write its log: {e}; stopping before \
-                 acknowledging what it would lose",
-                self.server.partition()
-            );
-            std::process::exit(1);
+            stop_unlogged(self.server.partition(), &e);
         }
     }
 
@@ -288,7 +283,12 @@ impl PartitionLoop {
             }
             Command::ConfigureChain(config) => {
                 let me = self.port.local_addr();
-                self.server.configure_chain(me, config, 0);
+                let started_over = self.server.configure_chain(me, config, 0);
+                if let (true, Some(log)) = (started_over, &mut self.log) {
+                    if let Err(e) = log.start_over() {
+                        stop_unlogged(self.server.partition(), &e);
+                    }
+                }
             }
         }
     }
@@ -323,6 +323,16 @@ impl PartitionLoop {
             }),
         }
     }
+}
+
+/// A log that cannot be written stops the process: answering without it would acknowledge
+/// what a restart loses.
+fn stop_unlogged(partition: u32, e: &io::Error) -> ! {
+    eprintln!(
+        "netmigrate server: partition {partition}: cannot write its log: {e}; stopping before \
+         acknowledging what it would lose"
+    );
+    std::process::exit(1);
 }
 
 /// Entries of a snapshot of the partition (log compaction) journaled per loop turn.

@@ -1010,7 +1010,10 @@ impl World {
             .iter()
             .position(|c| c.membership.can_lose(&s))
             .expect("a candidate is in a chain");
-        let place = self.chains[chain].membership.fail(&s).expect("it can be lost");
+        let place = self.chains[chain]
+            .membership
+            .fail(&s)
+            .expect("it can be lost");
         self.stats.head_crashes += u64::from(place == Place::Head);
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
@@ -1060,10 +1063,10 @@ impl World {
                 continue;
             };
             let tail = *c.tail();
-            let caught_up = self.servers[tail].partitions.iter().all(|p| {
-                p.chain_replica()
-                    .is_some_and(|r| r.learner_caught_up())
-            });
+            let caught_up = self.servers[tail]
+                .partitions
+                .iter()
+                .all(|p| p.chain_replica().is_some_and(|r| r.learner_caught_up()));
             let epoch = c.epoch;
             if caught_up && self.chains[chain].membership.promote_learner(epoch) {
                 self.stats.rejoined += 1;

@@ -75,8 +75,15 @@ pub(super) enum FollowerRule {
 
 impl PartitionServer {
     /// Makes this partition the replica at `me` of a chain (or gives it the chain's next
-    /// configuration). `capacity` sizes the shards a follower learns of.
-    pub fn configure_chain(&mut self, me: SocketAddrV4, config: ChainConfig, capacity: usize) {
+    /// configuration). `capacity` sizes the shards a follower learns of. Returns true when
+    /// the partition dropped what it held to start over as a learner (its log's records
+    /// no longer build its state).
+    pub fn configure_chain(
+        &mut self,
+        me: SocketAddrV4,
+        config: ChainConfig,
+        capacity: usize,
+    ) -> bool {
         let mut state = self
             .chain
             .take()
@@ -102,9 +109,10 @@ impl PartitionServer {
             state.partial.clear();
             self.chain = Some(state);
             self.take_over(replay);
-            return;
+            return restart;
         }
         self.chain = Some(state);
+        restart
     }
 
     /// Makes this partition a replica at `me` of a chain it has not been told yet: it
@@ -183,7 +191,10 @@ impl PartitionServer {
     pub fn chain_busy(&self) -> bool {
         self.chain.as_ref().is_some_and(|c| {
             let r = &c.replica;
-            r.uncommitted() || r.held() > 0 || r.learner_caught_up() || r.learner_waits_for_snapshot()
+            r.uncommitted()
+                || r.held() > 0
+                || r.learner_caught_up()
+                || r.learner_waits_for_snapshot()
         })
     }
 
@@ -227,7 +238,9 @@ impl PartitionServer {
         }
         if self.chain_place() == Some(Place::Head) {
             // A learner waits on a head that is its own tail.
-            let waits = self.chain_replica().is_some_and(|r| r.learner_waits_for_snapshot());
+            let waits = self
+                .chain_replica()
+                .is_some_and(|r| r.learner_waits_for_snapshot());
             self.begin_snapshot_for_learner(waits);
         }
     }
