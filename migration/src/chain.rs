@@ -150,6 +150,13 @@ pub struct Replica {
     stash_bytes: usize,
     /// When this tail last asked upstream for a snapshot for its learner.
     snapshot_asked_at: Option<Instant>,
+    /// Downstream has acknowledged nothing in this configuration yet: an empty frame is
+    /// sent now and then, so that it learns this replica's commit point (`announced_at`).
+    announce: bool,
+    announced_at: Option<Instant>,
+    /// A frame of this configuration came from upstream (a new tail serves reads only after
+    /// it: its predecessor may have committed more as the tail than it has heard of).
+    heard_upstream: bool,
     /// Keys written by bytes not yet committed: key hash → end of its latest record.
     dirty: HashMap<u64, u64>,
     dirty_order: VecDeque<(u64, u64)>,
@@ -174,6 +181,9 @@ impl Replica {
             learner_from: None,
             learner_whole_at: None,
             snapshot_asked_at: None,
+            announce: false,
+            announced_at: None,
+            heard_upstream: false,
             held: VecDeque::new(),
             stash: BTreeMap::new(),
             stash_bytes: 0,
@@ -258,6 +268,12 @@ impl Replica {
         if self.is_tail() {
             self.set_committed(self.end());
         }
+        // A learner serves nothing: only a member downstream needs the announcement.
+        let config = self.config.as_ref().expect("just set");
+        let downstream = config.downstream_of(self.me);
+        self.announce = downstream.is_some() && downstream != config.learner;
+        self.announced_at = None;
+        self.heard_upstream = self.upstream().is_none();
         self.trim();
         restart
     }
@@ -302,9 +318,11 @@ impl Replica {
     }
 
     /// Whether a tail may answer reads: it holds everything its upstream told it is
-    /// committed (a learner that just became the tail may still be catching up).
+    /// committed in this configuration. A learner that just became the tail may lack what
+    /// the old tail committed (and the head acknowledged) before it learned it was no longer
+    /// the tail: it waits for its predecessor's word in the new configuration.
     pub fn tail_reads_allowed(&self) -> bool {
-        self.is_tail() && self.end() >= self.read_floor
+        self.is_tail() && self.heard_upstream && self.end() >= self.read_floor
     }
 
     /// The stream from `offset` on (as two slices of its ring).
@@ -354,6 +372,7 @@ impl Replica {
             return Arrival::Gap;
         }
         self.read_floor = self.read_floor.max(committed);
+        self.heard_upstream = true;
         if !self.is_tail() {
             // Never past what is here: the tail committed only what it holds.
             self.set_committed(committed.min(self.end().max(self.committed)));
@@ -412,6 +431,7 @@ impl Replica {
             self.counters.stranger_messages += 1;
             return false;
         }
+        self.announce = false;
         let held = held.min(self.end());
         if held > self.acked {
             self.acked = held;
@@ -553,6 +573,18 @@ impl Replica {
         if !waiting {
             self.last_progress = Some(now);
         }
+        let announce_due = self
+            .announced_at
+            .is_none_or(|at| now.duration_since(at) >= RETRANSMIT_AFTER);
+        if self.announce && announce_due && self.sent >= end {
+            // Nothing else to send: an empty frame at what downstream holds.
+            self.announced_at = Some(now);
+            out.push(Frame {
+                to,
+                offset: self.acked,
+                len: 0,
+            });
+        }
         let limit = end.min(self.acked + WINDOW_BYTES);
         while self.sent < limit {
             let len = (limit - self.sent).min(FRAME_BYTES as u64) as usize;
@@ -579,6 +611,11 @@ impl Replica {
     /// Whether a read of `hash` here may see a value the tail has not applied.
     pub fn is_dirty(&self, hash: u64) -> bool {
         self.dirty.len() >= MAX_DIRTY || self.dirty.contains_key(&hash)
+    }
+
+    /// Whether downstream has yet to hear from this replica in this configuration.
+    pub fn announcing(&self) -> bool {
+        self.announce
     }
 
     /// Whether the head has sent out things the tail has not yet applied.
@@ -806,6 +843,48 @@ mod tests {
             1500,
             "the tail commits without its learner"
         );
+    }
+
+    #[test]
+    fn a_promoted_learner_reads_only_once_it_holds_what_the_old_tail_committed() {
+        let t0 = Instant::now();
+        let (mut head, mut tail, mut learner) = (
+            Replica::new(addr(1)),
+            Replica::new(addr(2)),
+            Replica::new(addr(3)),
+        );
+        for replica in [&mut head, &mut tail, &mut learner] {
+            replica.configure(chain(2, &[1, 2], Some(3)));
+        }
+        head.append(&[1; 100]);
+        pass(&mut head, &mut tail, t0, false);
+        tail.snapshot_began(0);
+        tail.snapshot_ended(50);
+        pass(&mut tail, &mut learner, t0, false);
+        assert!(tail.learner_caught_up());
+        // The tail commits more (the head acknowledges it) before the promotion reaches it.
+        head.append(&[2; 100]);
+        pass(&mut head, &mut tail, t0, false);
+        assert_eq!((tail.committed(), learner.end()), (200, 100));
+        learner.configure(chain(3, &[1, 2, 3], None));
+        assert!(learner.is_tail());
+        assert!(!learner.tail_reads_allowed(), "it lacks what the old tail committed");
+        tail.configure(chain(3, &[1, 2, 3], None));
+        assert!(tail.announcing());
+        pass(&mut tail, &mut learner, t0, false);
+        assert_eq!(learner.end(), 200);
+        assert!(learner.tail_reads_allowed());
+        assert!(!tail.announcing(), "acknowledged");
+        // A predecessor with nothing new to send still tells its new successor where it is.
+        let mut idle_tail = Replica::new(addr(3));
+        idle_tail.configure(chain(4, &[2, 3], None));
+        assert!(!idle_tail.tail_reads_allowed());
+        tail.configure(chain(4, &[2, 3], None));
+        pass(&mut tail, &mut idle_tail, t0, true);
+        let again = t0 + RETRANSMIT_AFTER;
+        let mut frames = Vec::new();
+        tail.frames_due(again, &mut frames);
+        assert_eq!(frames.len(), 1, "the lost announcement is sent again: {frames:?}");
     }
 
     #[test]

@@ -195,6 +195,7 @@ impl PartitionServer {
                 || r.held() > 0
                 || r.learner_caught_up()
                 || r.learner_waits_for_snapshot()
+                || r.announcing()
         })
     }
 
