@@ -55,44 +55,32 @@ fn start_etcd(dir: &Path) -> (Child, String) {
     (etcd, url)
 }
 
-/// A server whose output is appended to `log`.
-fn server(addr: &str, etcd: &str, log: &Path, extra: &[&str]) -> Child {
+/// `netmigrate ARGS`, its error output appended to `log`.
+fn logged(args: &[&str], log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
     Command::new(env!("CARGO_BIN_EXE_netmigrate"))
-        .args(["server", "--listen", addr, "--etcd", etcd])
-        .args(["--group-bits", "10", "--duration", "80"])
-        .args(extra)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("netmigrate starts")
 }
 
-/// `netmigrate coordinator` for a chain of three, its output appended to `log`.
+/// A server of the chain in etcd.
+fn server(addr: &str, etcd: &str, log: &Path, extra: &[&str]) -> Child {
+    let args = ["server", "--listen", addr, "--etcd", etcd];
+    let common = ["--group-bits", "10", "--duration", "80"];
+    logged(&[&args[..], &common, extra].concat(), log)
+}
+
+/// `netmigrate coordinator` for a chain of three.
 fn coordinator(etcd: &str, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_netmigrate"))
-        .args([
-            "coordinator",
-            "--etcd",
-            etcd,
-            "--replicas",
-            "3",
-            "--duration",
-            "80",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the coordinator starts")
+    let args = ["coordinator", "--etcd", etcd, "--replicas", "3"];
+    logged(&[&args[..], &["--duration", "80"]].concat(), log)
 }
 
 /// A YCSB-A client of the chain in etcd, with `extra` arguments.

@@ -233,11 +233,15 @@ impl Replica {
         let learner_before = self.config.as_ref().and_then(|c| c.learner);
         let head_before = self.config.as_ref().map(ChainConfig::head);
         let head_changed = head_before != Some(config.head());
+        let epoch_before = self.config.as_ref().map(|c| c.epoch);
+        let new_epoch = epoch_before != Some(config.epoch);
         self.config = Some(config);
-        // A learner copies a snapshot the head writes: under a new head (the old one may
-        // have died mid-snapshot) or a new tail, it starts over.
+        // A learner copies a snapshot the head writes, and starts over in every new
+        // configuration (as its tail does, below): either may have missed the one between,
+        // in which the other restarted (a learner that crashed and came back at the same
+        // address), the head changed mid-snapshot, or the tail did.
         let restart = self.place() == Place::Learner
-            && (!was_learner || self.upstream() != upstream_before || head_changed);
+            && (!was_learner || new_epoch || self.upstream() != upstream_before || head_changed);
         if restart {
             self.stream.clear();
             self.base = 0;
@@ -259,14 +263,14 @@ impl Replica {
             self.sent = self.acked;
             self.last_progress = None;
         }
-        if downstream_changed || head_changed || config.learner != learner_before {
-            // A learner (new, or started over under a new tail) starts from the next
+        if downstream_changed || head_changed || config.learner != learner_before || new_epoch {
+            // A learner (new, or started over in a new configuration) starts from the next
             // snapshot that passes.
             self.learner_from = None;
             self.learner_whole_at = None;
         }
         if self.is_tail() {
-            self.set_committed(self.end());
+            self.set_committed(self.tail_commit_point());
         }
         // A learner serves nothing: only a member downstream needs the announcement.
         let config = self.config.as_ref().expect("just set");
@@ -301,7 +305,8 @@ impl Replica {
         self.committed
     }
 
-    /// The head appends the journal of a turn (or a follower what it applied).
+    /// The head appends the journal of a turn (or a follower the bytes of a frame, then
+    /// says where its whole records end: `set_partial_from`).
     pub fn append(&mut self, bytes: &[u8]) {
         if self.is_tail() {
             // What came before is committed (and forgotten, but what a learner still
@@ -309,9 +314,12 @@ impl Replica {
             self.trim();
         }
         self.stream.extend(bytes);
-        if self.is_tail() {
-            self.set_committed(self.end());
-        } else if self.place() != Place::Head {
+        if self.is_tail() && self.place() == Place::Head {
+            // A chain of one: the head's journal brings whole records only. A follower's
+            // bytes may end in part of a record: its tail commits once it knows where the
+            // whole records end (`set_partial_from`, which always follows).
+            self.set_committed(self.tail_commit_point());
+        } else if !self.is_tail() && self.place() != Place::Head {
             // A middle replica also forgets as acknowledgements come; a learner only here.
             self.trim();
         }
@@ -438,12 +446,30 @@ impl Replica {
             self.last_progress = Some(now);
         }
         self.sent = self.sent.max(self.acked);
-        let learner_ack = self.is_tail();
-        if !learner_ack {
+        if self.is_tail() {
+            // Its learner's: they hold the tail's commit point back once it caught up.
+            self.set_committed(self.tail_commit_point());
+        } else {
             self.set_committed(committed.min(self.end()));
         }
         self.trim();
         true
+    }
+
+    /// What the tail has committed: everything it applied; but once its learner has
+    /// caught up (and may be made the tail at any moment), only what the learner holds
+    /// too. Otherwise the old tail, still committing on its own until it learns of the
+    /// promotion, could have acknowledged what its successor never gets if it then dies.
+    fn tail_commit_point(&self) -> u64 {
+        let end = self.end();
+        let learner_caught_up = self
+            .learner_whole_at
+            .is_some_and(|whole| self.acked >= whole);
+        if learner_caught_up {
+            end.min(self.acked)
+        } else {
+            end
+        }
     }
 
     fn set_committed(&mut self, committed: u64) {
@@ -489,7 +515,7 @@ impl Replica {
     pub fn set_partial_from(&mut self, offset: Option<u64>) {
         self.partial_from = offset;
         if self.is_tail() {
-            self.set_committed(self.end());
+            self.set_committed(self.tail_commit_point());
         }
     }
 
@@ -706,6 +732,8 @@ mod tests {
                 Arrival::New { from: start } => {
                     let skip = (start - frame.offset) as usize;
                     to.append(&bytes[skip..]);
+                    // Every frame of these tests ends with a whole record.
+                    to.set_partial_from(None);
                     appended.extend_from_slice(&bytes[skip..]);
                 }
                 Arrival::Duplicate | Arrival::Gap => {}
@@ -846,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn a_promoted_learner_reads_only_once_it_holds_what_the_old_tail_committed() {
+    fn a_caught_up_learner_holds_the_commit_point_and_reads_only_once_promoted_and_told() {
         let t0 = Instant::now();
         let (mut head, mut tail, mut learner) = (
             Replica::new(addr(1)),
@@ -862,13 +890,21 @@ mod tests {
         tail.snapshot_ended(50);
         pass(&mut tail, &mut learner, t0, false);
         assert!(tail.learner_caught_up());
-        // The tail commits more (the head acknowledges it) before the promotion reaches it.
+        // New writes reach the tail before the promotion does: a tail whose learner caught
+        // up commits only what the learner holds too (what it commits, the head
+        // acknowledges; were it to die, only the learner would be left to hold it).
         head.append(&[2; 100]);
         pass(&mut head, &mut tail, t0, false);
-        assert_eq!((tail.committed(), learner.end()), (200, 100));
+        assert_eq!(
+            (tail.end(), tail.committed(), learner.end()),
+            (200, 100, 100)
+        );
         learner.configure(chain(3, &[1, 2, 3], None));
         assert!(learner.is_tail());
-        assert!(!learner.tail_reads_allowed(), "it lacks what the old tail committed");
+        assert!(
+            !learner.tail_reads_allowed(),
+            "its predecessor has not spoken yet"
+        );
         tail.configure(chain(3, &[1, 2, 3], None));
         assert!(tail.announcing());
         pass(&mut tail, &mut learner, t0, false);
@@ -884,7 +920,24 @@ mod tests {
         let again = t0 + RETRANSMIT_AFTER;
         let mut frames = Vec::new();
         tail.frames_due(again, &mut frames);
-        assert_eq!(frames.len(), 1, "the lost announcement is sent again: {frames:?}");
+        assert_eq!(
+            frames.len(),
+            1,
+            "the lost announcement is sent again: {frames:?}"
+        );
+    }
+
+    #[test]
+    fn a_tail_commits_no_part_of_a_record_it_holds_only_in_part() {
+        let mut tail = Replica::new(addr(2));
+        tail.configure(chain(1, &[1, 2], None));
+        // 100 bytes arrive, of which the last 30 begin a record.
+        tail.append(&[1; 100]);
+        tail.set_partial_from(Some(70));
+        assert_eq!((tail.end(), tail.committed()), (70, 70));
+        tail.append(&[2; 10]);
+        tail.set_partial_from(None);
+        assert_eq!(tail.committed(), 110);
     }
 
     #[test]

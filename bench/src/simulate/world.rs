@@ -88,6 +88,8 @@ impl Port for SimPort {
 
 struct Server {
     ip: Ipv4Addr,
+    /// Drawn at every (re)start: a configuration sent to an earlier run is not applied.
+    incarnation: u64,
     partitions: Vec<PartitionServer>,
     /// Each partition's durable log: what its journal held whenever it sent something
     /// (the loop writes the journal before it sends a turn's packets).
@@ -152,6 +154,7 @@ impl Server {
 
     /// Names this run of the server (a restart takes a new one).
     fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
         for partition in &mut self.partitions {
             partition.set_incarnation(incarnation);
         }
@@ -174,6 +177,18 @@ struct Chain {
     /// Until when its head is spared from crashes after a migration it took part in.
     migrated_until: Nanos,
 }
+
+/// A chain configuration for one replica's partition, due at `at`.
+struct ConfigOnTheWay {
+    at: Nanos,
+    server: usize,
+    incarnation: u64,
+    partition: usize,
+    config: ChainConfig,
+}
+
+/// The longest a replica takes to learn of its chain's new configuration.
+const CONFIG_DELAY_MAX_NS: u64 = 1_000_000;
 
 /// A client: loads its shard (the first of each shard) and runs the workload.
 struct Client {
@@ -273,6 +288,9 @@ pub struct World {
     crashed: Vec<Ipv4Addr>,
     next_stream_id: u32,
     next_writer: u32,
+    /// Chain configurations on their way to replicas: each learns of a new configuration
+    /// at its own moment, as processes reading a directory do.
+    configs_on_the_way: Vec<ConfigOnTheWay>,
     pub trace: Trace,
     pub stats: RunStats,
 }
@@ -302,6 +320,7 @@ impl World {
                 });
                 let mut server = Server {
                     ip: server_ip(s),
+                    incarnation: 0,
                     partitions: partitions.collect(),
                     logs: (0..config.partitions).map(|_| DiskLog::default()).collect(),
                 };
@@ -357,6 +376,7 @@ impl World {
             next_cut_at: 0,
             next_stream_id: 1,
             next_writer: 1,
+            configs_on_the_way: Vec::new(),
             trace: Trace::new(config.trace_events),
             stats: RunStats::default(),
             rng: fastrand::Rng::with_seed(rng.u64(..)),
@@ -371,7 +391,7 @@ impl World {
         }
         if world.replicated() {
             for c in 0..world.chains.len() {
-                world.configure_chain(c);
+                world.configure_chain(c, true);
             }
         }
         for shard in 1..=config.shards {
@@ -467,8 +487,9 @@ impl World {
     }
 
     /// Gives every replica of `chain` (and its learner) the chain's configuration, as the
-    /// coordinator does through etcd; clients of its shards follow a new head.
-    fn configure_chain(&mut self, chain: usize) {
+    /// coordinator does through etcd: each replica learns of it at its own moment (at once
+    /// when `at_once`, as a chain starts); clients of its shards follow a new head.
+    fn configure_chain(&mut self, chain: usize, at_once: bool) {
         let c = &self.chains[chain].membership;
         let (members, learner, epoch) = (c.members.clone(), c.learner, c.epoch);
         for p in 0..self.config.partitions as usize {
@@ -478,9 +499,18 @@ impl World {
                 learner: learner.map(|s| self.servers[s].addr(p)),
             };
             for &s in members.iter().chain(learner.iter()) {
-                let addr = self.servers[s].addr(p);
-                let partition = &mut self.servers[s].partitions[p];
-                partition.configure_chain(addr, config.clone(), 64);
+                let delay = if at_once {
+                    0
+                } else {
+                    self.rng.u64(0..=CONFIG_DELAY_MAX_NS)
+                };
+                self.configs_on_the_way.push(ConfigOnTheWay {
+                    at: self.now + delay,
+                    server: s,
+                    incarnation: self.servers[s].incarnation,
+                    partition: p,
+                    config: config.clone(),
+                });
             }
             // Every process that ever served this chain (replicas never change chains).
             let replicas = self.config.replicas;
@@ -491,6 +521,42 @@ impl World {
                 if self.owner[client.shard as usize - 1] == chain {
                     client.engine.follow_chain(p, &old, &config.members);
                 }
+            }
+        }
+        self.deliver_configs();
+    }
+
+    /// Applies the configurations due now. One for an earlier run of its replica, or older
+    /// than the replica's own, is dropped (a process polling the directory never goes back).
+    fn deliver_configs(&mut self) {
+        let now = self.now;
+        let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.configs_on_the_way)
+            .into_iter()
+            .partition(|c| c.at <= now);
+        self.configs_on_the_way = later;
+        due.sort_by_key(|c| (c.at, c.config.epoch));
+        for c in due {
+            let server = &mut self.servers[c.server];
+            if server.incarnation != c.incarnation {
+                continue;
+            }
+            let addr = server.addr(c.partition);
+            let partition = &mut server.partitions[c.partition];
+            let known = partition
+                .chain_replica()
+                .and_then(|r| r.config())
+                .map_or(0, |k| k.epoch);
+            if c.config.epoch > known {
+                let note = format!(
+                    "replica {} partition {} takes {:?}",
+                    c.server, c.partition, c.config
+                );
+                partition.configure_chain(addr, c.config, 64);
+                let replica = partition
+                    .chain_replica()
+                    .map(|r| r.to_string())
+                    .unwrap_or_default();
+                self.trace.note(now, format!("{note}: {replica}"));
             }
         }
     }
@@ -538,6 +604,7 @@ impl World {
     pub fn run(&mut self) -> Result<(), String> {
         loop {
             self.deliver_due();
+            self.deliver_configs();
             self.step_clients();
             self.step_servers();
             self.step_plan();
@@ -572,6 +639,7 @@ impl World {
         self.chains
             .iter()
             .any(|c| c.membership.learner.is_some() || !c.membership.waiting.is_empty())
+            || !self.configs_on_the_way.is_empty()
             || self.servers.iter().any(|s| {
                 s.partitions
                     .iter()
@@ -678,6 +746,9 @@ impl World {
         };
         for client in &self.clients {
             consider(client.engine.poll_timeout());
+        }
+        for config in &self.configs_on_the_way {
+            consider(Some(config.at));
         }
         let migrating = self
             .servers
@@ -1018,13 +1089,17 @@ impl World {
         self.stats.data_lost_replies += self.servers[s].data_lost_replies();
         let incarnation = self.rng.u64(1..);
         let server = &mut self.servers[s];
-        // It comes back empty: a learner's state is copied from its chain.
+        // It comes back empty, serving nothing until its chain names it (as `server --etcd`
+        // does): a learner's state is copied from its chain.
+        let ip = server.ip;
         server.partitions = (0..self.config.partitions)
             .map(|p| {
                 let mut partition = PartitionServer::new(&self.map, p, &[], 64);
                 if self.config.durable_logs {
                     partition.enable_journal();
                 }
+                let addr = SocketAddrV4::new(ip, BASE_PORT + p as u16);
+                partition.await_chain(addr, 64);
                 partition
             })
             .collect();
@@ -1033,7 +1108,7 @@ impl World {
             .collect();
         server.set_incarnation(incarnation);
         self.chains[chain].membership.join(s);
-        self.configure_chain(chain);
+        self.configure_chain(chain, false);
         let until = self.down_for_a_while(s);
         self.trace.note(
             self.now,
@@ -1051,7 +1126,7 @@ impl World {
     fn coordinate_chains(&mut self) {
         for chain in 0..self.chains.len() {
             if self.chains[chain].membership.admit_learner() {
-                self.configure_chain(chain);
+                self.configure_chain(chain, false);
                 let learner = self.chains[chain].membership.learner;
                 self.trace.note(
                     self.now,
@@ -1062,21 +1137,32 @@ impl World {
             let Some(learner) = c.learner else {
                 continue;
             };
-            let tail = *c.tail();
-            let caught_up = self.servers[tail]
-                .partitions
-                .iter()
-                .all(|p| p.chain_replica().is_some_and(|r| r.learner_caught_up()));
-            let epoch = c.epoch;
+            let (tail, epoch) = (*c.tail(), c.epoch);
+            // The tail's report counts only for the current configuration, as a server's
+            // agent reports it (`membership::agent`).
+            let caught_up = self.servers[tail].partitions.iter().all(|p| {
+                p.chain_replica().is_some_and(|r| {
+                    r.config().is_some_and(|c| c.epoch == epoch) && r.learner_caught_up()
+                })
+            });
             if caught_up && self.chains[chain].membership.promote_learner(epoch) {
                 self.stats.rejoined += 1;
-                self.configure_chain(chain);
+                self.configure_chain(chain, false);
                 self.trace.note(
                     self.now,
                     format!("replica {learner} is chain {chain}'s tail"),
                 );
             }
         }
+    }
+
+    /// Whether a configuration of `chain` is still on its way to one of its replicas.
+    fn reconfiguring(&self, chain: usize) -> bool {
+        let replicas = self.config.replicas.max(1);
+        let of_chain = chain * replicas..(chain + 1) * replicas;
+        self.configs_on_the_way
+            .iter()
+            .any(|c| of_chain.contains(&c.server))
     }
 
     /// Starts a migration of an idle, loaded shard to another server, if there is one.
@@ -1093,13 +1179,17 @@ impl World {
         if idle.is_empty() {
             return;
         }
-        self.migrations_left -= 1;
         let shard = idle[self.rng.usize(..idle.len())];
         let from = self.owner[shard as usize - 1];
         let mut to = self.rng.usize(..self.chains.len() - 1);
         if to >= from {
             to += 1;
         }
+        if self.reconfiguring(from) || self.reconfiguring(to) {
+            // Its head may not know it is the head yet: the migration waits for its turn.
+            return;
+        }
+        self.migrations_left -= 1;
         // Between chains, the heads migrate (their followers replicate what they do).
         let (from_head, to_head) = (self.head(from), self.head(to));
         let protocol = self.protocol_of(shard);

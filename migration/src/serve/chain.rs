@@ -425,7 +425,14 @@ impl PartitionServer {
         let replica = &state.replica;
         Some(match replica.place() {
             Place::Head => return None,
-            Place::Learner | Place::Outside => FollowerRule::RetryLater,
+            // Not serving yet (or any more): a write goes to the head it knows of, which a
+            // client sent here by a stale word may not have learned; the rest asks again.
+            Place::Learner | Place::Outside => match replica.config() {
+                Some(config) if header.op != Op::Get && !forwarded => {
+                    FollowerRule::ToHead(config.head())
+                }
+                _ => FollowerRule::RetryLater,
+            },
             Place::Middle | Place::Tail => {
                 let shard = self.shards[shard_index?].id;
                 let config = replica.config()?;
