@@ -75,7 +75,7 @@ $bin ycsb --etcd "$url" --partitions 2 -w a --records "$records" --duration "$du
     >"$work/ycsb.log" 2>&1 &
 ycsb=$!
 # The kill time counts from the end of the load.
-for _ in $(seq 1200); do grep -q "^load:" "$work/ycsb.log" && break; sleep 0.05; done
+for _ in $(seq 1200); do grep -qs "^load:" "$work/ycsb.log" && break; sleep 0.05; done
 sleep "$kill_at"
 { kill -9 "$server_pid_0"; wait "$server_pid_0"; } 2>/dev/null || true
 killed=$(date +%s.%N)
