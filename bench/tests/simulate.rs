@@ -147,3 +147,17 @@ fn scenario_replicas_crash_in_their_chains() {
     assert!(runs.iter().map(|s| s.rejoined).sum::<u64>() > 60);
     assert!(runs.iter().map(|s| s.migrations_finished).sum::<u64>() > 40);
 }
+
+/// A destination's probe (sent unasked while the source is silent) reached the source before
+/// any acknowledgement of the migration: taken for the destination's incarnation, its zero
+/// made the destination's next ERROR (a message that overtook INIT) look like a restart,
+/// and the called-off Fulva migration left the shard damaged, 896 operations refused
+/// (`--replicas 3 --crashes 4`, seed 1494).
+#[test]
+fn scenario_a_destinations_probe_is_not_taken_for_its_incarnation() {
+    let mut config = Config::default_mix(PROTOCOLS.to_vec());
+    config.replicas = 3;
+    config.crashes = 4;
+    let runs = run_passing(&config, 1494..=1494);
+    assert_eq!((runs[0].damaged_shards, runs[0].failed), (0, 0));
+}

@@ -623,7 +623,12 @@ impl Outgoing {
                 self.on_destination_error(ack.seq, ack.key_hash);
                 return;
             }
-            self.destination_incarnation.get_or_insert(ack.key_hash);
+            // A destination's probe (MIGRATE_PROBE's acknowledgement, sent unasked) does not
+            // carry its incarnation: taken for one, it made the next ERROR look like a
+            // restart, and the migration lost every group.
+            if ack.op != wire::Op::MigrateProbeAck {
+                self.destination_incarnation.get_or_insert(ack.key_hash);
+            }
             self.quiet_since = Some(now);
             self.to_destination.on_ack(ack.seq, now);
         }
