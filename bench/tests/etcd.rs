@@ -142,8 +142,10 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
     assert_eq!(report["consistency"]["violations"], 0, "{report}");
     assert!(report["consistency"]["checked_ops"].as_u64().unwrap() > 10_000);
     // The head was replaced by its successor, and the restarted one became a tail again.
+    // (The restart may register before the coordinator's turn that takes out the dead
+    // process: it is then already the learner when the new membership is printed.)
     let (first, second, third) = (&replicas[0], &replicas[1], &replicas[2]);
-    let replaced = format!("members {second},{third}, learner -");
+    let replaced = format!("members {second},{third}, learner");
     let rejoined = format!("members {second},{third},{first}, learner -");
     assert!(log.contains(&replaced), "{log}");
     assert!(log.contains(&rejoined), "{log}");
