@@ -563,8 +563,9 @@ pub struct ServerArgs {
     /// Replicate every partition on a chain of servers (CRAQ, docs/replication.md): every
     /// replica's --listen address, head first and comma-separated, this server's among them;
     /// each replica is started with the same list. Clients write to the head and may read
-    /// from any replica. The chain is fixed: no coordinator replaces a replica that stops
-    /// yet, and migrations of replicated servers run in the simulator only.
+    /// from any replica. The chain is fixed: a replica that stops is not replaced (with
+    /// --etcd, `netmigrate coordinator` keeps a chain that replaces it). Migrations of
+    /// replicated servers run in the simulator only.
     #[arg(long, value_delimiter = ',', value_name = "ADDR,ADDR,...")]
     pub chain: Vec<SocketAddrV4>,
     // --etcd: a replica of the chain whose membership etcd holds (`netmigrate coordinator`

@@ -21,38 +21,42 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// An etcd with its data under `dir`, serving clients on the returned URL.
+/// An etcd with its data under `dir`, serving clients on the returned URL. Ports are picked
+/// free, but another test may pick the same one meanwhile: an etcd that could not bind (it
+/// exits at once, while the other one answers on the port) is started again on others.
 fn start_etcd(dir: &Path) -> (Child, String) {
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let etcd = Command::new("etcd")
-        .args(["--name", "test", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("test=http://127.0.0.1:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd starts (Debian's etcd-server: scripts/setup.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
+    for attempt in 0..5 {
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut etcd = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join(format!("etcd-{attempt}")))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (Debian's etcd-server: scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", client)).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if etcd.try_wait().unwrap().is_none() && TcpStream::connect(("127.0.0.1", client)).is_ok() {
+            return (etcd, url);
+        }
+        let _ = etcd.kill();
+        let _ = etcd.wait();
     }
-    (etcd, url)
+    panic!("etcd did not start (5 attempts)");
 }
 
 /// `netmigrate ARGS`, its error output appended to `log`.
@@ -70,22 +74,48 @@ fn logged(args: &[&str], log: &Path) -> Child {
         .expect("netmigrate starts")
 }
 
-/// A server of the chain in etcd.
-fn server(addr: &str, etcd: &str, log: &Path, extra: &[&str]) -> Child {
-    let args = ["server", "--listen", addr, "--etcd", etcd];
+/// A server of chain `chain` in etcd.
+fn server(chain: &str, addr: &str, etcd: &str, log: &Path, extra: &[&str]) -> Child {
+    let args = [
+        "server",
+        "--listen",
+        addr,
+        "--etcd",
+        etcd,
+        "--chain-name",
+        chain,
+    ];
     let common = ["--group-bits", "10", "--duration", "80"];
     logged(&[&args[..], &common, extra].concat(), log)
 }
 
-/// `netmigrate coordinator` for a chain of three.
-fn coordinator(etcd: &str, log: &Path) -> Child {
-    let args = ["coordinator", "--etcd", etcd, "--replicas", "3"];
+/// `netmigrate coordinator` for chain `chain` of three.
+fn coordinator(chain: &str, etcd: &str, log: &Path) -> Child {
+    let args = [
+        "coordinator",
+        "--etcd",
+        etcd,
+        "--chain-name",
+        chain,
+        "--replicas",
+        "3",
+    ];
     logged(&[&args[..], &["--duration", "80"]].concat(), log)
 }
 
-/// A YCSB-A client of the chain in etcd, with `extra` arguments.
-fn ycsb(etcd: &str, extra: &[&str]) -> Child {
-    let args = ["ycsb", "--etcd", etcd, "--group-bits", "10", "-w", "a"];
+/// A YCSB-A client of chain `chain` in etcd, with `extra` arguments.
+fn ycsb(chain: &str, etcd: &str, extra: &[&str]) -> Child {
+    let args = [
+        "ycsb",
+        "--etcd",
+        etcd,
+        "--chain-name",
+        chain,
+        "--group-bits",
+        "10",
+        "-w",
+        "a",
+    ];
     netmigrate(&[&args[..], &["--records", "2000", "--quiet"], extra].concat())
 }
 
@@ -103,13 +133,15 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
     let (etcd, url) = start_etcd(dir.path());
     let mut children = Children(vec![etcd]);
     let coordinator_log = dir.path().join("coordinator.log");
-    children.0.push(coordinator(&url, &coordinator_log));
+    children
+        .0
+        .push(coordinator("kill-head", &url, &coordinator_log));
     let net = 150 + std::process::id() % 50; // 127.<net>.0.0/24, apart from other runs
     let replicas: Vec<String> = (1..=3).map(|k| format!("127.{net}.0.{k}:7100")).collect();
     let logs: Vec<_> = (1..=3)
         .map(|k| dir.path().join(format!("server-{k}.log")))
         .collect();
-    let start = |k: usize| server(&replicas[k], &url, &logs[k], &[]);
+    let start = |k: usize| server("kill-head", &replicas[k], &url, &logs[k], &[]);
     let mut servers: Vec<Child> = (0..3).map(start).collect();
     let report = dir.path().join("report.json");
     let json = [
@@ -119,7 +151,7 @@ fn a_chain_in_etcd_survives_its_head_killed_and_takes_it_back() {
         "--json",
         report.to_str().unwrap(),
     ];
-    let mut ycsb = ycsb(&url, &json);
+    let mut ycsb = ycsb("kill-head", &url, &json);
     // The first three servers to register form the chain in address order: the first is
     // its head. It is killed, restarted empty, and another replica is killed after it
     // rejoined (as the tail).
@@ -163,18 +195,28 @@ fn a_whole_chain_killed_and_restarted_from_its_logs_keeps_every_acknowledged_wri
         .collect();
     let coordinator_log = dir.path().join("coordinator.log");
     let start_all = |children: &mut Vec<Child>| {
-        children.push(coordinator(&url, &coordinator_log));
+        children.push(coordinator("restart-all", &url, &coordinator_log));
         for k in 0..3 {
             let log_dir = dir.path().join(format!("log-{k}"));
             let durable = ["--log-dir", log_dir.to_str().unwrap(), "--fsync", "always"];
-            children.push(server(&replicas[k], &url, &logs[k], &durable));
+            children.push(server(
+                "restart-all",
+                &replicas[k],
+                &url,
+                &logs[k],
+                &durable,
+            ));
         }
     };
     let mut cluster = Vec::new();
     start_all(&mut cluster);
     let history = dir.path().join("history.jsonl");
     let history = history.to_str().unwrap();
-    let mut run = ycsb(&url, &["--duration", "10", "--history", history]);
+    let mut run = ycsb(
+        "restart-all",
+        &url,
+        &["--duration", "10", "--history", history],
+    );
     // Every server and the coordinator die at once (SIGKILL) and start again.
     std::thread::sleep(Duration::from_secs(4));
     let mut dead = Children(cluster);
@@ -188,7 +230,7 @@ fn a_whole_chain_killed_and_restarted_from_its_logs_keeps_every_acknowledged_wri
     let text = std::fs::read_to_string(history).expect("the history was written");
     let acknowledged = text.matches(r#""type": "ok", "f": "write""#).count();
     assert!(acknowledged > 1_000, "{acknowledged} acknowledged writes");
-    let mut read_back = ycsb(&url, &["--read-back", history]);
+    let mut read_back = ycsb("restart-all", &url, &["--read-back", history]);
     let status = wait_within(&mut read_back, LIMIT, "ycsb --read-back");
     assert!(
         status.success(),
