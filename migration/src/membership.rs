@@ -44,6 +44,27 @@ impl<M: Clone + PartialEq> Membership<M> {
         self.members.last().expect("a chain has a member")
     }
 
+    /// Every replica the membership names: members, learner, waiting.
+    pub fn named(&self) -> impl Iterator<Item = &M> {
+        let learner = self.learner.iter();
+        self.members
+            .iter()
+            .chain(learner)
+            .chain(self.waiting.iter())
+    }
+
+    /// The last member, which died, is back as `back` with the chain's state (from its own
+    /// log): it takes its place again, in a new epoch.
+    pub fn reinstate_last(&mut self, back: M) {
+        assert_eq!(
+            self.members.len(),
+            1,
+            "only a chain's last member is reinstated"
+        );
+        self.members[0] = back;
+        self.epoch += 1;
+    }
+
     /// Where `replica` is in this chain (`Outside`: waiting, or not named).
     pub fn place_of(&self, replica: &M) -> Place {
         match self.members.iter().position(|m| m == replica) {

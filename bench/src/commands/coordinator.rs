@@ -36,7 +36,7 @@ pub fn run(args: CoordinatorArgs) -> Result<(), CommandError> {
 }
 
 /// Sets `stop` after `seconds`.
-pub fn stop_after(stop: Arc<AtomicBool>, seconds: f64) {
+fn stop_after(stop: Arc<AtomicBool>, seconds: f64) {
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
         stop.store(true, Ordering::Relaxed);

@@ -308,8 +308,7 @@ fn follow_chain_in_etcd(args: &YcsbArgs) -> Result<FollowedChain, CommandError> 
             .members(&chain)
             .map_err(|e| CommandError(e.to_string()))?;
         if let Some((members, _)) = members {
-            let addrs: Vec<SocketAddrV4> = members.members.iter().map(|id| id.addr).collect();
-            view.publish(members.epoch, &addrs);
+            agent::publish(&view, &members);
             break;
         }
         if Instant::now() >= deadline {
@@ -321,10 +320,7 @@ fn follow_chain_in_etcd(args: &YcsbArgs) -> Result<FollowedChain, CommandError> 
         std::thread::sleep(Duration::from_millis(100));
     }
     let followed = Arc::clone(&view);
-    std::thread::spawn(move || {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        agent::follow_members(directory.as_mut(), &chain, &followed, &stop);
-    });
+    std::thread::spawn(move || agent::follow_members(directory.as_mut(), &chain, &followed));
     Ok(FollowedChain(view))
 }
 

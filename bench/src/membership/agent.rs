@@ -114,12 +114,8 @@ impl ServerAgent {
 
     fn may_apply(&self, members: &ChainMembers) -> bool {
         let me = self.registration.id;
-        let named = members
-            .members
-            .iter()
-            .chain(members.learner.iter())
-            .chain(members.waiting.iter());
-        named.filter(|id| id.addr == me.addr).all(|id| *id == me)
+        let mut at_my_address = members.named().filter(|id| id.addr == me.addr);
+        at_my_address.all(|id| *id == me)
     }
 }
 
@@ -134,25 +130,23 @@ fn tail_caught_up(control: &ServerControl, epoch: u32) -> bool {
         })
 }
 
-/// Keeps `view` at the chain's current members until `stop`.
-pub fn follow_members(
-    directory: &mut dyn Directory,
-    chain: &str,
-    view: &ChainView,
-    stop: &AtomicBool,
-) {
+/// Keeps `view` at the chain's current members until the view is closed.
+pub fn follow_members(directory: &mut dyn Directory, chain: &str, view: &ChainView) {
     let mut complaints = Complaints::new("client");
-    while !stop.load(Ordering::Relaxed) && !view.closed() {
+    while !view.closed() {
         match directory.members(chain) {
-            Ok(Some((members, _))) => {
-                let addrs: Vec<_> = members.members.iter().map(|id| id.addr).collect();
-                view.publish(members.epoch, &addrs);
-            }
+            Ok(Some((members, _))) => publish(view, &members),
             Ok(None) => {}
             Err(e) => complaints.note(&e),
         }
         std::thread::sleep(LOOK_EVERY);
     }
+}
+
+/// Gives `view` the members of `members` (partition 0 addresses, head first).
+pub fn publish(view: &ChainView, members: &ChainMembers) {
+    let addrs: Vec<_> = members.members.iter().map(|id| id.addr).collect();
+    view.publish(members.epoch, &addrs);
 }
 
 /// The coordinator's loop: a turn every `LOOK_EVERY` until `stop`, each change printed.

@@ -47,6 +47,18 @@ impl EtcdDirectory {
     }
 }
 
+impl EtcdDirectory {
+    /// The value of `key` and the revision it was last changed in (None: no such key).
+    fn get(&mut self, key: String) -> Result<Option<(Vec<u8>, i64)>, DirectoryError> {
+        let response = self
+            .runtime
+            .block_on(self.client.get(key, None))
+            .map_err(etcd_error)?;
+        let kv = response.kvs().first();
+        Ok(kv.map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+}
+
 impl Directory for EtcdDirectory {
     fn register(
         &mut self,
@@ -101,15 +113,10 @@ impl Directory for EtcdDirectory {
     }
 
     fn members(&mut self, chain: &str) -> Result<Option<(ChainMembers, i64)>, DirectoryError> {
-        let response = self
-            .runtime
-            .block_on(self.client.get(key(chain, "members"), None))
-            .map_err(etcd_error)?;
-        let Some(kv) = response.kvs().first() else {
+        let Some((value, revision)) = self.get(key(chain, "members"))? else {
             return Ok(None);
         };
-        let members = parse_json("membership", kv.value())?;
-        Ok(Some((members, kv.mod_revision())))
+        Ok(Some((parse_json("membership", &value)?, revision)))
     }
 
     fn put_members(
@@ -143,13 +150,9 @@ impl Directory for EtcdDirectory {
     }
 
     fn caught_up(&mut self, chain: &str) -> Result<Option<u32>, DirectoryError> {
-        let response = self
-            .runtime
-            .block_on(self.client.get(key(chain, "caught-up"), None))
-            .map_err(etcd_error)?;
-        let Some(kv) = response.kvs().first() else {
-            return Ok(None);
-        };
-        parse_json("caught-up epoch", kv.value()).map(Some)
+        let value = self.get(key(chain, "caught-up"))?;
+        value
+            .map(|(value, _)| parse_json("caught-up epoch", &value))
+            .transpose()
     }
 }

@@ -17,7 +17,7 @@ pub mod etcd;
 use migration::chain::ChainConfig;
 use migration::membership::Membership;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -165,17 +165,10 @@ impl Coordinator {
                 .take(self.replicas)
                 .map(|r| r.id)
                 .collect();
-            let members = ChainMembers::new(first);
-            let written = directory.put_members(&self.chain, &members, 0)?;
-            return Ok(if written {
-                Turn::Changed(members)
-            } else {
-                Turn::Raced
-            });
+            return self.store(directory, ChainMembers::new(first), 0);
         };
         let mut members = stored.clone();
-        let live: HashMap<ServerId, Registration> = registered.iter().map(|r| (r.id, *r)).collect();
-        self.take_out_the_dead(&mut members, &live, &registered);
+        self.take_out_the_dead(&mut members, &registered);
         for r in &registered {
             members.join(r.id);
         }
@@ -186,6 +179,16 @@ impl Coordinator {
         if members == stored {
             return Ok(Turn::Unchanged);
         }
+        self.store(directory, members, revision)
+    }
+
+    /// Writes `members` over the membership at `revision`.
+    fn store(
+        &self,
+        directory: &mut dyn Directory,
+        members: ChainMembers,
+        revision: i64,
+    ) -> Result<Turn, DirectoryError> {
         let written = directory.put_members(&self.chain, &members, revision)?;
         Ok(if written {
             Turn::Changed(members)
@@ -198,34 +201,23 @@ impl Coordinator {
     /// named: only it holds the chain's state. When it comes back from its own log it
     /// takes its place again (a new epoch); back without its log, the chain's state is
     /// gone and it is not reinstated: the chain is refused loudly instead.
-    fn take_out_the_dead(
-        &mut self,
-        members: &mut ChainMembers,
-        live: &HashMap<ServerId, Registration>,
-        registered: &[Registration],
-    ) {
-        let named: Vec<ServerId> = members
-            .members
-            .iter()
-            .chain(members.learner.iter())
-            .chain(members.waiting.iter())
+    fn take_out_the_dead(&mut self, members: &mut ChainMembers, registered: &[Registration]) {
+        let live: HashSet<ServerId> = registered.iter().map(|r| r.id).collect();
+        let dead: Vec<ServerId> = members
+            .named()
+            .filter(|id| !live.contains(id))
             .copied()
             .collect();
-        for id in named {
-            if !live.contains_key(&id) {
-                members.fail(&id);
-            }
+        for id in dead {
+            members.fail(&id);
         }
         let last = members.members[0];
-        if members.members.len() > 1 || live.contains_key(&last) {
+        if members.members.len() > 1 || live.contains(&last) {
             return;
         }
         let back = registered.iter().find(|r| r.id.addr == last.addr);
         match back {
-            Some(r) if r.recovered => {
-                members.members[0] = r.id;
-                members.epoch += 1;
-            }
+            Some(r) if r.recovered => members.reinstate_last(r.id),
             Some(_) if self.warned_epoch != members.epoch => {
                 self.warned_epoch = members.epoch;
                 eprintln!(

@@ -14,7 +14,7 @@ use dataplane::runner::{spawn_loop, Idle, Placement};
 use dataplane::{Packet, Port};
 use kv::PartitionMap;
 use log::{LogSpec, LogStats, PartitionLog};
-use migration::chain::{ChainConfig, Place};
+use migration::chain::ChainConfig;
 use migration::{
     MigrationCounters, MigrationTicket, OutgoingPlan, PartitionServer, ServeCounters, TokenBucket,
 };
@@ -82,7 +82,6 @@ pub struct PartitionReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainReport {
     pub epoch: u32,
-    pub place: Place,
     /// It is the tail, and its learner holds everything it holds.
     pub learner_caught_up: bool,
 }
@@ -318,7 +317,6 @@ impl PartitionLoop {
             log: self.log.as_ref().map(|l| l.stats).unwrap_or_default(),
             chain: self.server.chain_replica().map(|r| ChainReport {
                 epoch: r.config().map_or(0, |c| c.epoch),
-                place: r.place(),
                 learner_caught_up: r.learner_caught_up(),
             }),
         }

@@ -1091,14 +1091,17 @@ impl World {
         let server = &mut self.servers[s];
         // It comes back empty, serving nothing until its chain names it (as `server --etcd`
         // does): a learner's state is copied from its chain.
-        let ip = server.ip;
-        server.partitions = (0..self.config.partitions)
-            .map(|p| {
-                let mut partition = PartitionServer::new(&self.map, p, &[], 64);
+        let addrs: Vec<SocketAddrV4> = (0..self.config.partitions as usize)
+            .map(|p| server.addr(p))
+            .collect();
+        server.partitions = addrs
+            .iter()
+            .enumerate()
+            .map(|(p, &addr)| {
+                let mut partition = PartitionServer::new(&self.map, p as u32, &[], 64);
                 if self.config.durable_logs {
                     partition.enable_journal();
                 }
-                let addr = SocketAddrV4::new(ip, BASE_PORT + p as u16);
                 partition.await_chain(addr, 64);
                 partition
             })

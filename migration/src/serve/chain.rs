@@ -11,7 +11,7 @@
 
 use super::recovery::Replay;
 use super::*;
-use crate::chain::{Arrival, ChainConfig, Place, Replica};
+use crate::chain::{Arrival, ChainConfig, Frame, Place, Replica};
 use crate::journal::parse_record;
 use dataplane::wire::{self, HeaderRepr, Op, Status, HEADER_LEN};
 use kv::key_hash;
@@ -23,6 +23,8 @@ pub(super) struct ChainState {
     /// The first bytes of a record the frames so far carried only in part.
     partial: Vec<u8>,
     capacity: usize,
+    /// The frames due this turn (kept: nothing is allocated per turn).
+    frames: Vec<Frame>,
 }
 
 fn chain_state(me: SocketAddrV4, capacity: usize) -> Box<ChainState> {
@@ -31,6 +33,7 @@ fn chain_state(me: SocketAddrV4, capacity: usize) -> Box<ChainState> {
         replay: Replay::new(capacity),
         partial: Vec::new(),
         capacity,
+        frames: Vec::new(),
     })
 }
 
@@ -209,13 +212,12 @@ impl PartitionServer {
             stream_journal(&mut self.journal, &mut state.replica);
         }
         state.replica.release(out);
-        let mut frames = Vec::new();
-        state.replica.frames_due(now, &mut frames);
+        state.replica.frames_due(now, &mut state.frames);
         let epoch = state.replica.config().map_or(0, |c| c.epoch);
         if let Some(to) = state.replica.snapshot_request_due(now) {
             out.push(snapshot_request(&state.replica, epoch, to));
         }
-        for frame in frames {
+        for frame in state.frames.drain(..) {
             let header = HeaderRepr {
                 op: Op::ChainAppend,
                 flags: Flags::default(),
@@ -237,19 +239,19 @@ impl PartitionServer {
             packet.dst = frame.to;
             out.push(packet);
         }
-        if self.chain_place() == Some(Place::Head) {
-            // A learner waits on a head that is its own tail.
-            let waits = self
-                .chain_replica()
-                .is_some_and(|r| r.learner_waits_for_snapshot());
-            self.begin_snapshot_for_learner(waits);
+        // A learner waits on a head that is its own tail.
+        let waits = self
+            .chain_replica()
+            .is_some_and(|r| r.place() == Place::Head && r.learner_waits_for_snapshot());
+        if waits {
+            self.begin_snapshot_for_learner();
         }
     }
 
-    /// The head begins a snapshot a learner can start from, when its tail asked for one
-    /// (`asked`) and none is under way (the tail asks again if that one began too early).
-    fn begin_snapshot_for_learner(&mut self, asked: bool) {
-        if asked && !self.snapshotting() {
+    /// The head begins a snapshot a learner can start from, unless one is under way (the
+    /// tail asks again if that one began too early for its learner).
+    fn begin_snapshot_for_learner(&mut self) {
+        if !self.snapshotting() {
             self.begin_snapshot();
         }
     }
@@ -392,7 +394,7 @@ impl PartitionServer {
         let committed = state.replica.committed();
         let snapshot_wanted = header.oldest_gap & SNAPSHOT_WANTED != 0;
         if snapshot_wanted && state.replica.place() == Place::Head {
-            self.begin_snapshot_for_learner(true);
+            self.begin_snapshot_for_learner();
             return Ok(Action::Consumed);
         }
         match state.replica.upstream() {
