@@ -113,10 +113,16 @@ pub struct SimulateArgs {
     /// Replicas per server: each server is a chain of this many processes (CRAQ; writes at
     /// the head, clean reads anywhere), and migrations run between chains' heads. A crash
     /// takes one replica out of its chain, which rejoins as a learner and becomes the tail
-    /// once it has caught up. The head of a chain taking part in a migration is not crashed
-    /// (a successor does not take over a migration yet).
+    /// once it has caught up. A destination's head that crashes mid-migration is replaced by
+    /// its successor, which settles the migration with the source (rolled back, or ended
+    /// past the cut-over); the head of a migration's source chain is not crashed (a
+    /// successor does not take over a migration out yet).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
+    /// With --replicas: every crash takes the head of a chain a migration is coming into,
+    /// when there is one (otherwise a replica at random).
+    #[arg(long, requires = "replicas")]
+    pub crash_destination_heads: bool,
     /// Migrations per run (several shards at once; back to an earlier owner, or on to a
     /// third server).
     #[arg(long, default_value_t = 4)]

@@ -207,7 +207,7 @@ fn a_start_is_all_partitions_or_none_and_starts_do_not_interleave() {
         items_per_s: None,
         pipeline: 64,
         protocol: MigrationProtocol::Fulva,
-        ticket: Arc::new(MigrationTicket::new(0)), // replaced by `migrate_out`
+        ticket: Arc::new(MigrationTicket::new(0, 1)), // replaced by `migrate_out`
     };
     let status = |control: &bench::server::ServerControl| {
         proto::MigrationStatus::from(&control.migration_counters())

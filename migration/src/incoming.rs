@@ -4,7 +4,7 @@
 
 use crate::bulk::{BulkPuller, Replayed};
 use crate::dedup::{apply_write, repeat_answer, DedupVerdict, WriteDedup, WriteId};
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, Record, StreamOrigin};
 use crate::lost::LostGroups;
 use crate::pull::Puller;
 use crate::stream::StreamReceiver;
@@ -74,7 +74,25 @@ pub struct Incoming {
     /// latest probe `ERROR` (it restarted).
     last_heard: Option<Instant>,
     source_lost: bool,
+    takeover: Takeover,
     stats: IncomingStats,
+}
+
+/// A successor that took over the chain's head in the middle of a migration in holds every
+/// record of it but none of the protocol's state (which groups are here, pulls, the
+/// stream's position), so it serves nothing of the shard and asks the source to resolve
+/// the migration with it: the source rolls it back (ABORT) or, past the cut-over, ends it
+/// (TERMINATE), in a stream it restarts towards this replica (`docs/replication.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takeover {
+    /// The partition's own migration (it took INIT itself).
+    No,
+    /// MIGRATE_TAKEOVER sent (last at this time), not answered yet.
+    Asking(Option<Instant>),
+    /// The source took it: its stream's ABORT or TERMINATE is on its way.
+    Taken,
+    /// The source knows no such migration any more: it ended with everything back there.
+    Over,
 }
 
 /// A source silent this long is asked whether it still knows the stream: the destination
@@ -153,8 +171,80 @@ impl Incoming {
             hot: HotKeys::default(),
             last_heard: None,
             source_lost: false,
+            takeover: Takeover::No,
             stats: IncomingStats::default(),
         }
+    }
+
+    /// The migration in that a replica's records show under way, taken over by it as its
+    /// chain's new head: it asks the source to resolve it (`Takeover`). The source's stream
+    /// starts again after INIT, which the records hold.
+    pub fn taken_over(origin: StreamOrigin, map: &PartitionMap, partition: u32) -> Self {
+        let (source, shard, id) = (origin.source, origin.shard, origin.stream_id);
+        let mut incoming = Incoming::new(source, shard, id, map, partition);
+        incoming.protocol = origin.protocol;
+        incoming.receiver = StreamReceiver::after_init();
+        incoming.takeover = Takeover::Asking(None);
+        incoming
+    }
+
+    /// Where this migration comes from (its log record names it).
+    pub fn origin(&self) -> StreamOrigin {
+        StreamOrigin {
+            source: self.source,
+            shard: self.source_shard,
+            stream_id: self.stream_id,
+            protocol: self.protocol,
+        }
+    }
+
+    /// The source's answer to MIGRATE_TAKEOVER: `ERROR` means it knows no such migration
+    /// (it ended, everything back at the source).
+    pub fn on_takeover_answer(&mut self, from: SocketAddrV4, ack: &HeaderRepr) {
+        let ours = from == self.source && ack.client == self.stream_id;
+        if ours && matches!(self.takeover, Takeover::Asking(_)) {
+            self.takeover = match ack.status {
+                Status::Ok => Takeover::Taken,
+                _ => Takeover::Over,
+            };
+        }
+    }
+
+    /// A taken-over migration the source no longer knows: everything is back there.
+    pub fn is_over_at_source(&self) -> bool {
+        self.takeover == Takeover::Over
+    }
+
+    /// Asks the source to resolve a taken-over migration, every stream timeout until it
+    /// answers.
+    fn ask_takeover(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        let Takeover::Asking(last) = self.takeover else {
+            return;
+        };
+        if last.is_some_and(|at| now.duration_since(at) < crate::stream::RTO) {
+            return;
+        }
+        self.takeover = Takeover::Asking(Some(now));
+        out.push(self.to_source(Op::MigrateTakeover, 0));
+    }
+
+    /// A header-only message to the source about this stream.
+    fn to_source(&self, op: Op, seq: u64) -> Box<Packet> {
+        let header = HeaderRepr {
+            op,
+            flags: Flags::default(),
+            status: Status::Ok,
+            shard: self.source_shard,
+            seq,
+            key_hash: 0,
+            client: self.stream_id,
+            oldest_gap: 0,
+        };
+        let mut packet = Packet::new_boxed();
+        let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("a header fits");
+        packet.set_len(len);
+        packet.dst = self.source;
+        packet
     }
 
     /// Who answers a request for `group`; `present` says whether the key has an entry or
@@ -169,6 +259,11 @@ impl Incoming {
         forwarded: bool,
         present: impl Fn() -> bool,
     ) -> DestinationRule {
+        if self.takeover != Takeover::No {
+            // Which groups are here died with the old head; the source's TERMINATE or
+            // ABORT settles the shard.
+            return DestinationRule::RetryLater;
+        }
         let here = self.has_group(group);
         match self.protocol {
             Protocol::NetMigrate => match (here, is_read && double_read, forwarded) {
@@ -220,6 +315,13 @@ impl Incoming {
 
     /// Pulls the hottest samples now and then (Fulva), and sends due pulls.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Box<Packet>>) {
+        if self.takeover != Takeover::No {
+            self.ask_takeover(now, out);
+            if self.takeover == Takeover::Taken {
+                self.probe_if_silent(now, out);
+            }
+            return;
+        }
         let pick_due = self
             .hot
             .last_pick
@@ -251,21 +353,8 @@ impl Incoming {
             return;
         }
         self.last_heard = Some(now);
-        let header = HeaderRepr {
-            op: Op::MigrateProbeAck,
-            flags: Flags::default(),
-            status: Status::Ok,
-            shard: self.source_shard,
-            seq: self.receiver.last_applied().unwrap_or(0),
-            key_hash: 0,
-            client: self.stream_id,
-            oldest_gap: 0,
-        };
-        let mut packet = Packet::new_boxed();
-        let len = wire::emit_with(&header, packet.buffer_mut(), |_| Ok(0)).expect("an ack fits");
-        packet.set_len(len);
-        packet.dst = self.source;
-        out.push(packet);
+        let seq = self.receiver.last_applied().unwrap_or(0);
+        out.push(self.to_source(Op::MigrateProbeAck, seq));
     }
 
     /// An answer to the probe: `ERROR` means the source no longer knows the stream.

@@ -12,6 +12,7 @@
 //! leave a write applied that a retransmission would apply again.
 
 use crate::lost::LostGroups;
+use dataplane::wire::Protocol;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Bytes before a record's kind: length and checksum.
@@ -30,13 +31,24 @@ const DAMAGED: u8 = 7;
 const SNAPSHOT: u8 = 8;
 const ROLE: u8 = 9;
 
+/// Where a migration in comes from: the source core, its shard there, the stream's id and
+/// the protocol. INIT's record names it, so that a successor taking over the chain's head
+/// can settle the migration with the source (`docs/replication.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOrigin {
+    pub source: SocketAddrV4,
+    pub shard: u16,
+    pub stream_id: u32,
+    pub protocol: Protocol,
+}
+
 /// What became of a shard here, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardEvent {
     /// The partition serves the shard (the server started with it).
     Hosted,
     /// A migration in started (its INIT was taken): the data that follows is the source's.
-    Incoming,
+    Incoming(StreamOrigin),
     /// The migration in ended: the shard is this partition's.
     Adopted,
     /// A migration out started.
@@ -315,24 +327,27 @@ impl Record<'_> {
     }
 }
 
-/// A `SHARD` or `ROLE` record's body: the shard, the event, and the new owner (`Moved`).
+/// A `SHARD` or `ROLE` record's body: the shard, the event, and the other end (the new
+/// owner of `Moved`; the source and stream of `Incoming`).
 fn emit_event(out: &mut Vec<u8>, kind: u8, shard: u16, event: &ShardEvent) {
     out.push(kind);
     out.extend_from_slice(&shard.to_be_bytes());
-    let (code, to, to_shard) = match event {
-        ShardEvent::Hosted => (1, None, 0),
-        ShardEvent::Incoming => (2, None, 0),
-        ShardEvent::Adopted => (3, None, 0),
-        ShardEvent::Outgoing => (4, None, 0),
-        ShardEvent::Kept => (5, None, 0),
-        ShardEvent::Moved { to, shard } => (6, Some(*to), *shard),
-        ShardEvent::Released => (7, None, 0),
+    let (code, peer, peer_shard, stream_id, protocol) = match *event {
+        ShardEvent::Hosted => (1, None, 0, 0, 0),
+        ShardEvent::Incoming(o) => (2, Some(o.source), o.shard, o.stream_id, o.protocol as u8),
+        ShardEvent::Adopted => (3, None, 0, 0, 0),
+        ShardEvent::Outgoing => (4, None, 0, 0, 0),
+        ShardEvent::Kept => (5, None, 0, 0, 0),
+        ShardEvent::Moved { to, shard } => (6, Some(to), shard, 0, 0),
+        ShardEvent::Released => (7, None, 0, 0, 0),
     };
     out.push(code);
-    let to = to.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-    out.extend_from_slice(&to.ip().octets());
-    out.extend_from_slice(&to.port().to_be_bytes());
-    out.extend_from_slice(&to_shard.to_be_bytes());
+    let peer = peer.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    out.extend_from_slice(&peer.ip().octets());
+    out.extend_from_slice(&peer.port().to_be_bytes());
+    out.extend_from_slice(&peer_shard.to_be_bytes());
+    out.extend_from_slice(&stream_id.to_be_bytes());
+    out.push(protocol);
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -443,10 +458,18 @@ fn parse_body<'a>(kind: u8, r: &mut Reader<'a>) -> Option<Result<Record<'a>, Log
 fn parse_event(r: &mut Reader<'_>) -> Option<Result<ShardEvent, LogError>> {
     let code = r.u8()?;
     let ip = Ipv4Addr::from(r.u32()?);
-    let (port, to_shard) = (r.u16()?, r.u16()?);
+    let (port, to_shard, stream_id, protocol) = (r.u16()?, r.u16()?, r.u32()?, r.u8()?);
     Some(Ok(match code {
         1 => ShardEvent::Hosted,
-        2 => ShardEvent::Incoming,
+        2 => ShardEvent::Incoming(StreamOrigin {
+            source: SocketAddrV4::new(ip, port),
+            shard: to_shard,
+            stream_id,
+            protocol: match Protocol::from_u8(protocol) {
+                Ok(protocol) => protocol,
+                Err(_) => return Some(Err(LogError::UnknownEvent(code))),
+            },
+        }),
         3 => ShardEvent::Adopted,
         4 => ShardEvent::Outgoing,
         5 => ShardEvent::Kept,
@@ -600,7 +623,12 @@ mod tests {
             Record::Snapshot { begin: true },
             Record::Role {
                 shard: 3,
-                event: ShardEvent::Incoming,
+                event: ShardEvent::Incoming(StreamOrigin {
+                    source: "10.0.0.1:7100".parse().unwrap(),
+                    shard: 2,
+                    stream_id: 77,
+                    protocol: Protocol::Rocksteady,
+                }),
             },
             Record::Snapshot { begin: false },
         ]

@@ -122,6 +122,8 @@ pub struct OutgoingStats {
     /// a stream it had known): groups of this partition only it held, lost and refused
     /// with DATA_LOST from then on.
     pub lost_groups: u64,
+    /// A destination chain's new head took the migration over (its predecessor died).
+    pub destination_takeovers: u64,
 }
 
 impl OutgoingStats {
@@ -138,6 +140,7 @@ impl OutgoingStats {
         self.dirty_keys += s.dirty_keys;
         self.catch_up_rounds += s.catch_up_rounds;
         self.pulled_keys += s.pulled_keys;
+        self.destination_takeovers += s.destination_takeovers;
         self.pull_bytes += s.pull_bytes;
         self.bulk_bytes += s.bulk_bytes;
         self.finished |= s.finished;
@@ -285,6 +288,8 @@ pub struct Outgoing {
     destination_incarnation: Option<u64>,
     /// Groups the destination lost when it restarted.
     lost: LostGroups,
+    /// Counted as ready to cut over by the ticket.
+    ready_to_commit: bool,
     stats: OutgoingStats,
 }
 
@@ -344,6 +349,7 @@ impl Outgoing {
             quiet_since: None,
             destination_incarnation: None,
             lost: LostGroups::new(map.groups_of(partition)),
+            ready_to_commit: false,
             stats: OutgoingStats::default(),
             plan,
         }
@@ -682,6 +688,45 @@ impl Outgoing {
         self.finish_return();
     }
 
+    /// The destination chain's new head, at `to`, took the migration over (its predecessor
+    /// died: MIGRATE_TAKEOVER). It holds everything its predecessor acknowledged but none of
+    /// the protocol's state (which groups it holds, pulls, the stream's position), so the
+    /// migration cannot go on as it was. Past the commit every partition is ready to cut
+    /// over: the stream goes on to the new head (what was not acknowledged, then TERMINATE).
+    /// Before it the migration is called off, for every partition, and the stream starts
+    /// again with ABORT; the new head sends back what it holds. False when nothing is left
+    /// to settle with it: the migration ended, everything back here.
+    pub fn take_over_destination(&mut self, to: SocketAddrV4) -> bool {
+        let ended = matches!(
+            self.stage,
+            Stage::Unpairing(_) | Stage::Aborted | Stage::CuttingOver(_) | Stage::Done
+        );
+        if ended || self.plan.destination == to {
+            return !ended;
+        }
+        self.stats.destination_takeovers += 1;
+        let committed = self.plan.ticket.abort().is_err();
+        self.plan.destination = to;
+        self.destination_incarnation = None;
+        self.quiet_since = None;
+        self.to_destination.redirect(to, committed);
+        if !committed {
+            self.begin_abort();
+            return true;
+        }
+        // Stages waiting on a message of the old numbering wait for the last one now.
+        let last = self.to_destination.next_seq() - 1;
+        self.stage = match self.stage {
+            Stage::Terminating(_) => Stage::Terminating(last),
+            Stage::CatchingUp { round, .. } => Stage::CatchingUp {
+                round,
+                applied: last,
+            },
+            stage => stage,
+        };
+        true
+    }
+
     /// Whether this acknowledgement is from this migration's destination, for its stream.
     pub fn sends_to(&self, from: SocketAddrV4, ack: &wire::HeaderRepr) -> bool {
         self.to_destination.owns_ack(from, ack)
@@ -734,8 +779,14 @@ impl Outgoing {
                     self.stage = Stage::Groups;
                 }
             }
-            // Rocksteady: the destination pulls; the source waits for its BULK_DONE.
-            Stage::Groups if self.plan.protocol == Protocol::Rocksteady => {}
+            // Rocksteady: the destination pulls; the source waits for its BULK_DONE. Once
+            // it came, the partition cuts over with the others, even if the destination
+            // that sent it was replaced meanwhile (its successor pulls nothing).
+            Stage::Groups if self.plan.protocol == Protocol::Rocksteady => {
+                if self.ready_to_commit {
+                    self.terminate(table);
+                }
+            }
             Stage::Groups => {
                 self.advance_groups(now, table);
                 if self.next_group == self.groups.end && self.active.is_empty() {
@@ -833,7 +884,7 @@ impl Outgoing {
             run_start = run_end;
         }
         // An aborted migration keeps catching up until `poll` sees the abort.
-        if last_round && self.plan.ticket.commit() {
+        if last_round && self.plan.ticket.commit(&mut self.ready_to_commit) {
             self.stopped = true;
             self.terminate(table);
         } else {
@@ -845,7 +896,7 @@ impl Outgoing {
     /// Ends the stream with TERMINATE, unless the migration was aborted (then `poll`
     /// turns to the abort).
     fn terminate(&mut self, table: &Partition) {
-        if !self.plan.ticket.commit() {
+        if !self.plan.ticket.commit(&mut self.ready_to_commit) {
             return;
         }
         self.flush_dedup_log();

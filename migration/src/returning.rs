@@ -11,6 +11,7 @@
 //! source kept every write.
 
 use crate::dedup::WriteDedup;
+use crate::journal::StreamOrigin;
 use crate::outgoing::{encode_batches, STREAM_WINDOW};
 use crate::stream::StreamSender;
 use dataplane::wire::{HeaderRepr, Protocol, StreamMessage};
@@ -47,9 +48,9 @@ enum Step {
 }
 
 pub struct Returning {
-    /// The source core (requests are forwarded there) and its shard.
-    pub source: SocketAddrV4,
-    pub source_shard: u16,
+    /// The migration: the source core (requests are forwarded there), its shard, the
+    /// stream's id and the protocol.
+    pub origin: StreamOrigin,
     to_source: StreamSender,
     groups: Range<u32>,
     send_entries: bool,
@@ -59,20 +60,12 @@ pub struct Returning {
 }
 
 impl Returning {
-    pub fn new(
-        source: SocketAddrV4,
-        source_shard: u16,
-        stream_id: u32,
-        protocol: Protocol,
-        map: &PartitionMap,
-        partition: u32,
-    ) -> Self {
+    pub fn new(origin: StreamOrigin, map: &PartitionMap, partition: u32) -> Self {
         Returning {
-            source,
-            source_shard,
-            to_source: StreamSender::new(source, STREAM_WINDOW, stream_id),
+            origin,
+            to_source: StreamSender::new(origin.source, STREAM_WINDOW, origin.stream_id),
             groups: map.groups_of(partition),
-            send_entries: protocol != Protocol::SourceBased,
+            send_entries: origin.protocol != Protocol::SourceBased,
             step: Step::Windows,
             table_released: false,
             stats: ReturnStats {
@@ -166,6 +159,6 @@ impl Returning {
 
     fn send(&mut self, message: &StreamMessage<'_>) -> u64 {
         self.to_source
-            .push(message.op(), self.source_shard, |b| message.emit(b))
+            .push(message.op(), self.origin.shard, |b| message.emit(b))
     }
 }

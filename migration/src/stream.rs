@@ -82,6 +82,30 @@ impl StreamSender {
         self.peer
     }
 
+    /// The stream goes on to `peer`, a successor of the old one that holds everything the
+    /// old one acknowledged and its INIT (seq 0): what is not acknowledged yet is sent to
+    /// it again, renumbered from seq 1, and so is everything pushed from now on.
+    /// (`keep_unacknowledged` false: the unacknowledged messages are dropped instead.)
+    pub fn redirect(&mut self, peer: SocketAddrV4, keep_unacknowledged: bool) {
+        let mut fresh = StreamSender::new(peer, self.window, self.id);
+        fresh.next_seq = 1;
+        fresh.last_acked = Some(0);
+        fresh.retransmissions = self.retransmissions;
+        fresh.bytes_sent = self.bytes_sent;
+        let unacknowledged = self.in_flight.drain(..).chain(self.queued.drain(..));
+        for mut message in unacknowledged.filter(|_| keep_unacknowledged) {
+            message.seq = fresh.next_seq;
+            fresh.next_seq += 1;
+            let mut header = wire::Header::new_checked(&mut message.datagram[..])
+                .expect("a datagram this sender built");
+            header.set_seq(message.seq);
+            message.sent_at = None;
+            message.retransmitted = false;
+            fresh.queued.push_back(message);
+        }
+        *self = fresh;
+    }
+
     /// Whether an acknowledgement with this header belongs to this stream.
     pub fn owns_ack(&self, from: SocketAddrV4, ack: &HeaderRepr) -> bool {
         from == self.peer && ack.client == self.id
@@ -270,6 +294,15 @@ pub struct StreamReceiver {
 }
 
 impl StreamReceiver {
+    /// A receiver of a stream whose INIT (seq 0) was applied elsewhere: a successor that
+    /// took over a migration in holds INIT's effects in its records.
+    pub fn after_init() -> Self {
+        StreamReceiver {
+            expected: 1,
+            held: VecDeque::new(),
+        }
+    }
+
     pub fn classify(&self, seq: u64) -> Delivery {
         match seq.cmp(&self.expected) {
             std::cmp::Ordering::Equal => Delivery::Apply,

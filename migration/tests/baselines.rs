@@ -3,11 +3,13 @@
 //! that writes and reads while the shard moves: every read must see the last write. The
 //! same under an abort half-way, and a second migration after it. And NetMigrate through
 //! the software switch: a migration it refuses to steer, and one aborted and migrated again
-//! with the first one's control messages delivered late.
+//! with the first one's control messages delivered late. And a destination that is a chain
+//! of two whose head dies mid-migration: its successor settles the migration with the source.
 
 use dataplane::wire::{self, Flags, HeaderRepr, Op, Protocol, Reply, Request, Status};
 use dataplane::Packet;
 use kv::{key_hash, GroupLayout, PartitionMap};
+use migration::chain::ChainConfig;
 use migration::{MigrationTicket, OutgoingPlan, PartitionServer, Role, SourceRule};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 5000);
 const SOURCE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
 const DESTINATION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+/// The destination's successor in its chain (with `Cluster::with_successor`).
+const SUCCESSOR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 4), 7100);
 const SWITCH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 254), 9000);
 const SHARD: u16 = 1;
 const KEYS: usize = 300;
@@ -53,6 +57,10 @@ impl Network {
     }
 }
 
+fn is_terminate(packet: &Packet) -> bool {
+    wire::parse_header(packet.payload()).is_ok_and(|(header, _)| header.op == Op::Terminate)
+}
+
 struct Cluster {
     source: PartitionServer,
     destination: PartitionServer,
@@ -65,6 +73,13 @@ struct Cluster {
     /// When set, a copy of every control message to the switch is kept here, to be
     /// delivered much later (an extreme reordering).
     held_back: Option<Vec<Box<Packet>>>,
+    /// When set, the destination is the head of a chain of two, and this is its successor.
+    successor: Option<PartitionServer>,
+    /// The destination died: nothing reaches it any more.
+    destination_dead: bool,
+    /// TERMINATE never reaches the destination, which dies as soon as the cut-over is taken
+    /// (the control plane telling the source when `Some(true)`).
+    dies_at_cut_over: Option<bool>,
 }
 
 impl Cluster {
@@ -102,8 +117,56 @@ impl Cluster {
             plan,
             switch: None,
             held_back: None,
+            successor: None,
+            destination_dead: false,
+            dies_at_cut_over: None,
         };
         (cluster, keys)
+    }
+
+    /// The destination becomes the head of a chain of two (journals on), before anything
+    /// reaches it.
+    fn with_successor(mut self) -> Self {
+        let map = PartitionMap::new(GroupLayout::new(6).unwrap(), 1).unwrap();
+        let mut successor = PartitionServer::new(&map, 0, &[], 16);
+        let config = ChainConfig {
+            epoch: 1,
+            members: vec![DESTINATION, SUCCESSOR],
+            learner: None,
+        };
+        for (server, me) in [
+            (&mut self.destination, DESTINATION),
+            (&mut successor, SUCCESSOR),
+        ] {
+            server.enable_journal();
+            server.configure_chain(me, config.clone(), 16);
+        }
+        self.successor = Some(successor);
+        self
+    }
+
+    /// The destination dies; its successor becomes the chain's head, and the control plane
+    /// tells the source (when `tell_source`; otherwise the successor asks it alone).
+    fn replace_destination(&mut self, tell_source: bool) {
+        self.destination_dead = true;
+        let config = ChainConfig {
+            epoch: 2,
+            members: vec![SUCCESSOR],
+            learner: None,
+        };
+        let successor = self.successor.as_mut().expect("a chain of two");
+        successor.configure_chain(SUCCESSOR, config, 16);
+        if tell_source {
+            self.source.destination_replaced(SHARD, SUCCESSOR);
+        }
+    }
+
+    /// The destination's chain's live head.
+    fn destination_head(&self) -> &PartitionServer {
+        match (&self.successor, self.destination_dead) {
+            (Some(successor), true) => successor,
+            _ => &self.destination,
+        }
     }
 
     /// Delivers one datagram (if any), through the switch if there is one, and polls both
@@ -122,29 +185,44 @@ impl Cluster {
             }
         }
         self.poll();
+        if let Some(tell_source) = self.dies_at_cut_over {
+            if self.plan.ticket.is_committed() && !self.destination_dead {
+                self.replace_destination(tell_source);
+            }
+        }
     }
 
     fn deliver(&mut self, mut packet: Box<Packet>) {
-        let server = match packet.dst {
-            SOURCE => &mut self.source,
-            DESTINATION => &mut self.destination,
-            CLIENT => return self.to_client.push(packet),
-            other => panic!("no host at {other}"),
+        let server = match (packet.dst, self.successor.as_mut()) {
+            (SOURCE, _) => &mut self.source,
+            (DESTINATION, _) if self.destination_dead => return,
+            (DESTINATION, _) if self.dies_at_cut_over.is_some() && is_terminate(&packet) => return,
+            (DESTINATION, _) => &mut self.destination,
+            (SUCCESSOR, Some(successor)) => successor,
+            (CLIENT, _) => return self.to_client.push(packet),
+            (other, _) => panic!("no host at {other}"),
         };
         if server.handle(&mut packet) {
-            self.network.send(packet);
+            // A chain's head answers once its successor holds what the answer depends on.
+            if let Some(packet) = server.gate(packet) {
+                self.network.send(packet);
+            }
         }
     }
 
     fn poll(&mut self) {
         let now = Instant::now();
-        for (server, addr) in [
-            (&mut self.source, SOURCE),
-            (&mut self.destination, DESTINATION),
-        ] {
+        let mut servers = vec![(&mut self.source, SOURCE)];
+        if !self.destination_dead {
+            servers.push((&mut self.destination, DESTINATION));
+        }
+        servers.extend(self.successor.as_mut().map(|s| (s, SUCCESSOR)));
+        for (server, addr) in servers {
             let mut out = Vec::new();
             server.replay_migrations(64);
             server.poll_migrations(now, &mut out);
+            let mut out: Vec<_> = out.into_iter().filter_map(|p| server.gate(p)).collect();
+            server.poll_chain(now, &mut out);
             for mut packet in out {
                 packet.src = addr;
                 if let (Some(held), SWITCH) = (self.held_back.as_mut(), packet.dst) {
@@ -157,20 +235,24 @@ impl Cluster {
 
     /// Migrates the shard again, with a new ticket (and so a new stream id).
     fn restart(&mut self) {
-        self.plan.ticket = Arc::new(MigrationTicket::fresh());
+        self.plan.ticket = Arc::new(MigrationTicket::fresh(1));
         self.source.start_outgoing(self.plan.clone()).unwrap();
     }
 
     /// The abort is over: the source serves the whole shard, the destination holds none.
     fn returned(&self) -> bool {
+        let destination = self.destination_head();
         matches!(self.source.role(SHARD), Some(Role::Owned))
-            && self.destination.migration_counters().returning_active == 0
-            && matches!(self.destination.role(SHARD), Some(Role::Returning(_)))
+            && destination.migration_counters().returning_active == 0
+            && matches!(
+                destination.role(SHARD),
+                Some(Role::Returning(_) | Role::Moved { .. })
+            )
     }
 
     fn migrated(&self) -> bool {
         matches!(self.source.role(SHARD), Some(Role::Moved { .. }))
-            && matches!(self.destination.role(SHARD), Some(Role::Owned))
+            && matches!(self.destination_head().role(SHARD), Some(Role::Owned))
     }
 
     /// Migrates the shard from the destination back to the source (its origin), with the
@@ -179,7 +261,7 @@ impl Cluster {
         let back = OutgoingPlan {
             destination: SOURCE,
             source: DESTINATION,
-            ticket: Arc::new(MigrationTicket::fresh()),
+            ticket: Arc::new(MigrationTicket::fresh(1)),
             ..self.plan.clone()
         };
         self.destination.start_outgoing(back).unwrap();
@@ -206,8 +288,15 @@ impl Client {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut resend_at = Instant::now();
         let mut half = None;
+        let mut unanswered = 0;
         while Instant::now() < deadline {
             if Instant::now() >= resend_at {
+                // As the YCSB client does: a server MOVED sent it to that stays silent may
+                // be gone (a destination's head that died); the source answers MOVED anew.
+                unanswered += 1;
+                if unanswered > 3 {
+                    (self.route, unanswered) = (SOURCE, 0);
+                }
                 let request = match value {
                     Some(value) => Request::Put { key, value },
                     None => Request::Get { key },
@@ -241,6 +330,7 @@ impl Client {
                 if header.seq != self.seq {
                     continue; // a late or duplicated answer to an earlier request
                 }
+                unanswered = 0;
                 let double_read = header.flags.contains(Flags::DOUBLE_READ);
                 let from_destination = header.flags.contains(Flags::REDIRECTED);
                 match (header.status, Reply::parse(&header, body).unwrap()) {
@@ -260,6 +350,11 @@ impl Client {
                     (Status::Moved, Reply::Moved { to, .. }) => {
                         self.moved += 1;
                         self.route = to;
+                        if to == DESTINATION && cluster.destination_dead {
+                            // MOVED names the chain's head it knew; the client knows the
+                            // chain's members (its directory) and goes to the head now.
+                            self.route = SUCCESSOR;
+                        }
                         resend_at = Instant::now();
                     }
                     (Status::RetryLater, _) => {
@@ -273,7 +368,13 @@ impl Client {
                 }
             }
         }
-        panic!("request {} unanswered for 10 s", self.seq);
+        panic!(
+            "request {} unanswered for 10 s (route {}), source {:?} destination {:?}",
+            self.seq,
+            self.route,
+            cluster.source.migration_counters().outgoing,
+            cluster.destination_head().migration_counters()
+        );
     }
 }
 
@@ -835,4 +936,56 @@ fn a_source_answers_only_the_source_half_of_a_double_read() {
     assert_eq!(ask(&mut cluster, Flags::DOUBLE_READ), Status::Ok);
     let meant_for_destination = Flags::DOUBLE_READ.with(Flags::REDIRECTED);
     assert_eq!(ask(&mut cluster, meant_for_destination), Status::Moved);
+}
+
+/// The destination is the head of a chain of two and dies mid-migration, for every protocol
+/// (NetMigrate through the switch), under loss, duplication and reordering. Its successor
+/// holds the migration's records but none of its state: killed half-way, the source calls
+/// the migration off and the successor sends back what it holds; killed once the cut-over
+/// was taken, the source sends it TERMINATE again and it adopts the shard. Either way every
+/// read sees the last write, whether the control plane tells the source of the new head or
+/// the new head asks the source itself (MIGRATE_TAKEOVER).
+#[test]
+fn a_destinations_successor_settles_the_migration_with_the_source() {
+    for protocol in [
+        Protocol::NetMigrate,
+        Protocol::Rocksteady,
+        Protocol::Fulva,
+        Protocol::SourceBased,
+    ] {
+        for (seed, tell_source) in [(1, true), (2, false)] {
+            for past_cut_over in [false, true] {
+                let (cluster, keys) = Cluster::new(protocol, seed);
+                let mut cluster = cluster.with_successor();
+                if protocol == Protocol::NetMigrate {
+                    cluster.switch =
+                        Some(tofino::Switch::new(tofino::SwitchConfig::new(SWITCH, 6)));
+                }
+                let mut client = client();
+                let mut workload = Workload::new(keys, seed);
+                let what = format!(
+                    "{protocol:?}, seed {seed}, source told {tell_source}, past the cut-over \
+                     {past_cut_over}"
+                );
+                if past_cut_over {
+                    cluster.dies_at_cut_over = Some(tell_source);
+                } else {
+                    workload.run_until(&mut cluster, &mut client, &what, |c| {
+                        c.destination.migration_counters().incoming.items_applied >= KEYS as u64 / 4
+                    });
+                    cluster.replace_destination(tell_source);
+                    if client.route == DESTINATION {
+                        client.route = SUCCESSOR; // clients follow the chain's new head
+                    }
+                }
+                let ended = |c: &Cluster| c.returned() || c.migrated();
+                workload.run_until(&mut cluster, &mut client, &what, ended);
+                workload.check_all(&mut cluster, &mut client, &what);
+                assert_eq!(cluster.migrated(), past_cut_over, "{what}");
+                let outgoing = cluster.source.migration_counters().outgoing;
+                assert_eq!(outgoing.aborted, !past_cut_over, "{what}: {outgoing:?}");
+                assert_eq!(outgoing.destination_takeovers, 1, "{what}: {outgoing:?}");
+            }
+        }
+    }
 }

@@ -84,6 +84,8 @@ struct Pending {
     op_start: Nanos,
     first_sent: Nanos,
     attempts: u32,
+    /// Sends in a row that nothing answered (`FALL_BACK_AFTER`).
+    unanswered_sends: u32,
     /// What one half of a double read said while the other is awaited.
     half: Option<Half>,
     /// Where this client last sent a double read of its own (Fulva): the destination and
@@ -174,8 +176,8 @@ impl MultiPending {
 /// The half of a double read that arrived first.
 #[derive(Debug, Clone, Copy)]
 enum Half {
-    /// The source answered (tag read, None: not found).
-    Source(Option<u64>),
+    /// The source answered (tag read, None: not found), from this address.
+    Source(Option<u64>, SocketAddrV4),
     /// A destination does not have the key yet (NOT_MIGRATED), on the destination's half
     /// (true) or on the source's (false: the server asked as the source has since become a
     /// destination of another migration): the other half is the answer.
@@ -206,6 +208,9 @@ pub struct Counters {
     pub completed: u64,
     pub failed: u64,
     pub timeouts: u64,
+    /// Partitions whose route went back home after requests to where MOVED sent them went
+    /// unanswered (`FALL_BACK_AFTER`).
+    pub fell_back_home: u64,
     pub retries: u64,
     pub not_found: u64,
     /// Deletes answered, and those answered NOT_FOUND (the key was absent).
@@ -237,6 +242,7 @@ impl Counters {
         self.completed += other.completed;
         self.failed += other.failed;
         self.timeouts += other.timeouts;
+        self.fell_back_home += other.fell_back_home;
         self.retries += other.retries;
         self.not_found += other.not_found;
         self.deletes += other.deletes;
@@ -256,11 +262,18 @@ impl Counters {
     }
 }
 
+/// Sends of one request in a row that nothing answered before its partition's route goes
+/// back home (`Engine::transmit`).
+const FALL_BACK_AFTER: u32 = 3;
+
 pub struct Engine {
     port: Box<dyn Port>,
     cluster: Arc<Cluster>,
     /// Per partition: the server and shard requests go to (MOVED answers update it).
     routes: Vec<(SocketAddrV4, u16)>,
+    /// Per partition: where the shard lives as far as this client was told (the servers
+    /// it started with, or its chain's head), not where MOVED sent it.
+    homes: Vec<(SocketAddrV4, u16)>,
     /// Per partition, with `track_migrations`: the migration under way.
     tracking: Vec<Option<Tracking>>,
     /// Per partition of a replicated shard: its chain, head first. Single-key reads go to
@@ -312,6 +325,11 @@ impl Engine {
         Engine {
             port,
             routes: cluster
+                .partitions
+                .iter()
+                .map(|&addr| (addr, cluster.shard))
+                .collect(),
+            homes: cluster
                 .partitions
                 .iter()
                 .map(|&addr| (addr, cluster.shard))
@@ -561,6 +579,7 @@ impl Engine {
             op_start,
             first_sent: now,
             attempts: 0,
+            unanswered_sends: 0,
             half: None,
             double_pair: None,
             multi,
@@ -580,7 +599,12 @@ impl Engine {
             return;
         };
         pending.attempts += 1;
+        pending.unanswered_sends += 1;
         let attempt = pending.attempts;
+        let lost = pending.unanswered_sends > FALL_BACK_AFTER;
+        if lost {
+            pending.unanswered_sends = 0;
+        }
         let (purpose, record, tag) = (pending.purpose, pending.record, pending.tag);
         let is_write = !matches!(purpose, Purpose::Read | Purpose::RmwRead);
         let unanswered = pending
@@ -635,6 +659,15 @@ impl Engine {
             (request, kv::key_hash(key))
         };
         let partition = self.cluster.map.partition_of(hash) as usize;
+        // A request MOVED sent elsewhere went unanswered `FALL_BACK_AFTER` times in a row:
+        // that server may be gone (a migration's destination whose head died, with no one
+        // to tell this client). The partition's requests go home again, which answers MOVED
+        // to wherever the shard is now.
+        let home = self.homes[partition];
+        if lost && self.tracking[partition].is_none() && self.routes[partition] != home {
+            self.routes[partition] = home;
+            self.counters.fell_back_home += 1;
+        }
         let (mut server, shard) = self.routes[partition];
         let replicas = &self.read_replicas[partition];
         let tracked = self.tracking[partition].is_some();
@@ -810,6 +843,11 @@ impl Engine {
                 .and_then(|p| p.double_pair)
                 .is_some_and(|(destination, source)| from != destination && from != source);
         let matches = matches && !stale_half;
+        if matches {
+            if let Some(pending) = self.slots[slot].as_mut() {
+                pending.unanswered_sends = 0;
+            }
+        }
         if let (Status::Moved, Reply::Moved { to, shard }) = (header.status, &reply) {
             if matches {
                 self.follow_moved(&header, *to, *shard);
@@ -869,7 +907,8 @@ impl Engine {
                 };
                 let observed =
                     if header.op == Op::GetReply && header.flags.contains(Flags::DOUBLE_READ) {
-                        match self.merge_double_read(slot, header.flags, observed, payload.len()) {
+                        let (flags, len) = (header.flags, payload.len());
+                        match self.merge_double_read(slot, from, flags, observed, len) {
                             Some(answer) => answer,
                             None => return, // The other half decides.
                         }
@@ -936,14 +975,22 @@ impl Engine {
         old: &[SocketAddrV4],
         replicas: &[SocketAddrV4],
     ) {
-        if let Some(route) = self.routes.get_mut(partition) {
-            if old.contains(&route.0) {
-                route.0 = replicas[0];
-            }
-        }
+        self.follow_head(partition, old, replicas[0]);
         if let Some(spread) = self.read_replicas.get_mut(partition) {
             spread.clear();
             spread.extend_from_slice(replicas);
+        }
+    }
+
+    /// A chain has a new head: requests of `partition` routed to any of `old` (the chain's
+    /// replicas) go to `head`. (A client sent to a migration's destination follows its
+    /// chain's head this way, while its reads stay with the shard's owner.)
+    pub fn follow_head(&mut self, partition: usize, old: &[SocketAddrV4], head: SocketAddrV4) {
+        let routes = self.routes.get_mut(partition).into_iter();
+        for route in routes.chain(self.homes.get_mut(partition)) {
+            if old.contains(&route.0) {
+                route.0 = head;
+            }
         }
     }
 
@@ -1011,6 +1058,7 @@ impl Engine {
     fn merge_double_read(
         &mut self,
         slot: usize,
+        from: SocketAddrV4,
         flags: Flags,
         observed: Option<u64>,
         bytes: usize,
@@ -1025,7 +1073,13 @@ impl Engine {
             (true, false, _) => Some(observed),
             // Only a destination defers, whichever half it answers: a deferral is never
             // the answer.
-            (_, true, Some(Half::Source(source))) => Some(source),
+            // The server that answered as the source now defers: it has since become a
+            // destination (A→B→A), and its answer from before is not current.
+            (_, true, Some(Half::Source(_, at))) if at == from => {
+                pending.half = None;
+                None
+            }
+            (_, true, Some(Half::Source(source, _))) => Some(source),
             (side, true, Some(Half::Deferred(other))) if side != other => {
                 // Both halves deferred (the shard moved on meanwhile): ask both again.
                 pending.half = None;
@@ -1037,7 +1091,7 @@ impl Engine {
             }
             (false, false, Some(Half::Deferred(_))) => Some(observed),
             (false, false, _) => {
-                pending.half = Some(Half::Source(observed));
+                pending.half = Some(Half::Source(observed, from));
                 None
             }
         };
@@ -1324,15 +1378,57 @@ mod tests {
         let half = Flags::DOUBLE_READ.with(Flags::FROM_DESTINATION);
         let deferral = half.with(Flags::NOT_MIGRATED);
         let redirected = |flags: Flags| flags.with(Flags::REDIRECTED);
-        assert_eq!(engine.merge_double_read(slot, deferral, None, 40), None);
+        let destination = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
         assert_eq!(
-            engine.merge_double_read(slot, redirected(deferral), None, 40),
+            engine.merge_double_read(slot, origin, deferral, None, 40),
+            None
+        );
+        assert_eq!(
+            engine.merge_double_read(slot, destination, redirected(deferral), None, 40),
             None,
             "both halves deferred: undecided"
         );
         assert_eq!(
-            engine.merge_double_read(slot, redirected(half), Some(5), 40),
+            engine.merge_double_read(slot, destination, redirected(half), Some(5), 40),
             Some(Some(5))
+        );
+    }
+
+    /// A shard that moved A→B and straight back B→A while a double read was out: A answered
+    /// the source's half before, and defers now as the destination of the move back. Its
+    /// old answer is not current (the key may have been deleted at B meanwhile), so the
+    /// deferral decides nothing and both are asked again. (Taken together they read a
+    /// deleted key's old value: `simulate --replicas 3 --crashes 4 --crash-destination-heads`
+    /// seed 1072.)
+    #[test]
+    fn a_source_answer_is_not_confirmed_by_the_same_server_deferring_later() {
+        let a = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7100);
+        let b = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 7100);
+        let mut engine = engine_at(a);
+        engine.start(Planned::Read(3), 0);
+        let slot = engine.slot_of(1);
+        let source_half = Flags::DOUBLE_READ;
+        // On the source's half, as A answers it now (not redirected by the switch).
+        let deferral = Flags::DOUBLE_READ
+            .with(Flags::FROM_DESTINATION)
+            .with(Flags::NOT_MIGRATED);
+        assert_eq!(
+            engine.merge_double_read(slot, a, source_half, Some(7), 40),
+            None
+        );
+        assert_eq!(
+            engine.merge_double_read(slot, a, deferral, None, 40),
+            None,
+            "the same server deferring later confirms nothing"
+        );
+        assert_eq!(
+            engine.merge_double_read(slot, b, source_half, None, 40),
+            None
+        );
+        assert_eq!(
+            engine.merge_double_read(slot, a, deferral, None, 40),
+            Some(None),
+            "a deferral from the other server decides"
         );
     }
 

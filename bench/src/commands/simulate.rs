@@ -55,6 +55,7 @@ pub fn config(args: &SimulateArgs) -> Result<Config, CommandError> {
     config.crashes = args.crashes;
     config.durable_logs = !args.no_logs;
     config.replicas = usize::from(args.replicas);
+    config.crash_destination_heads = args.crash_destination_heads;
     if let Some(cells) = args.cbf_cells {
         config.cbf_cells = cells;
     }
@@ -149,6 +150,7 @@ struct Totals {
     damaged: u64,
     compactions: u64,
     head_crashes: u64,
+    takeover_crashes: u64,
     rejoined: u64,
     lost: u64,
 }
@@ -170,6 +172,7 @@ impl Totals {
         self.damaged += o.stats.damaged_shards;
         self.compactions += o.stats.log_compactions;
         self.head_crashes += o.stats.head_crashes;
+        self.takeover_crashes += o.stats.takeover_crashes;
         self.rejoined += o.stats.rejoined;
         self.lost += o.stats.lost;
     }
@@ -177,8 +180,9 @@ impl Totals {
     fn line(&self) -> String {
         let chains = if self.rejoined + self.head_crashes > 0 {
             format!(
-                "; chains: {} heads crashed, {} replicas rejoined",
-                self.head_crashes, self.rejoined
+                "; chains: {} heads crashed ({} of them while a migration came in), {} replicas \
+                 rejoined",
+                self.head_crashes, self.takeover_crashes, self.rejoined
             )
         } else {
             String::new()

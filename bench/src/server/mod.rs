@@ -522,7 +522,7 @@ impl ServerControl {
     ) -> Result<(), String> {
         let _one_start_at_a_time = self.starting.lock().expect("start lock poisoned");
         self.check_migrate_out(&plan)?;
-        let ticket = Arc::new(MigrationTicket::fresh());
+        let ticket = Arc::new(MigrationTicket::fresh(self.commands.len() as u32));
         let shard = plan(0).shard;
         let mut answers = Vec::new();
         for (partition, commands) in self.commands.iter().enumerate() {

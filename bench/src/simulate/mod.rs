@@ -66,6 +66,8 @@ pub struct Config {
     pub durable_logs: bool,
     /// Each server is a chain of this many replica processes (1: no replication).
     pub replicas: usize,
+    /// Crashes take the head of a chain a migration is coming into, when there is one.
+    pub crash_destination_heads: bool,
     /// Every server starts hosting every shard (empty where it is not the owner), as
     /// `netmigrate server --shard` does; otherwise only the shards it owns.
     pub host_every_shard: bool,
@@ -113,6 +115,7 @@ impl Config {
             crashes: 1,
             durable_logs: true,
             replicas: 1,
+            crash_destination_heads: false,
             host_every_shard: true,
             faults: Faults {
                 loss: 0.02,

@@ -246,6 +246,8 @@ pub struct RunStats {
     /// Replicated servers: crashes of a chain's head, and crashed replicas that copied
     /// their chain's state and became its tail again.
     pub head_crashes: u64,
+    /// Head crashes while a migration came into the chain (its successor took it over).
+    pub takeover_crashes: u64,
     pub rejoined: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -492,6 +494,7 @@ impl World {
     fn configure_chain(&mut self, chain: usize, at_once: bool) {
         let c = &self.chains[chain].membership;
         let (members, learner, epoch) = (c.members.clone(), c.learner, c.epoch);
+        self.settle_with_new_head(chain);
         for p in 0..self.config.partitions as usize {
             let config = ChainConfig {
                 epoch,
@@ -518,12 +521,37 @@ impl World {
                 .map(|s| self.servers[s].addr(p))
                 .collect();
             for client in &mut self.clients {
-                if self.owner[client.shard as usize - 1] == chain {
+                let shard = client.shard as usize - 1;
+                if self.owner[shard] == chain {
                     client.engine.follow_chain(p, &old, &config.members);
+                } else if self.active[shard].as_ref().is_some_and(|m| m.to == chain) {
+                    // Sent to the migration's destination: follow its new head.
+                    client.engine.follow_head(p, &old, config.members[0]);
                 }
             }
         }
         self.deliver_configs();
+    }
+
+    /// The control plane tells the source of every migration into `chain` where its head
+    /// is now (`PartitionServer::destination_replaced`): a head that died before INIT
+    /// reached its successor leaves no one there to ask the source.
+    fn settle_with_new_head(&mut self, chain: usize) {
+        let head = self.head(chain);
+        let into: Vec<(u16, usize)> = self
+            .active
+            .iter()
+            .flatten()
+            .filter(|m| m.to == chain)
+            .map(|m| (m.shard, m.from))
+            .collect();
+        for (shard, from) in into {
+            let source = self.head(from);
+            for p in 0..self.config.partitions as usize {
+                let to = self.servers[head].addr(p);
+                self.servers[source].partitions[p].destination_replaced(shard, to);
+            }
+        }
     }
 
     /// Applies the configurations due now. One for an earlier run of its replica, or older
@@ -1055,13 +1083,14 @@ impl World {
     /// Only a chain of two or more loses a member, so every chain keeps a replica.
     fn crash_replica(&mut self) {
         self.crashes_left -= 1;
-        // The head of a chain taking part in a migration is spared, and for a while after
-        // the migration ended (until its last role change is surely committed): a
-        // successor does not take over its head's migration yet (docs/replication.md).
+        // The head of a migration's source chain is spared, and for a while after the
+        // migration ended (until its last role change is surely committed): a successor
+        // does not take over a migration out yet (docs/replication.md). A destination's
+        // head is not: its successor settles the migration with the source.
         let now = self.now;
         let migrating = |c: usize| {
-            let active = self.active.iter().flatten();
-            active.clone().any(|m| m.from == c || m.to == c) || self.chains[c].migrated_until > now
+            let mut active = self.active.iter().flatten();
+            active.any(|m| m.from == c) || self.chains[c].migrated_until > now
         };
         let candidates: Vec<usize> = (0..self.servers.len())
             .filter(|&s| {
@@ -1074,8 +1103,20 @@ impl World {
         if candidates.is_empty() {
             return;
         }
+        let coming_in: Vec<usize> = self
+            .active
+            .iter()
+            .flatten()
+            .map(|m| self.head(m.to))
+            .filter(|s| candidates.contains(s))
+            .collect();
         self.stats.crashes += 1;
-        let s = candidates[self.rng.usize(..candidates.len())];
+        let s = if self.config.crash_destination_heads && !coming_in.is_empty() {
+            coming_in[self.rng.usize(..coming_in.len())]
+        } else {
+            candidates[self.rng.usize(..candidates.len())]
+        };
+        self.stats.takeover_crashes += u64::from(coming_in.contains(&s));
         let chain = self
             .chains
             .iter()
@@ -1196,7 +1237,10 @@ impl World {
         // Between chains, the heads migrate (their followers replicate what they do).
         let (from_head, to_head) = (self.head(from), self.head(to));
         let protocol = self.protocol_of(shard);
-        let ticket = Arc::new(MigrationTicket::new(self.next_stream_id));
+        let ticket = Arc::new(MigrationTicket::new(
+            self.next_stream_id,
+            self.config.partitions,
+        ));
         self.next_stream_id += 1;
         for p in 0..self.config.partitions as usize {
             let plan = OutgoingPlan {
@@ -1264,9 +1308,7 @@ impl World {
             }
             let moved = roles(m.from).all(|(role, _)| matches!(role, Some(Role::Moved { .. })));
             let (shard, to) = (m.shard, m.to);
-            for chain in [m.from, m.to] {
-                self.chains[chain].migrated_until = self.now + MIGRATION_SETTLES_NS;
-            }
+            self.chains[m.from].migrated_until = self.now + MIGRATION_SETTLES_NS;
             if moved {
                 let from = m.from;
                 self.owner[slot] = to;

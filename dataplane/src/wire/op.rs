@@ -36,6 +36,10 @@ ops! {
     MigrateAbort = 0x14,
     /// Is the stream still known there? (A source asks while its destination is silent.)
     MigrateProbe = 0x15,
+    /// A destination chain's new head took over a migration in (its predecessor died):
+    /// the source restarts its stream towards it and rolls the migration back or ends it.
+    /// Sent by the destination; header only.
+    MigrateTakeover = 0x16,
     // Migration data, source core → destination core.
     MigrateData = 0x30,
     DedupEntries = 0x31,
@@ -68,6 +72,7 @@ ops! {
     TerminateAck = 0x93,
     MigrateAbortAck = 0x94,
     MigrateProbeAck = 0x95,
+    MigrateTakeoverAck = 0x96,
     MigrateDataAck = 0xB0,
     DedupEntriesAck = 0xB1,
     DedupWindowAck = 0xB2,

@@ -19,7 +19,7 @@ use kv::key_hash;
 pub(super) struct ChainState {
     pub(super) replica: Replica,
     /// What the records a follower applied say of migrations under way.
-    replay: Replay,
+    pub(super) replay: Replay,
     /// The first bytes of a record the frames so far carried only in part.
     partial: Vec<u8>,
     capacity: usize,
@@ -126,9 +126,21 @@ impl PartitionServer {
         }
     }
 
-    /// A follower became head: the migrations its records show under way end as a
-    /// restart ends them, journaled (and so passed down the chain).
-    fn take_over(&mut self, replay: Replay) {
+    /// A follower became head. A migration in its records show under way is taken over:
+    /// the source settles it with this replica (`Incoming::taken_over`). One out ends as a
+    /// restart ends it, journaled (and so passed down the chain).
+    fn take_over(&mut self, mut replay: Replay) {
+        if replay.snapshot_open() && !self.snapshotting() {
+            // Its predecessor died in the middle of a snapshot, whose start a tail may have
+            // taken for its learner's: a whole one of its own ends it.
+            self.begin_snapshot();
+        }
+        for (id, origin) in replay.take_incoming() {
+            let (map, partition) = (self.map, self.partition);
+            if let Some(s) = self.shards.iter_mut().find(|s| s.id == id) {
+                s.role = Role::Incoming(Box::new(Incoming::taken_over(origin, &map, partition)));
+            }
+        }
         let before: Vec<u16> = self.shards.iter().map(|s| s.id).collect();
         self.end_interrupted(replay);
         for id in before {

@@ -5,7 +5,7 @@
 
 use crate::dedup::WriteDedup;
 use crate::incoming::Incoming;
-use crate::journal::{Journal, Record, ShardEvent};
+use crate::journal::{Journal, Record, ShardEvent, StreamOrigin};
 use crate::lost::LostGroups;
 use crate::outgoing::{Outgoing, OutgoingPlan, OutgoingStats};
 use crate::returning::Returning;
@@ -305,6 +305,20 @@ impl PartitionServer {
         Ok(())
     }
 
+    /// The control plane saw the destination chain of `shard`'s migration out get a new
+    /// head at `to` (its old head died). The migration is settled with it as when the new
+    /// head asks (MIGRATE_TAKEOVER), which it cannot if its predecessor died before
+    /// INIT reached it. False when no migration of `shard` is left to settle.
+    pub fn destination_replaced(&mut self, shard: u16, to: SocketAddrV4) -> bool {
+        self.shards
+            .iter_mut()
+            .find(|s| s.id == shard)
+            .is_some_and(|s| match &mut s.role {
+                Role::Outgoing(agent) => agent.take_over_destination(to),
+                _ => false,
+            })
+    }
+
     /// Starts migrating this partition of `plan.shard` away.
     pub fn start_outgoing(&mut self, plan: OutgoingPlan) -> Result<(), String> {
         self.check_outgoing(plan.shard)?;
@@ -327,14 +341,22 @@ impl PartitionServer {
     /// copy or must carry a delete on; after it they would only take room. Call every
     /// poll: a slice is small.
     pub fn sweep_tombstones(&mut self) {
+        let replay = self.chain.as_ref().map(|c| &c.replay);
         for shard in &mut self.shards {
-            shard.sweep_tombstones();
+            if !replay.is_some_and(|r| r.migrating(shard.id)) {
+                shard.sweep_tombstones();
+            }
         }
     }
 
-    /// Whether `sweep_tombstones` has work left.
+    /// Whether `sweep_tombstones` has work left. A follower keeps the tombstones of a shard
+    /// its records show migrating, as its head does: a successor taking over the
+    /// migration sends them back to the source if it is called off.
     pub fn sweeping(&self) -> bool {
-        self.shards.iter().any(Shard::sweeping)
+        let replay = self.chain.as_ref().map(|c| &c.replay);
+        self.shards
+            .iter()
+            .any(|s| s.sweeping() && !replay.is_some_and(|r| r.migrating(s.id)))
     }
 
     /// Reads parked for a pull, still unanswered.
@@ -386,6 +408,18 @@ impl PartitionServer {
         for shard in &mut self.shards {
             if let Role::Incoming(agent) = &mut shard.role {
                 agent.poll(now, out);
+                if agent.is_over_at_source() {
+                    // Taken over, and the source had it all back already: clients still
+                    // addressing this partition go there.
+                    let (to, id) = (agent.source, agent.source_shard);
+                    self.journal.record(&Record::Shard {
+                        shard: shard.id,
+                        event: ShardEvent::Moved { to, shard: id },
+                    });
+                    shard.table = Partition::new(&self.map, self.partition, 0);
+                    shard.role = Role::Moved { to, shard: id };
+                    continue;
+                }
                 if let Some(lost) = agent.lost_with_source() {
                     // The source restarted: what is wholly here is this partition's now.
                     self.migration.add_incoming(agent);
@@ -405,7 +439,7 @@ impl PartitionServer {
                     // restart, or a replica taking the head's place), a client still
                     // addressing this partition is sent to the source, not refused.
                     shard.table = Partition::new(&self.map, self.partition, 0);
-                    let (to, id) = (agent.source, agent.source_shard);
+                    let (to, id) = (agent.origin.source, agent.origin.shard);
                     self.journal.record(&Record::Shard {
                         shard: shard.id,
                         event: ShardEvent::Moved { to, shard: id },

@@ -116,7 +116,7 @@ impl PartitionServer {
             }
             // A client that followed MOVED here: send it back to the source.
             Role::Returning(agent) if !header.flags.contains(Flags::REDIRECTED) => {
-                return Ok(MultiOutcome::Moved(agent.source, agent.source_shard))
+                return Ok(MultiOutcome::Moved(agent.origin.source, agent.origin.shard))
             }
             // Steered here: the source decides (it asks to retry what is not back yet).
             Role::Returning(_) => fates = [ItemFate::Forward; wire::MAX_KEYS],
@@ -301,7 +301,7 @@ impl PartitionServer {
     ) -> Result<Action, DropReason> {
         let to = match &self.shards[shard_index].role {
             Role::Incoming(agent) => (agent.source, agent.source_shard),
-            Role::Returning(agent) => (agent.source, agent.source_shard),
+            Role::Returning(agent) => (agent.origin.source, agent.origin.shard),
             _ => return Err(DropReason::NotARequest),
         };
         let halves =

@@ -3,6 +3,7 @@
 //! acknowledgements handed to the migrations they belong to.
 
 use super::*;
+use crate::chain::Place;
 use crate::incoming::{Applied, Incoming};
 use crate::returning::Returning;
 use crate::stream::{self, Delivery};
@@ -16,10 +17,25 @@ pub(super) struct FinishedStream {
     source: SocketAddrV4,
     shard: u16,
     stream_id: u32,
-    last_applied: u64,
+    /// The last message applied; None for a migration in a replica learned had ended from
+    /// its records (`Adopted`): all of it was applied, whatever the source's numbering.
+    last_applied: Option<u64>,
     /// `Error` for a migration whose ABORT came before its INIT: nothing of it is here,
     /// and a late INIT of it must not start it.
     status: Status,
+}
+
+/// A migration in that ended here (`Adopted`), as a replica learns it from its records: a
+/// successor taking over the chain's head answers the source's TERMINATE, sent again after
+/// its predecessor died before acknowledging it.
+pub(super) fn adopted_stream(shard: u16, origin: StreamOrigin) -> FinishedStream {
+    FinishedStream {
+        source: origin.source,
+        shard,
+        stream_id: origin.stream_id,
+        last_applied: None,
+        status: Status::Ok,
+    }
 }
 
 /// Remembers an ended stream, to answer its retransmissions as it was answered.
@@ -66,6 +82,11 @@ impl PartitionServer {
     /// A migration stream message for a shard migrating in (or, after an abort, coming
     /// back): applied in order, then acknowledged in place.
     pub(super) fn on_stream_message(&mut self, packet: &mut Packet) -> Result<Action, DropReason> {
+        if !self.answers_migrations() {
+            // Only the head takes part: an `ERROR` from a follower (it holds migrations as
+            // records only) would tell a source that nothing of its migration is here.
+            return Err(DropReason::NotARequest);
+        }
         let src = packet.src;
         let (header, body) = wire::parse_header(packet.payload()).map_err(DropReason::Malformed)?;
         let message = StreamMessage::parse(header.op, body).map_err(DropReason::Malformed)?;
@@ -88,7 +109,7 @@ impl PartitionServer {
                 .iter()
                 .find(|f| f.source == src && f.shard == header.shard && f.stream_id == stream_id)
             {
-                let (last, status) = (done.last_applied, done.status);
+                let (last, status) = (done.last_applied.unwrap_or(header.seq), done.status);
                 stream::acknowledge(packet, &header, last, status, incarnation);
                 return Ok(Action::Ready);
             }
@@ -124,6 +145,7 @@ impl PartitionServer {
                     source_shard,
                     partitions,
                     group_bits,
+                    protocol,
                     ..
                 },
             ) = (is_init, message)
@@ -155,7 +177,12 @@ impl PartitionServer {
             }
             self.journal.record(&Record::Shard {
                 shard: header.shard,
-                event: ShardEvent::Incoming,
+                event: ShardEvent::Incoming(StreamOrigin {
+                    source: src,
+                    shard: source_shard,
+                    stream_id,
+                    protocol,
+                }),
             });
             shard.role = Role::Incoming(Box::new(Incoming::new(
                 src,
@@ -205,7 +232,7 @@ impl PartitionServer {
                             source: src,
                             shard: header.shard,
                             stream_id,
-                            last_applied: last,
+                            last_applied: Some(last),
                             status: Status::Ok,
                         },
                     );
@@ -221,11 +248,9 @@ impl PartitionServer {
                             });
                             Role::Owned
                         } else {
+                            let origin = incoming.origin();
                             Role::Returning(Box::new(Returning::new(
-                                src,
-                                incoming.source_shard,
-                                stream_id,
-                                incoming.protocol,
+                                origin,
                                 &self.map,
                                 self.partition,
                             )))
@@ -295,7 +320,7 @@ impl PartitionServer {
                     source: packet.src,
                     shard: header.shard,
                     stream_id: header.client,
-                    last_applied: header.seq,
+                    last_applied: Some(header.seq),
                     status: Status::Error,
                 },
             );
@@ -311,6 +336,39 @@ impl PartitionServer {
             Role::Outgoing(agent) => agent.returned_mut()?.receiver().take_next(),
             _ => None,
         }
+    }
+
+    /// MIGRATE_TAKEOVER: the destination chain's new head took over a migration out of
+    /// this partition. Answered `OK` when the migration restarts its stream towards it,
+    /// `ERROR` when no such migration is left to settle. Only a chain's head (or a lone
+    /// server) answers: a replica that holds the migration only as records knows nothing
+    /// of its state, and its `ERROR` would make the new head drop what it holds.
+    pub(super) fn on_takeover(&mut self, packet: &mut Packet, header: &HeaderRepr) -> Action {
+        if !self.answers_migrations() {
+            return Action::Consumed;
+        }
+        let from = packet.src;
+        let taken = self
+            .shards
+            .iter_mut()
+            .find(|s| s.id == header.shard)
+            .is_some_and(|shard| match &mut shard.role {
+                Role::Outgoing(agent) if agent.plan().ticket.stream_id() == header.client => {
+                    agent.take_over_destination(from)
+                }
+                _ => false,
+            });
+        if !taken {
+            self.counters.unknown_streams += 1;
+        }
+        let status = if taken { Status::Ok } else { Status::Error };
+        stream::acknowledge(packet, header, 0, status, self.incarnation);
+        Action::Ready
+    }
+
+    /// A lone server, or its chain's head: the replica that runs migrations.
+    fn answers_migrations(&self) -> bool {
+        matches!(self.chain_place(), None | Some(Place::Head))
     }
 
     /// An acknowledgement goes to the migration it belongs to. A destination's probe (MIGRATE_PROBE's acknowledgement) that no migration here
@@ -329,6 +387,16 @@ impl PartitionServer {
     /// Gives an acknowledgement to the migration it belongs to; false if none knows it.
     fn give_ack(&mut self, src: SocketAddrV4, header: &HeaderRepr) -> bool {
         let now = self.now;
+        if header.op == Op::MigrateTakeoverAck {
+            // An answer, not an acknowledgement of any stream: taken for one by the return
+            // the same migration starts here, it acknowledged the return's first message.
+            for shard in &mut self.shards {
+                if let Role::Incoming(agent) = &mut shard.role {
+                    agent.on_takeover_answer(src, header);
+                }
+            }
+            return true;
+        }
         let mut known = false;
         for shard in &mut self.shards {
             match &mut shard.role {

@@ -52,7 +52,27 @@ impl Replay {
         Replay {
             capacity,
             interrupted: Vec::new(),
+            snapshot_open: false,
         }
+    }
+
+    /// The migrations in under way by the records so far, taken out of the replay (each
+    /// shard with its `ShardEvent::Incoming`).
+    pub(super) fn take_incoming(&mut self) -> Vec<(u16, StreamOrigin)> {
+        let mut incoming = Vec::new();
+        self.interrupted.retain(|&(shard, what)| match what {
+            Interrupted::In(event) => {
+                incoming.push((shard, event));
+                false
+            }
+            Interrupted::Out => true,
+        });
+        incoming
+    }
+
+    /// Whether the records so far end inside a snapshot: one its writer did not finish.
+    pub(super) fn snapshot_open(&self) -> bool {
+        self.snapshot_open
     }
 
     /// Whether a migration of `shard` is under way by the records so far.
@@ -64,7 +84,8 @@ impl Replay {
 /// A shard's migration the replay has seen start and not end.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Interrupted {
-    In,
+    /// A migration in, from there.
+    In(StreamOrigin),
     Out,
 }
 
@@ -74,6 +95,8 @@ pub(super) struct Replay {
     /// with.
     capacity: usize,
     interrupted: Vec<(u16, Interrupted)>,
+    /// A snapshot began and has not ended yet (by the records so far).
+    snapshot_open: bool,
 }
 
 impl PartitionServer {
@@ -109,7 +132,7 @@ impl PartitionServer {
         let (map, partition) = (self.map, self.partition);
         for &(shard, what) in &replay.interrupted {
             match what {
-                Interrupted::In => self.shards.retain(|s| s.id != shard),
+                Interrupted::In(_) => self.shards.retain(|s| s.id != shard),
                 Interrupted::Out => {
                     let groups = map.groups_of(partition);
                     let mut lost = LostGroups::new(groups.clone());
@@ -181,7 +204,7 @@ impl PartitionServer {
             Record::Remember { client, seq, found } => self.dedup.remember(client, seq, found),
             Record::Shard { shard, event } => return self.replay_event(shard, event, true, replay),
             Record::Role { shard, event } => return self.replay_event(shard, event, false, replay),
-            Record::Snapshot { .. } => {}
+            Record::Snapshot { begin } => replay.snapshot_open = begin,
             Record::Damaged { shard, ref lost } => {
                 replay.interrupted.retain(|&(s, _)| s != shard);
                 let Some(s) = self.shards.iter_mut().find(|s| s.id == shard) else {
@@ -212,11 +235,12 @@ impl PartitionServer {
                 Role::Outgoing(_) => (ShardEvent::Hosted, Some(ShardEvent::Outgoing)),
                 // Given back whole: clients still addressing it go to the source.
                 Role::Returning(agent) if agent.is_done() => {
-                    let (to, shard) = (agent.source, agent.source_shard);
+                    let (to, shard) = (agent.origin.source, agent.origin.shard);
                     (ShardEvent::Hosted, Some(ShardEvent::Moved { to, shard }))
                 }
                 // Taken only once its migration ends (`Adopted`, further on in the log).
-                Role::Incoming(_) | Role::Returning(_) => (ShardEvent::Incoming, None),
+                Role::Incoming(agent) => (ShardEvent::Incoming(agent.origin()), None),
+                Role::Returning(agent) => (ShardEvent::Incoming(agent.origin), None),
             };
             self.journal.record(&Record::Role {
                 shard: shard.id,
@@ -318,6 +342,16 @@ impl PartitionServer {
         replay: &mut Replay,
     ) -> bool {
         let interrupted = &mut replay.interrupted;
+        if event == ShardEvent::Adopted {
+            let incoming = interrupted.iter().find_map(|&(s, what)| match what {
+                Interrupted::In(incoming) if s == shard => Some(incoming),
+                _ => None,
+            });
+            if let Some(origin) = incoming {
+                let done = super::receive::adopted_stream(shard, origin);
+                super::receive::finish_stream(&mut self.finished_streams, done);
+            }
+        }
         interrupted.retain(|&(s, _)| s != shard);
         let fresh = |capacity| Partition::new(&self.map, self.partition, capacity);
         let Some(index) = self.shards.iter().position(|s| s.id == shard) else {
@@ -325,7 +359,7 @@ impl PartitionServer {
             // from INIT, as it did when it ran.
             let capacity = match event {
                 ShardEvent::Hosted => replay.capacity,
-                ShardEvent::Incoming => 0,
+                ShardEvent::Incoming(_) => 0,
                 _ => return false,
             };
             self.shards.push(Shard {
@@ -339,12 +373,12 @@ impl PartitionServer {
         let s = &mut self.shards[index];
         match event {
             ShardEvent::Hosted | ShardEvent::Adopted | ShardEvent::Kept => s.role = Role::Owned,
-            ShardEvent::Incoming => {
+            ShardEvent::Incoming(origin) => {
                 s.role = Role::Owned;
                 if empties {
                     s.table = fresh(0);
                 }
-                interrupted.push((shard, Interrupted::In));
+                interrupted.push((shard, Interrupted::In(origin)));
             }
             ShardEvent::Outgoing => interrupted.push((shard, Interrupted::Out)),
             ShardEvent::Moved { to, shard: id } => {

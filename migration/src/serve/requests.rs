@@ -59,6 +59,9 @@ impl PartitionServer {
             Op::ChainAppendAck => return self.on_chain_ack(packet, &header),
             _ => {}
         }
+        if header.op == Op::MigrateTakeover {
+            return Ok(self.on_takeover(packet, &header));
+        }
         if header.op.is_migration_stream() {
             return self.on_stream_message(packet);
         }
@@ -313,7 +316,7 @@ impl PartitionServer {
             }
             Role::Returning(agent) if !header.flags.contains(Flags::REDIRECTED) => {
                 // A client that followed MOVED here: send it back to the source.
-                let (to, shard) = (agent.source, agent.source_shard);
+                let (to, shard) = (agent.origin.source, agent.origin.shard);
                 return Ok(Action::Reply(
                     self.moved_reply(&header, to, shard, buf),
                     reply_to,
@@ -322,7 +325,7 @@ impl PartitionServer {
             Role::Returning(agent) => {
                 // Steered here (the switch, or a Fulva double read): the source decides
                 // (it asks to retry what it does not have back yet).
-                let to = (agent.source, agent.source_shard);
+                let to = (agent.origin.source, agent.origin.shard);
                 return self.forward(&header, len, buf, requester, to);
             }
         }
