@@ -181,7 +181,7 @@ fn scenario_destination_heads_crash_mid_migration() {
         taken_over += runs.iter().map(|s| s.takeover_crashes).sum::<u64>();
     }
     assert!(
-        taken_over > 40,
+        taken_over > 20,
         "{taken_over} destination heads crashed mid-migration"
     );
 }
