@@ -29,6 +29,9 @@ timeout 600 cargo run --release --quiet -- simulate --seeds 300
 echo "== deterministic simulation: chains of 3 replicas, 4 replica crashes a run (docs/replication.md)"
 timeout 300 cargo run --release --quiet -- simulate --seeds 200 --replicas 3 --crashes 4
 
+echo "== deterministic simulation: every crash a migration's destination head (docs/replication.md)"
+timeout 300 cargo run --release --quiet -- simulate --seeds 200 --replicas 3 --crashes 4 --crash-destination-heads
+
 echo "== switch controller (offline tests of the bfrt controller's logic)"
 python3 tofino/controller/test_controller.py
 
