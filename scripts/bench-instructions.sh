@@ -4,7 +4,7 @@
 # exactly. It is CPU work only: cache misses and their stalls are not in it (the throughput is
 # `cargo bench -p bench --bench serving` / `--bench client`).
 #
-# Usage: scripts/bench-instructions.sh [server|client|dpdk-client] [records] [distribution]
+# Usage: scripts/bench-instructions.sh [server|client|dpdk-client|migration] [records] [distribution]
 #   server        the server's burst path (`PartitionServer::handle_burst`, as the serving loop
 #                 runs it), from the `serving` bench (the default)
 #   client        one YCSB client thread (workload C, window 128) served on the same thread,
@@ -14,19 +14,24 @@
 #                 natively; root. Two runs, of 2 and 5 s: the difference of their counts over
 #                 the difference of their operations, so start-up and load cancel out;
 #                 NM_BIN=path counts that netmigrate binary instead of this tree's
-#   records       keys in the table (default 10000: the table fits the caches)
+#   migration     the migration path alone, from the `migration` bench (migration crate):
+#                 a source scanning and encoding every group, and a destination decoding and
+#                 applying every batch; 8-byte keys, 64-byte values; one pass of each side
+#   records       keys in the table (default 10000: the table fits the caches; migration:
+#                 1000000, so the 65 536 groups are not mostly empty)
 #   distribution  server only: uniform | zipfian | latest ... (default uniform)
 # Prints instructions_per_request=N (client: also server_instructions_per_request and
-# client_instructions_per_request). Needs valgrind (scripts/setup.sh --bench-tools);
+# client_instructions_per_request; migration: source_instructions_per_entry and
+# destination_instructions_per_entry). Needs valgrind (scripts/setup.sh --bench-tools);
 # dpdk-client also the DPDK build's packages (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=server
 case "${1:-}" in
-    server|client|dpdk-client) what=$1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    server|client|dpdk-client|migration) what=$1; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
 esac
-records=${1:-10000}
+records=${1:-$([ "$what" = migration ] && echo 1000000 || echo 10000)}
 distribution=${2:-uniform}
 case "$records" in
     ''|*[!0-9]*) echo "bench-instructions.sh: records must be a number, got '$records' (try --help)" >&2; exit 2 ;;
@@ -80,15 +85,37 @@ PY
     exit 0
 fi
 
-bench=$([ "$what" = server ] && echo serving || echo client)
-bin=$(cargo bench -p bench --bench "$bench" --no-run --message-format=json 2>/dev/null |
-    BENCH=$bench python3 -c '
+# The executable of bench $2 of crate $1.
+bench_binary() {
+    cargo bench -p "$1" --bench "$2" --no-run --message-format=json 2>/dev/null |
+        BENCH=$2 python3 -c '
 import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == os.environ["BENCH"] \
             and m.get("executable"):
-        print(m["executable"])')
+        print(m["executable"])'
+}
+
+if [ "$what" = migration ]; then
+    bin=$(bench_binary migration migration)
+    [ -n "$bin" ] || { echo "bench-instructions.sh: the migration bench did not build" >&2; exit 1; }
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
+    echo "counting instructions (migration path, $records entries; a minute per million)" >&2
+    echo "entries_counted=$records"
+    for side in source destination; do
+        NM_MIGRATION_RECORDS=$records NM_MIGRATION_ONCE=$side valgrind --tool=callgrind \
+            --callgrind-out-file="$out" --toggle-collect="*pass_$side*" "$bin" --bench \
+            >/dev/null 2>&1
+        total=$(grep -E '^(summary|totals):' "$out" | head -1 | cut -d' ' -f2)
+        echo "${side}_instructions_per_entry=$((total / records))"
+    done
+    exit 0
+fi
+
+bench=$([ "$what" = server ] && echo serving || echo client)
+bin=$(bench_binary bench "$bench")
 [ -n "$bin" ] || { echo "bench-instructions.sh: the $bench bench did not build" >&2; exit 1; }
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

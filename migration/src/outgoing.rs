@@ -168,7 +168,7 @@ enum Step {
 }
 
 /// An encoded data batch: item count, key and value bytes, items.
-pub(crate) type Batch = (u16, u64, Vec<u8>);
+pub type Batch = (u16, u64, Vec<u8>);
 
 struct Active {
     group: u32,
@@ -177,36 +177,67 @@ struct Active {
     batches: VecDeque<Batch>,
 }
 
-/// Encodes the entries `each` visits (key, value or None for a tombstone, version) into
-/// batches that fit one frame each.
-pub(crate) fn encode_batches(
-    each: impl FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u64)),
-) -> VecDeque<Batch> {
-    let mut batches = VecDeque::new();
-    let mut items = Vec::new();
-    let mut count = 0u16;
-    let mut bytes = 0u64;
-    each(&mut |key, value, version| {
+/// Encodes entries into batches that fit one frame each. Generic over how the entries are
+/// visited (a group's scan, a list of keys), so the visit inlines into the encoding: every
+/// entry a migration moves passes through `push`.
+pub struct BatchEncoder {
+    batches: VecDeque<Batch>,
+    items: Vec<u8>,
+    count: u16,
+    bytes: u64,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        BatchEncoder {
+            batches: VecDeque::new(),
+            // A frame's worth from the start: grown entry by entry, the buffer was
+            // reallocated several times a batch.
+            items: Vec::with_capacity(BATCH_BYTES),
+            count: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl BatchEncoder {
+    /// Adds an entry (`value` None: a tombstone).
+    #[inline]
+    pub fn push(&mut self, key: &[u8], value: Option<&[u8]>, version: u64) {
         let item = MigratedItem {
             key,
             value,
             version,
         };
-        if !wire::push_item(&mut items, BATCH_BYTES, &item) {
-            batches.push_back((count, bytes, std::mem::take(&mut items)));
-            (count, bytes) = (0, 0);
+        if !wire::push_item(&mut self.items, BATCH_BYTES, &item) {
+            let full = std::mem::replace(&mut self.items, Vec::with_capacity(BATCH_BYTES));
+            self.batches.push_back((self.count, self.bytes, full));
+            (self.count, self.bytes) = (0, 0);
             assert!(
-                wire::push_item(&mut items, BATCH_BYTES, &item),
+                wire::push_item(&mut self.items, BATCH_BYTES, &item),
                 "a stored entry fits one batch"
             );
         }
-        count += 1;
-        bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-    });
-    if count > 0 {
-        batches.push_back((count, bytes, items));
+        self.count += 1;
+        self.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
     }
-    batches
+
+    /// The batches, the last one partly filled.
+    pub fn finish(mut self) -> VecDeque<Batch> {
+        if self.count > 0 {
+            self.batches.push_back((self.count, self.bytes, self.items));
+        }
+        self.batches
+    }
+}
+
+/// Every entry and tombstone of `group` in `table`, as batches.
+pub fn encode_group(table: &Partition, group: u32) -> VecDeque<Batch> {
+    let mut encoder = BatchEncoder::default();
+    table.for_each_in_group(group, |entry| {
+        encoder.push(entry.key, entry.value, entry.version)
+    });
+    encoder.finish()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -871,16 +902,15 @@ impl Outgoing {
                 .iter()
                 .position(|d| d.0 != group)
                 .map_or(dirty.len(), |n| run_start + n);
-            let batches = encode_batches(|visit| {
-                for (_, key, hash) in &dirty[run_start..run_end] {
-                    match table.get(*hash, key) {
-                        Lookup::Found { version, value } => visit(key, Some(value), version),
-                        Lookup::Deleted { version } => visit(key, None, version),
-                        Lookup::Absent => {}
-                    }
+            let mut encoder = BatchEncoder::default();
+            for (_, key, hash) in &dirty[run_start..run_end] {
+                match table.get(*hash, key) {
+                    Lookup::Found { version, value } => encoder.push(key, Some(value), version),
+                    Lookup::Deleted { version } => encoder.push(key, None, version),
+                    Lookup::Absent => {}
                 }
-            });
-            self.push_batches(group, batches);
+            }
+            self.push_batches(group, encoder.finish());
             run_start = run_end;
         }
         // An aborted migration keeps catching up until `poll` sees the abort.
@@ -1051,9 +1081,7 @@ impl Outgoing {
                 }
             }
         }
-        self.active[index].batches = encode_batches(|visit| {
-            table.for_each_in_group(group, |entry| visit(entry.key, entry.value, entry.version))
-        });
+        self.active[index].batches = encode_group(table, group);
         self.active[index].step = Step::Shipping;
     }
 

@@ -12,7 +12,7 @@
 
 use crate::dedup::WriteDedup;
 use crate::journal::StreamOrigin;
-use crate::outgoing::{encode_batches, STREAM_WINDOW};
+use crate::outgoing::{encode_group, STREAM_WINDOW};
 use crate::stream::StreamSender;
 use dataplane::wire::{HeaderRepr, Protocol, StreamMessage};
 use dataplane::Packet;
@@ -123,12 +123,7 @@ impl Returning {
                     if self.to_source.pending() >= STREAM_WINDOW {
                         break;
                     }
-                    let batches = encode_batches(|visit| {
-                        table.for_each_in_group(group, |entry| {
-                            visit(entry.key, entry.value, entry.version)
-                        })
-                    });
-                    for (count, bytes, items) in batches {
+                    for (count, bytes, items) in encode_group(table, group) {
                         self.send(&StreamMessage::Data {
                             group,
                             count,

@@ -431,10 +431,15 @@ pub fn push_item(list: &mut Vec<u8>, limit: usize, item: &MigratedItem<'_>) -> b
     if list.len() + ITEM_OVERHEAD + item.key.len() + value.len() > limit {
         return false;
     }
-    list.push(item.key.len() as u8);
-    list.push(if item.value.is_some() { 0 } else { TOMBSTONE });
-    list.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    list.extend_from_slice(&item.version.to_be_bytes());
+    // The fixed part built on the stack and copied once: a migration encodes every entry
+    // it moves through here.
+    let mut fixed = [0u8; ITEM_OVERHEAD];
+    fixed[0] = item.key.len() as u8;
+    fixed[1] = if item.value.is_some() { 0 } else { TOMBSTONE };
+    fixed[2..4].copy_from_slice(&(value.len() as u16).to_be_bytes());
+    fixed[4..].copy_from_slice(&item.version.to_be_bytes());
+    list.reserve(ITEM_OVERHEAD + item.key.len() + value.len());
+    list.extend_from_slice(&fixed);
     list.extend_from_slice(item.key);
     list.extend_from_slice(value);
     true
