@@ -117,6 +117,7 @@ fn client_cost(c: &mut Criterion) {
         progress: false,
         seed: 1,
         track_migrations: false,
+        reads_at_tail: false,
         idle: Idle::BusyPoll,
     };
 

@@ -699,6 +699,11 @@ pub struct YcsbArgs {
         conflicts_with = "server"
     )]
     pub chain: Vec<SocketAddrV4>,
+    /// With --chain or --etcd: every single-key read goes to the chain's tail (chain
+    /// replication without CRAQ's apportioned queries), to compare with reads spread over
+    /// the chain.
+    #[arg(long)]
+    pub reads_at_tail: bool,
     // --etcd: follow the chain whose membership etcd holds (`server --etcd`): requests go
     // to its head, reads spread over its members, and each new membership is followed.
     #[command(flatten)]

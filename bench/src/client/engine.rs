@@ -672,7 +672,11 @@ impl Engine {
         let replicas = &self.read_replicas[partition];
         let tracked = self.tracking[partition].is_some();
         if matches!(request, Request::Get { .. }) && !tracked && replicas.first() == Some(&server) {
-            server = replicas[(seq as usize + attempt as usize) % replicas.len()];
+            server = if self.settings.reads_at_tail {
+                replicas[replicas.len() - 1]
+            } else {
+                replicas[(seq as usize + attempt as usize) % replicas.len()]
+            };
         }
         let header = HeaderRepr {
             op: request.op(),
@@ -1357,6 +1361,7 @@ mod tests {
             progress: false,
             seed: 1,
             track_migrations: false,
+            reads_at_tail: false,
             idle: Idle::Share,
         };
         let spec = Arc::new(WorkloadSpec::builtin("c").unwrap());

@@ -92,6 +92,9 @@ pub struct Settings {
     /// Fulva's client: once told a partition moved, track the migration's progress from
     /// the destination's replies and read what has not migrated from both sides.
     pub track_migrations: bool,
+    /// A replicated server: single-key reads go to the chain's tail only (chain replication
+    /// without apportioned queries), not spread over the chain (CRAQ).
+    pub reads_at_tail: bool,
     /// What client threads do while no reply arrives.
     pub idle: dataplane::runner::Idle,
 }

@@ -103,6 +103,7 @@ pub(crate) fn settings(args: &YcsbArgs) -> Result<Settings, CommandError> {
         progress: !args.quiet,
         seed: args.seed,
         track_migrations: false,
+        reads_at_tail: args.reads_at_tail,
         idle: args.idle.idle(),
     })
 }
@@ -161,6 +162,9 @@ pub fn execute(args: YcsbArgs) -> Result<Report, CommandError> {
         udp_checksum: args.udp_checksum.choice(),
     };
     let fabric = Fabric::new(transport, fault_config, dpdk, lanes)?.via(args.via)?;
+    if args.reads_at_tail && args.chain.is_empty() && args.etcd.etcd.is_empty() {
+        return fail("--reads-at-tail needs a chain: --chain or --etcd");
+    }
     if !args.chain.is_empty() && args.embedded {
         return fail("--chain names separate server processes; it cannot go with --embedded");
     }

@@ -416,6 +416,7 @@ impl World {
             progress: false,
             seed: self.rng.u64(..),
             track_migrations: self.protocol_of(shard) == Protocol::Fulva,
+            reads_at_tail: false,
             idle: Idle::Share,
         }
     }
