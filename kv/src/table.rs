@@ -43,6 +43,8 @@ pub enum PutOutcome {
 const SLOTS: usize = 7;
 const POINTER_BITS: u32 = 48;
 const POINTER_MASK: u64 = (1 << POINTER_BITS) - 1;
+/// Buckets ahead of the one a group scan reads whose entries it starts loading.
+const SCAN_AHEAD: usize = 4;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Default)]
@@ -461,6 +463,13 @@ impl Partition {
             // Past the group's home buckets, entries can only sit where an overflow led.
             if step > last - first && self.buckets[(bucket + buckets - 1) % buckets].overflow == 0 {
                 break;
+            }
+            // The entries live apart from their buckets: their loads, started a few
+            // buckets ahead, overlap instead of each one stalling the scan.
+            for &slot in &self.buckets[(bucket + SCAN_AHEAD) % buckets].slots {
+                if slot != 0 {
+                    prefetch(block_of(slot).as_ptr());
+                }
             }
             let from = if step == first_step { first_slot } else { 0 };
             for (i, &slot) in self.buckets[bucket].slots.iter().enumerate().skip(from) {
