@@ -208,9 +208,6 @@ pub struct Counters {
     pub completed: u64,
     pub failed: u64,
     pub timeouts: u64,
-    /// Partitions whose route went back home after requests to where MOVED sent them went
-    /// unanswered (`FALL_BACK_AFTER`).
-    pub fell_back_home: u64,
     pub retries: u64,
     pub not_found: u64,
     /// Deletes answered, and those answered NOT_FOUND (the key was absent).
@@ -242,7 +239,6 @@ impl Counters {
         self.completed += other.completed;
         self.failed += other.failed;
         self.timeouts += other.timeouts;
-        self.fell_back_home += other.fell_back_home;
         self.retries += other.retries;
         self.not_found += other.not_found;
         self.deletes += other.deletes;
@@ -666,7 +662,6 @@ impl Engine {
         let home = self.homes[partition];
         if lost && self.tracking[partition].is_none() && self.routes[partition] != home {
             self.routes[partition] = home;
-            self.counters.fell_back_home += 1;
         }
         let (mut server, shard) = self.routes[partition];
         let replicas = &self.read_replicas[partition];
